@@ -1,0 +1,371 @@
+//! The operator's TOML config: parsed strictly, validated completely, then immutable.
+//!
+//! `RawConfig` mirrors the file and rejects unknown keys; `Config` is the validated form and is
+//! all the rest of the program ever sees. Relative paths are resolved against the config file's
+//! folder, so a config and its rules can travel together.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::address;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::rules::freemail::FreemailDomains;
+use crate::tomlfile::{KeyPath, TomlFile};
+
+/// Where the config lives when neither `--config` nor `MAILSYNC_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mailsync/mailsync.toml";
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    company: RawCompany,
+    store: RawStore,
+    #[serde(default)]
+    rules: RawRules,
+    #[serde(default)]
+    gmail: RawGmail,
+    #[serde(default)]
+    users: Vec<RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawCompany {
+    domains: Vec<String>,
+    #[serde(default)]
+    admins_see_private_emails: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawStore {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawRules {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawGmail {
+    #[serde(default = "default_api_base_url")]
+    api_base_url: String,
+}
+
+impl Default for RawGmail {
+    fn default() -> Self {
+        RawGmail {
+            api_base_url: default_api_base_url(),
+        }
+    }
+}
+
+fn default_api_base_url() -> String {
+    "https://gmail.googleapis.com/".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUser {
+    email: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    role: Role,
+    /// Off unless an operator turns it on: listing a user makes their addresses internal, but
+    /// reading their mail is a separate, explicit decision.
+    #[serde(default)]
+    sync: bool,
+    /// Private unless an operator says otherwise: colleagues see that an email happened, not
+    /// what it said.
+    #[serde(default)]
+    emails_visible: bool,
+}
+
+/// What a user may see beyond their own mail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    #[default]
+    User,
+}
+
+/// A CRM user whose mailbox mailsync may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Primary address, lower-cased; the user's identity everywhere in the store.
+    pub email: String,
+    /// Other addresses of the same person, lower-cased.
+    pub aliases: Vec<String>,
+    pub role: Role,
+    pub sync: bool,
+    pub emails_visible: bool,
+}
+
+impl User {
+    /// The primary address followed by the aliases.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.email.as_str()).chain(self.aliases.iter().map(String::as_str))
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, for messages and for reload.
+    pub source_path: PathBuf,
+    pub company_domains: Vec<String>,
+    pub admins_see_private_emails: bool,
+    pub store_path: PathBuf,
+    pub rules_dir: Option<PathBuf>,
+    pub gmail_api_base_url: String,
+    pub users: Vec<User>,
+    pub freemail: FreemailDomains,
+    user_by_address: HashMap<String, usize>,
+}
+
+impl Config {
+    /// The user owning `address` (primary or alias), compared case-insensitively.
+    pub fn user_by_address(&self, address: &str) -> Option<&User> {
+        self.user_by_address
+            .get(&address::normalize(address))
+            .map(|&index| &self.users[index])
+    }
+
+    /// Loads and validates the config at `path`, reporting every problem found.
+    pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            Diagnostic::new(path, None, format!("cannot read config file: {error}"))
+        })?;
+        Config::from_toml(path, text)
+    }
+
+    /// Validates config text as if it had been read from `path`.
+    pub fn from_toml(path: &Path, text: String) -> Result<Config, Diagnostics> {
+        let file = TomlFile::new(path, text);
+        let (raw, mut diagnostics) = file.deserialize::<RawConfig>();
+        let Some(raw) = raw else {
+            return Err(diagnostics);
+        };
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let rules_dir = raw.rules.dir.as_ref().map(|dir| base_dir.join(dir));
+        let freemail = match &rules_dir {
+            Some(dir) => {
+                let (freemail, problems) = FreemailDomains::load_with_additions(dir);
+                diagnostics.extend(problems);
+                freemail
+            }
+            None => FreemailDomains::builtin(),
+        };
+        let config = validate(&file, raw, base_dir, rules_dir, freemail, &mut diagnostics);
+        diagnostics.into_result(config)
+    }
+}
+
+fn validate(
+    file: &TomlFile,
+    raw: RawConfig,
+    base_dir: &Path,
+    rules_dir: Option<PathBuf>,
+    freemail: FreemailDomains,
+    diagnostics: &mut Diagnostics,
+) -> Config {
+    let mut company_domains = Vec::new();
+    for (index, domain) in raw.company.domains.iter().enumerate() {
+        let at = KeyPath::default()
+            .key("company")
+            .key("domains")
+            .index(index);
+        let domain = address::normalize(domain);
+        if let Err(problem) = address::validate_domain(&domain) {
+            diagnostics.push(file.diagnostic(&at, format!("company domain: {problem}")));
+        } else if freemail.contains(&domain) {
+            diagnostics.push(file.diagnostic(
+                &at,
+                format!(
+                    "company domain `{domain}` is a free-mail domain: listing it would make \
+                     every {domain} address internal and never synced; remove it"
+                ),
+            ));
+        } else if company_domains.contains(&domain) {
+            diagnostics
+                .push(file.diagnostic(&at, format!("company domain `{domain}` is listed twice")));
+        } else {
+            company_domains.push(domain);
+        }
+    }
+
+    let api_base_url = validate_base_url(&raw.gmail.api_base_url).unwrap_or_else(|problem| {
+        let at = KeyPath::default().key("gmail").key("api_base_url");
+        diagnostics.push(file.diagnostic(&at, problem));
+        default_api_base_url()
+    });
+
+    let mut users = Vec::new();
+    let mut user_by_address = HashMap::new();
+    for (index, raw_user) in raw.users.into_iter().enumerate() {
+        let at = KeyPath::default().key("users").index(index);
+        let email = address::normalize(&raw_user.email);
+        let mut addresses = vec![(email.clone(), at.clone().key("email"))];
+        for (alias_index, alias) in raw_user.aliases.iter().enumerate() {
+            let alias_at = at.clone().key("aliases").index(alias_index);
+            addresses.push((address::normalize(alias), alias_at));
+        }
+        let mut valid = true;
+        for (user_address, address_at) in &addresses {
+            if let Err(problem) = address::validate(user_address) {
+                diagnostics.push(file.diagnostic(address_at, format!("user address: {problem}")));
+                valid = false;
+            } else if let Some(&owner) = user_by_address.get(user_address) {
+                let owner: &User = &users[owner];
+                diagnostics.push(file.diagnostic(
+                    address_at,
+                    format!(
+                        "`{user_address}` is already an address of user `{}`: each address \
+                         belongs to one user",
+                        owner.email
+                    ),
+                ));
+                valid = false;
+            }
+        }
+        if !valid {
+            continue;
+        }
+        let position = users.len();
+        for (user_address, _) in &addresses {
+            user_by_address.insert(user_address.clone(), position);
+        }
+        users.push(User {
+            email,
+            aliases: addresses.into_iter().skip(1).map(|(a, _)| a).collect(),
+            role: raw_user.role,
+            sync: raw_user.sync,
+            emails_visible: raw_user.emails_visible,
+        });
+    }
+
+    Config {
+        source_path: file.path.clone(),
+        company_domains,
+        admins_see_private_emails: raw.company.admins_see_private_emails,
+        store_path: base_dir.join(raw.store.path),
+        rules_dir,
+        gmail_api_base_url: api_base_url,
+        users,
+        freemail,
+        user_by_address,
+    }
+}
+
+/// Gmail's client joins paths onto the base URL, so it must be http(s) and end with `/`; a
+/// missing slash is added rather than rejected because its meaning is unambiguous.
+fn validate_base_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("`{url}` must start with https:// (or http:// for a local test server)")
+        })?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if url.ends_with('/') {
+        Ok(url.to_string())
+    } else {
+        Ok(format!("{url}/"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, Vec<String>> {
+        Config::from_toml(Path::new("/etc/mailsync/mailsync.toml"), text.to_string())
+            .map_err(|d| d.0.iter().map(|d| d.to_string()).collect())
+    }
+
+    const MINIMAL: &str =
+        "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n";
+
+    #[test]
+    fn minimal_config_gets_private_defaults() {
+        let config = load(&format!(
+            "{MINIMAL}[[users]]\nemail = \"Michelle@ABCorp.com\"\n"
+        ))
+        .unwrap();
+        let user = &config.users[0];
+        assert_eq!(user.email, "michelle@abcorp.com");
+        assert!(!user.sync, "sync must be opted into");
+        assert!(!user.emails_visible, "emails are private unless configured");
+        assert_eq!(user.role, Role::User);
+        assert_eq!(config.store_path, Path::new("/etc/mailsync/crm.sqlite3"));
+        assert_eq!(config.gmail_api_base_url, "https://gmail.googleapis.com/");
+        assert!(config.user_by_address("MICHELLE@abcorp.com").is_some());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "[company]\n\
+                    domains = [\"abcorp.com\", \"gmail.com\"]\n\
+                    [store]\n\
+                    path = \"x.sqlite3\"\n\
+                    [gmail]\n\
+                    api_base_url = \"ftp://x\"\n\
+                    [[users]]\n\
+                    email = \"michelle@abcorp.com\"\n\
+                    colour = \"blue\"\n\
+                    [[users]]\n\
+                    email = \"not-an-address\"\n\
+                    [[users]]\n\
+                    email = \"dave@abcorp.com\"\n\
+                    aliases = [\"MICHELLE@abcorp.com\"]\n";
+        let problems = load(text).unwrap_err();
+        let lines: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                "/etc/mailsync/mailsync.toml:2",
+                "/etc/mailsync/mailsync.toml:6",
+                "/etc/mailsync/mailsync.toml:9",
+                "/etc/mailsync/mailsync.toml:11",
+                "/etc/mailsync/mailsync.toml:14",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[0].contains("free-mail"));
+        assert!(problems[2].contains("unknown key `users[0].colour`"));
+        assert!(problems[4].contains("already an address of user `michelle@abcorp.com`"));
+    }
+
+    #[test]
+    fn bad_role_names_the_line() {
+        let problems = load(&format!(
+            "{MINIMAL}[[users]]\nemail = \"a@abcorp.com\"\nrole = \"root\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].starts_with("/etc/mailsync/mailsync.toml:7:"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn base_url_gets_its_trailing_slash() {
+        assert_eq!(
+            validate_base_url("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080/"
+        );
+        assert!(validate_base_url("http:///x").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! Loads a TOML file into a typed structure and reports every problem with its line.
+//!
+//! serde stops at the first error and, with `deny_unknown_fields`, names an unknown key without
+//! saying where the others are. Operators fixing a config at 3 a.m. deserve the whole list, so
+//! unknown keys are collected with `serde_ignored` instead, and every problem (syntax, type,
+//! unknown key, or a later semantic check that names a key path) is turned into `file:line`
+//! through the spans of toml's own parse tree.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+
+/// One step into a TOML document: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPathSegment {
+    Key(String),
+    Index(usize),
+}
+
+/// Where a value sits in a document, e.g. `users[2].email`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<KeyPathSegment>);
+
+impl KeyPath {
+    pub fn key(mut self, key: &str) -> Self {
+        self.0.push(KeyPathSegment::Key(key.to_string()));
+        self
+    }
+
+    pub fn index(mut self, index: usize) -> Self {
+        self.0.push(KeyPathSegment::Index(index));
+        self
+    }
+}
+
+impl std::fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (position, segment) in self.0.iter().enumerate() {
+            match segment {
+                KeyPathSegment::Key(key) if position == 0 => write!(f, "{key}")?,
+                KeyPathSegment::Key(key) => write!(f, ".{key}")?,
+                KeyPathSegment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parsed file that can still answer "on which line is this key?" for later checks.
+pub struct TomlFile {
+    pub path: PathBuf,
+    text: String,
+}
+
+impl TomlFile {
+    pub fn new(path: &Path, text: String) -> Self {
+        TomlFile {
+            path: path.to_path_buf(),
+            text,
+        }
+    }
+
+    /// Deserializes the whole document. On success also returns the problems that did not
+    /// prevent deserialization (unknown keys), so callers can add their own and report all.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> (Option<T>, Diagnostics) {
+        let mut diagnostics = Diagnostics::default();
+        let table = match DeTable::parse(&self.text) {
+            Ok(table) => table,
+            Err(error) => {
+                diagnostics.push(self.error_diagnostic(&error));
+                return (None, diagnostics);
+            }
+        };
+        let mut unknown_keys = Vec::new();
+        let deserializer = toml::de::Deserializer::from(table);
+        let value = serde_ignored::deserialize(deserializer, |path| {
+            unknown_keys.push(key_path_of(&path));
+        });
+        for key_path in unknown_keys {
+            diagnostics.push(self.diagnostic(&key_path, format!("unknown key `{key_path}`")));
+        }
+        match value {
+            Ok(value) => (Some(value), diagnostics),
+            Err(error) => {
+                diagnostics.push(self.error_diagnostic(&error));
+                (None, diagnostics)
+            }
+        }
+    }
+
+    /// A problem about the value at `key_path`, located at that key's line.
+    pub fn diagnostic(&self, key_path: &KeyPath, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(&self.path, self.line_of(key_path), message)
+    }
+
+    fn error_diagnostic(&self, error: &toml::de::Error) -> Diagnostic {
+        let line = error.span().map(|span| self.line_at(span.start));
+        // toml's own message is one line describing the problem; its Display adds a source
+        // excerpt that would repeat what `file:line` already says.
+        Diagnostic::new(&self.path, line, error.message().trim().to_string())
+    }
+
+    /// The line of the key (for table entries) or value (for array items) at `key_path`;
+    /// the closest enclosing item that exists when the full path does not.
+    pub fn line_of(&self, key_path: &KeyPath) -> Option<usize> {
+        let root = DeTable::parse(&self.text).ok()?;
+        let mut current_table: Option<&DeTable<'_>> = Some(root.get_ref());
+        let mut current_array: Option<&[Spanned<DeValue<'_>>]> = None;
+        let mut best_span = None;
+        for segment in &key_path.0 {
+            let found = match segment {
+                KeyPathSegment::Key(key) => current_table.and_then(|table| {
+                    table
+                        .iter()
+                        .find(|(candidate, _)| candidate.get_ref().as_ref() == key.as_str())
+                        .map(|(key, value)| (key.span(), value))
+                }),
+                KeyPathSegment::Index(index) => current_array
+                    .and_then(|array| array.get(*index))
+                    .map(|value| (value.span(), value)),
+            };
+            let Some((span, value)) = found else { break };
+            best_span = Some(span);
+            current_table = match value.get_ref() {
+                DeValue::Table(table) => Some(table),
+                _ => None,
+            };
+            current_array = match value.get_ref() {
+                DeValue::Array(array) => Some(&array[..]),
+                _ => None,
+            };
+        }
+        best_span.map(|span| self.line_at(span.start))
+    }
+
+    fn line_at(&self, byte_offset: usize) -> usize {
+        let end = byte_offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+}
+
+fn key_path_of(path: &serde_ignored::Path<'_>) -> KeyPath {
+    fn walk(path: &serde_ignored::Path<'_>, out: &mut Vec<KeyPathSegment>) {
+        match path {
+            serde_ignored::Path::Root => {}
+            serde_ignored::Path::Seq { parent, index } => {
+                walk(parent, out);
+                out.push(KeyPathSegment::Index(*index));
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                walk(parent, out);
+                out.push(KeyPathSegment::Key(key.clone()));
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => walk(parent, out),
+        }
+    }
+    let mut segments = Vec::new();
+    walk(path, &mut segments);
+    KeyPath(segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Sample {
+        name: String,
+        #[serde(default)]
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        value: u32,
+    }
+
+    fn load(text: &str) -> (Option<Sample>, Vec<String>) {
+        let file = TomlFile::new(Path::new("t.toml"), text.to_string());
+        let (value, diagnostics) = file.deserialize::<Sample>();
+        (value, diagnostics.0.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_line() {
+        let (value, problems) = load("name = \"x\"\ncolour = 1\n[[items]]\nvalue = 1\nvalu = 2\n");
+        assert!(value.is_some());
+        assert_eq!(
+            problems,
+            vec![
+                "t.toml:2: unknown key `colour`".to_string(),
+                "t.toml:5: unknown key `items[0].valu`".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_and_syntax_errors_have_lines() {
+        let (value, problems) = load("name = \"x\"\n\n[[items]]\nvalue = \"one\"\n");
+        assert!(value.is_none());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("t.toml:4: "), "{problems:?}");
+
+        let (value, problems) = load("name = \n");
+        assert!(value.is_none());
+        assert!(problems[0].starts_with("t.toml:1: "), "{problems:?}");
+    }
+
+    #[test]
+    fn key_paths_resolve_to_lines() {
+        let file = TomlFile::new(
+            Path::new("t.toml"),
+            "name = \"x\"\n[[items]]\nvalue = 1\n[[items]]\nvalue = 2\n".to_string(),
+        );
+        let path = KeyPath::default().key("items").index(1).key("value");
+        assert_eq!(file.line_of(&path), Some(5));
+        assert_eq!(path.to_string(), "items[1].value");
+        // A path that does not exist points at the closest thing that does.
+        let missing = KeyPath::default().key("items").index(1).key("other");
+        assert_eq!(file.line_of(&missing), Some(4));
+    }
+}
