@@ -1,0 +1,396 @@
+//! The decision for one message in one user's mailbox, exactly as the spec orders it.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use crate::address;
+use crate::config::{Config, User};
+use crate::parse::{ParseError, ParsedMessage};
+use crate::rules::{Action, RuleSet};
+
+/// Everything a decision depends on besides the message and the contact list: the validated
+/// config and rules, with the internal domains worked out once.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub config: Config,
+    pub rules: RuleSet,
+    /// Company domains plus the domains of users' addresses that are not free-mail.
+    internal_domains: Vec<String>,
+}
+
+impl Policy {
+    pub fn new(config: Config, rules: RuleSet) -> Self {
+        let mut internal_domains = config.company_domains.clone();
+        for user in &config.users {
+            for user_address in user.addresses() {
+                if let Some(domain) = address::domain_of(user_address)
+                    && !config.freemail.contains(domain)
+                    && !internal_domains.iter().any(|known| known == domain)
+                {
+                    internal_domains.push(domain.to_string());
+                }
+            }
+        }
+        Policy {
+            config,
+            rules,
+            internal_domains,
+        }
+    }
+
+    /// The company or user domain that makes `domain` internal, if any.
+    pub fn internal_domain_covering(&self, domain: &str) -> Option<&str> {
+        self.internal_domains
+            .iter()
+            .find(|internal| address::domain_is_within(domain, internal))
+            .map(String::as_str)
+    }
+}
+
+/// Whether the message was sent from the mailbox owner's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Incoming => "incoming",
+            Direction::Outgoing => "outgoing",
+        }
+    }
+}
+
+/// One party's verdict, in the spec's order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Blocked,
+    IsUser,
+    SharedDomain,
+    NotAContact,
+    Qualifies,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Blocked => "blocked",
+            Verdict::IsUser => "is_user",
+            Verdict::SharedDomain => "shared_domain",
+            Verdict::NotAContact => "not_a_contact",
+            Verdict::Qualifies => "qualifies",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartyVerdict {
+    pub address: String,
+    pub verdict: Verdict,
+}
+
+/// Why a message was or was not synced; the first that applies, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    SyncDisabled,
+    ExcludedLabel,
+    ParseError,
+    BlockedByRule,
+    NoQualifyingParty,
+    Synced,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SyncDisabled => "sync_disabled",
+            Reason::ExcludedLabel => "excluded_label",
+            Reason::ParseError => "parse_error",
+            Reason::BlockedByRule => "blocked_by_rule",
+            Reason::NoQualifyingParty => "no_qualifying_party",
+            Reason::Synced => "synced",
+        }
+    }
+
+    pub fn outcome(self) -> Outcome {
+        if self == Reason::Synced {
+            Outcome::Synced
+        } else {
+            Outcome::Skipped
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Synced,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Synced => "synced",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Visible,
+    Private,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Visible => "visible",
+            Visibility::Private => "private",
+        }
+    }
+}
+
+/// A rule that took part in a decision, with the party it matched and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMatch {
+    pub name: String,
+    pub action: Action,
+    pub party: String,
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// Permission to write a message to the store. Only [`decide`] can make one (its fields are
+/// private to this module), so nothing reaches the store without a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    contacts: Vec<String>,
+    visibility: Visibility,
+}
+
+impl Approval {
+    /// The qualifying parties' addresses, lower-cased, in message order.
+    pub fn contacts(&self) -> &[String] {
+        &self.contacts
+    }
+
+    pub fn visibility(&self) -> Visibility {
+        self.visibility
+    }
+}
+
+/// The decision for one message in one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub reason: Reason,
+    /// Relative to the mailbox owner; `None` when the message was not read.
+    pub direction: Option<Direction>,
+    pub parties: Vec<PartyVerdict>,
+    /// The rules that made the decision: skip rules for a blocked message, visibility rules
+    /// for a synced one.
+    pub rules: Vec<RuleMatch>,
+    /// What exactly applied (the label, the parse problem), never message content.
+    pub detail: Option<String>,
+    approval: Option<Approval>,
+}
+
+impl Decision {
+    fn skipped(reason: Reason, detail: Option<String>) -> Self {
+        Decision {
+            reason,
+            direction: None,
+            parties: Vec::new(),
+            rules: Vec::new(),
+            detail,
+            approval: None,
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.reason.outcome()
+    }
+
+    /// The permission to store this message, present exactly when it was synced.
+    pub fn approval(&self) -> Option<&Approval> {
+        self.approval.as_ref()
+    }
+
+    pub fn visibility(&self) -> Option<Visibility> {
+        self.approval.as_ref().map(Approval::visibility)
+    }
+
+    /// Names of the rules that made the decision, each once, in the order they applied.
+    pub fn rule_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for rule in &self.rules {
+            if !names.contains(&rule.name) {
+                names.push(rule.name.clone());
+            }
+        }
+        names
+    }
+}
+
+/// Gmail label ids (DRAFT, SPAM, TRASH, CHAT) and Takeout label names (Drafts/Draft, Spam,
+/// Trash, Chat) that keep a message out, compared case-insensitively.
+const EXCLUDED_LABELS: [&str; 5] = ["draft", "drafts", "spam", "trash", "chat"];
+
+/// The first label that excludes a message, if any.
+pub fn excluded_label(labels: &[String]) -> Option<&str> {
+    labels.iter().map(|label| label.trim()).find(|label| {
+        EXCLUDED_LABELS
+            .iter()
+            .any(|excluded| label.eq_ignore_ascii_case(excluded))
+    })
+}
+
+/// The decisions that need nothing but the user and the message's labels. The Gmail path calls
+/// this before fetching, so that a disabled user's or a spam message's content is never
+/// downloaded; [`decide`] calls it first so the order of the spec holds in one place.
+pub fn decide_before_fetch(user: &User, labels: &[String]) -> Option<Decision> {
+    if !user.sync {
+        return Some(Decision::skipped(Reason::SyncDisabled, None));
+    }
+    excluded_label(labels)
+        .map(|label| Decision::skipped(Reason::ExcludedLabel, Some(format!("label {label}"))))
+}
+
+/// The message direction and its parties for `user`: From, To, Cc, and Bcc only when
+/// outgoing, minus the user's own addresses, each once in message order.
+pub fn parties_of(user: &User, message: &ParsedMessage) -> (Direction, Vec<String>) {
+    let is_own = |candidate: &str| user.addresses().any(|own| own == candidate);
+    let direction = if message.from.iter().any(|mailbox| is_own(&mailbox.address)) {
+        Direction::Outgoing
+    } else {
+        Direction::Incoming
+    };
+    let bcc: &[crate::parse::Mailbox] = if direction == Direction::Outgoing {
+        &message.bcc
+    } else {
+        &[]
+    };
+    let mut seen = HashSet::new();
+    let parties = message
+        .from
+        .iter()
+        .chain(&message.to)
+        .chain(&message.cc)
+        .chain(bcc)
+        .map(|mailbox| address::normalize(&mailbox.address))
+        .filter(|candidate| !is_own(candidate))
+        .filter(|candidate| seen.insert(candidate.clone()))
+        .collect();
+    (direction, parties)
+}
+
+/// Decides one message in `user`'s mailbox. `known_contacts` must hold (at least) every party
+/// address that belongs to a contact, lower-cased.
+pub fn decide(
+    policy: &Policy,
+    user: &User,
+    labels: &[String],
+    message: Result<&ParsedMessage, &ParseError>,
+    known_contacts: &HashSet<String>,
+) -> Decision {
+    if let Some(decision) = decide_before_fetch(user, labels) {
+        return decision;
+    }
+    let message = match message {
+        Ok(message) => message,
+        Err(error) => return Decision::skipped(Reason::ParseError, Some(error.to_string())),
+    };
+    let (direction, party_addresses) = parties_of(user, message);
+    let rules_in_scope: Vec<_> = policy
+        .rules
+        .rules
+        .iter()
+        .filter(|rule| rule.in_scope_for(&user.email))
+        .collect();
+    let matching = |party: &str, wanted: &dyn Fn(Action) -> bool| -> Vec<RuleMatch> {
+        rules_in_scope
+            .iter()
+            .filter(|rule| wanted(rule.action) && rule.matcher.matches(party))
+            .map(|rule| RuleMatch {
+                name: rule.name.clone(),
+                action: rule.action,
+                party: party.to_string(),
+                file: rule.file.clone(),
+                line: rule.line,
+            })
+            .collect()
+    };
+
+    let mut parties = Vec::with_capacity(party_addresses.len());
+    let mut skip_matches = Vec::new();
+    for party in party_addresses {
+        let blocking = matching(&party, &|action| action == Action::Skip);
+        let verdict = if !blocking.is_empty() {
+            skip_matches.extend(blocking);
+            Verdict::Blocked
+        } else if policy.config.user_by_address(&party).is_some() {
+            Verdict::IsUser
+        } else if address::domain_of(&party)
+            .is_some_and(|domain| policy.internal_domain_covering(domain).is_some())
+        {
+            Verdict::SharedDomain
+        } else if !known_contacts.contains(&party) {
+            Verdict::NotAContact
+        } else {
+            Verdict::Qualifies
+        };
+        parties.push(PartyVerdict {
+            address: party,
+            verdict,
+        });
+    }
+
+    let mut decision = Decision {
+        reason: Reason::NoQualifyingParty,
+        direction: Some(direction),
+        parties,
+        rules: Vec::new(),
+        detail: None,
+        approval: None,
+    };
+    if !skip_matches.is_empty() {
+        decision.reason = Reason::BlockedByRule;
+        decision.rules = skip_matches;
+        return decision;
+    }
+    let contacts: Vec<String> = decision
+        .parties
+        .iter()
+        .filter(|party| party.verdict == Verdict::Qualifies)
+        .map(|party| party.address.clone())
+        .collect();
+    if contacts.is_empty() {
+        return decision;
+    }
+    let visibility_matches: Vec<RuleMatch> = contacts
+        .iter()
+        .flat_map(|contact| matching(contact, &|action| action != Action::Skip))
+        .collect();
+    let any_rule = |action: Action| visibility_matches.iter().any(|m| m.action == action);
+    let visibility = if any_rule(Action::Private) {
+        Visibility::Private
+    } else if any_rule(Action::Visible) || user.emails_visible {
+        Visibility::Visible
+    } else {
+        Visibility::Private
+    };
+    decision.reason = Reason::Synced;
+    decision.rules = visibility_matches;
+    decision.approval = Some(Approval {
+        contacts,
+        visibility,
+    });
+    decision
+}

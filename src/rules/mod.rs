@@ -1,0 +1,17 @@
+//! What gets synced, and how visible it is: the decision spec (`shared/spec/decisions.md`)
+//! as code.
+//!
+//! Everything here is pure: rule files are read by the caller (or by [`RuleSet::load`], the one
+//! function that touches the file system), and [`decide`] takes every fact it needs as an
+//! argument. A decision always carries the rules that made it, the way ripgrep's ignore
+//! decisions carry their glob, so `mailsync explain` can say *why*.
+
+mod decide;
+pub mod freemail;
+mod ruleset;
+
+pub use decide::{
+    Approval, Decision, Direction, Outcome, PartyVerdict, Policy, Reason, RuleMatch, Verdict,
+    Visibility, decide, decide_before_fetch, excluded_label, parties_of,
+};
+pub use ruleset::{Action, Matcher, Rule, RuleSet};
