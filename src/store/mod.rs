@@ -1,0 +1,166 @@
+//! The CRM store: contacts, activities and their sources, the decision log and sync state.
+//!
+//! Only this module knows SQL. The rest of the program talks to the [`Store`] trait, which is
+//! deliberately narrow (a PostgreSQL backend for multi-instance deployments is planned and must
+//! be able to implement it without the callers changing). [`SqliteStore`] is the one backend
+//! today: bundled SQLite in WAL mode with versioned migrations.
+
+mod sqlite;
+
+use std::collections::HashSet;
+
+use crate::parse::ParsedMessage;
+use crate::rules::{Decision, Direction};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("cannot migrate store schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot create store folder {path}: {source}")]
+    CreateFolder {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("a synced decision was recorded without its message: this is a bug in the caller")]
+    MissingMessage,
+}
+
+/// A contact as an import or the CLI describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewContact {
+    pub name: Option<String>,
+    /// Lower-cased addresses; at least one.
+    pub emails: Vec<String>,
+    /// Primary emails of the users allowed to see it; empty = everyone.
+    pub visible_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Contact {
+    pub id: i64,
+    pub name: Option<String>,
+    pub emails: Vec<String>,
+    pub visible_to: Vec<String>,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactChange {
+    Created(i64),
+    Updated(i64),
+    Unchanged(i64),
+}
+
+/// Which message in which mailbox a decision is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRef {
+    /// The mailbox owner's primary email.
+    pub user_email: String,
+    /// `gmail`, `dir:<path>` or `mbox:<path>`.
+    pub source: String,
+    /// The message's name in that source (Gmail id, file name, mbox position).
+    pub source_id: String,
+}
+
+/// The message content a synced decision stores.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageToStore<'a> {
+    pub parsed: &'a ParsedMessage,
+    /// Identifies the message when it has no Message-ID.
+    pub raw_sha256: &'a str,
+    /// Relative to the company (sent by any configured user or not), unlike the decision's
+    /// direction, which is relative to the mailbox owner.
+    pub company_direction: Direction,
+}
+
+/// What recording a decision changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new activity was written.
+    NewActivity(i64),
+    /// The activity existed (another mailbox, or an earlier run); this mailbox was added as a
+    /// source or its links were completed.
+    ExistingActivity(i64),
+    /// Only the decision log was written.
+    DecisionOnly,
+}
+
+/// Who is looking, for the read path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    pub email: String,
+    pub is_admin: bool,
+    /// The account setting `admins_see_private_emails`, which matters only for admins.
+    pub admins_see_private_emails: bool,
+}
+
+/// One activity as a given viewer may see it: content withheld is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ActivityView {
+    pub activity_id: i64,
+    pub message_id: Option<String>,
+    /// RFC 3339, UTC; `None` when the message carried no usable date.
+    pub date: Option<String>,
+    pub direction: String,
+    /// Addresses of the linked contacts this viewer may see.
+    pub contacts: Vec<String>,
+    pub private: bool,
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    /// The users whose mailboxes it came from.
+    pub sources: Vec<String>,
+}
+
+/// Per-table row counts, for summaries and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub contacts: u64,
+    pub activities: u64,
+    pub sources: u64,
+    pub contact_links: u64,
+    pub attachments: u64,
+    pub decisions: u64,
+}
+
+/// The operations mailsync needs from a CRM store.
+pub trait Store {
+    /// Creates a contact, or updates the one that already owns any of its addresses (name and
+    /// `visible_to` replaced, addresses added). Addresses of two different contacts conflict.
+    fn upsert_contact(&mut self, contact: &NewContact) -> Result<ContactChange, StoreError>;
+
+    /// Creates a contact; fails if any of its addresses already belongs to one.
+    fn add_contact(&mut self, contact: &NewContact) -> Result<i64, StoreError>;
+
+    fn list_contacts(&self) -> Result<Vec<Contact>, StoreError>;
+
+    /// Which of `addresses` (lower-cased) belong to a contact.
+    fn known_contacts(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError>;
+
+    /// Records a decision, and for a synced one the activity, its source, its contact links
+    /// and its attachments, all in one transaction. Recording the same decision again changes
+    /// nothing.
+    fn record(
+        &mut self,
+        source: &SourceRef,
+        decision: &Decision,
+        message: Option<MessageToStore<'_>>,
+    ) -> Result<Recorded, StoreError>;
+
+    /// The read path: the activities `viewer` may see, newest first, each with only what the
+    /// viewer may see of it. With `contact`, only activities linked to the contact owning that
+    /// address (and only if the viewer may see that contact).
+    fn feed(
+        &self,
+        viewer: &Viewer,
+        contact: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ActivityView>, StoreError>;
+
+    fn counts(&self) -> Result<Counts, StoreError>;
+}

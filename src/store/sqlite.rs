@@ -1,0 +1,488 @@
+//! The SQLite backend: one file, WAL mode, migrations applied on open.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+
+use super::{
+    ActivityView, Contact, ContactChange, Counts, MessageToStore, NewContact, Recorded, SourceRef,
+    Store, StoreError, Viewer,
+};
+use crate::rules::Decision;
+
+/// Each entry is one schema version; never edit a released one, append a new one.
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+
+/// How long a writer waits for another process (the CRM, a CLI run) to finish its write
+/// before giving up. Writes are short, so this is generous.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct SqliteStore {
+    connection: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateFolder {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        Self::setup(Connection::open(path)?)
+    }
+
+    /// A private in-memory store, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    /// For dry runs and `explain`: the existing store opened read-only, or an empty in-memory
+    /// one when there is no store yet, so looking never creates or changes anything.
+    pub fn open_read_only_or_empty(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Self::open_in_memory();
+        }
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version != MIGRATIONS.len() as i64 {
+            return Err(StoreError::Conflict(format!(
+                "store {} has schema version {version}, this mailsync expects {}: run a command that writes \
+                 (e.g. `contacts list`) to migrate it first",
+                path.display(),
+                MIGRATIONS.len()
+            )));
+        }
+        Ok(SqliteStore { connection })
+    }
+
+    fn setup(mut connection: Connection) -> Result<Self, StoreError> {
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL lets the CRM read while the daemon writes. synchronous=NORMAL in WAL mode never
+        // corrupts and never loses a committed transaction to a process crash; a power loss
+        // may drop the last commits, and since each commit carries its own cursor the next
+        // sync simply redoes them.
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut connection)?;
+        Ok(SqliteStore { connection })
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn contact_ids_owning(
+    connection: &Connection,
+    emails: &[String],
+) -> Result<Vec<i64>, rusqlite::Error> {
+    let mut statement =
+        connection.prepare_cached("SELECT contact_id FROM contact_emails WHERE email = ?1")?;
+    let mut ids = Vec::new();
+    for email in emails {
+        if let Some(id) = statement
+            .query_row([email], |row| row.get::<_, i64>(0))
+            .optional()?
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+fn write_contact_details(
+    connection: &Connection,
+    id: i64,
+    contact: &NewContact,
+) -> Result<(), rusqlite::Error> {
+    for email in &contact.emails {
+        connection.execute(
+            "INSERT OR IGNORE INTO contact_emails (email, contact_id) VALUES (?1, ?2)",
+            params![email, id],
+        )?;
+    }
+    connection.execute("DELETE FROM contact_visible_to WHERE contact_id = ?1", [id])?;
+    for user in &contact.visible_to {
+        connection.execute(
+            "INSERT OR IGNORE INTO contact_visible_to (contact_id, user_email) VALUES (?1, ?2)",
+            params![id, user],
+        )?;
+    }
+    Ok(())
+}
+
+fn load_contact(connection: &Connection, id: i64) -> Result<Contact, rusqlite::Error> {
+    let name = connection.query_row("SELECT name FROM contacts WHERE id = ?1", [id], |row| {
+        row.get::<_, Option<String>>(0)
+    })?;
+    let strings = |sql: &str| -> Result<Vec<String>, rusqlite::Error> {
+        let mut statement = connection.prepare_cached(sql)?;
+        statement.query_map([id], |row| row.get(0))?.collect()
+    };
+    Ok(Contact {
+        id,
+        name,
+        emails: strings("SELECT email FROM contact_emails WHERE contact_id = ?1 ORDER BY email")?,
+        visible_to: strings(
+            "SELECT user_email FROM contact_visible_to WHERE contact_id = ?1 ORDER BY user_email",
+        )?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn upsert_contact(&mut self, contact: &NewContact) -> Result<ContactChange, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let owners = contact_ids_owning(&transaction, &contact.emails)?;
+        let change = match owners.as_slice() {
+            [] => {
+                transaction.execute(
+                    "INSERT INTO contacts (name, created_at) VALUES (?1, ?2)",
+                    params![contact.name, now()],
+                )?;
+                let id = transaction.last_insert_rowid();
+                write_contact_details(&transaction, id, contact)?;
+                ContactChange::Created(id)
+            }
+            [id] => {
+                let before = load_contact(&transaction, *id)?;
+                if contact.name.is_some() {
+                    transaction.execute(
+                        "UPDATE contacts SET name = ?1 WHERE id = ?2",
+                        params![contact.name, id],
+                    )?;
+                }
+                write_contact_details(&transaction, *id, contact)?;
+                if load_contact(&transaction, *id)? == before {
+                    ContactChange::Unchanged(*id)
+                } else {
+                    ContactChange::Updated(*id)
+                }
+            }
+            several => {
+                return Err(StoreError::Conflict(format!(
+                    "the addresses belong to {} different contacts (ids {several:?}); merge them first",
+                    several.len()
+                )));
+            }
+        };
+        transaction.commit()?;
+        Ok(change)
+    }
+
+    fn add_contact(&mut self, contact: &NewContact) -> Result<i64, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(existing) = contact_ids_owning(&transaction, &contact.emails)?.first() {
+            return Err(StoreError::Conflict(format!(
+                "an address already belongs to contact {existing}; use `contacts import` to update contacts"
+            )));
+        }
+        transaction.execute(
+            "INSERT INTO contacts (name, created_at) VALUES (?1, ?2)",
+            params![contact.name, now()],
+        )?;
+        let id = transaction.last_insert_rowid();
+        write_contact_details(&transaction, id, contact)?;
+        transaction.commit()?;
+        Ok(id)
+    }
+
+    fn list_contacts(&self) -> Result<Vec<Contact>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT id FROM contacts ORDER BY id")?;
+        let ids: Vec<i64> = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids
+            .into_iter()
+            .map(|id| load_contact(&self.connection, id))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn known_contacts(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT 1 FROM contact_emails WHERE email = ?1")?;
+        let mut known = HashSet::new();
+        for address in addresses {
+            if statement.exists([address])? {
+                known.insert(address.clone());
+            }
+        }
+        Ok(known)
+    }
+
+    fn record(
+        &mut self,
+        source: &SourceRef,
+        decision: &Decision,
+        message: Option<MessageToStore<'_>>,
+    ) -> Result<Recorded, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rules_json = serde_json::to_string(&decision.rule_names())
+            .expect("a list of strings always serializes");
+        let (recorded, activity_id) = match decision.approval() {
+            None => (Recorded::DecisionOnly, None),
+            Some(approval) => {
+                let message = message.ok_or(StoreError::MissingMessage)?;
+                let parsed = message.parsed;
+                let message_key = match &parsed.message_id {
+                    Some(id) => id.clone(),
+                    None => format!("sha256:{}", message.raw_sha256),
+                };
+                let existing: Option<i64> = transaction
+                    .query_row(
+                        "SELECT id FROM activities WHERE message_key = ?1",
+                        [&message_key],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                let (activity_id, is_new) = match existing {
+                    Some(id) => (id, false),
+                    None => {
+                        transaction.execute(
+                            "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                            params![
+                                message_key,
+                                parsed.message_id,
+                                parsed.date.map(|date| date.timestamp()),
+                                message.company_direction.as_str(),
+                                parsed.subject,
+                                parsed.body_text,
+                                parsed.in_reply_to.first(),
+                                now(),
+                            ],
+                        )?;
+                        let id = transaction.last_insert_rowid();
+                        let mut insert_attachment = transaction.prepare_cached(
+                            "INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?;
+                        for (position, attachment) in parsed.attachments.iter().enumerate() {
+                            insert_attachment.execute(params![
+                                id,
+                                position as i64,
+                                attachment.file_name,
+                                attachment.content_type,
+                                attachment.size_bytes as i64,
+                                attachment.sha256,
+                            ])?;
+                        }
+                        (id, true)
+                    }
+                };
+                let direction = decision
+                    .direction
+                    .expect("a synced decision always read the message");
+                // A mailbox contributes one source per activity. Seeing the message again in
+                // the same mailbox (a replay, a second folder) keeps the first source id but
+                // takes the latest decision's visibility, so rule changes are reflected.
+                transaction.execute(
+                    "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (activity_id, user_email) DO UPDATE
+                       SET visibility = excluded.visibility, rules = excluded.rules
+                       WHERE visibility != excluded.visibility OR rules != excluded.rules",
+                    params![
+                        activity_id,
+                        source.user_email,
+                        source.source,
+                        source.source_id,
+                        approval.visibility().as_str(),
+                        direction.as_str(),
+                        rules_json,
+                        now(),
+                    ],
+                )?;
+                let mut link = transaction.prepare_cached(
+                    "INSERT OR IGNORE INTO activity_contacts (activity_id, contact_id, address)
+                     SELECT ?1, contact_id, email FROM contact_emails WHERE email = ?2",
+                )?;
+                for contact in approval.contacts() {
+                    link.execute(params![activity_id, contact])?;
+                }
+                drop(link);
+                let recorded = if is_new {
+                    Recorded::NewActivity(activity_id)
+                } else {
+                    Recorded::ExistingActivity(activity_id)
+                };
+                (recorded, Some(activity_id))
+            }
+        };
+        // The log row changes only when the decision does, so a replay of an unchanged
+        // mailbox leaves the store byte-for-byte as it was.
+        transaction.execute(
+            "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (user_email, source, source_id) DO UPDATE
+               SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
+                   activity_id = excluded.activity_id, decided_at = excluded.decided_at
+               WHERE decision != excluded.decision OR reason != excluded.reason
+                  OR rules != excluded.rules OR activity_id IS NOT excluded.activity_id",
+            params![
+                source.user_email,
+                source.source,
+                source.source_id,
+                decision.outcome().as_str(),
+                decision.reason.as_str(),
+                rules_json,
+                activity_id,
+                now(),
+            ],
+        )?;
+        transaction.commit()?;
+        Ok(recorded)
+    }
+
+    fn feed(
+        &self,
+        viewer: &Viewer,
+        contact: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ActivityView>, StoreError> {
+        read_path(&self.connection, viewer, contact, limit)
+    }
+
+    fn counts(&self) -> Result<Counts, StoreError> {
+        let count = |table: &str| -> Result<u64, rusqlite::Error> {
+            self.connection
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
+        };
+        Ok(Counts {
+            contacts: count("contacts")?,
+            activities: count("activities")?,
+            sources: count("activity_sources")?,
+            contact_links: count("activity_contacts")?,
+            attachments: count("attachments")?,
+            decisions: count("decisions")?,
+        })
+    }
+}
+
+/// A contact is visible to the viewer when it has no `visible_to` list, lists the viewer, or
+/// the viewer is an admin. `?1` = viewer email, `?2` = viewer is admin.
+const CONTACT_VISIBLE_TO_VIEWER: &str = "(?2 OR NOT EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id)
+     OR EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id AND v.user_email = ?1))";
+
+/// The one place that decides what a viewer sees; the spec's read path, rule by rule.
+fn read_path(
+    connection: &Connection,
+    viewer: &Viewer,
+    contact: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Vec<ActivityView>, StoreError> {
+    // Rule 1: V sees an activity if it came from V's mailbox or V may see one of its contacts.
+    // With a contact filter, V must be able to see that contact on this activity.
+    let contact_filter = match contact {
+        Some(_) => format!(
+            "AND EXISTS (SELECT 1 FROM activity_contacts ac
+                          JOIN contact_emails ce ON ce.contact_id = ac.contact_id AND ce.email = ?3
+                          WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER})"
+        ),
+        None => "AND ?3 IS NULL".to_string(),
+    };
+    let sql = format!(
+        "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
+                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1) AS is_owner,
+                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible') AS any_visible
+         FROM activities a
+         WHERE (EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
+                OR EXISTS (SELECT 1 FROM activity_contacts ac WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER}))
+           {contact_filter}
+         ORDER BY a.date IS NULL, a.date DESC, a.id DESC
+         LIMIT ?4"
+    );
+    let limit = limit.map_or(-1, |limit| limit.min(i64::MAX as usize) as i64);
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(
+        params![
+            viewer.email,
+            viewer.is_admin,
+            contact.map(crate::address::normalize),
+            limit
+        ],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, Option<String>>(1)?,
+                row.get::<_, Option<i64>>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, Option<String>>(5)?,
+                row.get::<_, bool>(6)?,
+                row.get::<_, bool>(7)?,
+            ))
+        },
+    )?;
+    let mut contacts_of = connection.prepare_cached(&format!(
+        "SELECT ac.address FROM activity_contacts ac
+         WHERE ac.activity_id = ?3 AND {CONTACT_VISIBLE_TO_VIEWER}
+         ORDER BY ac.address"
+    ))?;
+    let mut sources_of = connection.prepare_cached(
+        "SELECT user_email FROM activity_sources WHERE activity_id = ?1 ORDER BY user_email",
+    )?;
+    let mut views = Vec::new();
+    for row in rows {
+        let (id, message_id, date, direction, subject, body, is_owner, any_visible) = row?;
+        // Rule 2: content is shown when the activity is visible (any source said so), V owns
+        // a source, or V is an admin and the account lets admins read private mail.
+        let content_shown =
+            any_visible || is_owner || (viewer.is_admin && viewer.admins_see_private_emails);
+        let contacts: Vec<String> = contacts_of
+            .query_map(params![viewer.email, viewer.is_admin, id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let sources: Vec<String> = sources_of
+            .query_map([id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        views.push(ActivityView {
+            activity_id: id,
+            message_id,
+            date: date.and_then(|seconds| {
+                chrono::DateTime::from_timestamp(seconds, 0)
+                    .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }),
+            direction,
+            contacts: dedup_sorted(contacts),
+            private: !any_visible,
+            subject: if content_shown { subject } else { None },
+            body: if content_shown { body } else { None },
+            sources,
+        });
+    }
+    Ok(views)
+}
+
+fn dedup_sorted(values: Vec<String>) -> Vec<String> {
+    values
+        .into_iter()
+        .map(|value| (value, ()))
+        .collect::<BTreeMap<_, _>>()
+        .into_keys()
+        .collect()
+}
