@@ -1,0 +1,188 @@
+//! `mailsync explain`: one message's decision, spelled out for a support engineer.
+
+use std::io::Write;
+
+use anyhow::Context;
+
+use super::output::json_line;
+use super::{CommandResult, ExitStatus, ExplainArgs, find_user};
+use crate::address;
+use crate::config::User;
+use crate::rules::{Policy, Reason, Verdict, Visibility};
+use crate::source::SourceMessage;
+use crate::store::SqliteStore;
+use crate::sync::{self, DecisionRecord, Mode, Processed};
+
+pub fn run(policy: &Policy, args: ExplainArgs) -> CommandResult {
+    let user = find_user(policy, &args.user)?;
+    let raw = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read message file {}", args.file.display()))?;
+    let message = SourceMessage {
+        source_id: args
+            .file
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        labels: crate::parse::gmail_labels(&raw),
+        raw,
+    };
+    let mut store = SqliteStore::open_read_only_or_empty(&policy.config.store_path)
+        .context("cannot open store to look up contacts")?;
+    let processed = sync::process(policy, &mut store, user, "explain", &message, Mode::DryRun)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        json_line(&mut out, &DecisionRecord::new(user, &processed))?;
+    } else {
+        write_explanation(&mut out, policy, user, &processed)?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn write_explanation(
+    out: &mut impl Write,
+    policy: &Policy,
+    user: &User,
+    processed: &Processed,
+) -> std::io::Result<()> {
+    let decision = &processed.decision;
+    writeln!(out, "message:    {}", processed.source_id)?;
+    writeln!(
+        out,
+        "message-id: {}",
+        processed.message_id.as_deref().unwrap_or("(none)")
+    )?;
+    writeln!(
+        out,
+        "mailbox:    {}{}",
+        user.email,
+        decision
+            .direction
+            .map(|d| format!(" ({})", d.as_str()))
+            .unwrap_or_default()
+    )?;
+    writeln!(
+        out,
+        "decision:   {} — {}",
+        decision.outcome().as_str(),
+        decision.reason.as_str()
+    )?;
+    let why = match decision.reason {
+        Reason::SyncDisabled => format!(
+            "sync is off for {} in {} (users.sync = false): nothing of this mailbox is read or stored",
+            user.email,
+            policy.config.source_path.display()
+        ),
+        Reason::ExcludedLabel => format!(
+            "the message carries an excluded label ({}): drafts, spam, trash and chats are never synced",
+            decision.detail.as_deref().unwrap_or("?")
+        ),
+        Reason::ParseError => format!(
+            "the message headers cannot be read ({})",
+            decision.detail.as_deref().unwrap_or("?")
+        ),
+        Reason::BlockedByRule => {
+            "a skip rule matched a party; one blocked party keeps the whole message out".to_string()
+        }
+        Reason::NoQualifyingParty => {
+            "no party is a contact outside the company: nothing links this message to the CRM"
+                .to_string()
+        }
+        Reason::Synced => "at least one party is a contact outside the company".to_string(),
+    };
+    writeln!(out, "because:    {why}")?;
+    if !decision.parties.is_empty() {
+        writeln!(out, "parties:")?;
+        for party in &decision.parties {
+            writeln!(
+                out,
+                "  {:<36} {:<14} {}",
+                party.address,
+                party.verdict.as_str(),
+                verdict_reason(policy, decision, &party.address, party.verdict)
+            )?;
+        }
+    }
+    if let Some(visibility) = decision.visibility() {
+        let visibility_rules: Vec<_> = decision.rules.iter().collect();
+        let how = if visibility_rules.is_empty() {
+            format!(
+                "no private/visible rule matched a qualifying party, so the user setting applies (emails_visible = {})",
+                user.emails_visible
+            )
+        } else if visibility == Visibility::Private {
+            "a private rule matched (private wins over visible)".to_string()
+        } else {
+            "a visible rule matched and no private rule did".to_string()
+        };
+        writeln!(out, "visibility: {} — {how}", visibility.as_str())?;
+        if visibility == Visibility::Private {
+            writeln!(
+                out,
+                "            others see the date, direction and contacts, not the subject, body or attachments"
+            )?;
+        }
+    }
+    if !decision.rules.is_empty() {
+        writeln!(out, "rules:")?;
+        for rule in &decision.rules {
+            let matcher = policy
+                .rules
+                .rules
+                .iter()
+                .find(|candidate| candidate.name == rule.name)
+                .map(|candidate| candidate.matcher.to_string())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "  \"{}\" ({}:{}) — {} {} matched {}",
+                rule.name,
+                rule.file.display(),
+                rule.line,
+                rule.action.as_str(),
+                matcher,
+                rule.party
+            )?;
+        }
+    }
+    if !processed.problems.is_empty() {
+        writeln!(out, "parse notes (best effort, not errors):")?;
+        for problem in &processed.problems {
+            writeln!(out, "  {problem}")?;
+        }
+    }
+    Ok(())
+}
+
+fn verdict_reason(
+    policy: &Policy,
+    decision: &crate::rules::Decision,
+    party: &str,
+    verdict: Verdict,
+) -> String {
+    match verdict {
+        Verdict::Blocked => {
+            let names: Vec<String> = decision
+                .rules
+                .iter()
+                .filter(|rule| rule.party == party)
+                .map(|rule| format!("\"{}\"", rule.name))
+                .collect();
+            format!("skip rule {}", names.join(", "))
+        }
+        Verdict::IsUser => format!(
+            "an address of user {}",
+            policy
+                .config
+                .user_by_address(party)
+                .map_or("?", |user| user.email.as_str())
+        ),
+        Verdict::SharedDomain => format!(
+            "inside internal domain {}",
+            address::domain_of(party)
+                .and_then(|domain| policy.internal_domain_covering(domain))
+                .unwrap_or("?")
+        ),
+        Verdict::NotAContact => "no contact has this address".to_string(),
+        Verdict::Qualifies => "a contact outside the company".to_string(),
+    }
+}

@@ -1,0 +1,220 @@
+//! The command line: argument definitions, and one module per command. Commands return a
+//! [`CommandError`] that says which exit code the failure deserves.
+
+mod check_config;
+mod contacts;
+mod demo;
+mod explain;
+mod feed;
+mod output;
+mod replay;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH, User};
+use crate::diagnostic::Diagnostics;
+use crate::rules::{Policy, RuleSet};
+use crate::store::SqliteStore;
+
+pub use output::{CommandError, CommandResult, ExitStatus};
+
+/// mailsync reads CRM users' mailboxes, decides which messages belong in the CRM and who may
+/// see them, and writes them as activities into the CRM store.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailsync",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "MAILSYNC_CONFIG", default_value = DEFAULT_CONFIG_PATH, value_name = "PATH")]
+    pub config: PathBuf,
+
+    /// How log lines on standard error are written. The level is set with RUST_LOG
+    /// (default: warn for interactive commands), e.g. RUST_LOG=mailsync=debug.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the config and every rules file; print every problem with its file and line.
+    ///
+    /// Exits 0 when all is well, 2 when anything is wrong. Nothing is written.
+    CheckConfig,
+
+    /// Manage the contacts that decide which mail is synced.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+
+    /// Run every message of a mailbox dump through the pipeline for one user.
+    ///
+    /// Prints one line per message with its decision, and a summary. Without --dry-run,
+    /// synced messages are written to the store; replaying again changes nothing.
+    Replay(ReplayArgs),
+
+    /// Explain the decision for one message file in one user's mailbox: every party's
+    /// verdict and the rules that matched. Writes nothing.
+    Explain(ExplainArgs),
+
+    /// Show the activities a user may see, newest first, with content withheld where the
+    /// decision spec says so.
+    Feed(FeedArgs),
+
+    /// Set up a playground folder with a config, rules, contacts and two sample mailboxes,
+    /// replay them, and print what was synced and skipped. Needs no Google account.
+    ///
+    /// Ignores --config: the demo writes and uses its own.
+    Demo(DemoArgs),
+}
+
+impl Command {
+    /// Interactive commands print their results on standard output, so their logs stay quiet
+    /// unless asked (RUST_LOG=info); only warnings and errors show by default.
+    pub fn default_log_level(&self) -> &'static str {
+        "warn"
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Import contacts from a CSV file with the header `name,email,visible_to`.
+    ///
+    /// Several emails (or visible_to users) in one field are separated by `;`. An empty
+    /// visible_to means every user may see the contact. A row whose addresses belong to an
+    /// existing contact updates it. Bad rows are reported with their line; the others are
+    /// imported.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Add one contact with one or more addresses.
+    Add {
+        /// The contact's email addresses.
+        #[arg(required = true, value_name = "EMAIL")]
+        emails: Vec<String>,
+        /// The contact's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A user allowed to see this contact (repeatable). Without it, every user may.
+        #[arg(long = "visible-to", value_name = "USER")]
+        visible_to: Vec<String>,
+    },
+    /// List the contacts.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The user whose mailbox this is (primary address or alias).
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// dir:PATH (every file in the folder, by name) or mbox:PATH (mboxrd, e.g. Google
+    /// Takeout, whose X-Gmail-Labels are honoured).
+    #[arg(long, value_name = "SOURCE")]
+    pub source: crate::source::SourceSpec,
+    /// Decide but write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One decision object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The user whose mailbox the message is in.
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// The message file (.eml).
+    pub file: PathBuf,
+    /// The decision object of the spec instead of the readable explanation.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// The user looking.
+    #[arg(long = "as", value_name = "EMAIL")]
+    pub viewer: String,
+    /// Only activities linked to the contact with this address.
+    #[arg(long, value_name = "ADDR")]
+    pub contact: Option<String>,
+    /// At most this many activities.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The playground folder (created if missing; reused if present).
+    #[arg(long, default_value = "mailsync-demo", value_name = "PATH")]
+    pub dir: PathBuf,
+}
+
+/// Runs the command the user asked for.
+pub fn run(cli: Cli) -> CommandResult {
+    let config_path = cli.config.as_path();
+    match cli.command {
+        Command::CheckConfig => check_config::run(config_path),
+        Command::Contacts(command) => contacts::run(&load_policy(config_path)?, command),
+        Command::Replay(args) => replay::run(&load_policy(config_path)?, args),
+        Command::Explain(args) => explain::run(&load_policy(config_path)?, args),
+        Command::Feed(args) => feed::run(&load_policy(config_path)?, args),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+/// Loads the config and its rules, collecting the problems of both.
+pub fn load_settings(config_path: &Path) -> Result<Policy, Diagnostics> {
+    let config = Config::load(config_path)?;
+    let rules = match &config.rules_dir {
+        Some(dir) => RuleSet::load(dir, &config)?,
+        None => RuleSet::default(),
+    };
+    Ok(Policy::new(config, rules))
+}
+
+fn load_policy(config_path: &Path) -> Result<Policy, CommandError> {
+    load_settings(config_path).map_err(CommandError::Config)
+}
+
+/// The configured user with this address, or a usage error naming the config.
+fn find_user<'a>(policy: &'a Policy, address: &str) -> Result<&'a User, CommandError> {
+    policy.config.user_by_address(address).ok_or_else(|| {
+        CommandError::Usage(format!(
+            "`{address}` is not a user in {}: add it under [[users]] first",
+            policy.config.source_path.display()
+        ))
+    })
+}
+
+fn open_store(policy: &Policy) -> Result<SqliteStore, CommandError> {
+    let path = &policy.config.store_path;
+    SqliteStore::open(path).map_err(|error| {
+        CommandError::Failed(
+            anyhow::Error::new(error).context(format!("cannot open store {}", path.display())),
+        )
+    })
+}

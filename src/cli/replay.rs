@@ -1,0 +1,210 @@
+//! `mailsync replay`: a mailbox dump through the pipeline, as support runs it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Context;
+
+use super::output::json_line;
+use super::{CommandResult, ExitStatus, ReplayArgs, find_user, open_store};
+use crate::rules::{Outcome, Policy};
+use crate::source::{MboxReader, SourceError, SourceMessage, SourceSpec};
+use crate::store::{Recorded, SqliteStore, Store};
+use crate::sync::{self, DecisionRecord, Mode, Processed};
+
+/// Totals for the closing summary.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub messages: usize,
+    pub synced: usize,
+    pub new_activities: usize,
+    pub skipped_by_reason: BTreeMap<&'static str, usize>,
+    pub unreadable: usize,
+}
+
+impl Summary {
+    fn add(&mut self, processed: &Processed) {
+        self.messages += 1;
+        match processed.decision.outcome() {
+            Outcome::Synced => self.synced += 1,
+            Outcome::Skipped => {
+                *self
+                    .skipped_by_reason
+                    .entry(processed.decision.reason.as_str())
+                    .or_default() += 1
+            }
+        }
+        if matches!(processed.recorded, Some(Recorded::NewActivity(_))) {
+            self.new_activities += 1;
+        }
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.skipped_by_reason.values().sum()
+    }
+}
+
+pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
+    let user = find_user(policy, &args.user)?;
+    let mut store: Box<dyn Store> = if args.dry_run {
+        Box::new(
+            SqliteStore::open_read_only_or_empty(&policy.config.store_path)
+                .context("cannot open store for a dry run")?,
+        )
+    } else {
+        Box::new(open_store(policy)?)
+    };
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Write
+    };
+    let source_name = args.source.store_name();
+    let messages: Box<dyn Iterator<Item = Result<SourceMessage, SourceError>>> = match &args.source
+    {
+        SourceSpec::Dir(path) => Box::new(
+            crate::source::read_dir(path)
+                .with_context(|| format!("cannot read folder {}", path.display()))?,
+        ),
+        SourceSpec::Mbox(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open mbox {}", path.display()))?;
+            Box::new(MboxReader::new(std::io::BufReader::new(file)))
+        }
+    };
+    let span = tracing::info_span!("replay", user = %user.email, source = %source_name, dry_run = args.dry_run);
+    let _entered = span.enter();
+
+    let mut out = std::io::stdout().lock();
+    if !args.json {
+        writeln!(
+            out,
+            "{:<28} {:<8} {:<20} {:<10} CONTACTS / RULES",
+            "SOURCE ID", "DECISION", "REASON", "VISIBILITY"
+        )?;
+    }
+    let mut summary = Summary::default();
+    for message in messages {
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                summary.unreadable += 1;
+                tracing::error!(source_id = %error.source_id, error = %error.error, "cannot read message; continuing");
+                continue;
+            }
+        };
+        let processed = sync::process(policy, store.as_mut(), user, &source_name, &message, mode)
+            .with_context(|| {
+            format!(
+                "cannot record the decision for message {}",
+                message.source_id
+            )
+        })?;
+        tracing::debug!(
+            source_id = %processed.source_id,
+            decision = processed.decision.outcome().as_str(),
+            reason = processed.decision.reason.as_str(),
+            "decided"
+        );
+        summary.add(&processed);
+        if args.json {
+            json_line(&mut out, &DecisionRecord::new(user, &processed))?;
+        } else {
+            write_row(&mut out, &processed)?;
+        }
+    }
+    if !args.json {
+        write_summary(&mut out, &summary, &user.email, &source_name, args.dry_run)?;
+    }
+    tracing::info!(
+        messages = summary.messages,
+        synced = summary.synced,
+        new_activities = summary.new_activities,
+        skipped = summary.skipped(),
+        unreadable = summary.unreadable,
+        "replay finished"
+    );
+    Ok(if summary.unreadable > 0 {
+        ExitStatus::SomeFailed
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn write_row(out: &mut impl Write, processed: &Processed) -> std::io::Result<()> {
+    let decision = &processed.decision;
+    let mut what: Vec<String> = decision
+        .approval()
+        .map(|approval| approval.contacts().to_vec())
+        .unwrap_or_default();
+    what.extend(
+        decision
+            .rule_names()
+            .into_iter()
+            .map(|name| format!("[{name}]")),
+    );
+    if let Some(detail) = &decision.detail {
+        what.push(format!("({detail})"));
+    }
+    writeln!(
+        out,
+        "{:<28} {:<8} {:<20} {:<10} {}",
+        truncate(&processed.source_id, 28),
+        decision.outcome().as_str(),
+        decision.reason.as_str(),
+        decision.visibility().map_or("-", |v| v.as_str()),
+        what.join(" ")
+    )
+}
+
+pub fn write_summary(
+    out: &mut impl Write,
+    summary: &Summary,
+    user: &str,
+    source: &str,
+    dry_run: bool,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "\n{} message(s) in {user}'s mailbox from {source}: {} synced ({} new {}), {} skipped{}",
+        summary.messages,
+        summary.synced,
+        summary.new_activities,
+        if summary.new_activities == 1 {
+            "activity"
+        } else {
+            "activities"
+        },
+        summary.skipped(),
+        if dry_run {
+            " — dry run, nothing written"
+        } else {
+            ""
+        },
+    )?;
+    if !summary.skipped_by_reason.is_empty() {
+        let reasons: Vec<String> = summary
+            .skipped_by_reason
+            .iter()
+            .map(|(reason, count)| format!("{count} {reason}"))
+            .collect();
+        writeln!(out, "  skipped: {}", reasons.join(", "))?;
+    }
+    if summary.unreadable > 0 {
+        writeln!(
+            out,
+            "  {} message(s) could not be read (see errors above)",
+            summary.unreadable
+        )?;
+    }
+    Ok(())
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{kept}…")
+    }
+}
