@@ -1,0 +1,612 @@
+//! The built binary, run as a user would run it: exit codes, output formats, and the
+//! commands working together on a real store.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn mailsync() -> Command {
+    let mut command = Command::cargo_bin("mailsync").unwrap();
+    command
+        .env_remove("MAILSYNC_CONFIG")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// A copy of the demo config and rules in a temp folder, with contacts imported.
+struct Playground {
+    dir: tempfile::TempDir,
+}
+
+impl Playground {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = common::fixtures().join("demo");
+        std::fs::copy(demo.join("mailsync.toml"), dir.path().join("mailsync.toml")).unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::copy(
+            demo.join("rules/demo.toml"),
+            dir.path().join("rules/demo.toml"),
+        )
+        .unwrap();
+        let playground = Playground { dir };
+        playground
+            .run(&[
+                "contacts",
+                "import",
+                demo.join("contacts.csv").to_str().unwrap(),
+            ])
+            .assert()
+            .success();
+        playground
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("mailsync.toml")
+    }
+
+    fn run(&self, args: &[&str]) -> Command {
+        let mut command = mailsync();
+        command.arg("--config").arg(self.config()).args(args);
+        command
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        let output = self.run(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+}
+
+fn mailbox(name: &str) -> String {
+    format!(
+        "dir:{}",
+        common::fixtures()
+            .join("demo/mailboxes")
+            .join(name)
+            .display()
+    )
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
+        .collect()
+}
+
+#[test]
+fn demo_runs_twice_and_the_second_run_writes_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("play");
+    let first = mailsync()
+        .args(["demo", "--dir"])
+        .arg(&demo_dir)
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let first = String::from_utf8(first.stdout).unwrap();
+    assert!(first.contains("6 created"), "{first}");
+    assert!(
+        first.contains("4 synced (4 new activities), 6 skipped"),
+        "{first}"
+    );
+    assert!(first.contains("blocked_by_rule"));
+    assert!(
+        first.contains("(private: content withheld)"),
+        "an admin without the setting sees metadata only:\n{first}"
+    );
+    let second = mailsync()
+        .args(["demo", "--dir"])
+        .arg(&demo_dir)
+        .output()
+        .unwrap();
+    let second = String::from_utf8(second.stdout).unwrap();
+    assert!(second.contains("6 unchanged"), "{second}");
+    assert!(second.contains("4 synced (0 new activities)"), "{second}");
+}
+
+#[test]
+fn replay_json_has_one_spec_object_per_message() {
+    let playground = Playground::new();
+    let out = playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &mailbox("michelle"),
+        "--json",
+    ]);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 10);
+    let by_file = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["source_id"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let reply = by_file("02-reply-to-alice.eml");
+    assert_eq!(
+        reply,
+        &serde_json::json!({
+            "user": "michelle@abcorp.com",
+            "source_id": "02-reply-to-alice.eml",
+            "message_id": "<reply-2@abcorp.com>",
+            "decision": "synced",
+            "reason": "synced",
+            "visibility": "visible",
+            "contacts": ["alice@customer.com", "bob@bigclient.io"],
+            "rules": ["customers visible"],
+            "parties": [
+                {"address": "alice@customer.com", "verdict": "qualifies"},
+                {"address": "dave@abcorp.com", "verdict": "is_user"},
+                {"address": "bob@bigclient.io", "verdict": "qualifies"}
+            ]
+        })
+    );
+    assert_eq!(by_file("05-doctor-cc.eml")["reason"], "blocked_by_rule");
+    assert_eq!(
+        by_file("05-doctor-cc.eml")["visibility"],
+        serde_json::Value::Null
+    );
+    assert_eq!(by_file("06-draft.eml")["reason"], "excluded_label");
+    assert_eq!(by_file("07-not-a-message.eml")["reason"], "parse_error");
+    assert_eq!(
+        by_file("09-subsidiary.eml")["parties"][0]["verdict"],
+        "shared_domain"
+    );
+    let group = by_file("08-group-and-encoded.eml");
+    assert_eq!(
+        group["contacts"],
+        serde_json::json!(["carol@customer.com", "alice.c@customer.com"])
+    );
+}
+
+#[test]
+fn replay_writes_unless_dry_run_and_is_idempotent() {
+    let playground = Playground::new();
+    let store = playground.dir.path().join("crm.sqlite3");
+    let before = common::dump_store(&store);
+    playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &mailbox("michelle"),
+        "--dry-run",
+    ]);
+    assert_eq!(
+        common::dump_store(&store),
+        before,
+        "a dry run writes nothing"
+    );
+    let first = playground.stdout(&[
+        "replay",
+        "--user",
+        "m@abcorp.com",
+        "--source",
+        &mailbox("michelle"),
+    ]);
+    assert!(first.contains("4 synced (4 new activities)"), "{first}");
+    let after_first = common::dump_store(&store);
+    let second = playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &mailbox("michelle"),
+    ]);
+    assert!(second.contains("4 synced (0 new activities)"), "{second}");
+    assert_eq!(
+        common::dump_store(&store),
+        after_first,
+        "replaying again changes nothing"
+    );
+}
+
+#[test]
+fn replay_reads_takeout_mbox_and_honours_its_labels() {
+    let playground = Playground::new();
+    let mbox = common::fixtures().join("mbox/takeout-sample.mbox");
+    let out = playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &format!("mbox:{}", mbox.display()),
+        "--json",
+    ]);
+    let reasons: Vec<(String, String)> = json_lines(&out)
+        .iter()
+        .map(|l| {
+            (
+                l["source_id"].as_str().unwrap().to_string(),
+                l["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("1".to_string(), "synced".to_string()),
+            ("2".to_string(), "excluded_label".to_string()),
+            ("3".to_string(), "excluded_label".to_string()),
+            ("4".to_string(), "synced".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn explain_names_each_verdict_and_the_rule_with_its_file_and_line() {
+    let playground = Playground::new();
+    let message = common::fixtures().join("demo/mailboxes/michelle/05-doctor-cc.eml");
+    let out = playground.stdout(&[
+        "explain",
+        "--user",
+        "michelle@abcorp.com",
+        message.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("decision:   skipped — blocked_by_rule"),
+        "{out}"
+    );
+    assert!(out.contains("dr.jones@clinic.example"), "{out}");
+    assert!(out.contains("skip rule \"never the doctor\""), "{out}");
+    let rules_file = playground.dir.path().join("rules/demo.toml");
+    assert!(
+        out.contains(&format!(
+            "\"never the doctor\" ({}:16)",
+            rules_file.display()
+        )),
+        "{out}"
+    );
+
+    let json = playground.stdout(&[
+        "explain",
+        "--user",
+        "michelle@abcorp.com",
+        message.to_str().unwrap(),
+        "--json",
+    ]);
+    let decision = &json_lines(&json)[0];
+    assert_eq!(decision["rules"], serde_json::json!(["never the doctor"]));
+    assert_eq!(decision["source_id"], "05-doctor-cc.eml");
+}
+
+#[test]
+fn explain_shows_how_visibility_was_chosen() {
+    let playground = Playground::new();
+    let message = common::fixtures().join("demo/mailboxes/dave/02-bob.eml");
+    let out = playground.stdout(&[
+        "explain",
+        "--user",
+        "dave@abcorp.com",
+        message.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("visibility: private — no private/visible rule matched"),
+        "{out}"
+    );
+    assert!(out.contains("emails_visible = false"), "{out}");
+}
+
+#[test]
+fn feed_json_follows_the_read_path() {
+    let playground = Playground::new();
+    for (user, folder) in [
+        ("michelle@abcorp.com", "michelle"),
+        ("dave@abcorp.com", "dave"),
+        ("ceo@abcorp.com", "ceo"),
+    ] {
+        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
+    }
+    let feed = |viewer: &str| json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]));
+    let michelle = feed("michelle@abcorp.com");
+    let jan = michelle
+        .iter()
+        .find(|a| a["message_id"] == "<q3-1@bookkeeper.nl>")
+        .expect("admin sees every contact");
+    assert_eq!(jan["private"], true);
+    assert_eq!(jan["subject"], serde_json::Value::Null);
+    assert_eq!(jan["body"], serde_json::Value::Null);
+    assert_eq!(jan["sources"], serde_json::json!(["ceo@abcorp.com"]));
+    let ceo = feed("ceo@abcorp.com");
+    let jan = ceo
+        .iter()
+        .find(|a| a["message_id"] == "<q3-1@bookkeeper.nl>")
+        .unwrap();
+    assert_eq!(jan["subject"], "Q3 accounts and your salary statement");
+    let dave = feed("dave@abcorp.com");
+    assert!(
+        dave.iter()
+            .all(|a| a["message_id"] != "<q3-1@bookkeeper.nl>"),
+        "jan is the CEO's contact only"
+    );
+    let shared = dave
+        .iter()
+        .find(|a| a["message_id"] == "<reply-2@abcorp.com>")
+        .unwrap();
+    assert_eq!(
+        shared["sources"],
+        serde_json::json!(["dave@abcorp.com", "michelle@abcorp.com"])
+    );
+    assert_eq!(shared["direction"], "outgoing");
+    let keys: Vec<&str> = shared
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "activity_id",
+            "body",
+            "contacts",
+            "date",
+            "direction",
+            "message_id",
+            "private",
+            "sources",
+            "subject"
+        ]
+    );
+    // Newest first.
+    let dates: Vec<&str> = michelle.iter().filter_map(|a| a["date"].as_str()).collect();
+    let mut sorted = dates.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(dates, sorted);
+    let only_bob = json_lines(&playground.stdout(&[
+        "feed",
+        "--as",
+        "dave@abcorp.com",
+        "--contact",
+        "bob@bigclient.io",
+        "--json",
+    ]));
+    assert_eq!(only_bob.len(), 2);
+}
+
+#[test]
+fn contacts_import_reports_bad_rows_by_line_and_imports_the_rest() {
+    let playground = Playground::new();
+    let csv = playground.dir.path().join("more.csv");
+    std::fs::write(
+        &csv,
+        "name,email,visible_to\nGood One,good@new.example,\nBad Address,not-an-address,\nUnknown User,x@new.example,nobody@abcorp.com\nColleague,dave@abcorp.com,\n",
+    )
+    .unwrap();
+    playground
+        .run(&["contacts", "import", csv.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("1 created"))
+        .stderr(predicate::str::contains("more.csv:3:"))
+        .stderr(predicate::str::contains("more.csv:4:"))
+        .stderr(predicate::str::contains("more.csv:5:"));
+    let list = json_lines(&playground.stdout(&["contacts", "list", "--json"]));
+    assert!(
+        list.iter()
+            .any(|c| c["emails"] == serde_json::json!(["good@new.example"]))
+    );
+    assert!(
+        list.iter()
+            .all(|c| c["emails"] != serde_json::json!(["x@new.example"]))
+    );
+
+    let bad_header = playground.dir.path().join("bad.csv");
+    std::fs::write(&bad_header, "name,mail\nx,y@z.example\n").unwrap();
+    playground
+        .run(&["contacts", "import", bad_header.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown column `mail`"));
+}
+
+#[test]
+fn contacts_add_and_list() {
+    let playground = Playground::new();
+    playground
+        .run(&[
+            "contacts",
+            "add",
+            "New@Person.example",
+            "--name",
+            "New Person",
+            "--visible-to",
+            "m@abcorp.com",
+        ])
+        .assert()
+        .success();
+    let list = json_lines(&playground.stdout(&["contacts", "list", "--json"]));
+    let added = list.iter().find(|c| c["name"] == "New Person").unwrap();
+    assert_eq!(added["emails"], serde_json::json!(["new@person.example"]));
+    assert_eq!(
+        added["visible_to"],
+        serde_json::json!(["michelle@abcorp.com"])
+    );
+    playground
+        .run(&["contacts", "add", "new@person.example"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("already belongs"));
+    playground
+        .run(&[
+            "contacts",
+            "add",
+            "x@y.example",
+            "--visible-to",
+            "stranger@x.example",
+        ])
+        .assert()
+        .code(2);
+    let table = playground.stdout(&["contacts", "list"]);
+    assert!(
+        table.contains("New Person") && table.contains("michelle@abcorp.com"),
+        "{table}"
+    );
+}
+
+#[test]
+fn check_config_reports_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mailsync.toml");
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        &config,
+        "[company]\ndomains = [\"gmail.com\"]\n[store]\npath = \"x.sqlite3\"\n[rules]\ndir = \"rules\"\n[[users]]\nemail = \"a@abcorp.com\"\nsnyc = true\n[[users]]\nemail = \"a@abcorp.com\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules/r.toml"),
+        "[[rule]]\nname = \"x\"\nmatch = { domain = \"a.com\" }\naction = \"hide\"\n",
+    )
+    .unwrap();
+    let output = mailsync()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let config_text = config.display().to_string();
+    for expected in [
+        format!("{config_text}:2:"),
+        format!("{config_text}:9: unknown key `users[0].snyc`"),
+        format!("{config_text}:11:"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected} in:\n{stderr}"
+        );
+    }
+    // The rules are checked only once the config is valid; fix it and the rule error shows.
+    std::fs::write(&config, "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"x.sqlite3\"\n[rules]\ndir = \"rules\"\n").unwrap();
+    let output = mailsync()
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("r.toml:4:"), "{stderr}");
+}
+
+#[test]
+fn check_config_accepts_the_demo_and_the_config_can_come_from_the_environment() {
+    let playground = Playground::new();
+    mailsync()
+        .env("MAILSYNC_CONFIG", playground.config())
+        .arg("check-config")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("users: 4 (3 with sync on)"))
+        .stdout(predicate::str::contains("rules: 4 from 1 file(s)"));
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_clear_message() {
+    let playground = Playground::new();
+    playground
+        .run(&["feed", "--as", "nobody@abcorp.com"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "`nobody@abcorp.com` is not a user",
+        ));
+    playground
+        .run(&["replay", "--user", "dave@abcorp.com", "--source", "imap:x"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("not a source"));
+    mailsync()
+        .args(["--config", "/nonexistent/mailsync.toml", "check-config"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot read config file"));
+}
+
+#[test]
+fn a_missing_message_folder_fails_with_exit_1() {
+    let playground = Playground::new();
+    playground
+        .run(&[
+            "replay",
+            "--user",
+            "dave@abcorp.com",
+            "--source",
+            "dir:/nonexistent/folder",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "cannot read folder /nonexistent/folder",
+        ));
+}
+
+#[test]
+fn every_ugly_corpus_fixture_gets_a_decision() {
+    let playground = Playground::new();
+    let corpus = common::fixtures().join("corpus");
+    for folder in std::fs::read_dir(&corpus).unwrap() {
+        let folder = folder.unwrap().path();
+        if !folder.is_dir() {
+            continue;
+        }
+        let out = playground.stdout(&[
+            "replay",
+            "--user",
+            "michelle@abcorp.com",
+            "--source",
+            &format!("dir:{}", folder.display()),
+            "--json",
+            "--dry-run",
+        ]);
+        let files = std::fs::read_dir(&folder)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_file())
+            .count();
+        assert_eq!(
+            json_lines(&out).len(),
+            files,
+            "one decision per file in {}",
+            folder.display()
+        );
+    }
+}
+
+#[test]
+fn help_explains_each_command() {
+    let out = mailsync().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for command in [
+        "check-config",
+        "contacts",
+        "replay",
+        "explain",
+        "feed",
+        "demo",
+    ] {
+        assert!(help.contains(command), "{command} missing from --help");
+    }
+    mailsync()
+        .args(["replay", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("X-Gmail-Labels"));
+}
+
+#[allow(dead_code)]
+fn _paths_are_utf8(path: &Path) -> &str {
+    path.to_str().unwrap()
+}

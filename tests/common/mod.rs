@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use mailsync::config::Config;
+use mailsync::rules::{Policy, RuleSet};
+
+/// The repository's `tests/fixtures` folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A policy from config and rules text, as if read from `/cfg/mailsync.toml`.
+pub fn policy(config: &str, rules: &str) -> Policy {
+    let config = Config::from_toml(Path::new("/cfg/mailsync.toml"), config.to_string())
+        .unwrap_or_else(|problems| panic!("test config invalid:\n{problems}"));
+    let rules = RuleSet::from_files(
+        vec![(PathBuf::from("/cfg/rules/test.toml"), rules.to_string())],
+        &config,
+    )
+    .unwrap_or_else(|problems| panic!("test rules invalid:\n{problems}"));
+    Policy::new(config, rules)
+}
+
+/// Every row of every table, as text, in a stable order: two equal dumps mean two equal
+/// stores.
+pub fn dump_store(path: &Path) -> Vec<String> {
+    let connection = rusqlite::Connection::open(path).expect("open store for dump");
+    let mut tables: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tables.sort();
+    let mut lines = Vec::new();
+    for table in tables {
+        let mut statement = connection
+            .prepare(&format!("SELECT * FROM {table}"))
+            .unwrap();
+        let columns = statement.column_count();
+        let mut rows: Vec<String> = statement
+            .query_map([], |row| {
+                let mut cells = Vec::new();
+                for index in 0..columns {
+                    let value: rusqlite::types::Value = row.get(index)?;
+                    cells.push(format!("{value:?}"));
+                }
+                Ok(format!("{table}: {}", cells.join(" | ")))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows.sort();
+        lines.extend(rows);
+    }
+    lines
+}

@@ -1,0 +1,46 @@
+//! The files the repository ships for operators (example rules, the README's example
+//! config) must be valid: a broken example is a broken first impression.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use mailsync::config::Config;
+use mailsync::rules::RuleSet;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// The first ```toml block under the README's "Configuration" heading.
+fn readme_example_config() -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("README has a Configuration section");
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = section[start..].find("```").unwrap() + start;
+    section[start..end].to_string()
+}
+
+#[test]
+fn readme_example_config_is_valid() {
+    let config = Config::from_toml(
+        Path::new("/etc/mailsync/mailsync.toml"),
+        readme_example_config(),
+    )
+    .unwrap_or_else(|problems| panic!("README example config:\n{problems}"));
+    assert!(!config.users.is_empty());
+}
+
+#[test]
+fn example_rules_are_valid_with_the_demo_users() {
+    let demo = common::fixtures().join("demo/mailsync.toml");
+    let config = Config::load(&demo).unwrap();
+    let example = repo().join("rules/example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let rules = RuleSet::from_files(vec![(example, text)], &config)
+        .unwrap_or_else(|problems| panic!("{problems}"));
+    assert_eq!(rules.rules.len(), 5);
+}

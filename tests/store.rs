@@ -1,0 +1,456 @@
+//! The store through its trait, on a real SQLite file with the real migrations: idempotent
+//! writes, one activity per message across mailboxes, the decision log's privacy, and the
+//! read path for every kind of viewer.
+
+mod common;
+
+use std::collections::HashSet;
+
+use mailsync::parse::parse_message;
+use mailsync::rules::{Policy, decide};
+use mailsync::source::SourceMessage;
+use mailsync::store::{NewContact, SqliteStore, Store, Viewer};
+use mailsync::sync::{self, Mode};
+
+const CONFIG: &str = r#"
+[company]
+domains = ["abcorp.com"]
+admins_see_private_emails = false
+[store]
+path = "unused.sqlite3"
+[[users]]
+email = "michelle@abcorp.com"
+role = "admin"
+sync = true
+emails_visible = true
+[[users]]
+email = "dave@abcorp.com"
+sync = true
+emails_visible = false
+[[users]]
+email = "ceo@abcorp.com"
+sync = true
+emails_visible = true
+[[users]]
+email = "erin@abcorp.com"
+sync = true
+"#;
+
+const RULES: &str = r#"
+[[rule]]
+name = "bookkeeper private"
+match = { domain = "bookkeeper.nl" }
+action = "private"
+users = ["ceo@abcorp.com"]
+"#;
+
+fn message(source_id: &str, text: &str) -> SourceMessage {
+    SourceMessage {
+        source_id: source_id.to_string(),
+        raw: text.as_bytes().to_vec(),
+        labels: Vec::new(),
+    }
+}
+
+struct World {
+    policy: Policy,
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.sqlite3");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let contact = |name: &str, emails: &[&str], visible_to: &[&str]| NewContact {
+        name: Some(name.to_string()),
+        emails: emails.iter().map(|e| e.to_string()).collect(),
+        visible_to: visible_to.iter().map(|e| e.to_string()).collect(),
+    };
+    store
+        .add_contact(&contact(
+            "Alice",
+            &["alice@customer.com", "alice@customer.org"],
+            &[],
+        ))
+        .unwrap();
+    store
+        .add_contact(&contact("Bob", &["bob@bigclient.io"], &["dave@abcorp.com"]))
+        .unwrap();
+    store
+        .add_contact(&contact("Jan", &["jan@bookkeeper.nl"], &["ceo@abcorp.com"]))
+        .unwrap();
+    World {
+        policy: common::policy(CONFIG, RULES),
+        store,
+        path,
+        _dir: dir,
+    }
+}
+
+impl World {
+    fn replay(&mut self, user: &str, source_id: &str, text: &str) -> mailsync::sync::Processed {
+        let user = self.policy.config.user_by_address(user).unwrap().clone();
+        sync::process(
+            &self.policy,
+            &mut self.store,
+            &user,
+            "dir:/test",
+            &message(source_id, text),
+            Mode::Write,
+        )
+        .unwrap()
+    }
+
+    fn viewer(&self, email: &str, admins_see_private_emails: bool) -> Viewer {
+        let user = self.policy.config.user_by_address(email).unwrap();
+        Viewer {
+            email: user.email.clone(),
+            is_admin: user.is_admin(),
+            admins_see_private_emails,
+        }
+    }
+}
+
+const FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE: &str = "From: Alice <alice@customer.com>\nTo: dave@abcorp.com, michelle@abcorp.com\nCc: bob@bigclient.io\nSubject: Renewal terms\nDate: Mon, 02 Sep 2024 09:15:00 +0000\nMessage-ID: <two-mailboxes@customer.com>\n\nThe secret price is 42.\n";
+
+#[test]
+fn the_same_message_in_two_mailboxes_is_one_activity_with_two_sources() {
+    let mut world = world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    world.replay(
+        "michelle@abcorp.com",
+        "a",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    let counts = world.store.counts().unwrap();
+    assert_eq!(counts.activities, 1);
+    assert_eq!(counts.sources, 2);
+    assert_eq!(counts.contact_links, 2, "alice and bob, once each");
+    assert_eq!(counts.decisions, 2);
+
+    let feed = world
+        .store
+        .feed(&world.viewer("erin@abcorp.com", false), None, None)
+        .unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(
+        feed[0].sources,
+        vec!["dave@abcorp.com", "michelle@abcorp.com"]
+    );
+    // Dave's copy was private (his setting), Michelle's visible: any visible source wins.
+    assert!(!feed[0].private);
+    assert_eq!(feed[0].subject.as_deref(), Some("Renewal terms"));
+    // Erin may not see Bob, so Bob is left out of what she is shown.
+    assert_eq!(feed[0].contacts, vec!["alice@customer.com"]);
+}
+
+#[test]
+fn writing_the_same_message_again_changes_nothing() {
+    let mut world = world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    world.replay(
+        "dave@abcorp.com",
+        "2",
+        "From: x@vendor.example\nTo: dave@abcorp.com\nSubject: Hello\n\nbody\n",
+    );
+    let before = common::dump_store(&world.path);
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    world.replay(
+        "dave@abcorp.com",
+        "2",
+        "From: x@vendor.example\nTo: dave@abcorp.com\nSubject: Hello\n\nbody\n",
+    );
+    assert_eq!(common::dump_store(&world.path), before);
+}
+
+#[test]
+fn a_message_without_message_id_is_identified_by_its_bytes() {
+    let mut world = world();
+    let text = "From: alice@customer.com\nTo: dave@abcorp.com\nSubject: no id\n\nbody\n";
+    world.replay("dave@abcorp.com", "1", text);
+    world.replay(
+        "michelle@abcorp.com",
+        "1",
+        &text.replace("dave@", "michelle@"),
+    );
+    world.replay("dave@abcorp.com", "again", text);
+    let counts = world.store.counts().unwrap();
+    assert_eq!(
+        counts.activities, 2,
+        "different bytes are different messages"
+    );
+    assert_eq!(
+        counts.sources, 2,
+        "the same bytes twice in one mailbox are one source"
+    );
+}
+
+#[test]
+fn skipped_mail_leaves_no_address_and_no_subject_in_the_store() {
+    let mut world = world();
+    let processed = world.replay(
+        "dave@abcorp.com",
+        "stranger.eml",
+        "From: Stranger <stranger@vendor.example>\nTo: dave@abcorp.com\nSubject: Confidential merger\n\nbody\n",
+    );
+    assert_eq!(processed.decision.reason.as_str(), "no_qualifying_party");
+    let dump = common::dump_store(&world.path).join("\n");
+    assert!(!dump.contains("stranger@vendor.example"), "{dump}");
+    assert!(!dump.contains("Confidential merger"), "{dump}");
+    assert!(dump.contains("no_qualifying_party"));
+}
+
+#[test]
+fn a_disabled_user_leaves_no_trace() {
+    let mut world = world();
+    let config = CONFIG.replace(
+        "email = \"erin@abcorp.com\"\nsync = true",
+        "email = \"erin@abcorp.com\"\nsync = false",
+    );
+    world.policy = common::policy(&config, RULES);
+    let before = common::dump_store(&world.path);
+    let processed = world.replay(
+        "erin@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    assert_eq!(processed.decision.reason.as_str(), "sync_disabled");
+    assert_eq!(common::dump_store(&world.path), before);
+}
+
+/// The read path, viewer by viewer, on a store with restricted contacts, private mail and a
+/// message seen in two mailboxes.
+#[test]
+fn each_viewer_sees_exactly_what_the_spec_allows() {
+    let mut world = world();
+    // 1: Alice and Bob, in Dave's (private) and Michelle's (visible) mailboxes.
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    world.replay(
+        "michelle@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    // 2: Bob only, Dave's mailbox, private by Dave's setting.
+    world.replay("dave@abcorp.com", "2", "From: bob@bigclient.io\nTo: dave@abcorp.com\nSubject: Bob's private note\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-2@bigclient.io>\n\nbody\n");
+    // 3: the bookkeeper, CEO's mailbox, private by rule.
+    world.replay("ceo@abcorp.com", "3", "From: jan@bookkeeper.nl\nTo: ceo@abcorp.com\nSubject: Salary statement\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <jan-3@bookkeeper.nl>\n\nbody\n");
+    // 4: Alice, CEO's mailbox, visible by the CEO's setting.
+    world.replay("ceo@abcorp.com", "4", "From: alice@customer.org\nTo: ceo@abcorp.com\nSubject: Thanks\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <alice-4@customer.org>\n\nbody\n");
+
+    let show = |viewer: Viewer| -> Vec<String> {
+        world
+            .store
+            .feed(&viewer, None, None)
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                format!(
+                    "{} contacts={:?} private={} subject={:?}",
+                    a.message_id.unwrap(),
+                    a.contacts,
+                    a.private,
+                    a.subject
+                )
+            })
+            .collect()
+    };
+
+    // Erin: no restricted contact, no mailbox of her own here.
+    assert_eq!(
+        show(world.viewer("erin@abcorp.com", false)),
+        vec![
+            r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
+            r#"<two-mailboxes@customer.com> contacts=["alice@customer.com"] private=false subject=Some("Renewal terms")"#,
+        ]
+    );
+    // Dave: may see Bob; owns 1 and 2, so sees 2's content although it is private.
+    assert_eq!(
+        show(world.viewer("dave@abcorp.com", false)),
+        vec![
+            r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
+            r#"<bob-2@bigclient.io> contacts=["bob@bigclient.io"] private=true subject=Some("Bob's private note")"#,
+            r#"<two-mailboxes@customer.com> contacts=["alice@customer.com", "bob@bigclient.io"] private=false subject=Some("Renewal terms")"#,
+        ]
+    );
+    // CEO: may see Jan, owns 3 and 4; Bob is Dave's only.
+    assert_eq!(
+        show(world.viewer("ceo@abcorp.com", false)),
+        vec![
+            r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
+            r#"<jan-3@bookkeeper.nl> contacts=["jan@bookkeeper.nl"] private=true subject=Some("Salary statement")"#,
+            r#"<two-mailboxes@customer.com> contacts=["alice@customer.com"] private=false subject=Some("Renewal terms")"#,
+        ]
+    );
+    // Michelle, admin: sees every contact, but private content only with the account setting.
+    assert_eq!(
+        show(world.viewer("michelle@abcorp.com", false)),
+        vec![
+            r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
+            r#"<jan-3@bookkeeper.nl> contacts=["jan@bookkeeper.nl"] private=true subject=None"#,
+            r#"<bob-2@bigclient.io> contacts=["bob@bigclient.io"] private=true subject=None"#,
+            r#"<two-mailboxes@customer.com> contacts=["alice@customer.com", "bob@bigclient.io"] private=false subject=Some("Renewal terms")"#,
+        ]
+    );
+    let with_setting = show(world.viewer("michelle@abcorp.com", true));
+    assert!(with_setting.contains(&r#"<jan-3@bookkeeper.nl> contacts=["jan@bookkeeper.nl"] private=true subject=Some("Salary statement")"#.to_string()));
+    // The setting is for admins only.
+    assert_eq!(
+        show(world.viewer("erin@abcorp.com", true)),
+        show(world.viewer("erin@abcorp.com", false))
+    );
+
+    // Body follows subject.
+    let ceo_view = world
+        .store
+        .feed(&world.viewer("michelle@abcorp.com", false), None, None)
+        .unwrap();
+    let jan = ceo_view
+        .iter()
+        .find(|a| a.message_id.as_deref() == Some("<jan-3@bookkeeper.nl>"))
+        .unwrap();
+    assert!(jan.body.is_none());
+}
+
+#[test]
+fn contact_filter_uses_any_address_of_the_contact_and_respects_visibility() {
+    let mut world = world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    world.replay("ceo@abcorp.com", "4", "From: alice@customer.org\nTo: ceo@abcorp.com\nSubject: Thanks\nMessage-ID: <alice-4@customer.org>\n\nbody\n");
+    let erin = world.viewer("erin@abcorp.com", false);
+    assert_eq!(
+        world
+            .store
+            .feed(&erin, Some("ALICE@customer.com"), None)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        world
+            .store
+            .feed(&erin, Some("bob@bigclient.io"), None)
+            .unwrap()
+            .len(),
+        0,
+        "erin may not see bob"
+    );
+    let dave = world.viewer("dave@abcorp.com", false);
+    assert_eq!(
+        world
+            .store
+            .feed(&dave, Some("bob@bigclient.io"), None)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        world.store.feed(&erin, None, Some(1)).unwrap().len(),
+        1,
+        "limit"
+    );
+}
+
+#[test]
+fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
+    let mut world = world();
+    let change = world
+        .store
+        .upsert_contact(&NewContact {
+            name: Some("Alice C.".into()),
+            emails: vec!["alice@customer.com".into(), "alice@customer.net".into()],
+            visible_to: vec![],
+        })
+        .unwrap();
+    assert!(matches!(change, mailsync::store::ContactChange::Updated(_)));
+    let alice = world
+        .store
+        .list_contacts()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name.as_deref() == Some("Alice C."))
+        .unwrap();
+    assert_eq!(
+        alice.emails,
+        vec![
+            "alice@customer.com",
+            "alice@customer.net",
+            "alice@customer.org"
+        ]
+    );
+    let conflict = world.store.upsert_contact(&NewContact {
+        name: None,
+        emails: vec!["alice@customer.com".into(), "bob@bigclient.io".into()],
+        visible_to: vec![],
+    });
+    assert!(conflict.is_err());
+    assert!(
+        world
+            .store
+            .add_contact(&NewContact {
+                name: None,
+                emails: vec!["bob@bigclient.io".into()],
+                visible_to: vec![]
+            })
+            .is_err()
+    );
+}
+
+#[test]
+fn known_contacts_finds_only_contact_addresses() {
+    let world = world();
+    let known = world
+        .store
+        .known_contacts(&[
+            "alice@customer.org".to_string(),
+            "nobody@x.example".to_string(),
+        ])
+        .unwrap();
+    assert_eq!(known, HashSet::from(["alice@customer.org".to_string()]));
+}
+
+#[test]
+fn reopening_the_store_keeps_data_and_schema() {
+    let mut world = world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    let path = world.path.clone();
+    drop(world.store);
+    let reopened = SqliteStore::open(&path).unwrap();
+    assert_eq!(reopened.counts().unwrap().activities, 1);
+    let read_only = SqliteStore::open_read_only_or_empty(&path).unwrap();
+    assert_eq!(read_only.counts().unwrap().contacts, 3);
+    // Decisions made through the pure function match what the pipeline recorded.
+    let policy = common::policy(CONFIG, RULES);
+    let user = policy.config.user_by_address("dave@abcorp.com").unwrap();
+    let parsed = parse_message(FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE.as_bytes()).unwrap();
+    let known = read_only
+        .known_contacts(&["alice@customer.com".into(), "bob@bigclient.io".into()])
+        .unwrap();
+    let decision = decide(&policy, user, &[], Ok(&parsed), &known);
+    assert_eq!(decision.reason.as_str(), "synced");
+}
