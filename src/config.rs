@@ -26,6 +26,8 @@ struct RawConfig {
     #[serde(default)]
     gmail: RawGmail,
     #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
     users: Vec<RawUser>,
 }
 
@@ -47,21 +49,115 @@ struct RawRules {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(default)]
 struct RawGmail {
-    #[serde(default = "default_api_base_url")]
     api_base_url: String,
+    service_account_key: Option<PathBuf>,
+    client_secret: Option<PathBuf>,
+    initial_sync_days: u32,
+    poll_interval_secs: u64,
+    list_page_size: u32,
+    request_timeout_secs: u64,
+    max_concurrent_requests_per_user: u32,
+    max_attempts: u32,
+    backoff_max_secs: u64,
+    quota: RawQuota,
 }
 
 impl Default for RawGmail {
     fn default() -> Self {
         RawGmail {
             api_base_url: default_api_base_url(),
+            service_account_key: None,
+            client_secret: None,
+            initial_sync_days: 30,
+            poll_interval_secs: 60,
+            list_page_size: 500,
+            request_timeout_secs: 30,
+            // Gmail caps a user at about 10 requests in flight; staying well below leaves
+            // room for the CRM's own use of the same mailbox.
+            max_concurrent_requests_per_user: 5,
+            max_attempts: 8,
+            backoff_max_secs: 32,
+            quota: RawQuota::default(),
         }
     }
 }
 
 fn default_api_base_url() -> String {
     "https://gmail.googleapis.com/".to_string()
+}
+
+/// Gmail's per-user quota and what each method costs, in quota units (the 2026 figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct RawQuota {
+    pub units_per_minute: u32,
+    pub get_profile: u32,
+    pub labels_list: u32,
+    pub history_list: u32,
+    pub messages_list: u32,
+    pub messages_get: u32,
+}
+
+impl Default for RawQuota {
+    fn default() -> Self {
+        RawQuota {
+            units_per_minute: 6000,
+            get_profile: 1,
+            labels_list: 1,
+            history_list: 2,
+            messages_list: 5,
+            messages_get: 20,
+        }
+    }
+}
+
+/// Gmail quota settings as validated.
+pub type QuotaConfig = RawQuota;
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct RawDaemon {
+    max_concurrent_users: u32,
+    shutdown_timeout_secs: u64,
+}
+
+impl Default for RawDaemon {
+    fn default() -> Self {
+        RawDaemon {
+            max_concurrent_users: 8,
+            shutdown_timeout_secs: 9,
+        }
+    }
+}
+
+/// How mailsync reaches Gmail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GmailConfig {
+    /// Ends with `/`.
+    pub api_base_url: String,
+    /// Workspace domain-wide delegation: the service account's JSON key.
+    pub service_account_key: Option<PathBuf>,
+    /// Per-user OAuth: the installed-app client secret JSON.
+    pub client_secret: Option<PathBuf>,
+    pub initial_sync_days: u32,
+    pub poll_interval_secs: u64,
+    pub list_page_size: u32,
+    pub request_timeout_secs: u64,
+    pub max_concurrent_requests_per_user: u32,
+    pub max_attempts: u32,
+    pub backoff_max_secs: u64,
+    pub quota: QuotaConfig,
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// Mailboxes polled at the same time.
+    pub max_concurrent_users: u32,
+    /// How long SIGTERM waits for in-flight work before exiting anyway.
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,7 +218,8 @@ pub struct Config {
     pub admins_see_private_emails: bool,
     pub store_path: PathBuf,
     pub rules_dir: Option<PathBuf>,
-    pub gmail_api_base_url: String,
+    pub gmail: GmailConfig,
+    pub daemon: DaemonConfig,
     pub users: Vec<User>,
     pub freemail: FreemailDomains,
     user_by_address: HashMap<String, usize>,
@@ -199,11 +296,15 @@ fn validate(
         }
     }
 
-    let api_base_url = validate_base_url(&raw.gmail.api_base_url).unwrap_or_else(|problem| {
-        let at = KeyPath::default().key("gmail").key("api_base_url");
-        diagnostics.push(file.diagnostic(&at, problem));
-        default_api_base_url()
-    });
+    let gmail = validate_gmail(file, raw.gmail, base_dir, diagnostics);
+    let daemon = DaemonConfig {
+        max_concurrent_users: raw.daemon.max_concurrent_users,
+        shutdown_timeout_secs: raw.daemon.shutdown_timeout_secs,
+    };
+    if daemon.max_concurrent_users == 0 {
+        let at = KeyPath::default().key("daemon").key("max_concurrent_users");
+        diagnostics.push(file.diagnostic(&at, "must be at least 1"));
+    }
 
     let mut users = Vec::new();
     let mut user_by_address = HashMap::new();
@@ -255,10 +356,76 @@ fn validate(
         admins_see_private_emails: raw.company.admins_see_private_emails,
         store_path: base_dir.join(raw.store.path),
         rules_dir,
-        gmail_api_base_url: api_base_url,
+        gmail,
+        daemon,
         users,
         freemail,
         user_by_address,
+    }
+}
+
+fn validate_gmail(
+    file: &TomlFile,
+    raw: RawGmail,
+    base_dir: &Path,
+    diagnostics: &mut Diagnostics,
+) -> GmailConfig {
+    let at = |key: &str| KeyPath::default().key("gmail").key(key);
+    let api_base_url = validate_base_url(&raw.api_base_url).unwrap_or_else(|problem| {
+        diagnostics.push(file.diagnostic(&at("api_base_url"), problem));
+        default_api_base_url()
+    });
+    let positive = [
+        ("initial_sync_days", u64::from(raw.initial_sync_days)),
+        ("poll_interval_secs", raw.poll_interval_secs),
+        ("request_timeout_secs", raw.request_timeout_secs),
+        (
+            "max_concurrent_requests_per_user",
+            u64::from(raw.max_concurrent_requests_per_user),
+        ),
+        ("max_attempts", u64::from(raw.max_attempts)),
+        ("backoff_max_secs", raw.backoff_max_secs),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            diagnostics.push(file.diagnostic(&at(key), format!("`{key}` must be at least 1")));
+        }
+    }
+    if !(1..=500).contains(&raw.list_page_size) {
+        diagnostics.push(file.diagnostic(
+            &at("list_page_size"),
+            "`list_page_size` must be between 1 and 500 (Gmail's maximum)",
+        ));
+    }
+    let quota = raw.quota;
+    let largest_cost = [
+        quota.get_profile,
+        quota.labels_list,
+        quota.history_list,
+        quota.messages_list,
+        quota.messages_get,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    if quota.units_per_minute < largest_cost.max(1) {
+        diagnostics.push(file.diagnostic(
+            &at("quota"),
+            format!("`quota.units_per_minute` ({}) must be at least the largest method cost ({largest_cost})", quota.units_per_minute),
+        ));
+    }
+    GmailConfig {
+        api_base_url,
+        service_account_key: raw.service_account_key.map(|path| base_dir.join(path)),
+        client_secret: raw.client_secret.map(|path| base_dir.join(path)),
+        initial_sync_days: raw.initial_sync_days,
+        poll_interval_secs: raw.poll_interval_secs,
+        list_page_size: raw.list_page_size,
+        request_timeout_secs: raw.request_timeout_secs,
+        max_concurrent_requests_per_user: raw.max_concurrent_requests_per_user,
+        max_attempts: raw.max_attempts,
+        backoff_max_secs: raw.backoff_max_secs,
+        quota,
     }
 }
 
@@ -306,7 +473,8 @@ mod tests {
         assert!(!user.emails_visible, "emails are private unless configured");
         assert_eq!(user.role, Role::User);
         assert_eq!(config.store_path, Path::new("/etc/mailsync/crm.sqlite3"));
-        assert_eq!(config.gmail_api_base_url, "https://gmail.googleapis.com/");
+        assert_eq!(config.gmail.api_base_url, "https://gmail.googleapis.com/");
+        assert_eq!(config.gmail.quota.messages_get, 20);
         assert!(config.user_by_address("MICHELLE@abcorp.com").is_some());
     }
 

@@ -7,7 +7,9 @@
 pub mod address;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod diagnostic;
+pub mod gmail;
 pub mod logging;
 pub mod parse;
 pub mod rules;

@@ -70,7 +70,7 @@ fn mailbox(name: &str) -> String {
         "dir:{}",
         common::fixtures()
             .join("demo/mailboxes")
-            .join(name)
+            .join(format!("{name}@abcorp.com"))
             .display()
     )
 }
@@ -82,7 +82,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn demo_runs_twice_and_the_second_run_writes_nothing_new() {
+fn demo_syncs_through_the_sandbox_and_a_second_run_adds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("play");
     let first = mailsync()
@@ -90,30 +90,64 @@ fn demo_runs_twice_and_the_second_run_writes_nothing_new() {
         .arg(&demo_dir)
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(
         first.status.success(),
-        "{}",
+        "{stdout}\n{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let first = String::from_utf8(first.stdout).unwrap();
-    assert!(first.contains("6 created"), "{first}");
     assert!(
-        first.contains("4 synced (4 new activities), 6 skipped"),
-        "{first}"
+        stdout.contains("Gmail-compatible sandbox listening on http://127.0.0.1:"),
+        "{stdout}"
     );
-    assert!(first.contains("blocked_by_rule"));
+    assert!(stdout.contains("6 created"), "{stdout}");
     assert!(
-        first.contains("(private: content withheld)"),
-        "an admin without the setting sees metadata only:\n{first}"
+        stdout.contains("10 decision(s): 4 synced, 6 skipped"),
+        "michelle's mailbox:\n{stdout}"
     );
+    assert!(
+        stdout.contains("blocked_by_rule      [never the doctor]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("excluded_label"), "{stdout}");
+    assert!(stdout.contains("parse_error"), "{stdout}");
+    assert!(
+        stdout.contains("(private: content withheld)"),
+        "an admin without the setting sees metadata only:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("olga@abcorp.com                  off   disabled"),
+        "{stdout}"
+    );
+    let config = demo_dir.join("mailsync.toml");
+    let feed = |viewer: &str| -> usize {
+        let output = mailsync()
+            .arg("--config")
+            .arg(&config)
+            .args(["feed", "--as", viewer, "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).lines().count()
+    };
+    assert_eq!(feed("michelle@abcorp.com"), 7);
+
     let second = mailsync()
         .args(["demo", "--dir"])
         .arg(&demo_dir)
         .output()
         .unwrap();
-    let second = String::from_utf8(second.stdout).unwrap();
-    assert!(second.contains("6 unchanged"), "{second}");
-    assert!(second.contains("4 synced (0 new activities)"), "{second}");
+    assert!(second.status.success());
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(stdout.contains("6 unchanged"), "{stdout}");
+    assert!(
+        stdout.contains("10 decision(s): 4 synced, 6 skipped"),
+        "no new decisions on the second run:\n{stdout}"
+    );
+    assert_eq!(
+        feed("michelle@abcorp.com"),
+        7,
+        "no new activities on the second run"
+    );
 }
 
 #[test]
@@ -249,7 +283,7 @@ fn replay_reads_takeout_mbox_and_honours_its_labels() {
 #[test]
 fn explain_names_each_verdict_and_the_rule_with_its_file_and_line() {
     let playground = Playground::new();
-    let message = common::fixtures().join("demo/mailboxes/michelle/05-doctor-cc.eml");
+    let message = common::fixtures().join("demo/mailboxes/michelle@abcorp.com/05-doctor-cc.eml");
     let out = playground.stdout(&[
         "explain",
         "--user",
@@ -286,7 +320,7 @@ fn explain_names_each_verdict_and_the_rule_with_its_file_and_line() {
 #[test]
 fn explain_shows_how_visibility_was_chosen() {
     let playground = Playground::new();
-    let message = common::fixtures().join("demo/mailboxes/dave/02-bob.eml");
+    let message = common::fixtures().join("demo/mailboxes/dave@abcorp.com/02-bob.eml");
     let out = playground.stdout(&[
         "explain",
         "--user",

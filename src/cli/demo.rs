@@ -1,19 +1,26 @@
-//! `mailsync demo`: a playground that runs the whole pipeline on bundled data, so a new user
-//! sees what mailsync does before pointing it at real mail.
+//! `mailsync demo`: the real daemon against the bundled Gmail-compatible server, so a new
+//! user sees what mailsync does before pointing it at real mail. No Google account needed.
 //!
-//! The files are the ones under `tests/fixtures/demo/`, compiled in so the binary needs
-//! nothing else. The demo writes them into a folder and then does exactly what an operator
-//! would: import the contacts, replay each mailbox, read the feed.
+//! The demo writes a playground folder (config, rules, contacts, three mailboxes from
+//! `tests/fixtures/demo/`, compiled in), starts the sandbox on loopback serving those
+//! mailboxes, completes each user's OAuth consent with the sandbox (as `mailsync auth login`
+//! would with a person clicking "allow"), runs the daemon's sync once for every user, and
+//! prints the decisions, what two users see, and the sync status.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{
-    CommandResult, ContactsCommand, DemoArgs, ExitStatus, FeedArgs, ReplayArgs, load_policy,
+    CommandResult, ContactsCommand, DemoArgs, ExitStatus, FeedArgs, load_policy, open_store,
+    runtime,
 };
-use crate::source::SourceSpec;
+use crate::daemon::{self, Controls, RunOutcome};
+use crate::gmail::sandbox::{self, OAuthClient, SandboxConfig};
+use crate::store::Store;
 
 /// Every file of the demo, by path inside the demo folder.
 const DEMO_FILES: &[(&str, &[u8])] = &[
@@ -22,60 +29,68 @@ const DEMO_FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../tests/fixtures/demo/contacts.csv"),
     ),
     (
-        "mailboxes/ceo/01-bookkeeper.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/ceo/01-bookkeeper.eml"),
+        "mailboxes/ceo@abcorp.com/01-bookkeeper.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/ceo@abcorp.com/01-bookkeeper.eml"),
     ),
     (
-        "mailboxes/ceo/02-alice-thanks.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/ceo/02-alice-thanks.eml"),
+        "mailboxes/ceo@abcorp.com/02-alice-thanks.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/ceo@abcorp.com/02-alice-thanks.eml"),
     ),
     (
-        "mailboxes/dave/01-reply-to-alice-cc.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/dave/01-reply-to-alice-cc.eml"),
+        "mailboxes/dave@abcorp.com/01-reply-to-alice-cc.eml",
+        include_bytes!(
+            "../../tests/fixtures/demo/mailboxes/dave@abcorp.com/01-reply-to-alice-cc.eml"
+        ),
     ),
     (
-        "mailboxes/dave/02-bob.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/dave/02-bob.eml"),
+        "mailboxes/dave@abcorp.com/02-bob.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/dave@abcorp.com/02-bob.eml"),
     ),
     (
-        "mailboxes/michelle/01-alice-asks.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/01-alice-asks.eml"),
+        "mailboxes/michelle@abcorp.com/01-alice-asks.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/01-alice-asks.eml"),
     ),
     (
-        "mailboxes/michelle/02-reply-to-alice.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/02-reply-to-alice.eml"),
+        "mailboxes/michelle@abcorp.com/02-reply-to-alice.eml",
+        include_bytes!(
+            "../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/02-reply-to-alice.eml"
+        ),
     ),
     (
-        "mailboxes/michelle/03-from-dave.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/03-from-dave.eml"),
+        "mailboxes/michelle@abcorp.com/03-from-dave.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/03-from-dave.eml"),
     ),
     (
-        "mailboxes/michelle/04-stranger.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/04-stranger.eml"),
+        "mailboxes/michelle@abcorp.com/04-stranger.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/04-stranger.eml"),
     ),
     (
-        "mailboxes/michelle/05-doctor-cc.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/05-doctor-cc.eml"),
+        "mailboxes/michelle@abcorp.com/05-doctor-cc.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/05-doctor-cc.eml"),
     ),
     (
-        "mailboxes/michelle/06-draft.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/06-draft.eml"),
+        "mailboxes/michelle@abcorp.com/06-draft.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/06-draft.eml"),
     ),
     (
-        "mailboxes/michelle/07-not-a-message.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/07-not-a-message.eml"),
+        "mailboxes/michelle@abcorp.com/07-not-a-message.eml",
+        include_bytes!(
+            "../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/07-not-a-message.eml"
+        ),
     ),
     (
-        "mailboxes/michelle/08-group-and-encoded.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/08-group-and-encoded.eml"),
+        "mailboxes/michelle@abcorp.com/08-group-and-encoded.eml",
+        include_bytes!(
+            "../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/08-group-and-encoded.eml"
+        ),
     ),
     (
-        "mailboxes/michelle/09-subsidiary.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/09-subsidiary.eml"),
+        "mailboxes/michelle@abcorp.com/09-subsidiary.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/09-subsidiary.eml"),
     ),
     (
-        "mailboxes/michelle/10-freelancer.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle/10-freelancer.eml"),
+        "mailboxes/michelle@abcorp.com/10-freelancer.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/10-freelancer.eml"),
     ),
     (
         "mailsync.toml",
@@ -87,66 +102,124 @@ const DEMO_FILES: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// Which folder under `mailboxes/` belongs to which user.
-const MAILBOXES: &[(&str, &str)] = &[
-    ("michelle", "michelle@abcorp.com"),
-    ("dave", "dave@abcorp.com"),
-    ("ceo", "ceo@abcorp.com"),
-];
+/// The sandbox's OAuth client for the demo. Not a secret: it opens a server on loopback that
+/// serves the bundled sample mail.
+const DEMO_CLIENT_ID: &str = "mailsync-demo.apps.example";
+const DEMO_CLIENT_SECRET: &str = "demo-only-not-a-secret";
 
 pub fn run(args: DemoArgs) -> CommandResult {
-    let dir = args.dir.as_path();
-    write_files(dir)?;
-    let config_path = dir.join("mailsync.toml");
-    let policy = load_policy(&config_path)?;
-    let mut status = ExitStatus::Success;
+    let dir = std::path::absolute(&args.dir).context("cannot resolve the demo folder")?;
+    write_files(&dir)?;
+    runtime()?.block_on(async {
+        let server = sandbox::spawn(SandboxConfig {
+            mailboxes_dir: dir.join("mailboxes"),
+            oauth_clients: vec![OAuthClient {
+                client_id: DEMO_CLIENT_ID.to_string(),
+                client_secret: DEMO_CLIENT_SECRET.to_string(),
+            }],
+            ..SandboxConfig::default()
+        })
+        .await
+        .context("cannot start the Gmail-compatible sandbox")?;
+        heading(&format!("Gmail-compatible sandbox listening on {}", server.base_url()))?;
+        write_gmail_settings(&dir, &server.base_url(), &server.token_url())?;
+        let config_path = dir.join("mailsync.toml");
+        let policy = load_policy(&config_path)?;
 
-    heading(&format!("importing {}", dir.join("contacts.csv").display()))?;
-    let import = ContactsCommand::Import {
-        file: dir.join("contacts.csv"),
-    };
-    status = worse(status, super::contacts::run(&policy, import)?);
-    for (folder, user) in MAILBOXES {
-        heading(&format!("replaying {user}'s mailbox"))?;
-        let replay = ReplayArgs {
-            user: user.to_string(),
-            source: SourceSpec::Dir(dir.join("mailboxes").join(folder)),
-            dry_run: false,
-            json: false,
+        heading(&format!("importing {}", dir.join("contacts.csv").display()))?;
+        let import = ContactsCommand::Import {
+            file: dir.join("contacts.csv"),
         };
-        status = worse(status, super::replay::run(&policy, replay)?);
-    }
-    for viewer in ["dave@abcorp.com", "michelle@abcorp.com"] {
-        heading(&format!("what {viewer} sees"))?;
-        let feed = FeedArgs {
-            viewer: viewer.to_string(),
-            contact: None,
-            limit: None,
-            json: false,
+        let mut status = super::contacts::run(&policy, import)?;
+
+        {
+            let mut store = open_store(&policy)?;
+            for user in policy.config.users.iter().filter(|user| user.sync) {
+                let refresh_token = server.sandbox.issue_refresh_token(&user.email, DEMO_CLIENT_ID);
+                store.set_refresh_token(&user.email, DEMO_CLIENT_ID, &refresh_token)?;
+            }
+        }
+
+        heading("running the daemon once (mailsync run --once)")?;
+        let (_reload_tx, reload) = mpsc::channel(1);
+        let controls = Controls {
+            shutdown: CancellationToken::new(),
+            reload,
+            once: true,
         };
-        super::feed::run(&policy, feed)?;
-    }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "\nThe store is {store}. Try:\n  mailsync --config {config} explain --user michelle@abcorp.com {example}\n  mailsync --config {config} feed --as michelle@abcorp.com --json",
-        store = policy.config.store_path.display(),
-        config = config_path.display(),
-        example = dir.join("mailboxes/michelle/05-doctor-cc.eml").display(),
-    )?;
-    Ok(status)
+        let outcome = daemon::run(config_path.clone(), controls)
+            .await
+            .map_err(|error| anyhow::anyhow!("the daemon failed: {error}"))?;
+        if outcome == RunOutcome::SomeFailed {
+            status = ExitStatus::SomeFailed;
+        }
+        server.shutdown().await.context("cannot stop the sandbox")?;
+
+        let store = open_store(&policy)?;
+        for user in policy.config.users.iter().filter(|user| user.sync) {
+            heading(&format!("what the daemon decided in {}'s mailbox", user.email))?;
+            let log = store.decision_log(&user.email, None)?;
+            super::decisions::write_table(&mut std::io::stdout().lock(), &log)?;
+        }
+        for viewer in ["dave@abcorp.com", "michelle@abcorp.com"] {
+            heading(&format!("what {viewer} sees"))?;
+            let feed = FeedArgs {
+                viewer: viewer.to_string(),
+                contact: None,
+                limit: None,
+                json: false,
+            };
+            super::feed::run(&policy, feed)?;
+        }
+        heading("sync status")?;
+        super::status::run(&policy, false)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "\nThe store is {store}. Try:\n  mailsync --config {config} explain --user michelle@abcorp.com {example}\n  mailsync --config {config} feed --as michelle@abcorp.com --json\n  mailsync --config {config} decisions --user dave@abcorp.com",
+            store = policy.config.store_path.display(),
+            config = config_path.display(),
+            example = dir.join("mailboxes/michelle@abcorp.com/05-doctor-cc.eml").display(),
+        )?;
+        Ok(status)
+    })
 }
 
 fn heading(text: &str) -> std::io::Result<()> {
     writeln!(std::io::stdout().lock(), "\n== {text} ==")
 }
 
-fn worse(a: ExitStatus, b: ExitStatus) -> ExitStatus {
-    if a == ExitStatus::Success { b } else { a }
+/// Points the config at this run's sandbox (its port changes every run) and writes the OAuth
+/// client secret file, private as mailsync requires.
+fn write_gmail_settings(dir: &Path, base_url: &str, token_url: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let secret_path = dir.join("client_secret.json");
+    let secret = serde_json::json!({
+        "installed": {
+            "client_id": DEMO_CLIENT_ID,
+            "client_secret": DEMO_CLIENT_SECRET,
+            "auth_uri": format!("{base_url}o/oauth2/auth"),
+            "token_uri": token_url,
+            "redirect_uris": ["http://127.0.0.1"],
+        }
+    });
+    std::fs::write(&secret_path, serde_json::to_vec_pretty(&secret)?)
+        .context("cannot write the demo client secret")?;
+    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))?;
+    let base_config = DEMO_FILES
+        .iter()
+        .find(|(path, _)| *path == "mailsync.toml")
+        .map(|(_, content)| String::from_utf8_lossy(content).into_owned())
+        .expect("the demo ships a config");
+    let config = format!(
+        "{base_config}\n# Written by `mailsync demo` for this run's sandbox.\n[gmail]\napi_base_url = \"{base_url}\"\nclient_secret = \"client_secret.json\"\n# The sample mail is from 2024; look back far enough to see it.\ninitial_sync_days = 36500\n"
+    );
+    std::fs::write(dir.join("mailsync.toml"), config).context("cannot write the demo config")?;
+    Ok(())
 }
 
 /// Writes the bundled files, leaving any the user has edited alone so the playground can be
-/// played with.
+/// played with (the config is rewritten on every run: it names this run's sandbox port).
 fn write_files(dir: &Path) -> anyhow::Result<()> {
     for (relative, content) in DEMO_FILES {
         let path = dir.join(relative);

@@ -1,13 +1,18 @@
 //! The command line: argument definitions, and one module per command. Commands return a
 //! [`CommandError`] that says which exit code the failure deserves.
 
+mod auth;
 mod check_config;
 mod contacts;
+mod decisions;
 mod demo;
 mod explain;
 mod feed;
 mod output;
 mod replay;
+mod run;
+mod sandbox;
+mod status;
 
 use std::path::{Path, PathBuf};
 
@@ -74,18 +79,106 @@ pub enum Command {
     /// decision spec says so.
     Feed(FeedArgs),
 
-    /// Set up a playground folder with a config, rules, contacts and two sample mailboxes,
-    /// replay them, and print what was synced and skipped. Needs no Google account.
+    /// Run the sync daemon: poll every sync-enabled user's Gmail until SIGTERM or SIGINT.
+    ///
+    /// SIGHUP reloads the config and rules (an invalid new config is rejected and the old one
+    /// kept). A second daemon on the same store refuses to start.
+    Run(RunArgs),
+
+    /// Show the decision log of one user's mailbox: each message's decision, reason, rules and
+    /// (when synced) contacts.
+    Decisions {
+        /// The user (primary address or alias).
+        #[arg(long, value_name = "EMAIL")]
+        user: String,
+        /// At most this many decisions.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show each user's sync state: on/off, health, cursor, last sync, last error, activities.
+    Status {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Per-user OAuth: authorise mailsync to read a user's Gmail.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+
+    /// Serve mailboxes from folders of .eml files over a Gmail-compatible API (with OAuth,
+    /// quota, history and fault injection), for tests and demos. Loopback only.
+    Sandbox(SandboxArgs),
+
+    /// Start the Gmail-compatible sandbox with bundled mailboxes, run the daemon's sync against
+    /// it into a local SQLite file, and print what was synced and skipped and what two users
+    /// see. Needs no Google account.
     ///
     /// Ignores --config: the demo writes and uses its own.
     Demo(DemoArgs),
 }
 
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sync every enabled mailbox once and exit (1 if any failed), instead of polling.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Run the OAuth consent flow for one user and keep the refresh token in the store.
+    ///
+    /// Prints a URL to open in a browser; a local listener receives Google's answer.
+    Login {
+        /// The user (primary address or alias).
+        #[arg(long, value_name = "EMAIL")]
+        user: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// A folder with one sub-folder of .eml files per mailbox, named by the user's email.
+    #[arg(long, value_name = "DIR")]
+    pub mailboxes: PathBuf,
+    /// Where to listen; port 0 picks a free port (printed on the first line).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: std::net::SocketAddr,
+    /// An installed-app OAuth client the token endpoint accepts (with --client-secret).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    #[arg(long)]
+    pub client_secret: Option<String>,
+    /// Probability (0 to 1) that a Gmail API request gets an injected fault.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_rate: f64,
+    /// Which faults: 500, 503, 429, 403, drop, slow, truncate, 404new (repeatable; default all).
+    #[arg(long = "fault-kind", value_name = "KIND")]
+    pub fault_kinds: Vec<String>,
+    /// Per-user quota (default: Gmail's 6,000 units per minute).
+    #[arg(long)]
+    pub quota_units_per_minute: Option<u32>,
+    /// Lifetime of issued access tokens (default 3599).
+    #[arg(long)]
+    pub access_token_lifetime_secs: Option<u64>,
+    /// Seed for ids, history gaps and faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
 impl Command {
     /// Interactive commands print their results on standard output, so their logs stay quiet
-    /// unless asked (RUST_LOG=info); only warnings and errors show by default.
+    /// unless asked (RUST_LOG=info); the services log at info.
     pub fn default_log_level(&self) -> &'static str {
-        "warn"
+        match self {
+            Command::Run(_) | Command::Sandbox(_) => "info",
+            _ => "warn",
+        }
     }
 }
 
@@ -126,10 +219,15 @@ pub struct ReplayArgs {
     /// The user whose mailbox this is (primary address or alias).
     #[arg(long, value_name = "EMAIL")]
     pub user: String,
-    /// dir:PATH (every file in the folder, by name) or mbox:PATH (mboxrd, e.g. Google
-    /// Takeout, whose X-Gmail-Labels are honoured).
+    /// dir:PATH (every file in the folder, by name), mbox:PATH (mboxrd, e.g. Google
+    /// Takeout, whose X-Gmail-Labels are honoured), or gmail (the user's mailbox through the
+    /// API, re-fetching every message of the window).
     #[arg(long, value_name = "SOURCE")]
     pub source: crate::source::SourceSpec,
+    /// With --source gmail: messages since this date (YYYY-MM-DD); default: the
+    /// initial_sync_days window.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<chrono::NaiveDate>,
     /// Decide but write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -182,8 +280,29 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Replay(args) => replay::run(&load_policy(config_path)?, args),
         Command::Explain(args) => explain::run(&load_policy(config_path)?, args),
         Command::Feed(args) => feed::run(&load_policy(config_path)?, args),
+        Command::Run(args) => run::run(config_path, args),
+        Command::Decisions { user, limit, json } => {
+            decisions::run(&load_policy(config_path)?, &user, limit, json)
+        }
+        Command::Status { json } => status::run(&load_policy(config_path)?, json),
+        Command::Auth(AuthCommand::Login { user }) => {
+            auth::login(&load_policy(config_path)?, &user)
+        }
+        Command::Sandbox(args) => sandbox::run(args),
         Command::Demo(args) => demo::run(args),
     }
+}
+
+/// The async runtime for the commands that talk to Gmail.
+fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            CommandError::Failed(
+                anyhow::Error::new(error).context("cannot start the async runtime"),
+            )
+        })
 }
 
 /// Loads the config and its rules, collecting the problems of both.

@@ -1,15 +1,22 @@
 //! `mailsync replay`: a mailbox dump through the pipeline, as support runs it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
 
 use anyhow::Context;
 
 use super::output::json_line;
 use super::{CommandResult, ExitStatus, ReplayArgs, find_user, open_store};
+use crate::config::User;
+use crate::gmail::auth::Credentials;
+use crate::gmail::{GmailClient, http};
 use crate::rules::{Outcome, Policy};
 use crate::source::{MboxReader, SourceError, SourceMessage, SourceSpec};
 use crate::store::{Recorded, SqliteStore, Store};
+use crate::sync::gmail::{MailboxSync, Window};
 use crate::sync::{self, DecisionRecord, Mode, Processed};
 
 /// Totals for the closing summary.
@@ -46,6 +53,14 @@ impl Summary {
 
 pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
     let user = find_user(policy, &args.user)?;
+    if args.source == SourceSpec::Gmail {
+        return replay_gmail(policy, user, &args);
+    }
+    if args.since.is_some() {
+        return Err(super::CommandError::Usage(
+            "--since applies to --source gmail only".to_string(),
+        ));
+    }
     let mut store: Box<dyn Store> = if args.dry_run {
         Box::new(
             SqliteStore::open_read_only_or_empty(&policy.config.store_path)
@@ -71,6 +86,7 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
                 .with_context(|| format!("cannot open mbox {}", path.display()))?;
             Box::new(MboxReader::new(std::io::BufReader::new(file)))
         }
+        SourceSpec::Gmail => unreachable!("gmail replays return above"),
     };
     let span = tracing::info_span!("replay", user = %user.email, source = %source_name, dry_run = args.dry_run);
     let _entered = span.enter();
@@ -128,6 +144,135 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
         ExitStatus::SomeFailed
     } else {
         ExitStatus::Success
+    })
+}
+
+/// Re-fetches the user's Gmail window through the same sync engine the daemon runs, deciding
+/// every message again (writes are idempotent) without moving the daemon's cursor.
+fn replay_gmail(policy: &Policy, user: &User, args: &ReplayArgs) -> CommandResult {
+    let gmail = &policy.config.gmail;
+    let window = match args.since {
+        Some(date) => Window::Since(
+            date.and_hms_opt(0, 0, 0)
+                .expect("midnight exists")
+                .and_utc()
+                .timestamp(),
+        ),
+        None => Window::Days(gmail.initial_sync_days),
+    };
+    let store = if args.dry_run {
+        SqliteStore::open_read_only_or_empty(&policy.config.store_path)
+            .context("cannot open store for a dry run")?
+    } else {
+        open_store(policy)?
+    };
+    let refresh_token = store.refresh_token(&user.email)?;
+    let store = Arc::new(Mutex::new(store));
+    let json = args.json;
+    let printer = Arc::new(Mutex::new((Summary::default(), std::io::stdout())));
+    let interactive = std::io::stderr().is_terminal() && !json;
+    let progress = interactive.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} messages [{elapsed_precise}] {wide_bar}",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    super::runtime()?.block_on(async {
+        let credentials = Credentials::load(
+            gmail.service_account_key.as_deref(),
+            gmail.client_secret.as_deref(),
+        )
+        .await
+        .map_err(|error| super::CommandError::Usage(error.to_string()))?;
+        let client = GmailClient::for_user(
+            gmail,
+            &credentials,
+            &user.email,
+            refresh_token,
+            http::api_client(),
+            http::oauth_client(),
+        );
+        if !json {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<28} {:<8} {:<20} {:<10} CONTACTS / RULES",
+                "SOURCE ID", "DECISION", "REASON", "VISIBILITY"
+            )?;
+        }
+        let on_decided = {
+            let printer = printer.clone();
+            let user = user.clone();
+            let progress = progress.clone();
+            move |processed: &Processed| {
+                let mut guard = printer
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let (summary, out) = &mut *guard;
+                summary.add(processed);
+                let mut out = out.lock();
+                let written = if json {
+                    json_line(&mut out, &DecisionRecord::new(&user, processed))
+                } else {
+                    write_row(&mut out, processed)
+                };
+                if let Err(error) = written {
+                    tracing::debug!(error = %error, "cannot print a decision");
+                }
+                if let Some(bar) = &progress {
+                    bar.inc(0);
+                }
+            }
+        };
+        let on_progress = {
+            let progress = progress.clone();
+            move |done: usize, total: usize| {
+                if let Some(bar) = &progress {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                }
+            }
+        };
+        let sync = MailboxSync {
+            client: Arc::new(client),
+            store,
+            policy: Arc::new(policy.clone()),
+            user: user.clone(),
+            cancel: CancellationToken::new(),
+            window,
+            write: !args.dry_run,
+            refetch_decided: true,
+            on_decided: Some(Box::new(on_decided)),
+            on_progress: Some(Box::new(on_progress)),
+        };
+        let report = sync.full().await.context("replay from gmail failed")?;
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        let guard = printer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !json {
+            let mut out = std::io::stdout().lock();
+            write_summary(&mut out, &guard.0, &user.email, "gmail", args.dry_run)?;
+            if report.vanished > 0 {
+                writeln!(
+                    out,
+                    "  {} message(s) were deleted before they could be fetched",
+                    report.vanished
+                )?;
+            }
+        }
+        tracing::info!(
+            messages = guard.0.messages,
+            synced = guard.0.synced,
+            "gmail replay finished"
+        );
+        Ok(ExitStatus::Success)
     })
 }
 

@@ -34,17 +34,22 @@ pub enum SourceSpec {
     Dir(PathBuf),
     /// An mboxrd file, such as a Google Takeout export.
     Mbox(PathBuf),
+    /// The user's Gmail, through the API.
+    Gmail,
 }
 
 impl std::str::FromStr for SourceSpec {
     type Err = String;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value == "gmail" {
+            return Ok(SourceSpec::Gmail);
+        }
         match value.split_once(':') {
             Some(("dir", path)) if !path.is_empty() => Ok(SourceSpec::Dir(PathBuf::from(path))),
             Some(("mbox", path)) if !path.is_empty() => Ok(SourceSpec::Mbox(PathBuf::from(path))),
             _ => Err(format!(
-                "`{value}` is not a source: use dir:PATH (a folder of .eml files) or mbox:PATH (an mbox file)"
+                "`{value}` is not a source: use dir:PATH (a folder of .eml files), mbox:PATH (an mbox file) or gmail"
             )),
         }
     }
@@ -57,6 +62,9 @@ impl SourceSpec {
         let (kind, path) = match self {
             SourceSpec::Dir(path) => ("dir", path),
             SourceSpec::Mbox(path) => ("mbox", path),
+            // Decisions from Gmail are keyed by Gmail message id, whichever path fetched them
+            // (daemon or replay), so the two never decide the same message twice.
+            SourceSpec::Gmail => return crate::sync::gmail::GMAIL_SOURCE.to_string(),
         };
         let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         format!("{kind}:{}", absolute.display())
@@ -72,6 +80,7 @@ mod tests {
         assert_eq!("dir:/a/b".parse(), Ok(SourceSpec::Dir("/a/b".into())));
         assert_eq!("mbox:x.mbox".parse(), Ok(SourceSpec::Mbox("x.mbox".into())));
         assert!("gmial:x".parse::<SourceSpec>().is_err());
+        assert_eq!("gmail".parse(), Ok(SourceSpec::Gmail));
         assert!("dir:".parse::<SourceSpec>().is_err());
     }
 }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use crate::parse::ParsedMessage;
 use crate::rules::{Decision, Direction};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, StoreLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,6 +77,85 @@ pub struct MessageToStore<'a> {
     /// Relative to the company (sent by any configured user or not), unlike the decision's
     /// direction, which is relative to the mailbox owner.
     pub company_direction: Direction,
+}
+
+/// One decision to record, with the message content a synced decision stores.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub source: &'a SourceRef,
+    pub decision: &'a Decision,
+    pub message: Option<MessageToStore<'a>>,
+}
+
+/// A sync cursor to move in the same transaction as the records it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub user_email: String,
+    pub history_id: String,
+}
+
+/// A user's sync health as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    Ok,
+    Syncing,
+    NeedsReauth,
+    Error,
+    Disabled,
+}
+
+impl SyncStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Ok => "ok",
+            SyncStatus::Syncing => "syncing",
+            SyncStatus::NeedsReauth => "needs_reauth",
+            SyncStatus::Error => "error",
+            SyncStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SyncStatus> {
+        [
+            SyncStatus::Ok,
+            SyncStatus::Syncing,
+            SyncStatus::NeedsReauth,
+            SyncStatus::Error,
+            SyncStatus::Disabled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+/// What the store knows of one user's sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncState {
+    pub user_email: String,
+    pub status: SyncStatus,
+    /// The Gmail history id everything up to which is stored; `None` before the first full
+    /// sync completes (or after history expired).
+    pub history_id: Option<String>,
+    pub last_sync_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// One row of the decision log, as support reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LoggedDecision {
+    pub user: String,
+    pub source: String,
+    pub source_id: String,
+    pub decision: String,
+    pub reason: String,
+    pub rules: Vec<String>,
+    /// For synced messages: the activity, its Message-ID and the contact addresses linked.
+    pub activity_id: Option<i64>,
+    pub message_id: Option<String>,
+    pub contacts: Vec<String>,
+    /// RFC 3339, UTC.
+    pub decided_at: String,
 }
 
 /// What recording a decision changed.
@@ -150,7 +229,69 @@ pub trait Store {
         source: &SourceRef,
         decision: &Decision,
         message: Option<MessageToStore<'_>>,
-    ) -> Result<Recorded, StoreError>;
+    ) -> Result<Recorded, StoreError> {
+        let recorded = self.record_all(
+            &[Record {
+                source,
+                decision,
+                message,
+            }],
+            None,
+        )?;
+        Ok(recorded[0])
+    }
+
+    /// Records several decisions and, if given, moves the user's cursor, all in one
+    /// transaction: after a crash either all of it is there or none.
+    fn record_all(
+        &mut self,
+        records: &[Record<'_>],
+        cursor: Option<&Cursor>,
+    ) -> Result<Vec<Recorded>, StoreError>;
+
+    /// Which of `source_ids` already have a decision for this user and source, so a resync
+    /// neither fetches nor writes them again.
+    fn decided(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError>;
+
+    fn sync_state(&self, user_email: &str) -> Result<Option<SyncState>, StoreError>;
+
+    fn sync_states(&self) -> Result<Vec<SyncState>, StoreError>;
+
+    /// Sets a user's status and last error; `ok` also stamps `last_sync_at`.
+    fn set_sync_status(
+        &mut self,
+        user_email: &str,
+        status: SyncStatus,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets a user's cursor (Gmail expired the history it pointed into), so the next sync is
+    /// a full one.
+    fn clear_cursor(&mut self, user_email: &str) -> Result<(), StoreError>;
+
+    /// Activity sources per user: how many activities each mailbox contributed.
+    fn sources_per_user(&self) -> Result<std::collections::HashMap<String, u64>, StoreError>;
+
+    /// The decision log of one user's mailbox, oldest first.
+    fn decision_log(
+        &self,
+        user_email: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<LoggedDecision>, StoreError>;
+
+    fn refresh_token(&self, user_email: &str) -> Result<Option<String>, StoreError>;
+
+    fn set_refresh_token(
+        &mut self,
+        user_email: &str,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> Result<(), StoreError>;
 
     /// The read path: the activities `viewer` may see, newest first, each with only what the
     /// viewer may see of it. With `contact`, only activities linked to the contact owning that

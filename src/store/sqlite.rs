@@ -7,14 +7,18 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
+use super::LoggedDecision;
 use super::{
-    ActivityView, Contact, ContactChange, Counts, MessageToStore, NewContact, Recorded, SourceRef,
-    Store, StoreError, Viewer,
+    ActivityView, Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record,
+    Recorded, SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
 use crate::rules::Decision;
 
 /// Each entry is one schema version; never edit a released one, append a new one.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/001_initial.sql")),
+    M::up(include_str!("migrations/002_oauth_tokens.sql")),
+];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
 /// before giving up. Writes are short, so this is generous.
@@ -230,130 +234,180 @@ impl Store for SqliteStore {
         Ok(known)
     }
 
-    fn record(
+    fn record_all(
         &mut self,
-        source: &SourceRef,
-        decision: &Decision,
-        message: Option<MessageToStore<'_>>,
-    ) -> Result<Recorded, StoreError> {
+        records: &[Record<'_>],
+        cursor: Option<&Cursor>,
+    ) -> Result<Vec<Recorded>, StoreError> {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rules_json = serde_json::to_string(&decision.rule_names())
-            .expect("a list of strings always serializes");
-        let (recorded, activity_id) = match decision.approval() {
-            None => (Recorded::DecisionOnly, None),
-            Some(approval) => {
-                let message = message.ok_or(StoreError::MissingMessage)?;
-                let parsed = message.parsed;
-                let message_key = match &parsed.message_id {
-                    Some(id) => id.clone(),
-                    None => format!("sha256:{}", message.raw_sha256),
-                };
-                let existing: Option<i64> = transaction
-                    .query_row(
-                        "SELECT id FROM activities WHERE message_key = ?1",
-                        [&message_key],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                let (activity_id, is_new) = match existing {
-                    Some(id) => (id, false),
-                    None => {
-                        transaction.execute(
-                            "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                            params![
-                                message_key,
-                                parsed.message_id,
-                                parsed.date.map(|date| date.timestamp()),
-                                message.company_direction.as_str(),
-                                parsed.subject,
-                                parsed.body_text,
-                                parsed.in_reply_to.first(),
-                                now(),
-                            ],
-                        )?;
-                        let id = transaction.last_insert_rowid();
-                        let mut insert_attachment = transaction.prepare_cached(
-                            "INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        )?;
-                        for (position, attachment) in parsed.attachments.iter().enumerate() {
-                            insert_attachment.execute(params![
-                                id,
-                                position as i64,
-                                attachment.file_name,
-                                attachment.content_type,
-                                attachment.size_bytes as i64,
-                                attachment.sha256,
-                            ])?;
-                        }
-                        (id, true)
-                    }
-                };
-                let direction = decision
-                    .direction
-                    .expect("a synced decision always read the message");
-                // A mailbox contributes one source per activity. Seeing the message again in
-                // the same mailbox (a replay, a second folder) keeps the first source id but
-                // takes the latest decision's visibility, so rule changes are reflected.
-                transaction.execute(
-                    "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (activity_id, user_email) DO UPDATE
-                       SET visibility = excluded.visibility, rules = excluded.rules
-                       WHERE visibility != excluded.visibility OR rules != excluded.rules",
-                    params![
-                        activity_id,
-                        source.user_email,
-                        source.source,
-                        source.source_id,
-                        approval.visibility().as_str(),
-                        direction.as_str(),
-                        rules_json,
-                        now(),
-                    ],
-                )?;
-                let mut link = transaction.prepare_cached(
-                    "INSERT OR IGNORE INTO activity_contacts (activity_id, contact_id, address)
-                     SELECT ?1, contact_id, email FROM contact_emails WHERE email = ?2",
-                )?;
-                for contact in approval.contacts() {
-                    link.execute(params![activity_id, contact])?;
-                }
-                drop(link);
-                let recorded = if is_new {
-                    Recorded::NewActivity(activity_id)
-                } else {
-                    Recorded::ExistingActivity(activity_id)
-                };
-                (recorded, Some(activity_id))
-            }
-        };
-        // The log row changes only when the decision does, so a replay of an unchanged
-        // mailbox leaves the store byte-for-byte as it was.
-        transaction.execute(
-            "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (user_email, source, source_id) DO UPDATE
-               SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
-                   activity_id = excluded.activity_id, decided_at = excluded.decided_at
-               WHERE decision != excluded.decision OR reason != excluded.reason
-                  OR rules != excluded.rules OR activity_id IS NOT excluded.activity_id",
-            params![
-                source.user_email,
-                source.source,
-                source.source_id,
-                decision.outcome().as_str(),
-                decision.reason.as_str(),
-                rules_json,
-                activity_id,
-                now(),
-            ],
-        )?;
+        let mut recorded = Vec::with_capacity(records.len());
+        for record in records {
+            recorded.push(record_one(
+                &transaction,
+                record.source,
+                record.decision,
+                record.message,
+            )?);
+        }
+        if let Some(cursor) = cursor {
+            transaction.execute(
+                "INSERT INTO sync_state (user_email, history_id) VALUES (?1, ?2)
+                 ON CONFLICT (user_email) DO UPDATE SET history_id = excluded.history_id",
+                params![cursor.user_email, cursor.history_id],
+            )?;
+        }
         transaction.commit()?;
         Ok(recorded)
+    }
+
+    fn decided(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT 1 FROM decisions WHERE user_email = ?1 AND source = ?2 AND source_id = ?3",
+        )?;
+        let mut decided = HashSet::new();
+        for id in source_ids {
+            if statement.exists(params![user_email, source, id])? {
+                decided.insert(id.clone());
+            }
+        }
+        Ok(decided)
+    }
+
+    fn sync_state(&self, user_email: &str) -> Result<Option<SyncState>, StoreError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT user_email, state, history_id, last_sync_at, last_error FROM sync_state WHERE user_email = ?1",
+                [user_email],
+                sync_state_from_row,
+            )
+            .optional()?)
+    }
+
+    fn sync_states(&self) -> Result<Vec<SyncState>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT user_email, state, history_id, last_sync_at, last_error FROM sync_state ORDER BY user_email",
+        )?;
+        let states = statement
+            .query_map([], sync_state_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(states)
+    }
+
+    fn set_sync_status(
+        &mut self,
+        user_email: &str,
+        status: SyncStatus,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let stamp = (status == SyncStatus::Ok).then(now);
+        self.connection.execute(
+            "INSERT INTO sync_state (user_email, state, last_sync_at, last_error) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_email) DO UPDATE SET
+               state = excluded.state,
+               last_sync_at = COALESCE(excluded.last_sync_at, last_sync_at),
+               last_error = excluded.last_error",
+            params![user_email, status.as_str(), stamp, last_error],
+        )?;
+        Ok(())
+    }
+
+    fn clear_cursor(&mut self, user_email: &str) -> Result<(), StoreError> {
+        self.connection.execute(
+            "UPDATE sync_state SET history_id = NULL WHERE user_email = ?1",
+            [user_email],
+        )?;
+        Ok(())
+    }
+
+    fn sources_per_user(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT user_email, count(*) FROM activity_sources GROUP BY user_email")?;
+        let counts = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(counts)
+    }
+
+    fn decision_log(
+        &self,
+        user_email: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<LoggedDecision>, StoreError> {
+        let limit = limit.map_or(-1, |limit| limit.min(i64::MAX as usize) as i64);
+        let mut statement = self.connection.prepare(
+            "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at
+             FROM decisions d LEFT JOIN activities a ON a.id = d.activity_id
+             WHERE d.user_email = ?1
+             ORDER BY d.decided_at, d.source, d.source_id
+             LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![user_email, limit], |row| {
+            let rules: String = row.get(5)?;
+            let decided_at: i64 = row.get(8)?;
+            Ok(LoggedDecision {
+                user: row.get(0)?,
+                source: row.get(1)?,
+                source_id: row.get(2)?,
+                decision: row.get(3)?,
+                reason: row.get(4)?,
+                rules: serde_json::from_str(&rules).unwrap_or_default(),
+                activity_id: row.get(6)?,
+                message_id: row.get(7)?,
+                contacts: Vec::new(),
+                decided_at: chrono::DateTime::from_timestamp(decided_at, 0)
+                    .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
+            })
+        })?;
+        let mut log: Vec<LoggedDecision> = rows.collect::<Result<_, _>>()?;
+        let mut contacts_of = self.connection.prepare_cached(
+            "SELECT address FROM activity_contacts WHERE activity_id = ?1 ORDER BY address",
+        )?;
+        for entry in &mut log {
+            if let Some(id) = entry.activity_id {
+                entry.contacts = contacts_of
+                    .query_map([id], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        Ok(log)
+    }
+
+    fn refresh_token(&self, user_email: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT refresh_token FROM oauth_tokens WHERE user_email = ?1",
+                [user_email],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_refresh_token(
+        &mut self,
+        user_email: &str,
+        client_id: &str,
+        refresh_token: &str,
+    ) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO oauth_tokens (user_email, client_id, refresh_token, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_email) DO UPDATE SET client_id = excluded.client_id,
+               refresh_token = excluded.refresh_token, updated_at = excluded.updated_at",
+            params![user_email, client_id, refresh_token, now()],
+        )?;
+        Ok(())
     }
 
     fn feed(
@@ -382,6 +436,140 @@ impl Store for SqliteStore {
             decisions: count("decisions")?,
         })
     }
+}
+
+/// Writes one decision (and, when synced, its activity) inside the caller's transaction.
+fn record_one(
+    transaction: &rusqlite::Transaction<'_>,
+    source: &SourceRef,
+    decision: &Decision,
+    message: Option<MessageToStore<'_>>,
+) -> Result<Recorded, StoreError> {
+    let rules_json =
+        serde_json::to_string(&decision.rule_names()).expect("a list of strings always serializes");
+    let (recorded, activity_id) = match decision.approval() {
+        None => (Recorded::DecisionOnly, None),
+        Some(approval) => {
+            let message = message.ok_or(StoreError::MissingMessage)?;
+            let parsed = message.parsed;
+            let message_key = match &parsed.message_id {
+                Some(id) => id.clone(),
+                None => format!("sha256:{}", message.raw_sha256),
+            };
+            let existing: Option<i64> = transaction
+                .query_row(
+                    "SELECT id FROM activities WHERE message_key = ?1",
+                    [&message_key],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let (activity_id, is_new) = match existing {
+                Some(id) => (id, false),
+                None => {
+                    transaction.execute(
+                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            message_key,
+                            parsed.message_id,
+                            parsed.date.map(|date| date.timestamp()),
+                            message.company_direction.as_str(),
+                            parsed.subject,
+                            parsed.body_text,
+                            parsed.in_reply_to.first(),
+                            now(),
+                        ],
+                    )?;
+                    let id = transaction.last_insert_rowid();
+                    let mut insert_attachment = transaction.prepare_cached(
+                        "INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for (position, attachment) in parsed.attachments.iter().enumerate() {
+                        insert_attachment.execute(params![
+                            id,
+                            position as i64,
+                            attachment.file_name,
+                            attachment.content_type,
+                            attachment.size_bytes as i64,
+                            attachment.sha256,
+                        ])?;
+                    }
+                    (id, true)
+                }
+            };
+            let direction = decision
+                .direction
+                .expect("a synced decision always read the message");
+            // A mailbox contributes one source per activity. Seeing the message again in
+            // the same mailbox (a replay, a second folder) keeps the first source id but
+            // takes the latest decision's visibility, so rule changes are reflected.
+            transaction.execute(
+                "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (activity_id, user_email) DO UPDATE
+                   SET visibility = excluded.visibility, rules = excluded.rules
+                   WHERE visibility != excluded.visibility OR rules != excluded.rules",
+                params![
+                    activity_id,
+                    source.user_email,
+                    source.source,
+                    source.source_id,
+                    approval.visibility().as_str(),
+                    direction.as_str(),
+                    rules_json,
+                    now(),
+                ],
+            )?;
+            let mut link = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO activity_contacts (activity_id, contact_id, address)
+                 SELECT ?1, contact_id, email FROM contact_emails WHERE email = ?2",
+            )?;
+            for contact in approval.contacts() {
+                link.execute(params![activity_id, contact])?;
+            }
+            drop(link);
+            let recorded = if is_new {
+                Recorded::NewActivity(activity_id)
+            } else {
+                Recorded::ExistingActivity(activity_id)
+            };
+            (recorded, Some(activity_id))
+        }
+    };
+    // The log row changes only when the decision does, so a replay of an unchanged
+    // mailbox leaves the store byte-for-byte as it was.
+    transaction.execute(
+        "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (user_email, source, source_id) DO UPDATE
+           SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
+               activity_id = excluded.activity_id, decided_at = excluded.decided_at
+           WHERE decision != excluded.decision OR reason != excluded.reason
+              OR rules != excluded.rules OR activity_id IS NOT excluded.activity_id",
+        params![
+            source.user_email,
+            source.source,
+            source.source_id,
+            decision.outcome().as_str(),
+            decision.reason.as_str(),
+            rules_json,
+            activity_id,
+            now(),
+        ],
+    )?;
+    Ok(recorded)
+}
+
+fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::Error> {
+    let state: String = row.get(1)?;
+    Ok(SyncState {
+        user_email: row.get(0)?,
+        status: SyncStatus::parse(&state).unwrap_or(SyncStatus::Error),
+        history_id: row.get(2)?,
+        last_sync_at: row.get(3)?,
+        last_error: row.get(4)?,
+    })
 }
 
 /// A contact is visible to the viewer when it has no `visible_to` list, lists the viewer, or
@@ -485,4 +673,49 @@ fn dedup_sorted(values: Vec<String>) -> Vec<String> {
         .collect::<BTreeMap<_, _>>()
         .into_keys()
         .collect()
+}
+
+/// Proof that this process is the only daemon writing to a store: an exclusive lock on
+/// `<store>.lock`, held until dropped (the OS releases it if the process dies, even by
+/// SIGKILL, so a crash never leaves a stale lock behind).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: std::fs::File,
+    pub path: std::path::PathBuf,
+}
+
+impl StoreLock {
+    pub fn acquire(store_path: &Path) -> Result<StoreLock, StoreError> {
+        let mut name = store_path.as_os_str().to_owned();
+        name.push(".lock");
+        let path = std::path::PathBuf::from(name);
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateFolder {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| {
+                StoreError::Conflict(format!("cannot open lock file {}: {error}", path.display()))
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(StoreLock { _file: file, path }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(format!(
+                "another mailsync daemon is already running on this store (lock {} is held)",
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Conflict(format!(
+                "cannot lock {}: {error}",
+                path.display()
+            ))),
+        }
+    }
 }

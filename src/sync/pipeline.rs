@@ -1,5 +1,4 @@
-//! The per-message pipeline shared by `replay`, `explain` and (later) the daemon:
-//! raw bytes → parse → decide → store.
+//! The per-message pipeline shared by every entry point: raw bytes → parse → decide → store.
 
 use sha2::{Digest, Sha256};
 
@@ -7,7 +6,7 @@ use crate::config::User;
 use crate::parse::{self, ParsedMessage};
 use crate::rules::{self, Decision, Direction, Policy};
 use crate::source::SourceMessage;
-use crate::store::{MessageToStore, Recorded, SourceRef, Store, StoreError};
+use crate::store::{MessageToStore, Record, Recorded, SourceRef, Store, StoreError};
 
 /// What the pipeline did with one message.
 #[derive(Debug, Clone)]
@@ -29,46 +28,72 @@ pub enum Mode {
     DryRun,
 }
 
-/// Runs one message through the pipeline for `user`'s mailbox. Only store failures are
-/// errors; anything wrong with the message itself is part of the decision.
-pub fn process(
+/// A message parsed and decided, not yet written.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub source: SourceRef,
+    pub decision: Decision,
+    pub parsed: Option<ParsedMessage>,
+    pub raw_sha256: String,
+    pub company_direction: Direction,
+}
+
+impl Prepared {
+    /// Whether this decision is written at all: a disabled user's mailbox leaves no trace.
+    pub fn is_recorded(&self) -> bool {
+        self.decision.reason != rules::Reason::SyncDisabled
+    }
+
+    pub fn record(&self) -> Record<'_> {
+        Record {
+            source: &self.source,
+            decision: &self.decision,
+            message: self.parsed.as_ref().map(|parsed| MessageToStore {
+                parsed,
+                raw_sha256: &self.raw_sha256,
+                company_direction: self.company_direction,
+            }),
+        }
+    }
+
+    pub fn into_processed(self, recorded: Option<Recorded>) -> Processed {
+        let (message_id, problems) = match self.parsed {
+            Some(parsed) => (parsed.message_id, parsed.problems),
+            None => (None, Vec::new()),
+        };
+        Processed {
+            source_id: self.source.source_id,
+            message_id,
+            decision: self.decision,
+            recorded,
+            problems,
+        }
+    }
+}
+
+/// Parses and decides one message for `user`'s mailbox, reading contacts from `store`.
+/// Labels are looked at first, so an excluded or disabled message is never parsed.
+pub fn prepare(
     policy: &Policy,
-    store: &mut dyn Store,
+    store: &dyn Store,
     user: &User,
     source: &str,
     message: &SourceMessage,
-    mode: Mode,
-) -> Result<Processed, StoreError> {
-    let source_ref = SourceRef {
+) -> Result<Prepared, StoreError> {
+    let source = SourceRef {
         user_email: user.email.clone(),
         source: source.to_string(),
         source_id: message.source_id.clone(),
     };
-    let mut processed = Processed {
-        source_id: message.source_id.clone(),
-        message_id: None,
-        decision: match rules::decide_before_fetch(user, &message.labels) {
-            Some(decision) => decision,
-            None => return process_content(policy, store, user, source_ref, message, mode),
-        },
-        recorded: None,
-        problems: Vec::new(),
-    };
-    // A disabled user's mailbox leaves no trace at all; an excluded label leaves a decision.
-    if mode == Mode::Write && processed.decision.reason != rules::Reason::SyncDisabled {
-        processed.recorded = Some(store.record(&source_ref, &processed.decision, None)?);
+    if let Some(decision) = rules::decide_before_fetch(user, &message.labels) {
+        return Ok(Prepared {
+            source,
+            decision,
+            parsed: None,
+            raw_sha256: String::new(),
+            company_direction: Direction::Incoming,
+        });
     }
-    Ok(processed)
-}
-
-fn process_content(
-    policy: &Policy,
-    store: &mut dyn Store,
-    user: &User,
-    source_ref: SourceRef,
-    message: &SourceMessage,
-    mode: Mode,
-) -> Result<Processed, StoreError> {
     let parsed = parse::parse_message(&message.raw);
     let known_contacts = match &parsed {
         Ok(parsed) => store.known_contacts(&rules::parties_of(user, parsed).1)?,
@@ -81,29 +106,36 @@ fn process_content(
         parsed.as_ref(),
         &known_contacts,
     );
-    let recorded = match mode {
-        Mode::DryRun => None,
-        Mode::Write => {
-            let raw_sha256 = hex::encode(Sha256::digest(&message.raw));
-            let to_store = parsed.as_ref().ok().map(|parsed| MessageToStore {
-                parsed,
-                raw_sha256: &raw_sha256,
-                company_direction: company_direction(policy, parsed),
-            });
-            Some(store.record(&source_ref, &decision, to_store)?)
-        }
-    };
-    let (message_id, problems) = match parsed {
-        Ok(parsed) => (parsed.message_id, parsed.problems),
-        Err(_) => (None, Vec::new()),
-    };
-    Ok(Processed {
-        source_id: source_ref.source_id,
-        message_id,
+    let parsed = parsed.ok();
+    Ok(Prepared {
+        source,
         decision,
-        recorded,
-        problems,
+        company_direction: parsed.as_ref().map_or(Direction::Incoming, |parsed| {
+            company_direction(policy, parsed)
+        }),
+        parsed,
+        raw_sha256: hex::encode(Sha256::digest(&message.raw)),
     })
+}
+
+/// Runs one message through the pipeline for `user`'s mailbox. Only store failures are
+/// errors; anything wrong with the message itself is part of the decision.
+pub fn process(
+    policy: &Policy,
+    store: &mut dyn Store,
+    user: &User,
+    source: &str,
+    message: &SourceMessage,
+    mode: Mode,
+) -> Result<Processed, StoreError> {
+    let prepared = prepare(policy, store, user, source, message)?;
+    let recorded = match mode {
+        Mode::Write if prepared.is_recorded() => {
+            Some(store.record_all(&[prepared.record()], None)?[0])
+        }
+        _ => None,
+    };
+    Ok(prepared.into_processed(recorded))
 }
 
 /// Outgoing when any configured user sent it, whichever mailbox it was found in, so that the

@@ -1,0 +1,55 @@
+//! `mailsync decisions`: the decision log of one mailbox, as the daemon (or a replay) wrote
+//! it: what was decided for each message and why. Skipped mail has no addresses and no
+//! subject in the log, so none are shown.
+
+use std::io::Write;
+
+use super::output::json_line;
+use super::{CommandResult, ExitStatus, find_user, open_store};
+use crate::rules::Policy;
+use crate::store::{LoggedDecision, Store};
+
+pub fn run(policy: &Policy, user: &str, limit: Option<usize>, json: bool) -> CommandResult {
+    let user = find_user(policy, user)?;
+    let store = open_store(policy)?;
+    let log = store.decision_log(&user.email, limit)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for entry in &log {
+            json_line(&mut out, entry)?;
+        }
+        return Ok(ExitStatus::Success);
+    }
+    write_table(&mut out, &log)?;
+    Ok(ExitStatus::Success)
+}
+
+pub fn write_table(out: &mut impl Write, log: &[LoggedDecision]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<18} {:<8} {:<20} CONTACTS / RULES",
+        "SOURCE ID", "DECISION", "REASON"
+    )?;
+    for entry in log {
+        let mut what = entry.contacts.clone();
+        what.extend(entry.rules.iter().map(|rule| format!("[{rule}]")));
+        writeln!(
+            out,
+            "{:<18} {:<8} {:<20} {}",
+            entry.source_id,
+            entry.decision,
+            entry.reason,
+            what.join(" ")
+        )?;
+    }
+    let synced = log
+        .iter()
+        .filter(|entry| entry.decision == "synced")
+        .count();
+    writeln!(
+        out,
+        "{} decision(s): {synced} synced, {} skipped",
+        log.len(),
+        log.len() - synced
+    )
+}

@@ -1,0 +1,79 @@
+//! `mailsync status`: each user's sync health, as a dashboard would show it.
+
+use std::io::Write;
+
+use super::output::json_line;
+use super::{CommandResult, ExitStatus, open_store};
+use crate::rules::Policy;
+use crate::store::{Store, SyncStatus};
+
+#[derive(Debug, serde::Serialize)]
+struct UserStatus {
+    user: String,
+    sync: bool,
+    state: SyncStatus,
+    history_id: Option<String>,
+    /// RFC 3339, UTC.
+    last_sync_at: Option<String>,
+    last_error: Option<String>,
+    /// Activities this user's mailbox contributed.
+    activities: u64,
+}
+
+pub fn run(policy: &Policy, json: bool) -> CommandResult {
+    let store = open_store(policy)?;
+    let states = store.sync_states()?;
+    let activities = store.sources_per_user()?;
+    let rows: Vec<UserStatus> = policy
+        .config
+        .users
+        .iter()
+        .map(|user| {
+            let state = states.iter().find(|state| state.user_email == user.email);
+            UserStatus {
+                user: user.email.clone(),
+                sync: user.sync,
+                // The config is the truth for the toggle; the store may not have caught up
+                // with a change the daemon has not reloaded yet.
+                state: if !user.sync {
+                    SyncStatus::Disabled
+                } else {
+                    state.map_or(SyncStatus::Syncing, |state| state.status)
+                },
+                history_id: state.and_then(|state| state.history_id.clone()),
+                last_sync_at: state
+                    .and_then(|state| state.last_sync_at)
+                    .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
+                    .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                last_error: state.and_then(|state| state.last_error.clone()),
+                activities: activities.get(&user.email).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        for row in &rows {
+            json_line(&mut out, row)?;
+        }
+        return Ok(ExitStatus::Success);
+    }
+    writeln!(
+        out,
+        "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}  LAST ERROR",
+        "USER", "SYNC", "STATE", "HISTORY ID", "LAST SYNC", "ACTIVITIES"
+    )?;
+    for row in &rows {
+        writeln!(
+            out,
+            "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}  {}",
+            row.user,
+            if row.sync { "on" } else { "off" },
+            row.state.as_str(),
+            row.history_id.as_deref().unwrap_or("-"),
+            row.last_sync_at.as_deref().unwrap_or("never"),
+            row.activities,
+            row.last_error.as_deref().unwrap_or(""),
+        )?;
+    }
+    Ok(ExitStatus::Success)
+}

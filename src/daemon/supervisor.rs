@@ -1,0 +1,239 @@
+//! Starts and stops the users' workers: at start-up, on reload (SIGHUP) and on shutdown
+//! (SIGTERM/SIGINT), and tells systemd what it is doing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::worker::{Shared, Stopped, run_worker};
+use crate::diagnostic::Diagnostics;
+use crate::gmail::auth::{Credentials, CredentialsError};
+use crate::gmail::http;
+use crate::rules::Policy;
+use crate::store::{SqliteStore, Store, StoreError, StoreLock, SyncStatus};
+
+/// How the outside world steers a running daemon.
+pub struct Controls {
+    /// Cancelled to stop: in-flight work is abandoned at the next safe point.
+    pub shutdown: CancellationToken,
+    /// A message asks for the config and rules to be read again.
+    pub reload: mpsc::Receiver<()>,
+    /// Sync every enabled mailbox once, then stop.
+    pub once: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Stopped on request (or, with `once`, every mailbox synced).
+    Clean,
+    /// With `once`: at least one mailbox failed to sync.
+    SomeFailed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(Diagnostics),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Loads settings the same way at start-up and on reload: one code path, so a config that
+/// starts also reloads and vice versa.
+async fn load(config_path: &Path) -> Result<(Policy, Credentials), DaemonError> {
+    let policy = crate::cli::load_settings(config_path).map_err(DaemonError::Config)?;
+    let gmail = &policy.config.gmail;
+    let credentials = Credentials::load(
+        gmail.service_account_key.as_deref(),
+        gmail.client_secret.as_deref(),
+    )
+    .await?;
+    Ok((policy, credentials))
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    // Outside systemd there is no socket and this is a no-op.
+    if let Err(error) = sd_notify::notify(false, state) {
+        tracing::debug!(error = %error, "cannot notify systemd");
+    }
+}
+
+struct Workers {
+    running: HashMap<String, (CancellationToken, JoinHandle<Stopped>)>,
+    shared: Shared,
+    shutdown: CancellationToken,
+}
+
+impl Workers {
+    /// Starts a worker for every sync-enabled user without a live one, and stops those whose
+    /// sync is off or who left the config.
+    fn reconcile(&mut self, policy: &Policy) {
+        self.running.retain(|email, (cancel, handle)| {
+            let keep = policy
+                .config
+                .user_by_address(email)
+                .is_some_and(|user| user.sync)
+                && !handle.is_finished();
+            if !keep {
+                cancel.cancel();
+                if !handle.is_finished() {
+                    tracing::info!(user = %email, "sync turned off; stopping at once");
+                }
+            }
+            keep
+        });
+        for user in &policy.config.users {
+            if !user.sync {
+                let mut store = self
+                    .shared
+                    .store
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Err(error) = store.set_sync_status(&user.email, SyncStatus::Disabled, None) {
+                    tracing::error!(user = %user.email, error = %error, "cannot record sync status");
+                }
+                continue;
+            }
+            if self.running.contains_key(&user.email) {
+                continue;
+            }
+            let cancel = self.shutdown.child_token();
+            let handle = tokio::spawn(run_worker(
+                self.shared.clone(),
+                user.email.clone(),
+                cancel.clone(),
+            ));
+            tracing::info!(user = %user.email, "sync started");
+            self.running.insert(user.email.clone(), (cancel, handle));
+        }
+    }
+
+    /// Cancels everything and waits for the workers, at most `timeout`.
+    async fn stop(self, timeout: Duration) {
+        for (cancel, _) in self.running.values() {
+            cancel.cancel();
+        }
+        let all = futures_join(
+            self.running
+                .into_values()
+                .map(|(_, handle)| handle)
+                .collect(),
+        );
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!(
+                timeout_secs = timeout.as_secs(),
+                "workers did not stop in time; exiting anyway (every write is transactional)"
+            );
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<Stopped>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
+
+/// Runs the daemon until `controls.shutdown` is cancelled.
+pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutcome, DaemonError> {
+    let (policy, credentials) = load(&config_path).await?;
+    let store_path = policy.config.store_path.clone();
+    let _lock = StoreLock::acquire(&store_path)?;
+    let store = Arc::new(Mutex::new(SqliteStore::open(&store_path)?));
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+    let (credentials_tx, credentials_rx) = watch::channel(credentials);
+    let shared = Shared {
+        store,
+        policy: policy_rx.clone(),
+        credentials: credentials_rx,
+        api_http: http::api_client(),
+        oauth_http: http::oauth_client(),
+        slots: Arc::new(Semaphore::new(
+            policy_rx.borrow().config.daemon.max_concurrent_users as usize,
+        )),
+        once: controls.once,
+    };
+    let mut workers = Workers {
+        running: HashMap::new(),
+        shared,
+        shutdown: controls.shutdown.clone(),
+    };
+    workers.reconcile(&policy_rx.borrow().clone());
+    let users = policy_rx
+        .borrow()
+        .config
+        .users
+        .iter()
+        .filter(|user| user.sync)
+        .count();
+    tracing::info!(config = %config_path.display(), store = %store_path.display(), users, "mailsync daemon started");
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    if controls.once {
+        return Ok(run_once(workers, &controls.shutdown).await);
+    }
+
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(100)));
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    loop {
+        tokio::select! {
+            () = controls.shutdown.cancelled() => break,
+            message = controls.reload.recv() => {
+                if message.is_none() {
+                    // The reload source is gone; keep running until shutdown.
+                    controls.shutdown.cancelled().await;
+                    break;
+                }
+                notify_systemd(&[sd_notify::NotifyState::Reloading]);
+                match load(&config_path).await {
+                    Ok((policy, credentials)) if policy.config.store_path == store_path => {
+                        tracing::info!("config reloaded");
+                        let policy = Arc::new(policy);
+                        workers.reconcile(&policy);
+                        let _ = credentials_tx.send(credentials);
+                        let _ = policy_tx.send(policy);
+                    }
+                    Ok(_) => tracing::error!("config reload rejected: [store] path cannot change while running; restart instead; keeping the old config"),
+                    Err(error) => tracing::error!(error = %error, "config reload rejected; keeping the old config"),
+                }
+                notify_systemd(&[sd_notify::NotifyState::Ready]);
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    let timeout = Duration::from_secs(policy_rx.borrow().config.daemon.shutdown_timeout_secs);
+    tracing::info!("shutting down: finishing in-flight writes");
+    workers.stop(timeout).await;
+    tracing::info!("mailsync daemon stopped");
+    Ok(RunOutcome::Clean)
+}
+
+/// Waits for every worker's single poll (or for shutdown).
+async fn run_once(workers: Workers, shutdown: &CancellationToken) -> RunOutcome {
+    let mut outcome = RunOutcome::Clean;
+    for (email, (cancel, handle)) in workers.running {
+        let stopped = tokio::select! {
+            stopped = handle => stopped.unwrap_or(Stopped::FailedOnce),
+            () = shutdown.cancelled() => { cancel.cancel(); Stopped::Cancelled }
+        };
+        if stopped != Stopped::PolledOnce {
+            tracing::warn!(user = %email, outcome = ?stopped, "mailbox not synced");
+            outcome = RunOutcome::SomeFailed;
+        }
+    }
+    outcome
+}

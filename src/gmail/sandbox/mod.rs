@@ -1,0 +1,45 @@
+//! A Gmail-compatible HTTP server ("the sandbox") for integration tests and the demo.
+//!
+//! The real Gmail API cannot be reached from our machines, so this server stands in for it and
+//! behaves like it in everything a sync client depends on (see `shared/spec/gmail-api.md`):
+//! the REST routes `profile`, `messages` (list), `messages/{id}` (get), `history` and `labels`
+//! under `/gmail/v1/users/{userId}/`; bearer tokens from its own `POST /token` (refresh,
+//! service-account JWT and authorization-code grants) and consent page `GET /o/oauth2/auth`;
+//! 16-hex message ids stable across restarts; history ids with random gaps and a retention
+//! floor; newest-first listing with cursor page tokens and a `q` subset in which an unknown
+//! term can only widen a result; padded `raw`; omitted empty fields; Google's error bodies; a
+//! per-user sliding-minute quota with Gmail's cost table and a concurrency cap; and switches for
+//! revocation, history expiry and random faults.
+//!
+//! Unauthenticated control routes under `/sandbox/` (deliver, revoke, expire-history, faults,
+//! refresh-token, stats) mirror the methods of [`Sandbox`]; bind the server to loopback only.
+//!
+//! Running it in a test:
+//! ```text
+//! let server = sandbox::spawn(SandboxConfig { mailboxes_dir, oauth_clients, ..Default::default() }).await?;
+//! let refresh = server.sandbox.issue_refresh_token("me@example.com", "client-id");
+//! // point the client at server.base_url() and server.token_url() ...
+//! server.shutdown().await?;
+//! ```
+//!
+//! Architecture invariants:
+//! - `mailbox` and `query` do no I/O and never fail on message bytes or query text.
+//! - Only `http` knows the wire format; only `server` touches the file system and sockets.
+//! - No lock is held across an `.await`; one connection's failure never reaches the accept loop.
+//! - Faults and quota apply to Gmail API routes only, never to OAuth or control routes.
+
+mod config;
+mod faults;
+mod http;
+mod mailbox;
+mod oauth;
+mod query;
+mod server;
+
+#[cfg(test)]
+mod e2e_tests;
+
+pub use config::{MethodCosts, OAuthClient, SandboxConfig, SandboxError};
+pub use faults::{FaultConfig, FaultKind, Stats, UserStats};
+pub use oauth::{METADATA_SCOPE, READONLY_SCOPE};
+pub use server::{Sandbox, SpawnedSandbox, spawn};

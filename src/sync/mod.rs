@@ -1,0 +1,9 @@
+//! Getting mail into the store: the per-message pipeline ([`pipeline`]) and the per-user
+//! Gmail sync built on it ([`gmail`]), shared by the daemon and `replay`.
+
+pub mod gmail;
+mod pipeline;
+
+pub use pipeline::{
+    DecisionRecord, Mode, PartyRecord, Prepared, Processed, company_direction, prepare, process,
+};
