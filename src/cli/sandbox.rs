@@ -49,11 +49,14 @@ pub fn run(args: SandboxArgs) -> CommandResult {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
         {
-            // Tests and scripts read this line to learn the port.
+            // Tests and scripts read the first line to learn the port, and may close the pipe
+            // after it: that must not stop the server, so a failed write is ignored.
+            let banner = format!(
+                "listening on http://{address}/\nmailboxes: {}\n",
+                sandbox.users().join(", ")
+            );
             let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on http://{address}/")?;
-            writeln!(out, "mailboxes: {}", sandbox.users().join(", "))?;
-            out.flush()?;
+            let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
         }
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;

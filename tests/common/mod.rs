@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use mailsync::config::Config;
 use mailsync::rules::{Policy, RuleSet};
 
+pub mod gmail;
+
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

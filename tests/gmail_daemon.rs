@@ -1,0 +1,600 @@
+//! The daemon against the Gmail-compatible sandbox, both as built binaries over loopback:
+//! the real google-gmail1 client, the real OAuth flows, real signals, the real store.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::gmail::{Auth, SandboxProcess, Setup, message, wait_until};
+
+const ALICE: &str = "alice@customer.com";
+const BOB: &str = "bob@bigclient.io";
+const MICHELLE: &str = "michelle@abcorp.com";
+const DAVE: &str = "dave@abcorp.com";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Writes `count` messages into `user`'s sandbox mailbox: every third from a stranger (skipped),
+/// the rest from Alice or Bob (synced). Returns how many will be synced.
+fn fill_mailbox(mailboxes: &Path, user: &str, count: usize, first_index: usize) -> usize {
+    let folder = mailboxes.join(user);
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut synced = 0;
+    for i in 0..count {
+        let index = first_index + i;
+        let from = match i % 3 {
+            0 => "stranger@vendor.example",
+            1 => ALICE,
+            _ => BOB,
+        };
+        if from != "stranger@vendor.example" {
+            synced += 1;
+        }
+        std::fs::write(
+            folder.join(format!("{index:04}.eml")),
+            message(index, from, user, &format!("Secret subject {index}")),
+        )
+        .unwrap();
+    }
+    synced
+}
+
+/// Every activity once, every source once per mailbox, every message decided once.
+fn assert_exactly_once(setup: &Setup) {
+    let duplicated_sources = setup.count(
+        "(SELECT activity_id, user_email, count(*) AS n FROM activity_sources GROUP BY 1, 2)",
+        "n > 1",
+    );
+    assert_eq!(duplicated_sources, 0);
+    let duplicated_messages = setup.count(
+        "(SELECT message_id, count(*) AS n FROM activities GROUP BY 1)",
+        "n > 1",
+    );
+    assert_eq!(duplicated_messages, 0);
+}
+
+fn assert_log_is_clean(log: &str, sandbox: &SandboxProcess) {
+    for forbidden in [
+        "Secret subject",
+        "Body of message",
+        ALICE,
+        BOB,
+        "stranger@vendor.example",
+        "ya29.",
+        "refresh_token",
+        "BEGIN PRIVATE KEY",
+        "sandbox-refresh",
+        "access_token",
+    ] {
+        assert!(
+            !log.contains(forbidden),
+            "the daemon log contains {forbidden:?}:\n{log}"
+        );
+    }
+    let _ = sandbox;
+}
+
+#[test]
+fn full_sync_across_pages_then_new_mail_from_history_then_sigterm() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    let synced_m = fill_mailbox(mailboxes.path(), MICHELLE, 35, 0);
+    let synced_d = fill_mailbox(mailboxes.path(), DAVE, 12, 100);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true), (DAVE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "",
+    );
+    let mut daemon = setup.start_daemon();
+
+    wait_until("the first full sync of both mailboxes", WAIT, || {
+        setup.decisions(MICHELLE) == 35 && setup.decisions(DAVE) == 12
+    });
+    wait_until("both users ok with a cursor", WAIT, || {
+        setup
+            .status()
+            .iter()
+            .all(|row| row["state"] == "ok" && row["history_id"].is_string())
+    });
+    // 35 messages at 10 per page: the listing took 4 pages.
+    assert!(sandbox.answers(MICHELLE, "messages.list", "200") >= 4);
+    assert_eq!(
+        setup.count("activity_sources", &format!("user_email = '{MICHELLE}'")),
+        synced_m as i64
+    );
+    assert_eq!(
+        setup.count("activity_sources", &format!("user_email = '{DAVE}'")),
+        synced_d as i64
+    );
+
+    // New mail arrives; history brings it in, without listing again.
+    let lists_before = sandbox.answers(MICHELLE, "messages.list", "200");
+    sandbox.deliver(
+        MICHELLE,
+        &message(900, ALICE, MICHELLE, "Secret subject new"),
+    );
+    sandbox.deliver(
+        MICHELLE,
+        &message(
+            901,
+            "stranger@vendor.example",
+            MICHELLE,
+            "Secret subject spam?",
+        ),
+    );
+    wait_until("new mail picked up by history", WAIT, || {
+        setup.decisions(MICHELLE) == 37
+    });
+    assert_eq!(
+        sandbox.answers(MICHELLE, "messages.list", "200"),
+        lists_before,
+        "incremental sync does not list"
+    );
+    assert!(sandbox.answers(MICHELLE, "history.list", "200") >= 1);
+    // Every message was fetched exactly once.
+    assert_eq!(sandbox.answers(MICHELLE, "messages.get", "200"), 37);
+    assert_eq!(
+        setup.count("activity_sources", &format!("user_email = '{MICHELLE}'")),
+        synced_m as i64 + 1
+    );
+    assert_exactly_once(&setup);
+
+    let status = setup.status();
+    let michelle = status.iter().find(|row| row["user"] == MICHELLE).unwrap();
+    assert_eq!(michelle["activities"], synced_m as u64 + 1);
+    assert!(michelle["last_sync_at"].is_string());
+
+    daemon.signal("TERM");
+    let code = daemon
+        .wait(Duration::from_secs(10))
+        .expect("SIGTERM stops the daemon within 10 seconds");
+    assert_eq!(code, 0);
+    let log = daemon.log_text();
+    assert!(log.contains("sync finished"), "{log}");
+    assert_log_is_clean(&log, &sandbox);
+}
+
+#[test]
+fn expired_history_resyncs_without_refetching_or_duplicating() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 15, 0);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "",
+    );
+    let mut daemon = setup.start_daemon();
+    wait_until("the first full sync", WAIT, || {
+        setup.decisions(MICHELLE) == 15 && setup.state_of(MICHELLE) == "ok"
+    });
+    let fetched = sandbox.answers(MICHELLE, "messages.get", "200");
+    assert_eq!(fetched, 15);
+
+    // While the daemon is down, mail arrives and Gmail forgets the history our cursor points
+    // into.
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+    sandbox.deliver(
+        MICHELLE,
+        &message(500, ALICE, MICHELLE, "Secret subject after expiry"),
+    );
+    sandbox.control("expire-history", &format!("user={MICHELLE}"), b"");
+    let daemon = setup.start_daemon();
+    wait_until("the resync after history expired", WAIT, || {
+        setup.decisions(MICHELLE) == 16
+    });
+    assert!(
+        sandbox.answers(MICHELLE, "history.list", "404") >= 1,
+        "history answered 404"
+    );
+    assert_eq!(
+        sandbox.answers(MICHELLE, "messages.get", "200"),
+        16,
+        "only the new message was fetched"
+    );
+    assert_exactly_once(&setup);
+    drop(daemon);
+}
+
+#[test]
+fn faults_are_survived_and_every_activity_is_stored_exactly_once() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    let synced = fill_mailbox(mailboxes.path(), MICHELLE, 40, 0);
+    let sandbox = SandboxProcess::start(
+        mailboxes.path(),
+        &[
+            "--fault-rate",
+            "0.2",
+            "--fault-kind",
+            "429",
+            "--fault-kind",
+            "403",
+            "--fault-kind",
+            "500",
+            "--fault-kind",
+            "503",
+            "--fault-kind",
+            "drop",
+            "--fault-kind",
+            "truncate",
+            "--fault-kind",
+            "404new",
+        ],
+    );
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    let daemon = setup.start_daemon();
+    wait_until(
+        "a full sync through faults",
+        Duration::from_secs(120),
+        || setup.decisions(MICHELLE) == 40,
+    );
+    for i in 0..5 {
+        sandbox.deliver(
+            MICHELLE,
+            &message(700 + i, ALICE, MICHELLE, "Secret subject during faults"),
+        );
+    }
+    wait_until("new mail through faults", Duration::from_secs(120), || {
+        setup.decisions(MICHELLE) == 45
+    });
+    assert_eq!(setup.count("activity_sources", "1"), synced as i64 + 5);
+    assert_exactly_once(&setup);
+    let stats = sandbox.stats();
+    let faults: u64 = stats["users"][MICHELLE]["faults_injected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(faults >= 5, "faults were injected: {stats}");
+    // No retry storm: requests per message stay bounded.
+    let requests: u64 = stats["users"][MICHELLE]["requests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(requests < 45 * 3, "{requests} requests for 45 messages");
+    drop(daemon);
+}
+
+#[test]
+fn a_revoked_user_is_isolated_while_the_others_sync() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 6, 0);
+    fill_mailbox(mailboxes.path(), DAVE, 6, 100);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true), (DAVE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    sandbox.control("revoke", &format!("user={DAVE}"), b"");
+    let daemon = setup.start_daemon();
+    wait_until("dave marked needs_reauth", WAIT, || {
+        setup.state_of(DAVE) == "needs_reauth"
+    });
+    wait_until("michelle synced", WAIT, || setup.decisions(MICHELLE) == 6);
+    assert_eq!(setup.decisions(DAVE), 0);
+    let dave = setup
+        .status()
+        .into_iter()
+        .find(|row| row["user"] == DAVE)
+        .unwrap();
+    assert!(
+        dave["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{dave}"
+    );
+    // Michelle keeps syncing; Dave's polling stopped (no more token requests for him).
+    let token_requests = sandbox.stats()["token_requests"].clone();
+    sandbox.deliver(
+        MICHELLE,
+        &message(800, ALICE, MICHELLE, "Secret subject later"),
+    );
+    sandbox.deliver(DAVE, &message(801, ALICE, DAVE, "Secret subject later"));
+    wait_until("michelle's new mail", WAIT, || {
+        setup.decisions(MICHELLE) == 7
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(setup.decisions(DAVE), 0);
+    let refresh_400 = |stats: &serde_json::Value| stats["refresh_token 400"].as_u64().unwrap_or(0);
+    assert_eq!(
+        refresh_400(&sandbox.stats()["token_requests"]),
+        refresh_400(&token_requests),
+        "no retry storm against a revoked grant"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn sighup_turns_a_user_off_and_a_bad_config_is_rejected() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
+    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true), (DAVE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "",
+    );
+    let mut daemon = setup.start_daemon();
+    wait_until("both synced", WAIT, || {
+        setup.decisions(MICHELLE) == 3 && setup.decisions(DAVE) == 3
+    });
+
+    // A broken config is rejected; the daemon keeps running on the old one.
+    let good = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, format!("{good}\nthis is not toml\n")).unwrap();
+    daemon.signal("HUP");
+    wait_until("the rejection logged", WAIT, || {
+        daemon.log_text().contains("config reload rejected")
+    });
+    sandbox.deliver(DAVE, &message(300, ALICE, DAVE, "Secret subject one"));
+    wait_until("dave still synced on the old config", WAIT, || {
+        setup.decisions(DAVE) == 4
+    });
+
+    // Dave's sync turned off: nothing more of his mailbox is ingested.
+    let dave_off = good.replace(
+        &format!("email = \"{DAVE}\"\nsync = true"),
+        &format!("email = \"{DAVE}\"\nsync = false"),
+    );
+    assert_ne!(dave_off, good);
+    std::fs::write(&setup.config, dave_off).unwrap();
+    daemon.signal("HUP");
+    wait_until("dave disabled", WAIT, || {
+        setup.state_of(DAVE) == "disabled" && daemon.log_text().contains("config reloaded")
+    });
+    sandbox.deliver(DAVE, &message(301, ALICE, DAVE, "Secret subject two"));
+    sandbox.deliver(
+        MICHELLE,
+        &message(302, ALICE, MICHELLE, "Secret subject three"),
+    );
+    wait_until("michelle still syncing", WAIT, || {
+        setup.decisions(MICHELLE) == 4
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        setup.decisions(DAVE),
+        4,
+        "nothing of dave's mailbox after sync was turned off"
+    );
+
+    daemon.signal("INT");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn kill_9_mid_sync_then_restart_loses_and_duplicates_nothing() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    let synced = fill_mailbox(mailboxes.path(), MICHELLE, 200, 0);
+    // A tight quota slows the sync down enough to kill it in the middle.
+    let sandbox = SandboxProcess::start(mailboxes.path(), &["--quota-units-per-minute", "12000"]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "[gmail.quota]\nunits_per_minute = 12000\n",
+    );
+    let mut daemon = setup.start_daemon();
+    wait_until("some messages decided", WAIT, || {
+        setup.decisions(MICHELLE) >= 30
+    });
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(5)).expect("killed");
+    let decided_at_kill = setup.decisions(MICHELLE);
+    assert!(
+        decided_at_kill < 200,
+        "the kill came mid-sync ({decided_at_kill} decided)"
+    );
+    assert_exactly_once(&setup);
+
+    let daemon = setup.start_daemon();
+    wait_until(
+        "the sync completed after restart",
+        Duration::from_secs(120),
+        || setup.decisions(MICHELLE) == 200 && setup.state_of(MICHELLE) == "ok",
+    );
+    assert_eq!(setup.count("activity_sources", "1"), synced as i64);
+    assert_eq!(setup.count("activities", "1"), synced as i64);
+    assert_exactly_once(&setup);
+    // Decided messages were not fetched again (at most the batches in flight at the kill).
+    let fetched = sandbox.answers(MICHELLE, "messages.get", "200");
+    assert!(
+        fetched <= 200 + 2 * 25,
+        "{fetched} fetches for 200 messages"
+    );
+    drop(daemon);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_store_refuses_to_start() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 2, 0);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE],
+        Auth::ServiceAccount,
+        "",
+    );
+    let first = setup.start_daemon();
+    wait_until("first daemon running", WAIT, || {
+        setup.decisions(MICHELLE) == 2
+    });
+    let second = setup.mailsync(&["run"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr)
+            .contains("another mailsync daemon is already running")
+    );
+    drop(first);
+}
+
+#[test]
+fn key_files_readable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 1, 0);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE],
+        Auth::ServiceAccount,
+        "",
+    );
+    let key = setup.dir.path().join("service-account.json");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = setup.mailsync(&["run", "--once"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("service-account.json") && stderr.contains("readable by group or others"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn run_once_and_replay_from_gmail() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    let synced = fill_mailbox(mailboxes.path(), MICHELLE, 9, 0);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    let once = setup.mailsync(&["run", "--once"]);
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    assert_eq!(setup.decisions(MICHELLE), 9);
+
+    let replay = setup.mailsync(&[
+        "replay",
+        "--user",
+        MICHELLE,
+        "--source",
+        "gmail",
+        "--json",
+        "--dry-run",
+    ]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 9);
+    assert_eq!(
+        lines.iter().filter(|l| l["decision"] == "synced").count(),
+        synced
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["source_id"].as_str().unwrap().len() == 16),
+        "gmail ids"
+    );
+
+    let decisions = setup.mailsync(&["decisions", "--user", MICHELLE, "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&decisions.stdout).lines().count(),
+        9
+    );
+}
+
+#[test]
+fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
+    use std::io::{BufRead, BufReader};
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    std::fs::remove_file(&setup.store).unwrap();
+    let mut login = std::process::Command::new(common::gmail::binary())
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["auth", "login", "--user", MICHELLE])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(login.stdout.take().unwrap());
+    let mut url = String::new();
+    while !url.starts_with("http") {
+        url.clear();
+        assert!(
+            stdout.read_line(&mut url).unwrap() > 0,
+            "auth login printed no URL"
+        );
+    }
+    // The person clicks "allow": the consent page redirects to the local listener.
+    let (status, _, head) =
+        common::gmail::http("GET", &format!("{}&login_hint={MICHELLE}", url.trim()), b"");
+    assert_eq!(status, 302, "{head}");
+    let location = head
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("location: ")
+                .or_else(|| line.strip_prefix("Location: "))
+        })
+        .unwrap();
+    let (status, _, _) = common::gmail::http(
+        "GET",
+        &location.trim().replace("localhost", "127.0.0.1"),
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(login.wait().unwrap().success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.contains(&format!("authorized {MICHELLE}")), "{rest}");
+    assert_eq!(
+        setup.count("oauth_tokens", &format!("user_email = '{MICHELLE}'")),
+        1
+    );
+
+    let once = setup.mailsync(&["run", "--once"]);
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    assert_eq!(setup.decisions(MICHELLE), 3);
+}
