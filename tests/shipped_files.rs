@@ -44,3 +44,52 @@ fn example_rules_are_valid_with_the_demo_users() {
         .unwrap_or_else(|problems| panic!("{problems}"));
     assert_eq!(rules.rules.len(), 5);
 }
+
+/// The unit file has what the ops promises rest on, and systemd itself finds nothing wrong
+/// with it (where `systemd-analyze` is installed).
+#[test]
+fn systemd_unit_is_hardened_and_valid() {
+    let unit = std::fs::read_to_string(repo().join("systemd/mailsync.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "User=mailsync",
+        "StateDirectory=mailsync",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+        "WatchdogSec=",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(line)),
+            "the unit lacks {line}"
+        );
+    }
+    let Ok(output) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("systemd-analyze not installed; only the keys were checked");
+        return;
+    };
+    assert!(output.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("mailsync.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/mailsync", env!("CARGO_BIN_EXE_mailsync")),
+    )
+    .unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && complaints.trim().is_empty(),
+        "systemd-analyze verify: {complaints}"
+    );
+}
