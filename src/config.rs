@@ -27,6 +27,8 @@ struct RawConfig {
     gmail: RawGmail,
     #[serde(default)]
     daemon: RawDaemon,
+    notify: Option<RawNotify>,
+    metrics: Option<RawMetrics>,
     #[serde(default)]
     users: Vec<RawUser>,
 }
@@ -132,6 +134,81 @@ impl Default for RawDaemon {
     }
 }
 
+/// How the SMTP relay is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on localhost or in tests.
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawNotify {
+    smtp_host: String,
+    #[serde(default = "default_smtp_port")]
+    smtp_port: u16,
+    #[serde(default)]
+    smtp_security: SmtpSecurity,
+    smtp_username: Option<String>,
+    smtp_password_file: Option<PathBuf>,
+    from: String,
+    #[serde(default)]
+    ops: Vec<String>,
+    #[serde(default)]
+    notify_user: bool,
+    #[serde(default = "default_failure_threshold")]
+    failure_threshold: u32,
+    #[serde(default = "default_notify_interval_secs")]
+    notify_interval_secs: u64,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+fn default_notify_interval_secs() -> u64 {
+    3600
+}
+
+#[derive(Debug, Deserialize)]
+struct RawMetrics {
+    listen: std::net::SocketAddr,
+}
+
+/// Email notifications to ops (and optionally the affected user) when a user's sync needs
+/// attention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_security: SmtpSecurity,
+    pub smtp_username: Option<String>,
+    /// Read when sending; never kept in the config or logged.
+    pub smtp_password_file: Option<PathBuf>,
+    pub from: String,
+    pub ops: Vec<String>,
+    pub notify_user: bool,
+    /// Consecutive failed polls before a user's failure is reported.
+    pub failure_threshold: u32,
+    /// At most one email per user and kind in this many seconds.
+    pub notify_interval_secs: u64,
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
+}
+
 /// How mailsync reaches Gmail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GmailConfig {
@@ -220,6 +297,8 @@ pub struct Config {
     pub rules_dir: Option<PathBuf>,
     pub gmail: GmailConfig,
     pub daemon: DaemonConfig,
+    pub notify: Option<NotifyConfig>,
+    pub metrics: Option<MetricsConfig>,
     pub users: Vec<User>,
     pub freemail: FreemailDomains,
     user_by_address: HashMap<String, usize>,
@@ -297,6 +376,12 @@ fn validate(
     }
 
     let gmail = validate_gmail(file, raw.gmail, base_dir, diagnostics);
+    let notify = raw
+        .notify
+        .map(|notify| validate_notify(file, notify, base_dir, diagnostics));
+    let metrics = raw.metrics.map(|metrics| MetricsConfig {
+        listen: metrics.listen,
+    });
     let daemon = DaemonConfig {
         max_concurrent_users: raw.daemon.max_concurrent_users,
         shutdown_timeout_secs: raw.daemon.shutdown_timeout_secs,
@@ -358,9 +443,72 @@ fn validate(
         rules_dir,
         gmail,
         daemon,
+        notify,
+        metrics,
         users,
         freemail,
         user_by_address,
+    }
+}
+
+fn validate_notify(
+    file: &TomlFile,
+    raw: RawNotify,
+    base_dir: &Path,
+    diagnostics: &mut Diagnostics,
+) -> NotifyConfig {
+    let at = |key: &str| KeyPath::default().key("notify").key(key);
+    if raw.smtp_host.trim().is_empty() {
+        diagnostics.push(file.diagnostic(&at("smtp_host"), "`smtp_host` is empty"));
+    }
+    if raw.from.parse::<lettre::message::Mailbox>().is_err() {
+        diagnostics.push(file.diagnostic(
+            &at("from"),
+            format!(
+                "`{}` is not a mailbox (e.g. \"mailsync <mailsync@abcorp.com>\")",
+                raw.from
+            ),
+        ));
+    }
+    let mut ops = Vec::new();
+    for (index, recipient) in raw.ops.iter().enumerate() {
+        let recipient = address::normalize(recipient);
+        match address::validate(&recipient) {
+            Ok(()) => ops.push(recipient),
+            Err(problem) => diagnostics.push(
+                file.diagnostic(&at("ops").index(index), format!("ops recipient: {problem}")),
+            ),
+        }
+    }
+    if raw.ops.is_empty() && !raw.notify_user {
+        diagnostics.push(file.diagnostic(
+            &at("ops"),
+            "nobody would be notified: list `ops` recipients or set `notify_user = true`",
+        ));
+    }
+    if raw.failure_threshold == 0 {
+        diagnostics.push(file.diagnostic(
+            &at("failure_threshold"),
+            "`failure_threshold` must be at least 1",
+        ));
+    }
+    if raw.smtp_username.is_some() != raw.smtp_password_file.is_some() {
+        diagnostics.push(file.diagnostic(
+            &at("smtp_username"),
+            "set both `smtp_username` and `smtp_password_file`, or neither",
+        ));
+    }
+    NotifyConfig {
+        smtp_host: raw.smtp_host,
+        smtp_port: raw.smtp_port,
+        smtp_security: raw.smtp_security,
+        smtp_username: raw.smtp_username,
+        smtp_password_file: raw.smtp_password_file.map(|path| base_dir.join(path)),
+        from: raw.from,
+        ops,
+        notify_user: raw.notify_user,
+        failure_threshold: raw.failure_threshold,
+        notify_interval_secs: raw.notify_interval_secs,
     }
 }
 

@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod diagnostic;
 pub mod gmail;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod parse;
 pub mod rules;
 pub mod source;

@@ -10,26 +10,42 @@ use super::{CommandError, CommandResult, ExitStatus, find_user, open_store, runt
 use crate::gmail::auth::{Credentials, GMAIL_READONLY};
 use crate::gmail::http;
 use crate::rules::Policy;
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
 
-/// Catches the token the consent flow produces instead of letting yup-oauth2 keep it: the
-/// refresh token belongs in our store, and only there.
-#[derive(Clone, Default)]
-struct CaptureRefreshToken(Arc<Mutex<Option<String>>>);
+/// yup-oauth2's token storage, backed by our store: the refresh token the consent flow
+/// produces goes into `oauth_tokens` for this user, and nowhere else (no token file on disk).
+/// Access tokens are not kept: the daemon refreshes its own.
+#[derive(Clone)]
+struct StoreTokenStorage {
+    store: Arc<Mutex<SqliteStore>>,
+    user_email: String,
+    client_id: String,
+    stored: Arc<Mutex<bool>>,
+}
 
 #[async_trait::async_trait]
-impl yup_oauth2::storage::TokenStorage for CaptureRefreshToken {
+impl yup_oauth2::storage::TokenStorage for StoreTokenStorage {
     async fn set(
         &self,
         _scopes: &[&str],
         token: yup_oauth2::storage::TokenInfo,
     ) -> Result<(), yup_oauth2::storage::TokenStorageError> {
-        if let Some(refresh_token) = token.refresh_token {
-            *self
-                .0
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(refresh_token);
-        }
+        let Some(refresh_token) = token.refresh_token else {
+            return Ok(());
+        };
+        let mut store = self
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        store
+            .set_refresh_token(&self.user_email, &self.client_id, &refresh_token)
+            .map_err(|error| {
+                yup_oauth2::storage::TokenStorageError::Other(error.to_string().into())
+            })?;
+        *self
+            .stored
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
         Ok(())
     }
 
@@ -75,7 +91,12 @@ pub fn login(policy: &Policy, user: &str) -> CommandResult {
                 "auth login is for per-user OAuth ([gmail] client_secret); with a service account, authorise domain-wide delegation in the Workspace admin console instead".to_string(),
             ));
         };
-        let capture = CaptureRefreshToken::default();
+        let storage = StoreTokenStorage {
+            store: Arc::new(Mutex::new(open_store(policy)?)),
+            user_email: user.email.clone(),
+            client_id: secret.client_id.clone(),
+            stored: Arc::new(Mutex::new(false)),
+        };
         let authenticator = yup_oauth2::InstalledFlowAuthenticator::with_client(
             (*secret).clone(),
             yup_oauth2::InstalledFlowReturnMethod::HTTPRedirect,
@@ -83,7 +104,7 @@ pub fn login(policy: &Policy, user: &str) -> CommandResult {
         )
         .force_account_selection(true)
         .flow_delegate(Box::new(PrintUrl))
-        .with_storage(Box::new(capture.clone()))
+        .with_storage(Box::new(storage.clone()))
         .build()
         .await
         .context("cannot start the consent flow")?;
@@ -91,14 +112,12 @@ pub fn login(policy: &Policy, user: &str) -> CommandResult {
             .token(&[GMAIL_READONLY])
             .await
             .context("the consent flow did not complete")?;
-        let refresh_token = capture
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("the token endpoint returned no refresh token; revoke mailsync's access in the Google account and try again"))?;
-        let mut store = open_store(policy)?;
-        store.set_refresh_token(&user.email, &secret.client_id, &refresh_token)?;
+        if !*storage.stored.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
+            return Err(anyhow::anyhow!(
+                "the token endpoint returned no refresh token; revoke mailsync's access in the Google account and try again"
+            )
+            .into());
+        }
         println!("authorized {}: refresh token stored; reload the daemon (systemctl reload mailsync) to resume its sync", user.email);
         tracing::info!(user = %user.email, "refresh token stored");
         Ok(ExitStatus::Success)

@@ -8,6 +8,7 @@ mod decisions;
 mod demo;
 mod explain;
 mod feed;
+mod notify;
 mod output;
 mod replay;
 mod run;
@@ -106,6 +107,10 @@ pub enum Command {
         json: bool,
     },
 
+    /// Email notifications to ops.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+
     /// Per-user OAuth: authorise mailsync to read a user's Gmail.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -127,6 +132,12 @@ pub struct RunArgs {
     /// Sync every enabled mailbox once and exit (1 if any failed), instead of polling.
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test email to the [notify] ops recipients through the configured relay.
+    Test,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +300,7 @@ pub fn run(cli: Cli) -> CommandResult {
             auth::login(&load_policy(config_path)?, &user)
         }
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Notify(NotifyCommand::Test) => notify::test(&load_policy(config_path)?),
         Command::Demo(args) => demo::run(args),
     }
 }

@@ -248,6 +248,7 @@ fn replay_gmail(policy: &Policy, user: &User, args: &ReplayArgs) -> CommandResul
             refetch_decided: true,
             on_decided: Some(Box::new(on_decided)),
             on_progress: Some(Box::new(on_progress)),
+            metrics: None,
         };
         let report = sync.full().await.context("replay from gmail failed")?;
         if let Some(bar) = &progress {

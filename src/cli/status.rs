@@ -18,12 +18,19 @@ struct UserStatus {
     last_error: Option<String>,
     /// Activities this user's mailbox contributed.
     activities: u64,
+    /// Seconds since the last successful sync.
+    lag_secs: Option<i64>,
+    /// Failed polls in a row.
+    consecutive_failures: u32,
+    /// When the daemon plans to poll next (RFC 3339, UTC); none when it is not polling.
+    next_poll_at: Option<String>,
 }
 
 pub fn run(policy: &Policy, json: bool) -> CommandResult {
     let store = open_store(policy)?;
     let states = store.sync_states()?;
     let activities = store.sources_per_user()?;
+    let now = chrono::Utc::now().timestamp();
     let rows: Vec<UserStatus> = policy
         .config
         .users
@@ -41,12 +48,17 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
                     state.map_or(SyncStatus::Syncing, |state| state.status)
                 },
                 history_id: state.and_then(|state| state.history_id.clone()),
-                last_sync_at: state
-                    .and_then(|state| state.last_sync_at)
-                    .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
-                    .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                last_sync_at: state.and_then(|state| state.last_sync_at).map(rfc3339),
                 last_error: state.and_then(|state| state.last_error.clone()),
                 activities: activities.get(&user.email).copied().unwrap_or(0),
+                lag_secs: state
+                    .and_then(|state| state.last_sync_at)
+                    .map(|last| (now - last).max(0)),
+                consecutive_failures: state.map_or(0, |state| state.consecutive_failures),
+                next_poll_at: state
+                    .filter(|_| user.sync)
+                    .and_then(|state| state.next_poll_at)
+                    .map(rfc3339),
             }
         })
         .collect();
@@ -76,4 +88,10 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
         )?;
     }
     Ok(ExitStatus::Success)
+}
+
+fn rfc3339(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }

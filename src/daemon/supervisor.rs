@@ -14,6 +14,7 @@ use super::worker::{Shared, Stopped, run_worker};
 use crate::diagnostic::Diagnostics;
 use crate::gmail::auth::{Credentials, CredentialsError};
 use crate::gmail::http;
+use crate::metrics::Metrics;
 use crate::rules::Policy;
 use crate::store::{SqliteStore, Store, StoreError, StoreLock, SyncStatus};
 
@@ -44,6 +45,8 @@ pub enum DaemonError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// Loads settings the same way at start-up and on reload: one code path, so a config that
@@ -150,6 +153,23 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
     let store = Arc::new(Mutex::new(SqliteStore::open(&store_path)?));
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (credentials_tx, credentials_rx) = watch::channel(credentials);
+    let metrics = Metrics::new();
+    if let Some(config) = &policy_rx.borrow().config.metrics {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|error| {
+                DaemonError::Metrics(format!(
+                    "cannot listen on {} for /metrics: {error}",
+                    config.listen
+                ))
+            })?;
+        tracing::info!(listen = %config.listen, "serving Prometheus metrics at /metrics");
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            controls.shutdown.clone(),
+        ));
+    }
     let shared = Shared {
         store,
         policy: policy_rx.clone(),
@@ -160,6 +180,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
             policy_rx.borrow().config.daemon.max_concurrent_users as usize,
         )),
         once: controls.once,
+        metrics,
     };
     let mut workers = Workers {
         running: HashMap::new(),

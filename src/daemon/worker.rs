@@ -1,5 +1,5 @@
-//! One user's polling loop: sync, record the outcome in `sync_state`, wait, repeat, until
-//! cancelled or the user's grant is gone.
+//! One user's polling loop: sync, record the outcome in `sync_state` (and metrics), tell a
+//! person when needed, wait, repeat — until cancelled or the user's grant is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,8 @@ use crate::gmail::GmailError;
 use crate::gmail::auth::Credentials;
 use crate::gmail::client::GmailClient;
 use crate::gmail::http::{ApiClient, OAuthClient};
+use crate::metrics::{Metrics, UserLabels};
+use crate::notify::{Alert, Notifier};
 use crate::rules::Policy;
 use crate::store::{Store, SyncStatus};
 use crate::sync::gmail::{MailboxSync, SharedStore, SyncError, Window};
@@ -28,6 +30,7 @@ pub struct Shared {
     pub slots: Arc<Semaphore>,
     /// Sync every mailbox once and stop (`mailsync run --once`).
     pub once: bool,
+    pub metrics: Metrics,
 }
 
 /// Why a worker stopped.
@@ -42,13 +45,57 @@ pub enum Stopped {
     FailedOnce,
 }
 
-fn set_status(store: &SharedStore, user: &str, status: SyncStatus, error: Option<&str>) {
+fn with_store<T>(
+    store: &SharedStore,
+    work: impl FnOnce(&mut dyn Store) -> Result<T, crate::store::StoreError>,
+) -> Option<T> {
     let mut store = store
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Err(store_error) = store.set_sync_status(user, status, error) {
-        tracing::error!(user, error = %store_error, "cannot record sync status");
+    match work(&mut *store) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::error!(error = %error, "cannot update the store's sync state");
+            None
+        }
     }
+}
+
+/// Sends `alert` unless one of its kind went out for this user within the interval; the
+/// send runs in the background so a slow relay never delays syncing.
+fn notify(shared: &Shared, policy: &Policy, alert: Alert) {
+    let Some(config) = policy.config.notify.clone() else {
+        return;
+    };
+    let now = chrono::Utc::now().timestamp();
+    let last = with_store(&shared.store, |store| {
+        store.last_notified(alert.user(), alert.kind())
+    })
+    .flatten();
+    if last.is_some_and(|last| now - last < config.notify_interval_secs as i64) {
+        tracing::debug!(
+            kind = alert.kind(),
+            "notification suppressed: one was sent within notify_interval_secs"
+        );
+        return;
+    }
+    // Marked before sending: a crash mid-send must not turn into a burst of duplicates.
+    with_store(&shared.store, |store| {
+        store.set_notified(alert.user(), alert.kind(), now)
+    });
+    tokio::spawn(async move {
+        let notifier = Notifier::new(config);
+        match notifier.send(&alert).await {
+            Ok(()) => tracing::info!(
+                kind = alert.kind(),
+                recipients = notifier.recipients(&alert).len(),
+                "notification sent"
+            ),
+            Err(error) => {
+                tracing::error!(kind = alert.kind(), error = %error, "cannot send notification")
+            }
+        }
+    });
 }
 
 /// Polls `user_email` until cancelled; returns why it stopped.
@@ -62,6 +109,9 @@ pub async fn run_worker(
         // Kept across polls so the quota bucket remembers recent requests; rebuilt when a
         // reload brings new settings or credentials.
         let mut client: Option<Arc<GmailClient>> = None;
+        let mut failures = with_store(&shared.store, |store| store.sync_state(&user_email))
+            .flatten()
+            .map_or(0, |state| state.consecutive_failures);
         loop {
             let permit = tokio::select! {
                 permit = shared.slots.clone().acquire_owned() => permit.expect("the slots semaphore is never closed"),
@@ -70,7 +120,7 @@ pub async fn run_worker(
             let settings_changed = shared.policy.has_changed().unwrap_or(false) | shared.credentials.has_changed().unwrap_or(false);
             let policy = shared.policy.borrow_and_update().clone();
             let Some(user) = policy.config.user_by_address(&user_email).filter(|user| user.sync).cloned() else {
-                set_status(&shared.store, &user_email, SyncStatus::Disabled, None);
+                with_store(&shared.store, |store| store.set_sync_status(&user_email, SyncStatus::Disabled, None));
                 return Stopped::SyncTurnedOff;
             };
             if settings_changed || client.is_none() {
@@ -78,7 +128,7 @@ pub async fn run_worker(
                 client = Some(build_client(&shared, &credentials, &user.email, &policy));
             }
             let client = client.clone().expect("built just above");
-            set_status(&shared.store, &user.email, SyncStatus::Syncing, None);
+            with_store(&shared.store, |store| store.set_sync_status(&user.email, SyncStatus::Syncing, None));
             let sync = MailboxSync {
                 client: client.clone(),
                 store: shared.store.clone(),
@@ -90,14 +140,22 @@ pub async fn run_worker(
                 refetch_decided: false,
                 on_decided: None,
                 on_progress: None,
+                metrics: Some(shared.metrics.clone()),
             };
             let started = std::time::Instant::now();
             let outcome = sync.run().await;
             drop(permit);
             let stats = client.stats();
+            let poll_interval = Duration::from_secs(policy.config.gmail.poll_interval_secs);
+            let next_poll_at = chrono::Utc::now().timestamp() + poll_interval.as_secs() as i64;
             match outcome {
                 Ok(report) => {
-                    set_status(&shared.store, &user.email, SyncStatus::Ok, None);
+                    failures = 0;
+                    with_store(&shared.store, |store| {
+                        store.set_sync_status(&user.email, SyncStatus::Ok, None)?;
+                        store.set_poll_schedule(&user.email, 0, (!shared.once).then_some(next_poll_at))
+                    });
+                    shared.metrics.synced(&user.email);
                     tracing::info!(
                         full = report.full,
                         seen = report.seen,
@@ -113,29 +171,36 @@ pub async fn run_worker(
                 }
                 Err(SyncError::Cancelled) => return Stopped::Cancelled,
                 Err(SyncError::Gmail(error @ GmailError::NeedsReauth { .. })) => {
-                    set_status(&shared.store, &user.email, SyncStatus::NeedsReauth, Some(&error.to_string()));
+                    let message = error.to_string();
+                    with_store(&shared.store, |store| {
+                        store.set_sync_status(&user.email, SyncStatus::NeedsReauth, Some(&message))?;
+                        store.set_poll_schedule(&user.email, failures, None)
+                    });
+                    shared.metrics.sync_failures.get_or_create(&UserLabels { user: user.email.clone() }).inc();
                     tracing::error!(error = %error, "authorization lost; this user's sync stops until re-authorised and reloaded");
+                    notify(&shared, &policy, Alert::NeedsReauth { user: user.email.clone(), error: message });
                     return Stopped::NeedsReauth;
                 }
                 Err(error) => {
-                    set_status(&shared.store, &user.email, SyncStatus::Error, Some(&error.to_string()));
-                    tracing::warn!(error = %error, retries = stats.retries, "sync failed; will retry at the next poll");
+                    failures += 1;
+                    let message = error.to_string();
+                    with_store(&shared.store, |store| {
+                        store.set_sync_status(&user.email, SyncStatus::Error, Some(&message))?;
+                        store.set_poll_schedule(&user.email, failures, (!shared.once).then_some(next_poll_at))
+                    });
+                    shared.metrics.sync_failures.get_or_create(&UserLabels { user: user.email.clone() }).inc();
+                    tracing::warn!(error = %error, failures, retries = stats.retries, "sync failed; will retry at the next poll");
+                    let threshold = policy.config.notify.as_ref().map_or(u32::MAX, |notify| notify.failure_threshold);
+                    if failures >= threshold {
+                        notify(&shared, &policy, Alert::RepeatedFailures { user: user.email.clone(), failures, error: message });
+                    }
                 }
             }
             if shared.once {
-                let status = shared
-                    .store
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .sync_state(&user.email)
-                    .ok()
-                    .flatten()
-                    .map(|state| state.status);
-                return if status == Some(SyncStatus::Ok) { Stopped::PolledOnce } else { Stopped::FailedOnce };
+                return if failures == 0 { Stopped::PolledOnce } else { Stopped::FailedOnce };
             }
-            let pause = Duration::from_secs(policy.config.gmail.poll_interval_secs);
             tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep(poll_interval) => {}
                 () = cancel.cancelled() => return Stopped::Cancelled,
             }
         }
@@ -151,23 +216,19 @@ fn build_client(
     policy: &Policy,
 ) -> Arc<GmailClient> {
     let refresh_token = if credentials.needs_refresh_tokens() {
-        let store = shared
-            .store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        store.refresh_token(user_email).unwrap_or_else(|error| {
-            tracing::error!(error = %error, "cannot read the stored refresh token");
-            None
-        })
+        with_store(&shared.store, |store| store.refresh_token(user_email)).flatten()
     } else {
         None
     };
-    Arc::new(GmailClient::for_user(
-        &policy.config.gmail,
-        credentials,
-        user_email,
-        refresh_token,
-        shared.api_http.clone(),
-        shared.oauth_http.clone(),
-    ))
+    Arc::new(
+        GmailClient::for_user(
+            &policy.config.gmail,
+            credentials,
+            user_email,
+            refresh_token,
+            shared.api_http.clone(),
+            shared.oauth_http.clone(),
+        )
+        .with_metrics(shared.metrics.clone()),
+    )
 }

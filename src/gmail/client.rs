@@ -195,6 +195,7 @@ pub struct GmailClient {
     in_flight: Semaphore,
     settings: ClientSettings,
     stats: Mutex<RequestStats>,
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl GmailClient {
@@ -216,6 +217,7 @@ impl GmailClient {
             in_flight: Semaphore::new(settings.max_in_flight.max(1) as usize),
             settings,
             stats: Mutex::new(RequestStats::default()),
+            metrics: None,
         }
     }
 
@@ -240,6 +242,12 @@ impl GmailClient {
         )
     }
 
+    /// Also counts requests, retries and backoff into `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub fn user_email(&self) -> &str {
         &self.user_email
     }
@@ -252,6 +260,9 @@ impl GmailClient {
     }
 
     fn count(&self, method: Method, outcome: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.request(method.as_str(), outcome);
+        }
         let mut stats = self.stats.lock().expect("stats lock is never poisoned");
         *stats
             .requests
@@ -323,6 +334,10 @@ impl GmailClient {
                         let mut stats = self.stats.lock().expect("stats lock");
                         stats.retries += 1;
                         stats.backoff_millis += pause.as_millis() as u64;
+                    }
+                    if let Some(metrics) = &self.metrics {
+                        metrics.gmail_retries.inc();
+                        metrics.gmail_backoff_seconds.inc_by(pause.as_secs_f64());
                     }
                     tokio::time::sleep(pause).await;
                 }

@@ -137,8 +137,13 @@ pub struct SyncState {
     /// The Gmail history id everything up to which is stored; `None` before the first full
     /// sync completes (or after history expired).
     pub history_id: Option<String>,
+    /// When the last successful sync ended (seconds since the epoch).
     pub last_sync_at: Option<i64>,
     pub last_error: Option<String>,
+    /// Failed polls in a row; 0 after a success.
+    pub consecutive_failures: u32,
+    /// When the daemon plans to poll next.
+    pub next_poll_at: Option<i64>,
 }
 
 /// One row of the decision log, as support reads it.
@@ -268,6 +273,24 @@ pub trait Store {
         user_email: &str,
         status: SyncStatus,
         last_error: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Records the daemon's view of a user's polling: failures in a row and the next poll.
+    fn set_poll_schedule(
+        &mut self,
+        user_email: &str,
+        consecutive_failures: u32,
+        next_poll_at: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// When a notification of `kind` last went out for this user.
+    fn last_notified(&self, user_email: &str, kind: &str) -> Result<Option<i64>, StoreError>;
+
+    fn set_notified(
+        &mut self,
+        user_email: &str,
+        kind: &str,
+        sent_at: i64,
     ) -> Result<(), StoreError>;
 
     /// Forgets a user's cursor (Gmail expired the history it pointed into), so the next sync is

@@ -18,6 +18,7 @@ use crate::rules::Decision;
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/001_initial.sql")),
     M::up(include_str!("migrations/002_oauth_tokens.sql")),
+    M::up(include_str!("migrations/003_health_and_notifications.sql")),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -284,7 +285,7 @@ impl Store for SqliteStore {
         Ok(self
             .connection
             .query_row(
-                "SELECT user_email, state, history_id, last_sync_at, last_error FROM sync_state WHERE user_email = ?1",
+                "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at FROM sync_state WHERE user_email = ?1",
                 [user_email],
                 sync_state_from_row,
             )
@@ -293,7 +294,7 @@ impl Store for SqliteStore {
 
     fn sync_states(&self) -> Result<Vec<SyncState>, StoreError> {
         let mut statement = self.connection.prepare(
-            "SELECT user_email, state, history_id, last_sync_at, last_error FROM sync_state ORDER BY user_email",
+            "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at FROM sync_state ORDER BY user_email",
         )?;
         let states = statement
             .query_map([], sync_state_from_row)?
@@ -315,6 +316,46 @@ impl Store for SqliteStore {
                last_sync_at = COALESCE(excluded.last_sync_at, last_sync_at),
                last_error = excluded.last_error",
             params![user_email, status.as_str(), stamp, last_error],
+        )?;
+        Ok(())
+    }
+
+    fn set_poll_schedule(
+        &mut self,
+        user_email: &str,
+        consecutive_failures: u32,
+        next_poll_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO sync_state (user_email, consecutive_failures, next_poll_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_email) DO UPDATE SET
+               consecutive_failures = excluded.consecutive_failures, next_poll_at = excluded.next_poll_at",
+            params![user_email, consecutive_failures, next_poll_at],
+        )?;
+        Ok(())
+    }
+
+    fn last_notified(&self, user_email: &str, kind: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .connection
+            .query_row(
+                "SELECT sent_at FROM notifications WHERE user_email = ?1 AND kind = ?2",
+                params![user_email, kind],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_notified(
+        &mut self,
+        user_email: &str,
+        kind: &str,
+        sent_at: i64,
+    ) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO notifications (user_email, kind, sent_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_email, kind) DO UPDATE SET sent_at = excluded.sent_at",
+            params![user_email, kind, sent_at],
         )?;
         Ok(())
     }
@@ -569,6 +610,8 @@ fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::E
         history_id: row.get(2)?,
         last_sync_at: row.get(3)?,
         last_error: row.get(4)?,
+        consecutive_failures: row.get::<_, i64>(5)? as u32,
+        next_poll_at: row.get(6)?,
     })
 }
 

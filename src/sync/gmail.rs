@@ -94,6 +94,7 @@ pub struct MailboxSync {
     pub on_decided: Option<OnDecided>,
     /// Called with (done, total) as a full sync progresses.
     pub on_progress: Option<OnProgress>,
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Which messages a full sync lists.
@@ -347,6 +348,14 @@ impl MailboxSync {
             return Err(error.into());
         }
         report.fetched += fetched.len();
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .messages_fetched
+                .get_or_create(&crate::metrics::UserLabels {
+                    user: self.user.email.clone(),
+                })
+                .inc_by(fetched.len() as u64);
+        }
         // Keep the batch in listing order, so writes are deterministic.
         let order: Vec<&str> = batch.iter().map(|message| message.id.as_str()).collect();
         fetched.sort_by_key(|message| order.iter().position(|id| *id == message.id));
@@ -362,6 +371,10 @@ impl MailboxSync {
         let policy = self.policy.clone();
         let user = self.user.clone();
         let write = self.write;
+        let write_timer = self
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.store_write_seconds.clone());
         let processed = with_store(&self.store, move |store| {
             let prepared: Vec<Prepared> = messages
                 .iter()
@@ -372,6 +385,7 @@ impl MailboxSync {
                 .filter(|p| p.is_recorded())
                 .map(Prepared::record)
                 .collect();
+            let started = std::time::Instant::now();
             let recorded = if write {
                 store
                     .record_all(&to_record, cursor.as_ref())?
@@ -381,6 +395,9 @@ impl MailboxSync {
             } else {
                 vec![None; prepared.len()]
             };
+            if let (true, Some(timer)) = (write, &write_timer) {
+                timer.observe(started.elapsed().as_secs_f64());
+            }
             let mut recorded = recorded.into_iter();
             Ok(prepared
                 .into_iter()
@@ -399,6 +416,12 @@ impl MailboxSync {
             match processed.decision.outcome() {
                 rules::Outcome::Synced => report.synced += 1,
                 rules::Outcome::Skipped => report.skipped += 1,
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.decided(
+                    processed.decision.outcome().as_str(),
+                    processed.decision.reason.as_str(),
+                );
             }
             if let Some(callback) = &self.on_decided {
                 callback(processed);

@@ -1,0 +1,259 @@
+//! Prometheus metrics for the daemon, served at `/metrics` on `[metrics] listen`.
+//!
+//! Label values are user emails, Gmail method names, HTTP statuses and decision reasons —
+//! never contact addresses, so a scrape reveals nothing about who anyone emails.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserLabels {
+    pub user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub status: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// Every metric the daemon keeps. Cheap to clone; clones share the values.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub messages_fetched: Family<UserLabels, Counter>,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub gmail_requests: Family<RequestLabels, Counter>,
+    pub gmail_retries: Counter,
+    pub gmail_backoff_seconds: FloatCounter,
+    pub sync_failures: Family<UserLabels, Counter>,
+    pub last_success: Family<UserLabels, FloatGauge>,
+    sync_lag: Family<UserLabels, FloatGauge>,
+    pub store_write_seconds: Histogram,
+    last_success_by_user: Arc<Mutex<HashMap<String, f64>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            registry: Arc::new(Registry::default()),
+            messages_fetched: Family::default(),
+            decisions: Family::default(),
+            gmail_requests: Family::default(),
+            gmail_retries: Counter::default(),
+            gmail_backoff_seconds: FloatCounter::default(),
+            sync_failures: Family::default(),
+            last_success: Family::default(),
+            sync_lag: Family::default(),
+            store_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            last_success_by_user: Arc::default(),
+        };
+        registry.register(
+            "mailsync_messages_fetched",
+            "Messages fetched from Gmail (format=raw)",
+            metrics.messages_fetched.clone(),
+        );
+        registry.register(
+            "mailsync_decisions",
+            "Messages decided, by decision and reason",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "mailsync_gmail_requests",
+            "Gmail API requests, by method and outcome (HTTP status or error kind)",
+            metrics.gmail_requests.clone(),
+        );
+        registry.register(
+            "mailsync_gmail_retries",
+            "Gmail requests retried after a transient error",
+            metrics.gmail_retries.clone(),
+        );
+        registry.register(
+            "mailsync_gmail_backoff_seconds",
+            "Time spent backing off before retries",
+            metrics.gmail_backoff_seconds.clone(),
+        );
+        registry.register(
+            "mailsync_sync_failures",
+            "Failed polls, by user",
+            metrics.sync_failures.clone(),
+        );
+        registry.register(
+            "mailsync_last_success_timestamp_seconds",
+            "When each user's last successful sync ended",
+            metrics.last_success.clone(),
+        );
+        registry.register(
+            "mailsync_sync_lag_seconds",
+            "Seconds since each user's last successful sync",
+            metrics.sync_lag.clone(),
+        );
+        registry.register(
+            "mailsync_store_write_seconds",
+            "Time to write one batch of decisions to the store",
+            metrics.store_write_seconds.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    /// Records a successful sync of `user` now.
+    pub fn synced(&self, user: &str) {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        self.last_success
+            .get_or_create(&UserLabels {
+                user: user.to_string(),
+            })
+            .set(now);
+        self.last_success_by_user
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(user.to_string(), now);
+    }
+
+    pub fn decided(&self, decision: &str, reason: &str) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                decision: decision.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn request(&self, method: &str, status: &str) {
+        self.gmail_requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric, lag computed as of now.
+    pub fn render(&self) -> String {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        for (user, last) in self
+            .last_success_by_user
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            self.sync_lag
+                .get_or_create(&UserLabels { user: user.clone() })
+                .set((now - last).max(0.0));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Serves `/metrics` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(error = %error, "metrics endpoint cannot accept a connection");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let response = if request.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
+                            .body(Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        Response::builder()
+                            .status(404)
+                            .body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
+                    };
+                    Ok::<_, hyper::http::Error>(response.expect("a valid response"))
+                }
+            });
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %error, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_text_holds_what_was_counted() {
+        let metrics = Metrics::new();
+        metrics.decided("synced", "synced");
+        metrics.decided("synced", "synced");
+        metrics.request("users.messages.get", "200");
+        metrics.synced("dave@abcorp.com");
+        let text = metrics.render();
+        assert!(
+            text.contains("mailsync_decisions_total{decision=\"synced\",reason=\"synced\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mailsync_gmail_requests_total{method=\"users.messages.get\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailsync_sync_lag_seconds{user=\"dave@abcorp.com\"}"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
