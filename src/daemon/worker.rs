@@ -104,11 +104,12 @@ pub async fn run_worker(
     user_email: String,
     cancel: CancellationToken,
 ) -> Stopped {
-    let span = tracing::info_span!("sync", user = %user_email);
+    let span = tracing::info_span!("worker", user = %user_email);
     async move {
         // Kept across polls so the quota bucket remembers recent requests; rebuilt when a
         // reload brings new settings or credentials.
         let mut client: Option<Arc<GmailClient>> = None;
+        let mut polls: u64 = 0;
         let mut failures = with_store(&shared.store, |store| store.sync_state(&user_email))
             .flatten()
             .map_or(0, |state| state.consecutive_failures);
@@ -142,9 +143,13 @@ pub async fn run_worker(
                 on_progress: None,
                 metrics: Some(shared.metrics.clone()),
             };
+            polls += 1;
+            // One span per poll, so every line of one sync can be found together.
+            let poll_span = tracing::info_span!("sync", user = %user.email, poll = polls);
             let started = std::time::Instant::now();
-            let outcome = sync.run().await;
+            let outcome = sync.run().instrument(poll_span.clone()).await;
             drop(permit);
+            let entered = poll_span.enter();
             let stats = client.stats();
             let poll_interval = Duration::from_secs(policy.config.gmail.poll_interval_secs);
             let next_poll_at = chrono::Utc::now().timestamp() + poll_interval.as_secs() as i64;
@@ -196,6 +201,7 @@ pub async fn run_worker(
                     }
                 }
             }
+            drop(entered);
             if shared.once {
                 return if failures == 0 { Stopped::PolledOnce } else { Stopped::FailedOnce };
             }
