@@ -63,6 +63,7 @@ struct RawGmail {
     max_concurrent_requests_per_user: u32,
     max_attempts: u32,
     backoff_max_secs: u64,
+    verify_interval_secs: u64,
     quota: RawQuota,
 }
 
@@ -81,6 +82,7 @@ impl Default for RawGmail {
             max_concurrent_requests_per_user: 5,
             max_attempts: 8,
             backoff_max_secs: 32,
+            verify_interval_secs: 86_400,
             quota: RawQuota::default(),
         }
     }
@@ -225,6 +227,8 @@ pub struct GmailConfig {
     pub max_concurrent_requests_per_user: u32,
     pub max_attempts: u32,
     pub backoff_max_secs: u64,
+    /// How often the daemon reconciles a mailbox's listing with the decision log; 0 = never.
+    pub verify_interval_secs: u64,
     pub quota: QuotaConfig,
 }
 
@@ -573,6 +577,7 @@ fn validate_gmail(
         max_concurrent_requests_per_user: raw.max_concurrent_requests_per_user,
         max_attempts: raw.max_attempts,
         backoff_max_secs: raw.backoff_max_secs,
+        verify_interval_secs: raw.verify_interval_secs,
         quota,
     }
 }

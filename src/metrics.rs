@@ -50,6 +50,7 @@ pub struct Metrics {
     pub gmail_retries: Counter,
     pub gmail_backoff_seconds: FloatCounter,
     pub sync_failures: Family<UserLabels, Counter>,
+    pub verify_gaps: Family<UserLabels, Counter>,
     pub last_success: Family<UserLabels, FloatGauge>,
     sync_lag: Family<UserLabels, FloatGauge>,
     pub store_write_seconds: Histogram,
@@ -73,6 +74,7 @@ impl Metrics {
             gmail_retries: Counter::default(),
             gmail_backoff_seconds: FloatCounter::default(),
             sync_failures: Family::default(),
+            verify_gaps: Family::default(),
             last_success: Family::default(),
             sync_lag: Family::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -107,6 +109,11 @@ impl Metrics {
             "mailsync_sync_failures",
             "Failed polls, by user",
             metrics.sync_failures.clone(),
+        );
+        registry.register(
+            "mailsync_verify_gaps",
+            "Listed messages reconciliation found without a decision (then repaired)",
+            metrics.verify_gaps.clone(),
         );
         registry.register(
             "mailsync_last_success_timestamp_seconds",

@@ -454,3 +454,31 @@ fn reopening_the_store_keeps_data_and_schema() {
     let decision = decide(&policy, user, &[], Ok(&parsed), &known);
     assert_eq!(decision.reason.as_str(), "synced");
 }
+
+/// Regression (found in the security review): a message that reuses the Message-ID of a
+/// private activity must not merge into it, or the private content would be shown under the
+/// forger's visibility.
+#[test]
+fn a_reused_message_id_does_not_merge_into_or_reveal_a_private_activity() {
+    let mut world = world();
+    // The CEO's private mail with the bookkeeper.
+    world.replay("ceo@abcorp.com", "1", "From: jan@bookkeeper.nl\nTo: ceo@abcorp.com\nSubject: Salary statement\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <secret@bookkeeper.nl>\n\nthe numbers\n");
+    // Someone sends Michelle (visible by her setting) mail from a customer with the same id.
+    world.replay("michelle@abcorp.com", "2", "From: alice@customer.com\nTo: michelle@abcorp.com\nSubject: Hello\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <secret@bookkeeper.nl>\n\nhi\n");
+    assert_eq!(
+        world.store.counts().unwrap().activities,
+        2,
+        "different content: two activities"
+    );
+    let erin = world.viewer("erin@abcorp.com", false);
+    for activity in world.store.feed(&erin, None, None).unwrap() {
+        assert_ne!(activity.subject.as_deref(), Some("Salary statement"));
+        assert_ne!(activity.body.as_deref(), Some("the numbers\n"));
+    }
+    // A true copy (same content) in another mailbox still merges.
+    world.replay("dave@abcorp.com", "3", "From: jan@bookkeeper.nl\nTo: ceo@abcorp.com, dave@abcorp.com\nSubject: Salary statement\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <secret@bookkeeper.nl>\n\nthe numbers\n");
+    assert_eq!(world.store.counts().unwrap().activities, 2);
+    // Replaying the forged one again neither duplicates nor merges it.
+    world.replay("michelle@abcorp.com", "2", "From: alice@customer.com\nTo: michelle@abcorp.com\nSubject: Hello\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <secret@bookkeeper.nl>\n\nhi\n");
+    assert_eq!(world.store.counts().unwrap().activities, 2);
+}

@@ -14,6 +14,7 @@ mod replay;
 mod run;
 mod sandbox;
 mod status;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,10 @@ pub enum Command {
         json: bool,
     },
 
+    /// Find messages Gmail has that were never decided (silent gaps), and with --repair decide
+    /// them now. Exits 1 while gaps remain.
+    Verify(VerifyArgs),
+
     /// Show each user's sync state: on/off, health, cursor, last sync, last error, activities.
     Status {
         /// One JSON object per line.
@@ -132,6 +137,22 @@ pub struct RunArgs {
     /// Sync every enabled mailbox once and exit (1 if any failed), instead of polling.
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The user whose mailbox to check.
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// The window start (YYYY-MM-DD); default: the initial_sync_days window.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<chrono::NaiveDate>,
+    /// Run every undecided message through the pipeline now.
+    #[arg(long)]
+    pub repair: bool,
+    /// The report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,6 +321,7 @@ pub fn run(cli: Cli) -> CommandResult {
             auth::login(&load_policy(config_path)?, &user)
         }
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Verify(args) => verify::run(&load_policy(config_path)?, args),
         Command::Notify(NotifyCommand::Test) => notify::test(&load_policy(config_path)?),
         Command::Demo(args) => demo::run(args),
     }

@@ -24,6 +24,9 @@ struct UserStatus {
     consecutive_failures: u32,
     /// When the daemon plans to poll next (RFC 3339, UTC); none when it is not polling.
     next_poll_at: Option<String>,
+    /// Undecided messages the last reconciliation found (and repaired).
+    verify_gaps: u64,
+    last_verify_at: Option<String>,
 }
 
 pub fn run(policy: &Policy, json: bool) -> CommandResult {
@@ -59,6 +62,8 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
                     .filter(|_| user.sync)
                     .and_then(|state| state.next_poll_at)
                     .map(rfc3339),
+                verify_gaps: state.map_or(0, |state| state.verify_gaps),
+                last_verify_at: state.and_then(|state| state.last_verify_at).map(rfc3339),
             }
         })
         .collect();

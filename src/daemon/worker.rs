@@ -161,6 +161,7 @@ pub async fn run_worker(
                         store.set_poll_schedule(&user.email, 0, (!shared.once).then_some(next_poll_at))
                     });
                     shared.metrics.synced(&user.email);
+                    reconcile_if_due(&shared, &sync, &policy).await;
                     tracing::info!(
                         full = report.full,
                         seen = report.seen,
@@ -237,4 +238,48 @@ fn build_client(
         )
         .with_metrics(shared.metrics.clone()),
     )
+}
+
+/// Runs reconciliation after a successful poll when `verify_interval_secs` has passed since the
+/// last one: every listed message without a decision is a gap, counted and repaired at once.
+async fn reconcile_if_due(shared: &Shared, sync: &MailboxSync, policy: &Policy) {
+    let interval = policy.config.gmail.verify_interval_secs;
+    if interval == 0 {
+        return;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let last = with_store(&shared.store, |store| store.sync_state(&sync.user.email))
+        .flatten()
+        .and_then(|state| state.last_verify_at);
+    if last.is_some_and(|last| now - last < interval as i64) {
+        return;
+    }
+    match sync.verify(true).await {
+        Ok(report) => {
+            let gaps = report.gaps.len() as u64;
+            with_store(&shared.store, |store| {
+                store.set_verify_result(&sync.user.email, gaps, now)
+            });
+            shared
+                .metrics
+                .verify_gaps
+                .get_or_create(&UserLabels {
+                    user: sync.user.email.clone(),
+                })
+                .inc_by(gaps);
+            if gaps > 0 {
+                tracing::warn!(
+                    listed = report.listed,
+                    gaps,
+                    repaired = report.repaired,
+                    "reconciliation found undecided messages and repaired them"
+                );
+            } else {
+                tracing::info!(listed = report.listed, "reconciliation found no gaps");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "reconciliation failed; it runs again after the next poll")
+        }
+    }
 }

@@ -144,6 +144,10 @@ pub struct SyncState {
     pub consecutive_failures: u32,
     /// When the daemon plans to poll next.
     pub next_poll_at: Option<i64>,
+    /// When reconciliation last compared Gmail's listing with the decision log.
+    pub last_verify_at: Option<i64>,
+    /// Listed messages it found without a decision (each then repaired by the daemon).
+    pub verify_gaps: u64,
 }
 
 /// One row of the decision log, as support reads it.
@@ -282,6 +286,10 @@ pub trait Store {
         consecutive_failures: u32,
         next_poll_at: Option<i64>,
     ) -> Result<(), StoreError>;
+
+    /// Records a reconciliation: how many gaps it found, and when.
+    fn set_verify_result(&mut self, user_email: &str, gaps: u64, at: i64)
+    -> Result<(), StoreError>;
 
     /// When a notification of `kind` last went out for this user.
     fn last_notified(&self, user_email: &str, kind: &str) -> Result<Option<i64>, StoreError>;

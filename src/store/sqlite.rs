@@ -19,6 +19,8 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/001_initial.sql")),
     M::up(include_str!("migrations/002_oauth_tokens.sql")),
     M::up(include_str!("migrations/003_health_and_notifications.sql")),
+    M::up(include_str!("migrations/004_verify.sql")),
+    M::up(include_str!("migrations/005_fingerprint.sql")),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -285,7 +287,7 @@ impl Store for SqliteStore {
         Ok(self
             .connection
             .query_row(
-                "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at FROM sync_state WHERE user_email = ?1",
+                "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at, last_verify_at, verify_gaps FROM sync_state WHERE user_email = ?1",
                 [user_email],
                 sync_state_from_row,
             )
@@ -294,7 +296,7 @@ impl Store for SqliteStore {
 
     fn sync_states(&self) -> Result<Vec<SyncState>, StoreError> {
         let mut statement = self.connection.prepare(
-            "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at FROM sync_state ORDER BY user_email",
+            "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at, last_verify_at, verify_gaps FROM sync_state ORDER BY user_email",
         )?;
         let states = statement
             .query_map([], sync_state_from_row)?
@@ -331,6 +333,21 @@ impl Store for SqliteStore {
              ON CONFLICT (user_email) DO UPDATE SET
                consecutive_failures = excluded.consecutive_failures, next_poll_at = excluded.next_poll_at",
             params![user_email, consecutive_failures, next_poll_at],
+        )?;
+        Ok(())
+    }
+
+    fn set_verify_result(
+        &mut self,
+        user_email: &str,
+        gaps: u64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.connection.execute(
+            "INSERT INTO sync_state (user_email, last_verify_at, verify_gaps) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_email) DO UPDATE SET
+               last_verify_at = excluded.last_verify_at, verify_gaps = excluded.verify_gaps",
+            params![user_email, at, gaps as i64],
         )?;
         Ok(())
     }
@@ -493,23 +510,37 @@ fn record_one(
         Some(approval) => {
             let message = message.ok_or(StoreError::MissingMessage)?;
             let parsed = message.parsed;
-            let message_key = match &parsed.message_id {
+            let fingerprint = content_fingerprint(parsed);
+            let mut message_key = match &parsed.message_id {
                 Some(id) => id.clone(),
                 None => format!("sha256:{}", message.raw_sha256),
             };
-            let existing: Option<i64> = transaction
-                .query_row(
-                    "SELECT id FROM activities WHERE message_key = ?1",
-                    [&message_key],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let find = |key: &str| -> Result<Option<(i64, Option<String>)>, rusqlite::Error> {
+                transaction
+                    .query_row(
+                        "SELECT id, fingerprint FROM activities WHERE message_key = ?1",
+                        [key],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+            };
+            let mut found = find(&message_key)?;
+            // The same Message-ID with different content is a different message (a forgery,
+            // or a broken client): merging them would show one's content under the other's
+            // visibility. It gets its own activity, keyed by the ID and its fingerprint.
+            if let Some((_, Some(stored))) = &found
+                && *stored != fingerprint
+            {
+                message_key = format!("{message_key}#{}", &fingerprint[..16]);
+                found = find(&message_key)?;
+            }
+            let existing = found.map(|(id, _)| id);
             let (activity_id, is_new) = match existing {
                 Some(id) => (id, false),
                 None => {
                     transaction.execute(
-                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                         params![
                             message_key,
                             parsed.message_id,
@@ -519,6 +550,7 @@ fn record_one(
                             parsed.body_text,
                             parsed.in_reply_to.first(),
                             now(),
+                            fingerprint,
                         ],
                     )?;
                     let id = transaction.last_insert_rowid();
@@ -602,6 +634,35 @@ fn record_one(
     Ok(recorded)
 }
 
+/// What every copy of one message shares, whichever mailbox it was found in: copies differ in
+/// transport headers (Received, Delivered-To, labels), so raw bytes cannot tell "the same
+/// message" from "another message with the same Message-ID"; sender, date, subject, body and
+/// attachments can.
+fn content_fingerprint(parsed: &crate::parse::ParsedMessage) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for mailbox in &parsed.from {
+        hasher.update(mailbox.address.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update([1]);
+    hasher.update(
+        parsed
+            .date
+            .map(|date| date.timestamp())
+            .unwrap_or_default()
+            .to_be_bytes(),
+    );
+    for part in [&parsed.subject, &parsed.body_text] {
+        hasher.update(part.as_deref().unwrap_or("").as_bytes());
+        hasher.update([1]);
+    }
+    for attachment in &parsed.attachments {
+        hasher.update(attachment.sha256.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
 fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::Error> {
     let state: String = row.get(1)?;
     Ok(SyncState {
@@ -612,6 +673,8 @@ fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::E
         last_error: row.get(4)?,
         consecutive_failures: row.get::<_, i64>(5)? as u32,
         next_poll_at: row.get(6)?,
+        last_verify_at: row.get(7)?,
+        verify_gaps: row.get::<_, i64>(8)? as u64,
     })
 }
 

@@ -76,6 +76,19 @@ pub type OnDecided = Box<dyn Fn(&crate::sync::Processed) + Send + Sync>;
 /// Hears (done, total) as a full sync progresses.
 pub type OnProgress = Box<dyn Fn(usize, usize) + Send + Sync>;
 
+/// What reconciliation found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    /// Messages Gmail lists in the window.
+    pub listed: usize,
+    /// Listed messages without a decision, oldest first.
+    pub gaps: Vec<String>,
+    /// Gaps decided by `repair`.
+    pub repaired: usize,
+    /// Gaps deleted from Gmail before they could be repaired.
+    pub vanished: usize,
+}
+
 /// Everything one user's sync needs.
 pub struct MailboxSync {
     pub client: Arc<GmailClient>,
@@ -173,23 +186,8 @@ impl MailboxSync {
             ..SyncReport::default()
         };
         let history_id = self.client.history_id().await?;
-        let query = self.window.query();
-        let mut ids = Vec::new();
-        let mut page_token: Option<String> = None;
-        loop {
-            self.check_cancelled()?;
-            let page = self
-                .client
-                .list_messages(&query, page_token.as_deref())
-                .await?;
-            ids.extend(page.ids);
-            match page.next_page_token {
-                Some(token) => page_token = Some(token),
-                None => break,
-            }
-        }
         // Oldest first, so an interrupted first sync has stored a contiguous stretch.
-        ids.reverse();
+        let ids = self.list_window().await?;
         let total = ids.len();
         report.seen = total;
         let messages: Vec<AddedMessage> = ids
@@ -221,6 +219,69 @@ impl MailboxSync {
         }
         report.history_id = Some(cursor);
         Ok(report)
+    }
+
+    /// Reconciliation: lists the window (cheap: 5 units per page of up to 500 ids), compares it
+    /// with the decision log, and reports every listed message that was never decided. With
+    /// `repair`, those go through the pipeline now. Listing omits spam and trash, as the full
+    /// sync does, so they are never gaps.
+    pub async fn verify(&self, repair: bool) -> Result<VerifyReport, SyncError> {
+        let ids = self.list_window().await?;
+        let email = self.user.email.clone();
+        let listed = ids.clone();
+        let decided = with_store(&self.store, move |store| {
+            store.decided(&email, GMAIL_SOURCE, &listed)
+        })
+        .await?;
+        let gaps: Vec<String> = ids
+            .iter()
+            .filter(|id| !decided.contains(*id))
+            .cloned()
+            .collect();
+        let mut report = VerifyReport {
+            listed: ids.len(),
+            gaps: gaps.clone(),
+            ..VerifyReport::default()
+        };
+        if repair && self.write && !gaps.is_empty() {
+            let mut sync_report = SyncReport::default();
+            let messages: Vec<AddedMessage> = gaps
+                .into_iter()
+                .map(|id| AddedMessage {
+                    id,
+                    label_ids: Vec::new(),
+                })
+                .collect();
+            for chunk in messages.chunks(BATCH_SIZE) {
+                self.check_cancelled()?;
+                self.process_batch(chunk, false, None, &mut sync_report)
+                    .await?;
+            }
+            report.repaired = sync_report.synced + sync_report.skipped;
+            report.vanished = sync_report.vanished;
+        }
+        Ok(report)
+    }
+
+    /// Every message id in the window, oldest first.
+    async fn list_window(&self) -> Result<Vec<String>, SyncError> {
+        let query = self.window.query();
+        let mut ids = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            self.check_cancelled()?;
+            let page = self
+                .client
+                .list_messages(&query, page_token.as_deref())
+                .await?;
+            ids.extend(page.ids);
+            match page.next_page_token {
+                Some(token) => page_token = Some(token),
+                None => break,
+            }
+        }
+        ids.reverse();
+        Ok(ids)
     }
 
     /// Reads history from `start` page by page; each page's messages are written with the
