@@ -496,6 +496,18 @@ fn validate_notify(
             "`failure_threshold` must be at least 1",
         ));
     }
+    if raw.smtp_security == SmtpSecurity::None && !is_loopback_url(&raw.smtp_host) {
+        diagnostics.push(file.diagnostic(
+            &at("smtp_security"),
+            format!("`smtp_security = \"none\"` sends notifications and credentials unencrypted; it is only allowed for a relay on this machine, not `{}`", raw.smtp_host),
+        ));
+    }
+    if let Some(password_file) = &raw.smtp_password_file {
+        let path = base_dir.join(password_file);
+        if let Err(problem) = crate::gmail::auth::check_private_file(&path) {
+            diagnostics.push(file.diagnostic(&at("smtp_password_file"), problem.to_string()));
+        }
+    }
     if raw.smtp_username.is_some() != raw.smtp_password_file.is_some() {
         diagnostics.push(file.diagnostic(
             &at("smtp_username"),
@@ -582,6 +594,24 @@ fn validate_gmail(
     }
 }
 
+/// True when an http(s) URL names this machine (127.0.0.0/8, ::1 or localhost): the only
+/// place plain http is acceptable, for the test server and the demo.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or("")
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Gmail's client joins paths onto the base URL, so it must be http(s) and end with `/`; a
 /// missing slash is added rather than rejected because its meaning is unambiguous.
 fn validate_base_url(url: &str) -> Result<String, String> {
@@ -594,6 +624,11 @@ fn validate_base_url(url: &str) -> Result<String, String> {
         })?;
     if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
         return Err(format!("`{url}` has no host"));
+    }
+    if url.starts_with("http://") && !is_loopback_url(url) {
+        return Err(format!(
+            "`{url}` is plain http to a host that is not this machine: mail and tokens would cross the network unencrypted; use https://"
+        ));
     }
     if url.ends_with('/') {
         Ok(url.to_string())
@@ -679,6 +714,25 @@ mod tests {
             problems[0].starts_with("/etc/mailsync/mailsync.toml:7:"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for url in [
+            "http://127.0.0.1:8089/",
+            "http://localhost:1/",
+            "http://[::1]:80/",
+            "https://gmail.googleapis.com/",
+        ] {
+            assert!(validate_base_url(url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://gmail.googleapis.com/",
+            "http://10.0.0.1/",
+            "http://127.0.0.1.evil.example/",
+        ] {
+            assert!(validate_base_url(url).is_err(), "{url}");
+        }
     }
 
     #[test]

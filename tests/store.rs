@@ -482,3 +482,13 @@ fn a_reused_message_id_does_not_merge_into_or_reveal_a_private_activity() {
     world.replay("michelle@abcorp.com", "2", "From: alice@customer.com\nTo: michelle@abcorp.com\nSubject: Hello\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <secret@bookkeeper.nl>\n\nhi\n");
     assert_eq!(world.store.counts().unwrap().activities, 2);
 }
+
+#[test]
+fn a_new_store_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/crm.sqlite3");
+    SqliteStore::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

@@ -44,6 +44,24 @@ pub enum CredentialsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path}: token_uri `{uri}` is not https (plain http is allowed only to this machine, for tests)"
+    )]
+    InsecureTokenUri { path: PathBuf, uri: String },
+}
+
+/// Tokens must travel over TLS, except to a test server on this machine.
+fn check_token_uri(path: &Path, uri: &str) -> Result<(), CredentialsError> {
+    if uri.starts_with("https://")
+        || (uri.starts_with("http://") && crate::config::is_loopback_url(uri))
+    {
+        Ok(())
+    } else {
+        Err(CredentialsError::InsecureTokenUri {
+            path: path.to_path_buf(),
+            uri: uri.to_string(),
+        })
+    }
 }
 
 /// Refuses a secret file that anyone but its owner can read.
@@ -98,6 +116,7 @@ impl Credentials {
                 let key = yup_oauth2::read_service_account_key(path)
                     .await
                     .map_err(unreadable(path))?;
+                check_token_uri(path, &key.token_uri)?;
                 Ok(Credentials::ServiceAccount(Arc::new(key)))
             }
             (None, Some(path)) => {
@@ -105,6 +124,7 @@ impl Credentials {
                 let secret = yup_oauth2::read_application_secret(path)
                     .await
                     .map_err(unreadable(path))?;
+                check_token_uri(path, &secret.token_uri)?;
                 Ok(Credentials::InstalledApp(Arc::new(secret)))
             }
         }
@@ -368,6 +388,28 @@ async fn refresh(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn token_uris_must_be_https_unless_local() {
+        let path = Path::new("key.json");
+        assert!(check_token_uri(path, "https://oauth2.googleapis.com/token").is_ok());
+        assert!(check_token_uri(path, "http://127.0.0.1:9/token").is_ok());
+        assert!(check_token_uri(path, "http://oauth2.googleapis.com/token").is_err());
+    }
+
+    #[test]
+    fn credentials_debug_shows_no_secret() {
+        let secret = ApplicationSecret {
+            client_id: "id.apps.example".into(),
+            client_secret: "very-secret-value".into(),
+            token_uri: "https://oauth2.googleapis.com/token".into(),
+            auth_uri: "https://accounts.google.com/o/oauth2/auth".into(),
+            ..ApplicationSecret::default()
+        };
+        let debug = format!("{:?}", Credentials::InstalledApp(Arc::new(secret)));
+        assert!(debug.contains("id.apps.example"));
+        assert!(!debug.contains("very-secret-value"), "{debug}");
+    }
 
     #[test]
     fn secret_files_must_be_private() {

@@ -43,7 +43,15 @@ impl SqliteStore {
                 source,
             })?;
         }
-        Self::setup(Connection::open(path)?)
+        let created = !path.exists();
+        let store = Self::setup(Connection::open(path)?)?;
+        if created {
+            // The store holds mail and refresh tokens: only the daemon's account may read it,
+            // whatever the umask.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(store)
     }
 
     /// A private in-memory store, for tests and dry runs.
