@@ -355,3 +355,109 @@ fn a_crm_working_on_the_same_store_during_sync_loses_nothing() {
         "errors in the daemon log"
     );
 }
+
+/// A full disk: the daemon logs a clear error, keeps its cursor and retries; once there is
+/// room again it completes, with nothing half-written and nothing twice. The store lives on a
+/// small tmpfs (mounting needs root, which CI has; elsewhere the test says so and stops).
+#[test]
+fn a_full_disk_is_survived_with_nothing_half_written() {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        eprintln!("not root: cannot mount a small tmpfs; skipped");
+        return;
+    }
+    let mailboxes = tempfile::tempdir().unwrap();
+    let folder = mailboxes.path().join(MICHELLE);
+    std::fs::create_dir_all(&folder).unwrap();
+    let filler = "lorem ipsum dolor sit amet ".repeat(2000);
+    for i in 0..30 {
+        let from = if i % 2 == 0 { ALICE } else { BOB };
+        std::fs::write(
+            folder.join(format!("{i:02}.eml")),
+            format!("From: {from}\r\nTo: {MICHELLE}\r\nSubject: Big {i}\r\nMessage-ID: <big{i}@test.example>\r\n\r\n{i} {filler}\r\n"),
+        )
+        .unwrap();
+    }
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let mut setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "verify_interval_secs = 0",
+    );
+    let mount = setup.dir.path().join("small-disk");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=700k", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "root could not mount a tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let store = mount.join("crm.sqlite3");
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        config.replace(
+            "path = \"crm.sqlite3\"",
+            &format!("path = \"{}\"", store.display()),
+        ),
+    )
+    .unwrap();
+    setup.store = store;
+    let csv = setup.dir.path().join("contacts.csv");
+    assert!(
+        setup
+            .mailsync(&["contacts", "import", csv.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let daemon = setup.start_daemon();
+    wait_until("the disk-full error", WAIT, || {
+        daemon.log_text().contains("database or disk is full")
+    });
+    let decided_while_full = setup.decisions(MICHELLE);
+    assert!(
+        decided_while_full < 30,
+        "the disk filled mid-sync ({decided_while_full} decided)"
+    );
+    // Whatever was committed is whole: every synced decision has its activity and source.
+    assert_eq!(
+        setup.count("decisions", "decision = 'synced' AND activity_id IS NULL"),
+        0,
+        "no synced decision without its activity"
+    );
+    assert_eq!(
+        setup.count("sync_state", "history_id IS NOT NULL"),
+        0,
+        "the cursor did not move past unstored mail"
+    );
+
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=20m"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    wait_until("the sync completes once there is room", WAIT, || {
+        setup.decisions(MICHELLE) == 30 && setup.state_of(MICHELLE) == "ok"
+    });
+    assert_eq!(setup.count("activities", "1"), 30);
+    assert_eq!(setup.count("activity_sources", "1"), 30);
+    drop(daemon);
+}
