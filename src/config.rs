@@ -120,6 +120,23 @@ impl Default for RawQuota {
 /// Gmail quota settings as validated.
 pub type QuotaConfig = RawQuota;
 
+impl RawQuota {
+    /// The most any one request costs (at least 1): the bucket must hold at least this much.
+    pub fn largest_cost(&self) -> u32 {
+        [
+            self.get_profile,
+            self.labels_list,
+            self.history_list,
+            self.messages_list,
+            self.messages_get,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(1)
+        .max(1)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 struct RawDaemon {
@@ -562,17 +579,8 @@ fn validate_gmail(
         ));
     }
     let quota = raw.quota;
-    let largest_cost = [
-        quota.get_profile,
-        quota.labels_list,
-        quota.history_list,
-        quota.messages_list,
-        quota.messages_get,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(0);
-    if quota.units_per_minute < largest_cost.max(1) {
+    let largest_cost = quota.largest_cost();
+    if quota.units_per_minute < largest_cost {
         diagnostics.push(file.diagnostic(
             &at("quota"),
             format!("`quota.units_per_minute` ({}) must be at least the largest method cost ({largest_cost})", quota.units_per_minute),

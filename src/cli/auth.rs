@@ -81,11 +81,8 @@ impl yup_oauth2::authenticator_delegate::InstalledFlowDelegate for PrintUrl {
 
 pub fn login(policy: &Policy, user: &str) -> CommandResult {
     let user = find_user(policy, user)?;
-    let gmail = &policy.config.gmail;
     runtime()?.block_on(async {
-        let credentials = Credentials::load(gmail.service_account_key.as_deref(), gmail.client_secret.as_deref())
-            .await
-            .map_err(|error| CommandError::Usage(error.to_string()))?;
+        let credentials = super::load_credentials(policy).await?;
         let Credentials::InstalledApp(secret) = credentials else {
             return Err(CommandError::Usage(
                 "auth login is for per-user OAuth ([gmail] client_secret); with a service account, authorise domain-wide delegation in the Workspace admin console instead".to_string(),

@@ -327,6 +327,19 @@ pub fn run(cli: Cli) -> CommandResult {
     }
 }
 
+/// The configured Gmail credentials; a missing or unsafe file is a config problem (exit 2).
+async fn load_credentials(
+    policy: &Policy,
+) -> Result<crate::gmail::auth::Credentials, CommandError> {
+    let gmail = &policy.config.gmail;
+    crate::gmail::auth::Credentials::load(
+        gmail.service_account_key.as_deref(),
+        gmail.client_secret.as_deref(),
+    )
+    .await
+    .map_err(|error| CommandError::Usage(error.to_string()))
+}
+
 /// The async runtime for the commands that talk to Gmail.
 fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_multi_thread()

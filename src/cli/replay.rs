@@ -11,7 +11,6 @@ use anyhow::Context;
 use super::output::json_line;
 use super::{CommandResult, ExitStatus, ReplayArgs, find_user, open_store};
 use crate::config::User;
-use crate::gmail::auth::Credentials;
 use crate::gmail::{GmailClient, http};
 use crate::rules::{Outcome, Policy};
 use crate::source::{MboxReader, SourceError, SourceMessage, SourceSpec};
@@ -151,15 +150,7 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
 /// every message again (writes are idempotent) without moving the daemon's cursor.
 fn replay_gmail(policy: &Policy, user: &User, args: &ReplayArgs) -> CommandResult {
     let gmail = &policy.config.gmail;
-    let window = match args.since {
-        Some(date) => Window::Since(
-            date.and_hms_opt(0, 0, 0)
-                .expect("midnight exists")
-                .and_utc()
-                .timestamp(),
-        ),
-        None => Window::Days(gmail.initial_sync_days),
-    };
+    let window = Window::since_or_days(args.since, gmail.initial_sync_days);
     let store = if args.dry_run {
         SqliteStore::open_read_only_or_empty(&policy.config.store_path)
             .context("cannot open store for a dry run")?
@@ -182,12 +173,7 @@ fn replay_gmail(policy: &Policy, user: &User, args: &ReplayArgs) -> CommandResul
         bar
     });
     super::runtime()?.block_on(async {
-        let credentials = Credentials::load(
-            gmail.service_account_key.as_deref(),
-            gmail.client_secret.as_deref(),
-        )
-        .await
-        .map_err(|error| super::CommandError::Usage(error.to_string()))?;
+        let credentials = super::load_credentials(policy).await?;
         let client = GmailClient::for_user(
             gmail,
             &credentials,

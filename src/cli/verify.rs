@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::json_line;
 use super::{CommandError, CommandResult, ExitStatus, VerifyArgs, find_user, open_store, runtime};
-use crate::gmail::auth::Credentials;
 use crate::gmail::{GmailClient, http};
 use crate::rules::Policy;
 use crate::store::Store;
@@ -19,25 +18,12 @@ use crate::sync::gmail::{MailboxSync, Window};
 pub fn run(policy: &Policy, args: VerifyArgs) -> CommandResult {
     let user = find_user(policy, &args.user)?;
     let gmail = &policy.config.gmail;
-    let window = match args.since {
-        Some(date) => Window::Since(
-            date.and_hms_opt(0, 0, 0)
-                .expect("midnight exists")
-                .and_utc()
-                .timestamp(),
-        ),
-        None => Window::Days(gmail.initial_sync_days),
-    };
+    let window = Window::since_or_days(args.since, gmail.initial_sync_days);
     let store = open_store(policy)?;
     let refresh_token = store.refresh_token(&user.email)?;
     let store = Arc::new(Mutex::new(store));
     let report = runtime()?.block_on(async {
-        let credentials = Credentials::load(
-            gmail.service_account_key.as_deref(),
-            gmail.client_secret.as_deref(),
-        )
-        .await
-        .map_err(|error| CommandError::Usage(error.to_string()))?;
+        let credentials = super::load_credentials(policy).await?;
         let client = GmailClient::for_user(
             gmail,
             &credentials,

@@ -161,7 +161,13 @@ pub async fn run_worker(
                         store.set_poll_schedule(&user.email, 0, (!shared.once).then_some(next_poll_at))
                     });
                     shared.metrics.synced(&user.email);
-                    reconcile_if_due(&shared, &sync, &policy).await;
+                    if report.full {
+                        // A full sync listed the whole window: it was a reconciliation too.
+                        let now = chrono::Utc::now().timestamp();
+                        with_store(&shared.store, |store| store.set_verify_result(&user.email, 0, now));
+                    } else {
+                        reconcile_if_due(&shared, &sync, &policy).await;
+                    }
                     tracing::info!(
                         full = report.full,
                         seen = report.seen,

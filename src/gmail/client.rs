@@ -167,17 +167,7 @@ impl ClientSettings {
 /// minute: refill at 95% of the budget and allow a burst of the remaining 5% (but at least one
 /// request of the most expensive method).
 fn quota_limiter(quota: &QuotaConfig) -> DefaultDirectRateLimiter {
-    let largest_cost = [
-        quota.get_profile,
-        quota.labels_list,
-        quota.history_list,
-        quota.messages_list,
-        quota.messages_get,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(1)
-    .max(1);
+    let largest_cost = quota.largest_cost();
     let burst = (quota.units_per_minute / 20).max(largest_cost);
     let refill = quota.units_per_minute.saturating_sub(burst).max(1);
     let per_unit = Duration::from_secs_f64(60.0 / f64::from(refill));

@@ -34,15 +34,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateFolder {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
+        create_parent_folder(path)?;
         let created = !path.exists();
         let store = Self::setup(Connection::open(path)?)?;
         if created {
@@ -93,6 +85,22 @@ impl SqliteStore {
         connection.pragma_update(None, "foreign_keys", "ON")?;
         Migrations::from_slice(MIGRATIONS).to_latest(&mut connection)?;
         Ok(SqliteStore { connection })
+    }
+}
+
+/// The store and its lock file may live in a folder that does not exist yet.
+fn create_parent_folder(path: &Path) -> Result<(), StoreError> {
+    match path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateFolder {
+                path: parent.to_path_buf(),
+                source,
+            })
+        }
+        None => Ok(()),
     }
 }
 
@@ -803,15 +811,7 @@ impl StoreLock {
         let mut name = store_path.as_os_str().to_owned();
         name.push(".lock");
         let path = std::path::PathBuf::from(name);
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::CreateFolder {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
+        create_parent_folder(&path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -120,6 +120,19 @@ pub enum Window {
 }
 
 impl Window {
+    /// From midnight (UTC) of `since`, or else the configured `initial_sync_days`.
+    pub fn since_or_days(since: Option<chrono::NaiveDate>, days: u32) -> Window {
+        match since {
+            Some(date) => Window::Since(
+                date.and_hms_opt(0, 0, 0)
+                    .expect("midnight exists")
+                    .and_utc()
+                    .timestamp(),
+            ),
+            None => Window::Days(days),
+        }
+    }
+
     pub fn query(self) -> String {
         let since = match self {
             Window::Days(days) => chrono::Utc::now().timestamp() - i64::from(days) * 86_400,
