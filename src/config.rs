@@ -30,6 +30,8 @@ struct RawConfig {
     notify: Option<RawNotify>,
     metrics: Option<RawMetrics>,
     #[serde(default)]
+    limits: crate::parse::Limits,
+    #[serde(default)]
     users: Vec<RawUser>,
 }
 
@@ -320,6 +322,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub notify: Option<NotifyConfig>,
     pub metrics: Option<MetricsConfig>,
+    /// Bounds on what one message may cost to parse (`[limits]`).
+    pub limits: crate::parse::Limits,
     pub users: Vec<User>,
     pub freemail: FreemailDomains,
     user_by_address: HashMap<String, usize>,
@@ -400,6 +404,25 @@ fn validate(
     let notify = raw
         .notify
         .map(|notify| validate_notify(file, notify, base_dir, diagnostics));
+    let limits = raw.limits;
+    let minimums = [
+        ("max_message_bytes", limits.max_message_bytes, 64 * 1024),
+        ("max_header_bytes", limits.max_header_bytes, 4 * 1024),
+        ("max_recipients", limits.max_recipients, 1),
+        ("max_mime_depth", limits.max_mime_depth, 1),
+        ("max_mime_parts", limits.max_mime_parts, 1),
+        ("max_body_text_bytes", limits.max_body_text_bytes, 1024),
+        ("max_html_bytes", limits.max_html_bytes, 1024),
+    ];
+    for (key, value, minimum) in minimums {
+        if value < minimum {
+            let at = KeyPath::default().key("limits").key(key);
+            diagnostics.push(file.diagnostic(
+                &at,
+                format!("`{key}` must be at least {minimum}: smaller would reject ordinary mail"),
+            ));
+        }
+    }
     let metrics = raw.metrics.map(|metrics| MetricsConfig {
         listen: metrics.listen,
     });
@@ -466,6 +489,7 @@ fn validate(
         daemon,
         notify,
         metrics,
+        limits,
         users,
         freemail,
         user_by_address,
@@ -720,6 +744,32 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with("/etc/mailsync/mailsync.toml:7:"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn limits_are_read_checked_and_default_sensibly() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.limits, crate::parse::Limits::default());
+        let config = load(&format!(
+            "{MINIMAL}[limits]\nmax_message_bytes = 1048576\nmax_recipients = 500\n"
+        ))
+        .unwrap();
+        assert_eq!(config.limits.max_message_bytes, 1_048_576);
+        assert_eq!(config.limits.max_recipients, 500);
+        assert_eq!(
+            config.limits.max_mime_depth,
+            crate::parse::Limits::default().max_mime_depth
+        );
+        let problems = load(&format!("{MINIMAL}[limits]\nmax_message_bytes = 10\n")).unwrap_err();
+        assert!(
+            problems[0].contains(":6: `max_message_bytes` must be at least"),
+            "{problems:?}"
+        );
+        let problems = load(&format!("{MINIMAL}[limits]\nmax_bytes = 10\n")).unwrap_err();
+        assert!(
+            problems[0].contains(":6:") && problems[0].contains("max_bytes"),
             "{problems:?}"
         );
     }

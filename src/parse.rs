@@ -3,10 +3,12 @@
 //! The module wraps `mailparse` and adds the tolerance that real mailboxes need. Every rule
 //! below is deliberate; the tests at the bottom of this file pin each one down.
 //!
-//! * Errors: `parse_message` fails only when there is nothing to read (`Empty`) or when the
-//!   header block cannot be read at all, including a header block that carries none of From,
-//!   To, Cc, Bcc, Subject, Date and Message-ID (`UnreadableHeaders`). Everything else is best
-//!   effort and is described in `problems`, which never quote message content.
+//! * Errors: `parse_message` fails only when there is nothing to read (`Empty`), when the
+//!   message is larger than `Limits::max_message_bytes` (`TooLarge`, nothing of it is read),
+//!   or when the header block cannot be read at all, including a header block that carries
+//!   none of From, To, Cc, Bcc, Subject, Date and Message-ID within `max_header_bytes`
+//!   (`UnreadableHeaders`). Everything else is best effort and is described in `problems`,
+//!   which never quote message content. Error messages never quote it either.
 //! * Before the headers, a byte order mark, blank (whitespace-only) lines and one mbox
 //!   `From ` separator line are skipped, and leading whitespace on the first header line is
 //!   stripped. Bare-CR line ends (classic Mac OS) are read as line breaks. If the header
@@ -30,13 +32,24 @@
 //!   what every mail client shows. Broken quoted-printable falls back to the raw bytes.
 //! * Text charsets: a missing or US-ASCII charset on valid UTF-8 is read as UTF-8, other 8-bit
 //!   text without a charset as windows-1252; an unknown charset is noted and read the same way.
+//!   Invalid UTF-8 in a UTF-8 part is replaced and noted. NUL characters are removed from the
+//!   body text (noted); attachment content is hashed as it is. In headers, 8-bit values that
+//!   are not UTF-8 are read as Latin-1 (noted when they hold bytes that are control
+//!   characters in Latin-1), and an encoded word left undecoded in the subject or a display
+//!   name (unknown charset or broken encoding) is noted.
+//! * Control characters never reach one-line fields: display names, subjects and labels have
+//!   them replaced by spaces (so an encoded CR LF cannot start a new line anywhere the name is
+//!   shown), file names and addresses have them removed, and message ids keep none but tab.
+//!   File names keep path separators and `..`: they are data to show, never paths to open.
 //! * Message-ID keeps the first `<...>` token as written; In-Reply-To and References keep every
 //!   `<...>` token (deduplicated), or, when a value has none, its bare tokens that hold an `@`.
 //! * X-Gmail-Labels is decoded first (Takeout puts non-ASCII labels in encoded words), then
 //!   split on commas outside double quotes, with backslash escapes (`\'`) undone.
-//! * Work is bounded: header decoding that would be quadratic inside `mailparse` is replaced by
-//!   a plain reading, the MIME walk stops at depth 64 and at 10,000 leaves, addresses stop at
-//!   10,000, HTML input is capped and deeply nested HTML is stripped instead of rendered.
+//! * Work and memory are bounded by [`Limits`] (whose fields say what happens at each limit)
+//!   and by fixed caps: header decoding that would be quadratic inside `mailparse` is replaced
+//!   by a plain reading, per line and per message; the MIME structure is held to the depth,
+//!   part and header limits before `mailparse` builds its tree (`MimeBounds`); HTML input is
+//!   capped and deeply nested HTML is stripped instead of rendered.
 //! * Panics inside the dependencies are caught and become problems (or, outside the MIME stage,
 //!   an `UnreadableHeaders` error). The default panic hook still prints the panic message to
 //!   stderr, and `panic = "abort"` would defeat the guard.
@@ -115,19 +128,95 @@ pub enum ParseError {
     /// The string never contains message content.
     #[error("message headers are unreadable: {0}")]
     UnreadableHeaders(String),
+    /// The raw message is larger than `Limits::max_message_bytes`; nothing of it was read.
+    #[error("message is {bytes} bytes, over the {limit}-byte limit ([limits] max_message_bytes)")]
+    TooLarge { bytes: usize, limit: usize },
 }
 
-/// Most addresses kept per message, over all four address fields.
-const MAX_ADDRESSES: usize = 10_000;
-/// Most mailboxes looked at per message, duplicates included, so that a message made of a
-/// million copies of one address is not parsed to the end.
-const MAX_ADDRESSES_SCANNED: usize = 100_000;
+/// How much one message may cost the parser. Every field bounds memory and time; the field
+/// documentation says what happens to a message that goes over. `Limits::default()` is what
+/// [`parse_message`] uses. Any value is accepted (zero included) without panicking; values
+/// that make no sense, such as a zero `max_message_bytes`, make every message a
+/// `parse_error`, so a configuration layer may want minimums.
+///
+/// What stays bounded without a field of its own: the subject (4 KiB), a file name (1 KiB),
+/// the problems list (100 entries), addresses looked at (ten times `max_recipients`), and
+/// the RFC 2047 decoding work per header line and per message (a fixed budget; a value over
+/// it is used as written, not decoded). Decoded attachment bytes are hashed one part at a
+/// time and never exceed the raw message, so hashing is bounded by `max_message_bytes` and
+/// needs no limit of its own. Message ids, references and labels are bounded by
+/// `max_header_bytes` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The whole raw message, in bytes (default 32 MiB). A larger message is not parsed at
+    /// all: [`ParseError::TooLarge`], which becomes a `parse_error` decision; the rest of the
+    /// mailbox carries on.
+    pub max_message_bytes: usize,
+    /// A header block, in bytes (default 1 MiB): the message's own and each MIME part's. In
+    /// a larger block, header fields (a line with its continuation lines) are kept in order
+    /// while they fit; a field that does not fit keeps the lines that still fit (its first
+    /// line at least, or it is dropped), so a long folded address list keeps its first
+    /// addresses; later fields that fit are kept too. A problem is noted. If none of From,
+    /// To, Cc, Bcc, Subject, Date and Message-ID is among the message header fields that
+    /// fit, the message is [`ParseError::UnreadableHeaders`].
+    pub max_header_bytes: usize,
+    /// Distinct addresses kept over From, To, Cc and Bcc together (default 10,000); later
+    /// ones are dropped with a problem. At most ten times as many are looked at, duplicates
+    /// included.
+    pub max_recipients: usize,
+    /// MIME nesting depth (default 64; the message itself is depth 0, its parts depth 1).
+    /// A multipart at this depth is not opened: its parts are ignored with a problem, and
+    /// structural conclusions (`calendar_only`) are not drawn. Values above 100 act as 100,
+    /// the deepest `mailparse` can read.
+    pub max_mime_depth: usize,
+    /// MIME parts read, containers included and the message itself not counted (default
+    /// 10,000). The message is cut before the first part over the limit, with a problem;
+    /// the parts before it are read as usual.
+    pub max_mime_parts: usize,
+    /// `body_text`, in bytes of UTF-8 (default 1 MiB); cut on a character boundary, with a
+    /// problem.
+    pub max_body_text_bytes: usize,
+    /// An HTML body part handed to the HTML-to-text conversion, in bytes (default 2 MiB); cut
+    /// on a character boundary before conversion, with a problem. This is the most expensive
+    /// step per byte: html2text builds a document tree that can take 100 to 200 times the
+    /// input in memory (wide tables are the worst), so this limit is the one to lower when
+    /// memory is tight.
+    pub max_html_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 32 * 1024 * 1024,
+            max_header_bytes: 1024 * 1024,
+            max_recipients: 10_000,
+            max_mime_depth: 64,
+            max_mime_parts: 10_000,
+            max_body_text_bytes: 1024 * 1024,
+            max_html_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The nesting depth actually enforced: `mailparse` gives up on a whole message that
+    /// has a multipart at depth 100, so such containers are always disabled before it runs.
+    fn mime_depth(&self) -> usize {
+        self.max_mime_depth.min(MAILPARSE_MAX_DEPTH)
+    }
+
+    /// Mailboxes looked at, duplicates included, so that a message made of a million copies
+    /// of one address is not parsed to the end.
+    fn addresses_scanned(&self) -> usize {
+        self.max_recipients.saturating_mul(10)
+    }
+}
+
+/// `mailparse` reads multipart containers down to depth 99, so their children sit at depth
+/// 100 at most; one level more and it rejects the whole message.
+const MAILPARSE_MAX_DEPTH: usize = 100;
 const MAX_SUBJECT_BYTES: usize = 4 * 1024;
-const MAX_BODY_BYTES: usize = 1024 * 1024;
-const MAX_MIME_DEPTH: usize = 64;
-const MAX_MIME_LEAVES: usize = 10_000;
-/// html2text needs time roughly proportional to its input, so its input is capped.
-const MAX_HTML_INPUT_BYTES: usize = 2 * 1024 * 1024;
 /// html2text's time grows with the square of the element nesting depth (10,000 nested
 /// elements take half a second, 100,000 take a minute), so deeper HTML is tag-stripped.
 const MAX_HTML_NESTING: usize = 2_000;
@@ -142,12 +231,22 @@ const MAX_BOUNDARY_BYTES: usize = 200;
 /// (number of `?=`) x (line length) on each header line. Above this estimate (about ten
 /// milliseconds of work) a header is read without RFC 2047 decoding instead.
 const HEADER_DECODE_BUDGET: u64 = 300_000_000;
+/// The same estimate summed over every header line of a message that is decoded (the
+/// message's own and its MIME parts'), so that thousands of lines each just under
+/// `HEADER_DECODE_BUDGET` cannot add up to seconds. Ordinary mail spends well under a
+/// thousandth of it.
+const MESSAGE_DECODE_BUDGET: u64 = 10 * HEADER_DECODE_BUDGET;
 
-/// Parses one message. See the module documentation for the rules.
+/// Parses one message with the default [`Limits`]. See the module documentation for the rules.
 pub fn parse_message(raw: &[u8]) -> Result<ParsedMessage, ParseError> {
+    parse_message_with(raw, &Limits::default())
+}
+
+/// Parses one message within `limits`. See the module documentation for the rules.
+pub fn parse_message_with(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, ParseError> {
     // The dependencies are not known to panic on any input, but a daemon must not die on one
     // odd message, so a panic that escapes the finer-grained guards below becomes an error.
-    match catch_unwind(AssertUnwindSafe(|| parse_message_inner(raw))) {
+    match catch_unwind(AssertUnwindSafe(|| parse_message_inner(raw, limits))) {
         Ok(result) => result,
         Err(_) => Err(ParseError::UnreadableHeaders(
             "internal error while reading the headers".to_string(),
@@ -155,13 +254,21 @@ pub fn parse_message(raw: &[u8]) -> Result<ParsedMessage, ParseError> {
     }
 }
 
-/// Reads only the header block for the X-Gmail-Labels header (cheap; used before deciding whether to parse at all).
+/// Reads only the header block for the X-Gmail-Labels header (cheap; used before deciding
+/// whether to parse at all), with the default [`Limits`].
 pub fn gmail_labels(raw: &[u8]) -> Vec<String> {
+    gmail_labels_with(raw, &Limits::default())
+}
+
+/// [`gmail_labels`] within `limits`. Only `max_header_bytes` applies: labels are read even
+/// from a message over `max_message_bytes`, so that an excluded label can still decide it.
+pub fn gmail_labels_with(raw: &[u8], limits: &Limits) -> Vec<String> {
     catch_unwind(AssertUnwindSafe(|| {
         let mut problems = Problems::default();
         let converted = normalize_bare_cr(raw, &mut problems);
         let start = strip_preamble(&converted, &mut problems);
-        let block = match HeaderBlock::read(start, &mut problems) {
+        let (limited, _) = limit_header_block(start, limits.max_header_bytes, &mut problems);
+        let block = match HeaderBlock::read(&limited, &mut problems) {
             Ok(block) => block,
             Err(_) => return Vec::new(),
         };
@@ -173,14 +280,21 @@ pub fn gmail_labels(raw: &[u8]) -> Vec<String> {
             .iter()
             .filter(|h| key_is(h, "x-gmail-labels"))
             .collect();
-        labels_from_headers(&wanted, &mut problems)
+        let mut decode = DecodeBudget::default();
+        labels_from_headers(&wanted, &mut decode, &mut problems)
     }))
     .unwrap_or_default()
 }
 
-fn parse_message_inner(raw: &[u8]) -> Result<ParsedMessage, ParseError> {
+fn parse_message_inner(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, ParseError> {
     if raw.is_empty() {
         return Err(ParseError::Empty);
+    }
+    if raw.len() > limits.max_message_bytes {
+        return Err(ParseError::TooLarge {
+            bytes: raw.len(),
+            limit: limits.max_message_bytes,
+        });
     }
     let mut problems = Problems::default();
     let converted = normalize_bare_cr(raw, &mut problems);
@@ -188,7 +302,9 @@ fn parse_message_inner(raw: &[u8]) -> Result<ParsedMessage, ParseError> {
     if start.is_empty() {
         return Err(ParseError::Empty);
     }
-    let block = HeaderBlock::read(start, &mut problems)?;
+    let (limited, headers_dropped) =
+        limit_header_block(start, limits.max_header_bytes, &mut problems);
+    let block = HeaderBlock::read(&limited, &mut problems)?;
     let headers = match mailparse::parse_headers(&block.bytes) {
         Ok((headers, _)) => headers,
         Err(_) => {
@@ -199,27 +315,42 @@ fn parse_message_inner(raw: &[u8]) -> Result<ParsedMessage, ParseError> {
     };
     let fields = HeaderFields::collect(&headers);
     if !fields.looks_like_mail() {
-        return Err(ParseError::UnreadableHeaders(
-            "none of From, To, Cc, Bcc, Subject, Date or Message-ID is present".to_string(),
-        ));
+        let message = if headers_dropped {
+            format!(
+                "none of From, To, Cc, Bcc, Subject, Date or Message-ID is among the header \
+                 fields that fit the {}-byte limit ([limits] max_header_bytes)",
+                limits.max_header_bytes
+            )
+        } else {
+            "none of From, To, Cc, Bcc, Subject, Date or Message-ID is present".to_string()
+        };
+        return Err(ParseError::UnreadableHeaders(message));
     }
 
-    let mut budget = AddressBudget::default();
-    let from = addresses_for(&fields.from, "from", &mut budget, &mut problems);
-    let to = addresses_for(&fields.to, "to", &mut budget, &mut problems);
-    let cc = addresses_for(&fields.cc, "cc", &mut budget, &mut problems);
-    let bcc = addresses_for(&fields.bcc, "bcc", &mut budget, &mut problems);
+    let mut decode = DecodeBudget::default();
+    let mut budget = AddressBudget::new(limits);
+    let mut fields_of = |headers: &[&MailHeader], name: &'static str| {
+        addresses_for(headers, name, &mut budget, &mut decode, &mut problems)
+    };
+    let from = fields_of(&fields.from, "from");
+    let to = fields_of(&fields.to, "to");
+    let cc = fields_of(&fields.cc, "cc");
+    let bcc = fields_of(&fields.bcc, "bcc");
 
-    let subject = fields.subject.map(|h| subject_from(h, &mut problems));
-    let date = fields.date.and_then(|h| date_from(h, &mut problems));
+    let subject = fields
+        .subject
+        .map(|h| subject_from(h, &mut decode, &mut problems));
+    let date = fields
+        .date
+        .and_then(|h| date_from(h, &mut decode, &mut problems));
     let message_id = fields.message_id.and_then(message_id_from);
     let in_reply_to = msg_ids_from(&fields.in_reply_to, "in-reply-to", &mut problems);
     let references = msg_ids_from(&fields.references, "references", &mut problems);
-    let gmail_labels = labels_from_headers(&fields.gmail_labels, &mut problems);
+    let gmail_labels = labels_from_headers(&fields.gmail_labels, &mut decode, &mut problems);
 
     let mime = match catch_unwind(AssertUnwindSafe(|| {
         let mut mime_problems = Problems::default();
-        let facts = read_mime(&block.bytes, &mut mime_problems);
+        let facts = read_mime(&block.bytes, limits, &mut mime_problems);
         (facts, mime_problems)
     })) {
         Ok((facts, mime_problems)) => {
@@ -421,6 +552,121 @@ impl<'a> HeaderBlock<'a> {
     }
 }
 
+/// The length of the header block at the start of `s` as `mailparse::parse_headers` sees
+/// it: up to, not including, the first empty line (`\n` or `\r\n`), or all of `s`.
+fn header_block_len(s: &[u8]) -> usize {
+    let mut pos = 0;
+    while pos < s.len() {
+        let rest = s.get(pos..).unwrap_or(&[]);
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return pos;
+        }
+        match next_newline(s, pos) {
+            Some(lf) => pos = lf + 1,
+            None => return s.len(),
+        }
+    }
+    s.len()
+}
+
+/// The position of the first LF at or after `from`.
+fn next_newline(s: &[u8], from: usize) -> Option<usize> {
+    s.get(from..)?
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| from + i)
+}
+
+/// Calls `each` with the start and end of every header field in `block` (a line that does
+/// not begin with whitespace, with the continuation lines that follow it, line ends
+/// included). A block that begins with a continuation line yields it as a field of its own.
+fn for_each_header_field(block: &[u8], mut each: impl FnMut(usize, usize)) {
+    let mut field_start = 0;
+    let mut pos = 0;
+    while pos < block.len() {
+        let end = next_newline(block, pos).map_or(block.len(), |lf| lf + 1);
+        let continues = pos > 0 && matches!(block.get(pos), Some(b' ' | b'\t'));
+        if pos > 0 && !continues {
+            each(field_start, pos);
+            field_start = pos;
+        }
+        pos = end;
+    }
+    if field_start < block.len() {
+        each(field_start, block.len());
+    }
+}
+
+/// Which parts of the header fields of `block` fit in `max` bytes. Fields are kept in
+/// order while they fit. A field that does not fit keeps as many of its lines as fit, the
+/// first line at least (a long folded address list keeps its first addresses), or else is
+/// dropped whole; a later, smaller field may still fit. Calls `each` with every field's
+/// start, the end of its kept part (equal to the start when it is dropped) and its end;
+/// returns whether anything was dropped.
+fn fit_header_fields(block: &[u8], max: usize, mut each: impl FnMut(usize, usize, usize)) -> bool {
+    if block.len() <= max {
+        for_each_header_field(block, |start, end| each(start, end, end));
+        return false;
+    }
+    let mut kept = 0usize;
+    for_each_header_field(block, |start, end| {
+        let room = max - kept;
+        let kept_end = if end - start <= room {
+            end
+        } else {
+            // The last line end within the room; the field's first line must fit.
+            let field = block.get(start..end).unwrap_or(&[]);
+            let first_line_end = next_newline(field, 0).map_or(field.len(), |lf| lf + 1);
+            let window = field.get(..room).unwrap_or(field);
+            match window.iter().rposition(|&b| b == b'\n') {
+                Some(lf) if lf + 1 >= first_line_end => start + lf + 1,
+                _ => start,
+            }
+        };
+        kept += kept_end - start;
+        each(start, kept_end, end);
+    });
+    true
+}
+
+/// Applies `Limits::max_header_bytes` to the message's header block (see there). Returns the
+/// bytes to read, with dropped fields left out and everything after the block unchanged, and
+/// whether any field was dropped.
+fn limit_header_block<'a>(
+    start: &'a [u8],
+    max: usize,
+    problems: &mut Problems,
+) -> (Cow<'a, [u8]>, bool) {
+    let block_len = header_block_len(start);
+    if block_len <= max {
+        return (Cow::Borrowed(start), false);
+    }
+    let block = start.get(..block_len).unwrap_or(start);
+    let mut out = Vec::with_capacity(max.saturating_add(start.len() - block_len));
+    fit_header_fields(block, max, |field_start, kept_end, _| {
+        out.extend_from_slice(block.get(field_start..kept_end).unwrap_or(&[]));
+    });
+    out.extend_from_slice(start.get(block_len..).unwrap_or(&[]));
+    problems.note(format!(
+        "header block larger than {}; header fields or lines that did not fit were dropped",
+        size_label(max)
+    ));
+    (Cow::Owned(out), true)
+}
+
+/// `1 MiB`, `4 KiB` or `1000 bytes`: a limit as problems name it.
+fn size_label(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// Rewrites one header block so that `mailparse::parse_headers` accepts it, and copies what
 /// follows the block unchanged. `mailparse` rejects a line that starts with a space unless it
 /// continues a `key: value` header, and a line that starts with a lone CR; both occur in real
@@ -542,9 +788,38 @@ fn key_is(h: &MailHeader, name: &str) -> bool {
 // Header values
 // ---------------------------------------------------------------------------------------------
 
+/// Whether a two-byte pattern occurs.
+fn has_pair(line: &[u8], pair: [u8; 2]) -> bool {
+    let [first, second] = pair;
+    let mut from = 0;
+    while let Some(i) = line
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| b == first))
+    {
+        if line.get(from + i + 1) == Some(&second) {
+            return true;
+        }
+        from += i + 1;
+    }
+    false
+}
+
 /// Counts the positions at which a two-byte pattern starts.
 fn count_pair(line: &[u8], pair: [u8; 2]) -> u64 {
-    line.windows(2).filter(|w| *w == pair).count() as u64
+    let [first, second] = pair;
+    let mut count = 0;
+    let mut from = 0;
+    while let Some(i) = line
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| b == first))
+    {
+        let at = from + i;
+        if line.get(at + 1) == Some(&second) {
+            count += 1;
+        }
+        from = at + 1;
+    }
+    count
 }
 
 /// Estimates the work `mailparse` would do to decode encoded words in `raw` (see
@@ -566,10 +841,45 @@ fn decode_cost(raw: &[u8]) -> u64 {
     total
 }
 
+/// What is left of `MESSAGE_DECODE_BUDGET` for one message's header values.
+struct DecodeBudget {
+    left: u64,
+}
+
+impl Default for DecodeBudget {
+    fn default() -> Self {
+        DecodeBudget {
+            left: MESSAGE_DECODE_BUDGET,
+        }
+    }
+}
+
+impl DecodeBudget {
+    /// Whether `raw` may be RFC 2047 decoded; if so, its cost is spent.
+    fn allows(&mut self, raw: &[u8]) -> bool {
+        if self.left == 0 {
+            // Spent: only a value without any `=?` (cost zero) may still be decoded, and
+            // finding out does not need the full count.
+            return !has_pair(raw, *b"=?");
+        }
+        let cost = decode_cost(raw);
+        if cost > HEADER_DECODE_BUDGET || cost > self.left {
+            // Once a value is refused for the message's budget, the rest is spent too, so
+            // that every later value takes the quick check above.
+            if cost <= HEADER_DECODE_BUDGET {
+                self.left = 0;
+            }
+            return false;
+        }
+        self.left -= cost;
+        true
+    }
+}
+
 /// The header value as `mailparse` decodes it, or, when that would take unbounded time, the
 /// raw value unfolded but not RFC 2047 decoded. The flag tells which one it is.
-fn header_value(h: &MailHeader) -> (String, bool) {
-    if decode_cost(h.get_value_raw()) <= HEADER_DECODE_BUDGET {
+fn header_value(h: &MailHeader, decode: &mut DecodeBudget) -> (String, bool) {
+    if decode.allows(h.get_value_raw()) {
         (h.get_value(), true)
     } else {
         (unfold(&String::from_utf8_lossy(h.get_value_raw())), false)
@@ -616,21 +926,83 @@ fn truncate_on_char_boundary(s: &mut String, max: usize) -> bool {
     true
 }
 
-fn subject_from(h: &MailHeader, problems: &mut Problems) -> String {
-    let (value, decoded) = header_value(h);
+fn subject_from(h: &MailHeader, decode: &mut DecodeBudget, problems: &mut Problems) -> String {
+    let (value, decoded) = header_value(h, decode);
     if !decoded {
         problems.note("subject too complex to decode; used as written");
     }
+    note_text_problems(h.get_value_raw(), "subject", problems);
     let mut subject = replace_controls(&value, true).trim().to_string();
     if truncate_on_char_boundary(&mut subject, MAX_SUBJECT_BYTES) {
         problems.note("subject truncated to 4 KiB");
         subject = subject.trim_end().to_string();
     }
+    if has_encoded_word(&subject) {
+        problems.note("encoded word in subject left as written (unknown charset or encoding)");
+    }
     subject
 }
 
-fn date_from(h: &MailHeader, problems: &mut Problems) -> Option<chrono::DateTime<chrono::Utc>> {
-    let (value, _) = header_value(h);
+/// Notes a header value that is neither UTF-8 nor plausibly Latin-1. `mailparse` reads
+/// 8-bit values that are not UTF-8 as Latin-1, which is right for legacy mail and stays
+/// silent; but bytes 0x80-0x9F are C1 control characters in Latin-1, never text, so a value
+/// holding them was written in something else (or is noise), and the text is only a guess.
+fn note_text_problems(raw: &[u8], field: &str, problems: &mut Problems) {
+    if raw.iter().any(|b| (0x80..=0x9f).contains(b)) && std::str::from_utf8(raw).is_err() {
+        problems.note(format!(
+            "invalid UTF-8 in {field}; read as Latin-1, control characters replaced"
+        ));
+    }
+}
+
+/// Whether `s` still holds something shaped like an RFC 2047 encoded word
+/// (`=?charset?b|q?text?=`), which after decoding means `mailparse` did not know the charset
+/// or could not decode the text. Linear: each candidate is scanned only up to the next `?`,
+/// `=` or whitespace that ends it.
+fn has_encoded_word(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut from = 0;
+    while let Some(i) = b
+        .get(from..)
+        .and_then(|rest| rest.windows(2).position(|w| w == b"=?"))
+    {
+        let start = from + i + 2;
+        from = start;
+        let charset_len = b
+            .get(start..)
+            .unwrap_or(&[])
+            .iter()
+            .take_while(|&&c| c.is_ascii_graphic() && c != b'?' && c != b'=')
+            .count();
+        let at = start + charset_len;
+        if charset_len == 0
+            || b.get(at) != Some(&b'?')
+            || !matches!(b.get(at + 1), Some(b'b' | b'B' | b'q' | b'Q'))
+            || b.get(at + 2) != Some(&b'?')
+        {
+            continue;
+        }
+        let text_start = at + 3;
+        let text_len = b
+            .get(text_start..)
+            .unwrap_or(&[])
+            .iter()
+            .take_while(|&&c| c.is_ascii_graphic() && c != b'?')
+            .count();
+        let end = text_start + text_len;
+        if b.get(end) == Some(&b'?') && b.get(end + 1) == Some(&b'=') {
+            return true;
+        }
+    }
+    false
+}
+
+fn date_from(
+    h: &MailHeader,
+    decode: &mut DecodeBudget,
+    problems: &mut Problems,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (value, _) = header_value(h, decode);
     let value = value.trim();
     if value.is_empty() {
         problems.note("empty Date header");
@@ -678,12 +1050,15 @@ fn has_day_month_year(value: &str) -> bool {
     month_ok && tokens.next().is_some_and(|t| t.parse::<u32>().is_ok())
 }
 
-/// The raw value with line breaks removed and trimmed. Message ids are compared byte for
-/// byte, so they are neither decoded nor case-folded.
+/// The raw value with line breaks and control characters other than tab removed, and
+/// trimmed. Message ids are compared byte for byte, so they are neither decoded nor
+/// case-folded.
 fn raw_id_value(h: &MailHeader) -> String {
     let raw = String::from_utf8_lossy(h.get_value_raw());
+    // Line breaks come from folding; other control characters (NUL, escapes) cannot be part
+    // of an id and would only reach logs and the store.
     raw.chars()
-        .filter(|&c| c != '\r' && c != '\n')
+        .filter(|&c| c == '\t' || !c.is_control())
         .collect::<String>()
         .trim()
         .to_string()
@@ -773,10 +1148,14 @@ fn auto_submitted_is_set(h: &MailHeader) -> bool {
 // Gmail labels
 // ---------------------------------------------------------------------------------------------
 
-fn labels_from_headers(headers: &[&MailHeader], problems: &mut Problems) -> Vec<String> {
+fn labels_from_headers(
+    headers: &[&MailHeader],
+    decode: &mut DecodeBudget,
+    problems: &mut Problems,
+) -> Vec<String> {
     let mut labels = Vec::new();
     for h in headers {
-        let (value, decoded) = header_value(h);
+        let (value, decoded) = header_value(h, decode);
         if !decoded {
             problems.note("X-Gmail-Labels too complex to decode; used as written");
         }
@@ -820,12 +1199,26 @@ fn split_labels(value: &str) -> Vec<String> {
 // Addresses
 // ---------------------------------------------------------------------------------------------
 
-/// Counts addresses over the whole message against `MAX_ADDRESSES` and `MAX_ADDRESSES_SCANNED`.
-#[derive(Default)]
+/// Counts addresses over the whole message against `Limits::max_recipients` and
+/// `Limits::addresses_scanned`.
 struct AddressBudget {
     kept: usize,
     scanned: usize,
     exhausted: bool,
+    max_kept: usize,
+    max_scanned: usize,
+}
+
+impl AddressBudget {
+    fn new(limits: &Limits) -> Self {
+        AddressBudget {
+            kept: 0,
+            scanned: 0,
+            exhausted: false,
+            max_kept: limits.max_recipients,
+            max_scanned: limits.addresses_scanned(),
+        }
+    }
 }
 
 /// Collects the mailboxes of one field, deduplicated in first-seen order.
@@ -842,7 +1235,7 @@ impl FieldAddresses<'_> {
             return;
         }
         self.budget.scanned += 1;
-        if self.budget.scanned > MAX_ADDRESSES_SCANNED {
+        if self.budget.scanned > self.budget.max_scanned {
             self.budget.exhausted = true;
             problems.note("too many addresses; the rest were skipped");
             return;
@@ -874,13 +1267,22 @@ impl FieldAddresses<'_> {
             .or((!joined_words.is_empty()).then_some(joined_words.as_str()))
             .map(|n| replace_controls(n, false).trim().to_string())
             .filter(|n| !n.is_empty());
+        if name.as_deref().is_some_and(has_encoded_word) {
+            problems.note(format!(
+                "encoded word in a display name in {} left as written (unknown charset or encoding)",
+                self.field
+            ));
+        }
         for address in candidates {
             if self.seen.contains(&address) {
                 continue;
             }
-            if self.budget.kept >= MAX_ADDRESSES {
+            if self.budget.kept >= self.budget.max_kept {
                 self.budget.exhausted = true;
-                problems.note("more than 10000 addresses; the rest were dropped");
+                problems.note(format!(
+                    "more than {} addresses; the rest were dropped",
+                    self.budget.max_kept
+                ));
                 return;
             }
             self.budget.kept += 1;
@@ -945,6 +1347,7 @@ fn addresses_for(
     headers: &[&MailHeader],
     field: &'static str,
     budget: &mut AddressBudget,
+    decode: &mut DecodeBudget,
     problems: &mut Problems,
 ) -> Vec<Mailbox> {
     let mut out = FieldAddresses {
@@ -958,7 +1361,8 @@ fn addresses_for(
             break;
         }
         let raw = h.get_value_raw();
-        let parsed = if decode_cost(raw) <= HEADER_DECODE_BUDGET {
+        note_text_problems(raw, field, problems);
+        let parsed = if decode.allows(raw) {
             match catch_unwind(AssertUnwindSafe(|| mailparse::addrparse_header(h))) {
                 Ok(result) => result.ok(),
                 Err(_) => {
@@ -975,7 +1379,7 @@ fn addresses_for(
                 problems.note(format!(
                     "unparseable address list in {field}; used tolerant scan"
                 ));
-                tolerant_addresses(raw, &mut out, problems);
+                tolerant_addresses(raw, &mut out, decode, problems);
             }
         }
     }
@@ -1040,7 +1444,12 @@ fn strip_group_label(segment: &[u8]) -> &[u8] {
 /// Reads what it can from an address list that `mailparse` rejected: each segment is parsed
 /// on its own (so one bad entry does not cost the others their display names), and a segment
 /// that still fails gives up its `local@domain` tokens, those inside `<...>` first.
-fn tolerant_addresses(raw: &[u8], out: &mut FieldAddresses, problems: &mut Problems) {
+fn tolerant_addresses(
+    raw: &[u8],
+    out: &mut FieldAddresses,
+    decode: &mut DecodeBudget,
+    problems: &mut Problems,
+) {
     for segment in split_top_level(raw) {
         if out.budget.exhausted {
             return;
@@ -1055,7 +1464,7 @@ fn tolerant_addresses(raw: &[u8], out: &mut FieldAddresses, problems: &mut Probl
         }
         let mut header_bytes = b"X: ".to_vec();
         header_bytes.extend_from_slice(segment.trim_ascii());
-        let parsed = if decode_cost(segment) <= HEADER_DECODE_BUDGET {
+        let parsed = if decode.allows(segment) {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
                 mailparse::parse_header(&header_bytes)
                     .ok()
@@ -1117,23 +1526,32 @@ fn mime_error_kind(e: &MailParseError) -> &'static str {
     }
 }
 
-fn read_mime(buf: &[u8], problems: &mut Problems) -> MimeFacts {
+fn read_mime(buf: &[u8], limits: &Limits, problems: &mut Problems) -> MimeFacts {
     let defanged = defang_costly_mime_lines(buf);
     if defanged.is_some() {
         problems.note("pathological MIME header line neutralised before parsing");
     }
     let source: &[u8] = defanged.as_deref().unwrap_or(buf);
 
+    let bounded = MimeBounds::apply(source, limits);
+    let bounded_source: &[u8] = bounded.bytes.as_deref().unwrap_or(source);
     let repaired_storage: Vec<u8>;
-    let parsed = match mailparse::parse_mail(source) {
-        Ok(parsed) => parsed,
+    let repaired_bounds: MimeBounds;
+    let (parsed, bounds) = match mailparse::parse_mail(bounded_source) {
+        Ok(parsed) => (parsed, &bounded),
         Err(first_error) => match repair_part_headers(source) {
             Some(repaired) => {
+                // The repair can change the structure, so the bounds are worked out again.
                 repaired_storage = repaired;
-                match mailparse::parse_mail(&repaired_storage) {
+                repaired_bounds = MimeBounds::apply(&repaired_storage, limits);
+                let repaired_source: &[u8] = repaired_bounds
+                    .bytes
+                    .as_deref()
+                    .unwrap_or(&repaired_storage);
+                match mailparse::parse_mail(repaired_source) {
                     Ok(parsed) => {
                         problems.note("MIME part headers repaired (whitespace at a part start)");
-                        parsed
+                        (parsed, &repaired_bounds)
                     }
                     Err(e) => {
                         problems.note(format!(
@@ -1153,11 +1571,27 @@ fn read_mime(buf: &[u8], problems: &mut Problems) -> MimeFacts {
             }
         },
     };
+    if bounds.headers_trimmed {
+        problems.note(format!(
+            "MIME part header block larger than {}; header fields or lines that did not fit were dropped",
+            size_label(limits.max_header_bytes)
+        ));
+    }
+    if bounds.parts_cut {
+        problems.note(format!(
+            "more than {} MIME parts; the rest were ignored",
+            limits.max_mime_parts
+        ));
+    }
 
     let mut walker = Walker {
         leaves: Vec::new(),
         alternative_has_calendar: Vec::new(),
-        incomplete: false,
+        incomplete: bounds.parts_cut,
+        base: parsed.raw_bytes.as_ptr() as usize,
+        too_deep: &bounds.too_deep,
+        max_depth: limits.mime_depth(),
+        max_leaves: limits.max_mime_parts,
         problems,
     };
     let mut path = Vec::new();
@@ -1167,6 +1601,7 @@ fn read_mime(buf: &[u8], problems: &mut Problems) -> MimeFacts {
         alternative_has_calendar,
         incomplete,
         problems,
+        ..
     } = walker;
 
     let calendar_only = !incomplete && is_calendar_only(&leaves, &alternative_has_calendar);
@@ -1193,7 +1628,7 @@ fn read_mime(buf: &[u8], problems: &mut Problems) -> MimeFacts {
         && let Some(leaf) = leaves.get(i)
     {
         let html_source = part_text(leaf, problems);
-        let text = html_to_text(html_source, &leaf.path, problems);
+        let text = html_to_text(html_source, limits, &leaf.path, problems);
         if !text.trim().is_empty() {
             body_text = Some(text);
         }
@@ -1202,11 +1637,19 @@ fn read_mime(buf: &[u8], problems: &mut Problems) -> MimeFacts {
     if chosen.is_none() {
         chosen = plain;
     }
-    if let Some(text) = body_text.as_mut()
-        && truncate_on_char_boundary(text, MAX_BODY_BYTES)
-    {
-        problems.note("body text truncated to 1 MiB");
+    if let Some(text) = body_text.as_mut() {
+        if text.contains('\0') {
+            text.retain(|c| c != '\0');
+            problems.note("NUL characters removed from body text");
+        }
+        if truncate_on_char_boundary(text, limits.max_body_text_bytes) {
+            problems.note(format!(
+                "body text truncated to {}",
+                size_label(limits.max_body_text_bytes)
+            ));
+        }
     }
+    let body_text = body_text.filter(|text| !text.trim().is_empty());
 
     let mut attachments = Vec::new();
     for (i, leaf) in leaves.iter().enumerate() {
@@ -1303,14 +1746,295 @@ fn header_block_extent(s: &[u8]) -> usize {
     }
 }
 
+/// Keeps what `mailparse::parse_mail` builds within `Limits`, before it runs. `mailparse`
+/// builds the whole MIME tree at once, with a node per part and an entry per part header
+/// field, so 30 MB of empty parts would cost it over a gigabyte; and it rejects a whole
+/// message that nests multiparts more than 100 levels deep. One linear pass over the lines
+/// follows the structure the way `mailparse` finds it (a part ends at the next line that
+/// starts with the delimiter of its multipart or of any enclosing one, the outermost
+/// winning; a delimiter followed by `--` closes its multipart) and rewrites the buffer where
+/// a limit is reached:
+///
+/// * a part header block larger than `max_header_bytes` loses the fields that do not fit,
+///   as `fit_header_fields` chooses;
+/// * a multipart at the depth limit has its Content-Type header renamed, so that `mailparse`
+///   reads it as a single leaf; its offset is kept, and the walker reports it as too deep
+///   instead of reading it;
+/// * the buffer is cut before the delimiter line of the first part over `max_mime_parts`.
+///
+/// Every delimiter line that opens a part is counted, which can only overcount the parts
+/// `mailparse` builds. Ordinary mail needs none of this and is parsed from its own bytes.
+struct MimeBounds {
+    /// The rewritten buffer; None when nothing had to change.
+    bytes: Option<Vec<u8>>,
+    /// Offsets, in the buffer that is parsed, of the parts whose multipart Content-Type was
+    /// disabled because of their depth.
+    too_deep: HashSet<usize>,
+    parts_cut: bool,
+    headers_trimmed: bool,
+}
+
+impl MimeBounds {
+    fn apply(buf: &[u8], limits: &Limits) -> MimeBounds {
+        let mut pass = BoundsPass {
+            buf,
+            max_depth: limits.mime_depth(),
+            max_parts: limits.max_mime_parts,
+            max_header_bytes: limits.max_header_bytes,
+            open: Vec::new(),
+            parts: 0,
+            edits: Vec::new(),
+            skipped: 0,
+            too_deep: HashSet::new(),
+            parts_cut: false,
+            headers_trimmed: false,
+        };
+        pass.run();
+        let bytes = if pass.edits.is_empty() {
+            None
+        } else {
+            Some(apply_edits(buf, &pass.edits))
+        };
+        MimeBounds {
+            bytes,
+            too_deep: pass.too_deep,
+            parts_cut: pass.parts_cut,
+            headers_trimmed: pass.headers_trimmed,
+        }
+    }
+}
+
+/// One change `BoundsPass` makes to the buffer.
+enum Edit {
+    /// Leave out `start..end`.
+    Skip(usize, usize),
+    /// Replace the byte at this position.
+    Patch(usize, u8),
+    /// Leave out everything from here on.
+    Cut(usize),
+}
+
+impl Edit {
+    fn position(&self) -> usize {
+        match *self {
+            Edit::Skip(start, _) | Edit::Patch(start, _) | Edit::Cut(start) => start,
+        }
+    }
+}
+
+/// A multipart whose parts are being read: its delimiter (`--` and the boundary), the
+/// depth of the multipart itself, and whether its first delimiter has been seen.
+struct OpenMultipart {
+    delimiter: Vec<u8>,
+    depth: usize,
+    started: bool,
+}
+
+struct BoundsPass<'b> {
+    buf: &'b [u8],
+    max_depth: usize,
+    max_parts: usize,
+    max_header_bytes: usize,
+    /// Enclosing multiparts, outermost first.
+    open: Vec<OpenMultipart>,
+    parts: usize,
+    /// In buffer order.
+    edits: Vec<Edit>,
+    /// Bytes left out by the edits so far, to turn input offsets into output offsets.
+    skipped: usize,
+    too_deep: HashSet<usize>,
+    parts_cut: bool,
+    headers_trimmed: bool,
+}
+
+impl BoundsPass<'_> {
+    fn run(&mut self) {
+        let buf = self.buf;
+        // The header block being read: where it starts, and the depth of its part.
+        let mut header: Option<(usize, usize)> = Some((0, 0));
+        let mut pos = 0;
+        while pos < buf.len() {
+            let end = next_newline(buf, pos).map_or(buf.len(), |lf| lf + 1);
+            let line = buf.get(pos..end).unwrap_or(&[]);
+            let delimiter_of = if line.starts_with(b"--") {
+                self.open
+                    .iter()
+                    .position(|m| line.starts_with(&m.delimiter))
+            } else {
+                None
+            };
+            if let Some(index) = delimiter_of {
+                if let Some((start, depth)) = header.take() {
+                    self.finish_header(start, pos, depth, false);
+                }
+                let (delimiter_len, depth, started) = self
+                    .open
+                    .get(index)
+                    .map_or((0, 0, true), |m| (m.delimiter.len(), m.depth, m.started));
+                self.open.truncate(index + 1);
+                if let Some(multipart) = self.open.last_mut() {
+                    multipart.started = true;
+                }
+                // `mailparse` looks for the closing `--` only after a part: its first
+                // delimiter always opens one.
+                if started && line.get(delimiter_len..delimiter_len + 2) == Some(b"--") {
+                    // The closing delimiter: what follows is the multipart's epilogue.
+                    self.open.truncate(index);
+                } else {
+                    self.parts += 1;
+                    if self.parts > self.max_parts {
+                        self.edits
+                            .push(Edit::Cut(without_line_end_before(buf, pos)));
+                        self.parts_cut = true;
+                        return;
+                    }
+                    header = Some((end, depth + 1));
+                }
+            } else if let Some((start, depth)) = header
+                && (line == b"\n" || line == b"\r\n")
+            {
+                header = None;
+                self.finish_header(start, pos, depth, true);
+            }
+            pos = end;
+        }
+        if let Some((start, depth)) = header {
+            self.finish_header(start, buf.len(), depth, false);
+        }
+    }
+
+    /// Handles the header block `start..end` of a part at `depth`: drops the fields over
+    /// `max_header_bytes`, and opens the part's multipart or, at the depth limit, disables it.
+    fn finish_header(&mut self, start: usize, end: usize, depth: usize, has_body: bool) {
+        let buf = self.buf;
+        let block = buf.get(start..end).unwrap_or(&[]);
+        let mut local: Vec<Edit> = Vec::new();
+        let mut content_type: Option<(usize, usize)> = None;
+        let mut content_type_keys: Vec<usize> = Vec::new();
+        let mut skip_run: Option<(usize, usize)> = None;
+        let dropped = fit_header_fields(block, self.max_header_bytes, |from, kept_end, to| {
+            if kept_end > from {
+                if let Some((run_start, run_end)) = skip_run.take() {
+                    local.push(Edit::Skip(start + run_start, start + run_end));
+                }
+                let field = block.get(from..kept_end).unwrap_or(&[]);
+                if field
+                    .get(..13)
+                    .is_some_and(|key| key.eq_ignore_ascii_case(b"content-type:"))
+                {
+                    content_type.get_or_insert((from, kept_end));
+                    content_type_keys.push(start + from);
+                }
+            }
+            if kept_end < to {
+                skip_run = Some(match skip_run {
+                    Some((run_start, _)) => (run_start, to),
+                    None => (kept_end, to),
+                });
+            }
+        });
+        if let Some((run_start, run_end)) = skip_run {
+            local.push(Edit::Skip(start + run_start, start + run_end));
+        }
+        if dropped {
+            self.headers_trimmed = true;
+        }
+        if has_body
+            && let Some((from, to)) = content_type
+            && let Some(boundary) = multipart_boundary(block.get(from..to).unwrap_or(&[]))
+        {
+            if depth >= self.max_depth {
+                self.too_deep.insert(start - self.skipped);
+                for key in content_type_keys {
+                    // `Content-Type` becomes `Xontent-Type`, a header `mailparse` ignores.
+                    local.push(Edit::Patch(key, b'X'));
+                }
+            } else {
+                let mut delimiter = b"--".to_vec();
+                delimiter.extend_from_slice(boundary.as_bytes());
+                self.open.push(OpenMultipart {
+                    delimiter,
+                    depth,
+                    started: false,
+                });
+            }
+        }
+        local.sort_by_key(Edit::position);
+        for edit in local {
+            if let Edit::Skip(from, to) = edit {
+                self.skipped += to - from;
+            }
+            self.edits.push(edit);
+        }
+    }
+}
+
+/// The boundary of a Content-Type header field, read exactly as `mailparse` reads it, when
+/// it declares a multipart.
+fn multipart_boundary(field: &[u8]) -> Option<String> {
+    let (header, _) = mailparse::parse_header(field).ok()?;
+    let ctype = mailparse::parse_content_type(&header.get_value());
+    if !ctype.mimetype.starts_with("multipart") {
+        return None;
+    }
+    ctype.params.get("boundary").cloned()
+}
+
+/// `pos` moved back over the LF or CRLF that ends the line before it, which `mailparse`
+/// counts as part of the delimiter rather than of the part before it.
+fn without_line_end_before(buf: &[u8], pos: usize) -> usize {
+    let mut p = pos;
+    if p > 0 && buf.get(p - 1) == Some(&b'\n') {
+        p -= 1;
+        if p > 0 && buf.get(p - 1) == Some(&b'\r') {
+            p -= 1;
+        }
+    }
+    p
+}
+
+/// Copies `buf` with `edits` (in buffer order) applied.
+fn apply_edits(buf: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buf.len());
+    let mut cursor = 0;
+    for edit in edits {
+        match *edit {
+            Edit::Skip(from, to) => {
+                if from >= cursor {
+                    out.extend_from_slice(buf.get(cursor..from).unwrap_or(&[]));
+                }
+                cursor = cursor.max(to);
+            }
+            Edit::Patch(at, byte) => {
+                if at >= cursor {
+                    out.extend_from_slice(buf.get(cursor..at).unwrap_or(&[]));
+                    out.push(byte);
+                    cursor = at + 1;
+                }
+            }
+            Edit::Cut(at) => {
+                if at > cursor {
+                    out.extend_from_slice(buf.get(cursor..at).unwrap_or(&[]));
+                }
+                return out;
+            }
+        }
+    }
+    out.extend_from_slice(buf.get(cursor..).unwrap_or(&[]));
+    out
+}
+
 /// Finds MIME header lines that would make `mailparse` do unbounded work and returns a copy
 /// with them neutralised, or None when there are none. `mailparse` decodes the values of
 /// Content-Type, Content-Disposition and Content-Transfer-Encoding itself, so only lines that
 /// start with `Content-` and indented lines (possible continuations) are looked at: their
-/// encoded-word cost is checked (see `HEADER_DECODE_BUDGET`), and a Content-Type boundary
+/// encoded-word cost is checked (see `HEADER_DECODE_BUDGET` and `MESSAGE_DECODE_BUDGET`;
+/// once the message's budget is spent, every later line with an encoded word is
+/// neutralised), and a Content-Type boundary
 /// longer than `MAX_BOUNDARY_BYTES` is renamed so that the part is read as a leaf.
 fn defang_costly_mime_lines(buf: &[u8]) -> Option<Vec<u8>> {
     let mut costly: Vec<(usize, usize)> = Vec::new();
+    let mut decode = DecodeBudget::default();
     let mut offset = 0;
     let mut rest = buf;
     loop {
@@ -1320,9 +2044,7 @@ fn defang_costly_mime_lines(buf: &[u8]) -> Option<Vec<u8>> {
                 .get(..8)
                 .is_some_and(|p| p.eq_ignore_ascii_case(b"content-"));
         let indented = matches!(line.first(), Some(b' ' | b'\t'));
-        if (is_content || indented)
-            && (decode_cost(line) > HEADER_DECODE_BUDGET || has_long_boundary(line))
-        {
+        if (is_content || indented) && (!decode.allows(line) || has_long_boundary(line)) {
             costly.push((offset, line.len()));
         }
         offset += line.len() + 1;
@@ -1337,13 +2059,19 @@ fn defang_costly_mime_lines(buf: &[u8]) -> Option<Vec<u8>> {
     let mut out = buf.to_vec();
     for (start, len) in costly {
         if let Some(line) = out.get_mut(start..start + len) {
-            for i in 0..line.len().saturating_sub(1) {
-                // `=?` becomes `=_`, which cannot start an encoded word.
-                if line.get(i..i + 2) == Some(b"=?")
-                    && let Some(b) = line.get_mut(i + 1)
+            // `=?` becomes `=_`, which cannot start an encoded word.
+            let mut from = 0;
+            while let Some(i) = line
+                .get(from..)
+                .and_then(|rest| rest.iter().position(|&b| b == b'='))
+            {
+                let at = from + i;
+                if let Some(b) = line.get_mut(at + 1)
+                    && *b == b'?'
                 {
                     *b = b'_';
                 }
+                from = at + 1;
             }
             neutralise_boundary(line);
         }
@@ -1355,9 +2083,21 @@ fn defang_costly_mime_lines(buf: &[u8]) -> Option<Vec<u8>> {
 /// its value has (without quotes).
 fn boundary_value_range(line: &[u8]) -> Option<(usize, usize)> {
     const KEY: &[u8] = b"boundary=";
-    let pos = line
-        .windows(KEY.len())
-        .position(|w| w.eq_ignore_ascii_case(KEY))?;
+    // The first `=` that ends a `boundary` key; looking for the `=` first is what keeps
+    // this cheap on long lines.
+    let mut from = 0;
+    let pos = loop {
+        let eq = from + line.get(from..)?.iter().position(|&b| b == b'=')?;
+        let key_start = (eq + 1).checked_sub(KEY.len());
+        if let Some(key_start) = key_start
+            && line
+                .get(key_start..=eq)
+                .is_some_and(|w| w.eq_ignore_ascii_case(KEY))
+        {
+            break key_start;
+        }
+        from = eq + 1;
+    };
     let mut start = pos + KEY.len();
     let quoted = line.get(start) == Some(&b'"');
     if quoted {
@@ -1378,10 +2118,15 @@ fn boundary_value_range(line: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn has_long_boundary(line: &[u8]) -> bool {
-    boundary_value_range(line).is_some_and(|(_, len)| len > MAX_BOUNDARY_BYTES)
+    // A line too short to hold `boundary=` and a long value needs no search.
+    line.len() > MAX_BOUNDARY_BYTES + b"boundary=".len()
+        && boundary_value_range(line).is_some_and(|(_, len)| len > MAX_BOUNDARY_BYTES)
 }
 
 fn neutralise_boundary(line: &mut [u8]) {
+    if line.len() <= MAX_BOUNDARY_BYTES + b"boundary=".len() {
+        return;
+    }
     if let Some((pos, len)) = boundary_value_range(line)
         && len > MAX_BOUNDARY_BYTES
         && let Some(b) = line.get_mut(pos)
@@ -1421,10 +2166,24 @@ struct Walker<'p, 'a, 'q> {
     alternative_has_calendar: Vec<bool>,
     /// Set when parts were skipped, so that structural conclusions are not drawn.
     incomplete: bool,
+    /// The address of the parsed buffer, to find parts by offset.
+    base: usize,
+    /// Parts whose multipart Content-Type `MimeBounds` disabled (see there).
+    too_deep: &'q HashSet<usize>,
+    max_depth: usize,
+    max_leaves: usize,
     problems: &'q mut Problems,
 }
 
 impl<'p, 'a> Walker<'p, 'a, '_> {
+    fn note_too_deep(&mut self) {
+        self.incomplete = true;
+        self.problems.note(format!(
+            "MIME nesting deeper than {} levels; deeper parts ignored",
+            self.max_depth
+        ));
+    }
+
     fn walk(
         &mut self,
         part: &'p ParsedMail<'a>,
@@ -1432,16 +2191,17 @@ impl<'p, 'a> Walker<'p, 'a, '_> {
         depth: usize,
         alternative: Option<usize>,
     ) {
-        if depth > MAX_MIME_DEPTH {
-            self.incomplete = true;
-            self.problems
-                .note("MIME nesting deeper than 64 levels; deeper parts ignored");
+        let offset = (part.raw_bytes.as_ptr() as usize).wrapping_sub(self.base);
+        if depth > self.max_depth || self.too_deep.contains(&offset) {
+            self.note_too_deep();
             return;
         }
-        if self.leaves.len() >= MAX_MIME_LEAVES {
+        if self.leaves.len() >= self.max_leaves {
             self.incomplete = true;
-            self.problems
-                .note("more than 10000 MIME parts; the rest were ignored");
+            self.problems.note(format!(
+                "more than {} MIME parts; the rest were ignored",
+                self.max_leaves
+            ));
             return;
         }
         let mimetype = part.ctype.mimetype.trim();
@@ -1698,10 +2458,12 @@ fn decode_with_charset(bytes: &[u8], label: &str) -> String {
     }
 }
 
-fn html_to_text(mut html: String, path: &str, problems: &mut Problems) -> String {
-    if truncate_on_char_boundary(&mut html, MAX_HTML_INPUT_BYTES) {
+fn html_to_text(mut html: String, limits: &Limits, path: &str, problems: &mut Problems) -> String {
+    let max_input = limits.max_html_bytes;
+    if truncate_on_char_boundary(&mut html, max_input) {
         problems.note(format!(
-            "HTML body part {path} truncated to 2 MiB before conversion"
+            "HTML body part {path} truncated to {} before conversion",
+            size_label(max_input)
         ));
     }
     if html_nesting_estimate(&html) > MAX_HTML_NESTING {
@@ -1985,7 +2747,7 @@ mod tests {
     fn address_cap() {
         let list: Vec<String> = (0..10_050).map(|i| format!("u{i}@x.com")).collect();
         let m = parse(&format!("To: {}\n\nx", list.join(", ")));
-        assert_eq!(m.to.len(), MAX_ADDRESSES);
+        assert_eq!(m.to.len(), Limits::default().max_recipients);
         assert!(has_problem(&m, "more than 10000 addresses"));
     }
 
@@ -2252,17 +3014,192 @@ mod tests {
 
     #[test]
     fn unreadable_mime_keeps_headers() {
-        let nested: String = (0..120)
-            .map(|i| format!("Content-Type: multipart/mixed; boundary=b{i}x\n\n--b{i}x\n"))
-            .collect();
-        let m = parse(&format!("Subject: deep\n{nested}"));
-        assert_eq!(m.subject.as_deref(), Some("deep"));
+        // A part header block that ends in a lone CR: `mailparse` rejects the whole tree and
+        // the repair finds nothing to change.
+        let m = parse(concat!(
+            "Subject: broken\nContent-Type: multipart/mixed; boundary=b\n\n",
+            "--b\nContent-Type: text/plain\n\r"
+        ));
+        assert_eq!(m.subject.as_deref(), Some("broken"));
         assert_eq!(m.body_text, None);
         assert!(
             has_problem(&m, "MIME structure unreadable"),
             "{:?}",
             m.problems
         );
+    }
+
+    #[test]
+    fn nesting_beyond_mailparse_depth_is_capped_not_rejected() {
+        // `mailparse` alone rejects more than 100 levels; the cap keeps the top of the tree.
+        let nested: String = (0..120)
+            .map(|i| format!("Content-Type: multipart/mixed; boundary=b{i}x\n\n--b{i}x\n"))
+            .collect();
+        let m = parse(&format!("Subject: deep\n{nested}\ninner\n"));
+        assert_eq!(m.subject.as_deref(), Some("deep"));
+        assert_eq!(m.body_text, None);
+        assert!(has_problem(&m, "deeper than 64"), "{:?}", m.problems);
+        assert!(!has_problem(&m, "unreadable"), "{:?}", m.problems);
+        let limits = Limits {
+            max_mime_depth: 1_000,
+            ..Limits::default()
+        };
+        let m = parse_message_with(
+            format!("Subject: deep\n{nested}\ninner\n").as_bytes(),
+            &limits,
+        )
+        .expect("parses");
+        assert!(has_problem(&m, "deeper than 100"), "{:?}", m.problems);
+    }
+
+    #[test]
+    fn mime_bounds_follow_mailparse() {
+        // Nothing to change in ordinary mail.
+        let plain = b"Subject: s\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\nx\n--b--\n";
+        assert!(MimeBounds::apply(plain, &Limits::default()).bytes.is_none());
+        // The cut lands before the delimiter of the first part over the limit, without the
+        // line end that belongs to that delimiter.
+        let limits = Limits {
+            max_mime_parts: 2,
+            ..Limits::default()
+        };
+        let three =
+            b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\n1\n--b\n\n2\n--b\n\n3\n--b--\n";
+        let bounds = MimeBounds::apply(three, &limits);
+        assert!(bounds.parts_cut);
+        assert_eq!(
+            bounds.bytes.as_deref(),
+            Some(&b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\n1\n--b\n\n2"[..])
+        );
+        // An outer delimiter ends an inner part; a closed multipart's delimiter is text.
+        let nested = concat!(
+            "Content-Type: multipart/mixed; boundary=a\n\n--a\n",
+            "Content-Type: multipart/mixed; boundary=b\n\n--b\n\nin\n--a\n\nout\n--a--\n--a\n\nepilogue\n"
+        );
+        let three_parts = Limits {
+            max_mime_parts: 3,
+            ..Limits::default()
+        };
+        let bounds = MimeBounds::apply(nested.as_bytes(), &three_parts);
+        assert!(!bounds.parts_cut, "three parts counted, not four");
+        assert!(bounds.bytes.is_none());
+        let m = parse_message_with(format!("Subject: s\n{nested}").as_bytes(), &three_parts)
+            .expect("parses");
+        assert_eq!(m.body_text.as_deref(), Some("in"));
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        // Depth: the multipart at the limit is disabled in place and remembered by offset.
+        let limits = Limits {
+            max_mime_depth: 1,
+            ..Limits::default()
+        };
+        let bounds = MimeBounds::apply(nested.as_bytes(), &limits);
+        let rewritten = bounds.bytes.expect("rewritten");
+        let inner = nested
+            .find("Content-Type: multipart/mixed; boundary=b")
+            .expect("inner");
+        assert_eq!(rewritten.get(inner), Some(&b'X'));
+        assert_eq!(bounds.too_deep, HashSet::from([inner]));
+        // Header fields over the limit are dropped; the ones that fit stay, in order.
+        let limits = Limits {
+            max_header_bytes: 45,
+            ..Limits::default()
+        };
+        let long = "0123456789".repeat(5);
+        let headers = format!(
+            "Content-Type: multipart/mixed; boundary=b\n\n--b\nA: 1\nB: {long}\nC: 3\n\nbody\n--b--\n"
+        );
+        let bounds = MimeBounds::apply(headers.as_bytes(), &limits);
+        assert!(bounds.headers_trimmed);
+        assert_eq!(
+            bounds.bytes.as_deref(),
+            Some(
+                &b"Content-Type: multipart/mixed; boundary=b\n\n--b\nA: 1\nC: 3\n\nbody\n--b--\n"[..]
+            )
+        );
+    }
+
+    #[test]
+    fn header_fields_that_do_not_fit_are_dropped() {
+        let raw = format!(
+            "X-Junk: {}\nFrom: a@x.com\nSubject: s\n folded\n\nbody",
+            "j".repeat(100)
+        );
+        let limits = Limits {
+            max_header_bytes: 60,
+            ..Limits::default()
+        };
+        let m = parse_message_with(raw.as_bytes(), &limits).expect("parses");
+        assert_eq!(addrs(&m.from), ["a@x.com"]);
+        assert_eq!(m.subject.as_deref(), Some("s folded"));
+        assert_eq!(m.body_text.as_deref(), Some("body"));
+        assert!(has_problem(&m, "header block larger than 60 bytes"));
+        // A folded field that does not fit keeps its lines that do.
+        let folded = "Subject: s\nTo: a@x.com,\n b@x.com,\n c@x.com\n\nbody";
+        let limits = Limits {
+            max_header_bytes: 35,
+            ..Limits::default()
+        };
+        let m = parse_message_with(folded.as_bytes(), &limits).expect("parses");
+        assert_eq!(addrs(&m.to), ["a@x.com", "b@x.com"]);
+        assert_eq!(m.subject.as_deref(), Some("s"));
+        let limits = Limits {
+            max_header_bytes: 10,
+            ..Limits::default()
+        };
+        match parse_message_with(raw.as_bytes(), &limits) {
+            Err(ParseError::UnreadableHeaders(message)) => {
+                assert!(message.contains("max_header_bytes"), "{message}")
+            }
+            other => panic!("expected unreadable headers, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_large_is_an_error_without_content() {
+        let limits = Limits {
+            max_message_bytes: 10,
+            ..Limits::default()
+        };
+        let error = parse_message_with(b"Subject: secret words\n\nx", &limits).unwrap_err();
+        assert_eq!(
+            error,
+            ParseError::TooLarge {
+                bytes: 24,
+                limit: 10
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "message is 24 bytes, over the 10-byte limit ([limits] max_message_bytes)"
+        );
+        assert_eq!(parse_message_with(b"", &limits), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn nul_and_control_characters() {
+        let m = parse_message(
+            b"From: \"A\0B\" <a@x.com>\nMessage-ID: <id\0\x1b@x>\nSubject: s\0t\n\nbo\0dy",
+        )
+        .expect("parses");
+        assert_eq!(m.from[0].display_name.as_deref(), Some("A B"));
+        assert_eq!(m.message_id.as_deref(), Some("<id@x>"));
+        assert_eq!(m.subject.as_deref(), Some("s t"));
+        assert_eq!(m.body_text.as_deref(), Some("body"));
+        assert!(has_problem(&m, "NUL characters removed"));
+    }
+
+    #[test]
+    fn limits_deserialize_with_defaults() {
+        let limits: Limits = toml::from_str("max_recipients = 5").expect("reads");
+        assert_eq!(limits.max_recipients, 5);
+        assert_eq!(
+            limits.max_message_bytes,
+            Limits::default().max_message_bytes
+        );
+        assert!(toml::from_str::<Limits>("max_recipient = 5").is_err());
+        assert_eq!(size_label(1024 * 1024), "1 MiB");
+        assert_eq!(size_label(4096), "4 KiB");
+        assert_eq!(size_label(1000), "1000 bytes");
     }
 
     #[test]
@@ -2348,7 +3285,7 @@ mod tests {
     fn body_is_capped() {
         let m = parse(&format!("Subject: s\n\n{}", "ü".repeat(600_000)));
         let body = m.body_text.clone().unwrap_or_default();
-        assert!(body.len() <= MAX_BODY_BYTES);
+        assert!(body.len() <= Limits::default().max_body_text_bytes);
         assert!(body.chars().all(|c| c == 'ü'));
         assert!(has_problem(&m, "body text truncated"));
     }
@@ -2417,7 +3354,105 @@ mod tests {
             match result {
                 Ok(m) => !m.problems.iter().any(|p| p.starts_with("internal error")),
                 Err(ParseError::UnreadableHeaders(s)) => !s.starts_with("internal error"),
-                Err(ParseError::Empty) => true,
+                Err(ParseError::Empty | ParseError::TooLarge { .. }) => true,
+            }
+        }
+
+        /// Lines that build nested multiparts with three boundaries.
+        fn structure_line() -> impl Strategy<Value = &'static str> {
+            prop_oneof![
+                Just("Content-Type: multipart/mixed; boundary=b\r\n"),
+                Just("Content-Type: multipart/mixed; boundary=c\r\n"),
+                Just("Content-Type: multipart/alternative;\r\n boundary=\"d\"\r\n"),
+                Just("Content-Type: text/plain\r\n"),
+                Just("X-Filler: 0123456789\r\n"),
+                Just("--b\r\n"),
+                Just("--c\r\n"),
+                Just("--d\r\n"),
+                Just("--b--\r\n"),
+                Just("--c--\r\n"),
+                Just("--d--\r\n"),
+                Just("\r\n"),
+                Just("text\r\n"),
+                Just("--bx\r\n"),
+                Just("content-type: MULTIPART/digest; boundary=c\r\n"),
+                Just("Content-Type: multipart/mixed; boundary=\"\"\r\n"),
+                Just(" folded continuation\r\n"),
+                Just("\n"),
+                Just("\r"),
+            ]
+        }
+
+        /// The largest span of header bytes of any part, from its first key to its last value.
+        fn largest_header_block(part: &ParsedMail) -> usize {
+            let own = match (part.headers.first(), part.headers.last()) {
+                (Some(first), Some(last)) => {
+                    let start = first.get_key_raw().as_ptr() as usize;
+                    let value = last.get_value_raw();
+                    (value.as_ptr() as usize + value.len()).saturating_sub(start)
+                }
+                _ => 0,
+            };
+            part.subparts
+                .iter()
+                .map(largest_header_block)
+                .fold(own, usize::max)
+        }
+
+        fn node_count(part: &ParsedMail) -> usize {
+            part.subparts.iter().map(|p| 1 + node_count(p)).sum()
+        }
+
+        /// The depth of the deepest multipart that `mailparse` split into parts.
+        fn container_depth(part: &ParsedMail, depth: usize) -> Option<usize> {
+            if part.subparts.is_empty() {
+                return None;
+            }
+            part.subparts
+                .iter()
+                .filter_map(|p| container_depth(p, depth + 1))
+                .max()
+                .or(Some(depth))
+        }
+
+        proptest! {
+            // No regression file: it would land outside this source file's reach.
+            #![proptest_config(ProptestConfig {
+                cases: 1024,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn mime_bounds_hold_for_what_mailparse_builds(
+                lines in proptest::collection::vec(structure_line(), 0..80),
+                max_parts in 0usize..6,
+                max_depth in 0usize..4,
+                max_header in 0usize..120,
+            ) {
+                let raw = format!("Subject: s\r\n{}", lines.concat());
+                let limits = Limits {
+                    max_mime_parts: max_parts,
+                    max_mime_depth: max_depth,
+                    max_header_bytes: max_header,
+                    ..Limits::default()
+                };
+                let bounds = MimeBounds::apply(raw.as_bytes(), &limits);
+                let bytes = bounds.bytes.as_deref().unwrap_or(raw.as_bytes());
+                if let Ok(parsed) = mailparse::parse_mail(bytes) {
+                    prop_assert!(node_count(&parsed) <= max_parts);
+                    prop_assert!(largest_header_block(&parsed) <= max_header);
+                    if let Some(depth) = container_depth(&parsed, 0) {
+                        prop_assert!(depth < max_depth, "container at depth {}", depth);
+                    }
+                }
+                // Within the default limits nothing is ever rewritten.
+                prop_assert!(MimeBounds::apply(raw.as_bytes(), &Limits::default()).bytes.is_none());
+                let result = parse_message_with(raw.as_bytes(), &limits);
+                prop_assert!(no_internal_error(&result));
+                if let Ok(m) = result {
+                    prop_assert!(m.attachments.len() <= max_parts);
+                }
             }
         }
 

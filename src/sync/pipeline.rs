@@ -94,7 +94,7 @@ pub fn prepare(
             company_direction: Direction::Incoming,
         });
     }
-    let parsed = parse::parse_message(&message.raw);
+    let parsed = parse::parse_message_with(&message.raw, &policy.config.limits);
     let known_contacts = match &parsed {
         Ok(parsed) => store.known_contacts(&rules::parties_of(user, parsed).1)?,
         Err(_) => Default::default(),
