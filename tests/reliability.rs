@@ -356,11 +356,11 @@ fn a_crm_working_on_the_same_store_during_sync_loses_nothing() {
     );
 }
 
-/// A full disk: the daemon logs a clear error, keeps its cursor and retries; once there is
-/// room again it completes, with nothing half-written and nothing twice. The store lives on a
+/// A full disk, then a read-only store: the daemon logs a clear error, keeps its cursor and
+/// retries; once it can write again it completes, with nothing half-written and nothing twice. The store lives on a
 /// small tmpfs (mounting needs root, which CI has; elsewhere the test says so and stops).
 #[test]
-fn a_full_disk_is_survived_with_nothing_half_written() {
+fn a_full_disk_and_a_read_only_store_are_survived_with_nothing_half_written() {
     let is_root = std::process::Command::new("id")
         .arg("-u")
         .output()
@@ -459,5 +459,43 @@ fn a_full_disk_is_survived_with_nothing_half_written() {
     });
     assert_eq!(setup.count("activities", "1"), 30);
     assert_eq!(setup.count("activity_sources", "1"), 30);
+
+    // A read-only store (remounted read-only while the daemon is stopped): the daemon refuses
+    // to start with a clear error instead of running without being able to record anything;
+    // once writable again, the mail that arrived meanwhile is synced exactly once.
+    let mut daemon = daemon;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+    let read_only = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(read_only.success());
+    sandbox.deliver(
+        MICHELLE,
+        &message(900, ALICE, MICHELLE, "Secret subject while read-only"),
+    );
+    let refused = setup.mailsync(&["run", "--once"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("Read-only file system") || stderr.contains("readonly"),
+        "{stderr}"
+    );
+    let writable = std::process::Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(writable.success());
+    let resumed = setup.mailsync(&["run", "--once"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(setup.decisions(MICHELLE), 31);
+    assert_eq!(setup.count("activity_sources", "1"), 31);
     drop(daemon);
 }
