@@ -644,3 +644,116 @@ fn help_explains_each_command() {
 fn _paths_are_utf8(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// The spec's retroactive rules: after a rule change, stored activities a skip rule now
+/// matches are removed (also through a party that is not a contact, whose address the store
+/// does not keep), and visibility is recomputed; a dry run shows exactly that and writes
+/// nothing.
+#[test]
+fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() {
+    let playground = Playground::new();
+    playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &mailbox("michelle"),
+    ]);
+    let feed = |viewer: &str| json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]));
+    let before = feed("michelle@abcorp.com");
+    assert!(
+        before
+            .iter()
+            .any(|a| a["message_id"] == "<quote-8@customer.com>")
+    );
+    assert!(
+        before
+            .iter()
+            .any(|a| a["message_id"] == "<invoice-10@mail.gmail.com>" && a["private"] == false)
+    );
+
+    // john@elsewhere.example was a party of quote-8 but is no contact; the freelancer becomes private.
+    std::fs::write(
+        playground.dir.path().join("rules/later.toml"),
+        "[[rule]]\nname = \"skip elsewhere\"\nmatch = { domain = \"elsewhere.example\" }\naction = \"skip\"\n\n\
+         [[rule]]\nname = \"freelancer private\"\nmatch = { address = \"frank.freelancer@gmail.com\" }\naction = \"private\"\n",
+    )
+    .unwrap();
+    let store = playground.dir.path().join("crm.sqlite3");
+    let untouched = common::dump_store(&store);
+    let dry = playground.stdout(&["rules", "apply", "--dry-run"]);
+    assert!(
+        dry.contains(
+            "<quote-8@customer.com> in michelle@abcorp.com's mailbox: removed [skip elsewhere]"
+        ),
+        "{dry}"
+    );
+    assert!(dry.contains("<invoice-10@mail.gmail.com> in michelle@abcorp.com's mailbox: becomes private [freelancer private]"), "{dry}");
+    assert!(
+        dry.contains("dry run: 1 source(s) would be removed, 1 visibility change(s)"),
+        "{dry}"
+    );
+    assert_eq!(
+        common::dump_store(&store),
+        untouched,
+        "a dry run writes nothing"
+    );
+
+    let applied = playground.stdout(&["rules", "apply"]);
+    assert!(
+        applied
+            .contains("applied: 1 source(s) removed (1 activities gone), 1 visibility change(s)"),
+        "{applied}"
+    );
+    let after = feed("dave@abcorp.com");
+    assert!(
+        after
+            .iter()
+            .all(|a| a["message_id"] != "<quote-8@customer.com>")
+    );
+    let invoice = after
+        .iter()
+        .find(|a| a["message_id"] == "<invoice-10@mail.gmail.com>")
+        .unwrap();
+    assert_eq!(invoice["private"], true);
+    assert_eq!(
+        invoice["subject"],
+        serde_json::Value::Null,
+        "private now: content withheld from dave"
+    );
+    let log =
+        json_lines(&playground.stdout(&["decisions", "--user", "michelle@abcorp.com", "--json"]));
+    let quote = log
+        .iter()
+        .find(|d| d["source_id"] == "08-group-and-encoded.eml")
+        .unwrap();
+    assert_eq!(quote["reason"], "blocked_by_rule");
+    assert_eq!(quote["rules"], serde_json::json!(["skip elsewhere"]));
+    // Applying again finds nothing more; replaying again agrees with the applied rules.
+    assert!(
+        playground
+            .stdout(&["rules", "apply"])
+            .contains("nothing to change")
+    );
+    let again = json_lines(&playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &mailbox("michelle"),
+        "--json",
+        "--dry-run",
+    ]));
+    let replayed = again
+        .iter()
+        .find(|d| d["source_id"] == "08-group-and-encoded.eml")
+        .unwrap();
+    assert_eq!(replayed["reason"], "blocked_by_rule");
+
+    let check = playground.stdout(&["rules", "check"]);
+    assert!(
+        check.contains("6 rule(s), all valid")
+            && check.contains("\"skip elsewhere\"  skip domain elsewhere.example"),
+        "{check}"
+    );
+}

@@ -11,6 +11,7 @@ mod feed;
 mod notify;
 mod output;
 mod replay;
+mod rules;
 mod run;
 mod sandbox;
 mod status;
@@ -87,6 +88,10 @@ pub enum Command {
     /// kept). A second daemon on the same store refuses to start.
     Run(RunArgs),
 
+    /// Rules: apply them to what is already stored, or check the rules folder.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+
     /// Show the decision log of one user's mailbox: each message's decision, reason, rules and
     /// (when synced) contacts.
     Decisions {
@@ -153,6 +158,23 @@ pub struct VerifyArgs {
     /// The report as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Decide the stored activities again against the current rules: sources a skip rule now
+    /// matches are removed (the activity with its last source), visibility is recomputed.
+    /// The daemon does the same on every reload.
+    Apply {
+        /// Show exactly what would change, as a list and counts, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object per change.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the rules folder (every problem with its file and line) and list the rules.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,6 +335,10 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Explain(args) => explain::run(&load_policy(config_path)?, args),
         Command::Feed(args) => feed::run(&load_policy(config_path)?, args),
         Command::Run(args) => run::run(config_path, args),
+        Command::Rules(RulesCommand::Apply { dry_run, json }) => {
+            rules::apply(&load_policy(config_path)?, dry_run, json)
+        }
+        Command::Rules(RulesCommand::Check) => rules::check(&load_policy(config_path)?),
         Command::Decisions { user, limit, json } => {
             decisions::run(&load_policy(config_path)?, &user, limit, json)
         }

@@ -145,6 +145,37 @@ async fn futures_join(handles: Vec<JoinHandle<Stopped>>) {
     }
 }
 
+/// The spec's retroactive rules, after start-up and every reload: stored activities a skip
+/// rule now matches are removed, visibility is recomputed.
+async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
+    let store = store.clone();
+    let policy = policy.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut store = store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        crate::sync::retro::apply(&policy, &mut *store, false)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(result)) => match result.applied {
+            Some(applied) => tracing::info!(
+                sources_removed = applied.sources_removed,
+                activities_removed = applied.activities_removed,
+                visibility_changed = applied.visibility_changed,
+                "rules applied to stored activities"
+            ),
+            None => tracing::debug!("stored activities agree with the rules"),
+        },
+        Ok(Err(error)) => {
+            tracing::error!(error = %error, "cannot apply the rules to stored activities; will try again at the next reload")
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "applying the rules to stored activities failed")
+        }
+    }
+}
+
 /// Runs the daemon until `controls.shutdown` is cancelled.
 pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutcome, DaemonError> {
     let (policy, credentials) = load(&config_path).await?;
@@ -188,6 +219,8 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         shutdown: controls.shutdown.clone(),
     };
     workers.reconcile(&policy_rx.borrow().clone());
+    // The rules may have changed while the daemon was stopped.
+    apply_rules_to_stored(&workers.shared.store, &policy_rx.borrow().clone()).await;
     let users = policy_rx
         .borrow()
         .config
@@ -222,6 +255,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                         tracing::info!("config reloaded");
                         let policy = Arc::new(policy);
                         workers.reconcile(&policy);
+                        apply_rules_to_stored(&workers.shared.store, &policy).await;
                         let _ = credentials_tx.send(credentials);
                         let _ = policy_tx.send(policy);
                     }

@@ -8,10 +8,12 @@
 
 mod decide;
 pub mod freemail;
+mod recheck;
 mod ruleset;
 
 pub use decide::{
     Approval, Decision, Direction, Outcome, PartyVerdict, Policy, Reason, RuleMatch, Verdict,
     Visibility, decide, decide_before_fetch, excluded_label, parties_of,
 };
+pub use recheck::{PartyFingerprint, Recheck, address_hash, party_fingerprints, recheck};
 pub use ruleset::{Action, Matcher, Rule, RuleSet};

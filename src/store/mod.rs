@@ -10,7 +10,7 @@ mod sqlite;
 use std::collections::HashSet;
 
 use crate::parse::ParsedMessage;
-use crate::rules::{Decision, Direction};
+use crate::rules::{Decision, Direction, Visibility};
 
 pub use sqlite::{SqliteStore, StoreLock};
 
@@ -167,6 +167,44 @@ pub struct LoggedDecision {
     pub decided_at: String,
 }
 
+/// A stored source, with what retroactive rules need to decide it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSource {
+    pub activity_id: i64,
+    pub message_id: Option<String>,
+    pub user_email: String,
+    pub source: String,
+    pub source_id: String,
+    pub visibility: Visibility,
+    pub parties: Vec<crate::rules::PartyFingerprint>,
+    /// The activity's linked contact addresses.
+    pub contacts: Vec<String>,
+}
+
+/// A change retroactive rules make to one stored source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceChange {
+    /// A skip rule now matches: the source goes, its decision becomes `blocked_by_rule`, and
+    /// the activity goes with its last source.
+    Remove {
+        source: StoredSource,
+        rules: Vec<String>,
+    },
+    SetVisibility {
+        source: StoredSource,
+        visibility: Visibility,
+        rules: Vec<String>,
+    },
+}
+
+/// What applying retroactive changes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedChanges {
+    pub sources_removed: u64,
+    pub activities_removed: u64,
+    pub visibility_changed: u64,
+}
+
 /// What recording a decision changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -307,6 +345,15 @@ pub trait Store {
 
     /// Activity sources per user: how many activities each mailbox contributed.
     fn sources_per_user(&self) -> Result<std::collections::HashMap<String, u64>, StoreError>;
+
+    /// Every stored source, for retroactive rules.
+    fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError>;
+
+    /// Applies retroactive changes in one transaction.
+    fn apply_source_changes(
+        &mut self,
+        changes: &[SourceChange],
+    ) -> Result<AppliedChanges, StoreError>;
 
     /// The decision log of one user's mailbox, oldest first.
     fn decision_log(

@@ -7,12 +7,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
-use super::LoggedDecision;
 use super::{
     ActivityView, Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record,
     Recorded, SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
+use super::{AppliedChanges, LoggedDecision, SourceChange, StoredSource};
 use crate::rules::Decision;
+use crate::rules::Visibility;
 
 /// Each entry is one schema version; never edit a released one, append a new one.
 const MIGRATIONS: &[M<'static>] = &[
@@ -21,6 +22,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/003_health_and_notifications.sql")),
     M::up(include_str!("migrations/004_verify.sql")),
     M::up(include_str!("migrations/005_fingerprint.sql")),
+    M::up(include_str!("migrations/006_source_parties.sql")),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -413,6 +415,93 @@ impl Store for SqliteStore {
         Ok(counts)
     }
 
+    fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties
+             FROM activity_sources s JOIN activities a ON a.id = s.activity_id
+             ORDER BY s.activity_id, s.user_email",
+        )?;
+        let rows = statement.query_map([], |row| {
+            let visibility: String = row.get(5)?;
+            let parties: String = row.get(6)?;
+            Ok(StoredSource {
+                activity_id: row.get(0)?,
+                message_id: row.get(1)?,
+                user_email: row.get(2)?,
+                source: row.get(3)?,
+                source_id: row.get(4)?,
+                visibility: if visibility == "visible" {
+                    Visibility::Visible
+                } else {
+                    Visibility::Private
+                },
+                parties: serde_json::from_str(&parties).unwrap_or_default(),
+                contacts: Vec::new(),
+            })
+        })?;
+        let mut sources: Vec<StoredSource> = rows.collect::<Result<_, _>>()?;
+        let mut contacts_of = self.connection.prepare_cached(
+            "SELECT address FROM activity_contacts WHERE activity_id = ?1 ORDER BY address",
+        )?;
+        for source in &mut sources {
+            source.contacts = contacts_of
+                .query_map([source.activity_id], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(sources)
+    }
+
+    fn apply_source_changes(
+        &mut self,
+        changes: &[SourceChange],
+    ) -> Result<AppliedChanges, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut applied = AppliedChanges::default();
+        for change in changes {
+            match change {
+                SourceChange::Remove { source, rules } => {
+                    let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                    applied.sources_removed += transaction.execute(
+                        "DELETE FROM activity_sources WHERE activity_id = ?1 AND user_email = ?2",
+                        params![source.activity_id, source.user_email],
+                    )? as u64;
+                    transaction.execute(
+                        "UPDATE decisions SET decision = 'skipped', reason = 'blocked_by_rule', rules = ?1,
+                           activity_id = NULL, decided_at = ?2
+                         WHERE user_email = ?3 AND activity_id = ?4",
+                        params![rules_json, now(), source.user_email, source.activity_id],
+                    )?;
+                    applied.activities_removed += transaction.execute(
+                        "DELETE FROM activities WHERE id = ?1
+                           AND NOT EXISTS (SELECT 1 FROM activity_sources WHERE activity_id = ?1)",
+                        [source.activity_id],
+                    )? as u64;
+                }
+                SourceChange::SetVisibility {
+                    source,
+                    visibility,
+                    rules,
+                } => {
+                    let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                    applied.visibility_changed += transaction.execute(
+                        "UPDATE activity_sources SET visibility = ?1, rules = ?2
+                         WHERE activity_id = ?3 AND user_email = ?4 AND visibility != ?1",
+                        params![
+                            visibility.as_str(),
+                            rules_json,
+                            source.activity_id,
+                            source.user_email
+                        ],
+                    )? as u64;
+                }
+            }
+        }
+        transaction.commit()?;
+        Ok(applied)
+    }
+
     fn decision_log(
         &self,
         user_email: &str,
@@ -594,11 +683,11 @@ fn record_one(
             // the same mailbox (a replay, a second folder) keeps the first source id but
             // takes the latest decision's visibility, so rule changes are reflected.
             transaction.execute(
-                "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at, parties)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (activity_id, user_email) DO UPDATE
-                   SET visibility = excluded.visibility, rules = excluded.rules
-                   WHERE visibility != excluded.visibility OR rules != excluded.rules",
+                   SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties
+                   WHERE visibility != excluded.visibility OR rules != excluded.rules OR parties != excluded.parties",
                 params![
                     activity_id,
                     source.user_email,
@@ -608,6 +697,8 @@ fn record_one(
                     direction.as_str(),
                     rules_json,
                     now(),
+                    serde_json::to_string(&crate::rules::party_fingerprints(&decision.parties))
+                        .expect("pairs of strings always serialize"),
                 ],
             )?;
             let mut link = transaction.prepare_cached(

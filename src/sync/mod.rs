@@ -3,6 +3,7 @@
 
 pub mod gmail;
 mod pipeline;
+pub mod retro;
 
 pub use pipeline::{
     DecisionRecord, Mode, PartyRecord, Prepared, Processed, company_direction, prepare, process,

@@ -1,0 +1,140 @@
+//! `mailsync rules apply|check`: retroactive rules and a lint of the rules folder.
+
+use std::io::Write;
+
+use super::output::json_line;
+use super::{CommandResult, ExitStatus, open_store};
+use crate::rules::Policy;
+use crate::store::SourceChange;
+use crate::sync::retro;
+
+#[derive(Debug, serde::Serialize)]
+struct ChangeLine<'a> {
+    change: &'static str,
+    activity_id: i64,
+    message_id: Option<&'a str>,
+    user: &'a str,
+    source: &'a str,
+    source_id: &'a str,
+    visibility: Option<&'static str>,
+    rules: &'a [String],
+}
+
+fn line(change: &SourceChange) -> ChangeLine<'_> {
+    match change {
+        SourceChange::Remove { source, rules } => ChangeLine {
+            change: "remove",
+            activity_id: source.activity_id,
+            message_id: source.message_id.as_deref(),
+            user: &source.user_email,
+            source: &source.source,
+            source_id: &source.source_id,
+            visibility: None,
+            rules,
+        },
+        SourceChange::SetVisibility {
+            source,
+            visibility,
+            rules,
+        } => ChangeLine {
+            change: "visibility",
+            activity_id: source.activity_id,
+            message_id: source.message_id.as_deref(),
+            user: &source.user_email,
+            source: &source.source,
+            source_id: &source.source_id,
+            visibility: Some(visibility.as_str()),
+            rules,
+        },
+    }
+}
+
+pub fn apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
+    let mut store = open_store(policy)?;
+    let result = retro::apply(policy, &mut store, dry_run)?;
+    let mut out = std::io::stdout().lock();
+    let removals = result
+        .changes
+        .iter()
+        .filter(|c| matches!(c, SourceChange::Remove { .. }))
+        .count();
+    let visibility = result.changes.len() - removals;
+    for change in &result.changes {
+        let line = line(change);
+        if json {
+            json_line(&mut out, &line)?;
+        } else {
+            let what = match line.visibility {
+                Some(visibility) => format!("becomes {visibility}"),
+                None => "removed".to_string(),
+            };
+            writeln!(
+                out,
+                "activity #{} {} in {}'s mailbox: {what} [{}]",
+                line.activity_id,
+                line.message_id.unwrap_or("(no message-id)"),
+                line.user,
+                line.rules.join(", ")
+            )?;
+        }
+    }
+    if !json {
+        match result.applied {
+            Some(applied) => writeln!(
+                out,
+                "applied: {} source(s) removed ({} activities gone), {} visibility change(s)",
+                applied.sources_removed, applied.activities_removed, applied.visibility_changed
+            )?,
+            None if dry_run => writeln!(
+                out,
+                "dry run: {removals} source(s) would be removed, {visibility} visibility change(s); nothing written"
+            )?,
+            None => writeln!(
+                out,
+                "nothing to change: the stored activities agree with the rules"
+            )?,
+        }
+    }
+    tracing::info!(
+        removals,
+        visibility_changes = visibility,
+        dry_run,
+        "rules applied to stored activities"
+    );
+    Ok(ExitStatus::Success)
+}
+
+/// Lints the rules folder: the same checks as at start-up, and the rules listed.
+pub fn check(policy: &Policy) -> CommandResult {
+    let mut out = std::io::stdout().lock();
+    let Some(dir) = &policy.config.rules_dir else {
+        writeln!(
+            out,
+            "no [rules] dir in {}: no rules",
+            policy.config.source_path.display()
+        )?;
+        return Ok(ExitStatus::Success);
+    };
+    writeln!(
+        out,
+        "{}: {} rule(s), all valid",
+        dir.display(),
+        policy.rules.rules.len()
+    )?;
+    for rule in &policy.rules.rules {
+        let scope = match &rule.users {
+            Some(users) => format!(" (only {})", users.join(", ")),
+            None => String::new(),
+        };
+        writeln!(
+            out,
+            "  {}:{}  \"{}\"  {} {}{scope}",
+            rule.file.display(),
+            rule.line,
+            rule.name,
+            rule.action.as_str(),
+            rule.matcher
+        )?;
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,51 @@
+//! Retroactive rules: the stored activities decided again against the current rules, as the
+//! spec asks on every reload: an activity a `skip` rule now matches is removed; visibility is
+//! recomputed. Run by `mailsync rules apply` and by the daemon after each reload.
+
+use crate::rules::{self, Policy, Recheck};
+use crate::store::{AppliedChanges, SourceChange, Store, StoreError};
+
+/// What would change, and (unless a dry run) what did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RulesApplied {
+    pub changes: Vec<SourceChange>,
+    pub applied: Option<AppliedChanges>,
+}
+
+/// The changes the current rules make to the stored sources; pure apart from reading.
+pub fn plan(policy: &Policy, store: &dyn Store) -> Result<Vec<SourceChange>, StoreError> {
+    let mut changes = Vec::new();
+    for source in store.stored_sources()? {
+        // A user who left the config keeps what was stored; purging is a separate decision.
+        let Some(user) = policy.config.user_by_address(&source.user_email) else {
+            continue;
+        };
+        match rules::recheck(policy, user, &source.parties, &source.contacts) {
+            Recheck::Blocked { rules } => changes.push(SourceChange::Remove { source, rules }),
+            Recheck::Keep { visibility, rules } if visibility != source.visibility => {
+                changes.push(SourceChange::SetVisibility {
+                    source,
+                    visibility,
+                    rules,
+                })
+            }
+            Recheck::Keep { .. } => {}
+        }
+    }
+    Ok(changes)
+}
+
+/// Plans and, unless `dry_run`, applies in one transaction.
+pub fn apply(
+    policy: &Policy,
+    store: &mut dyn Store,
+    dry_run: bool,
+) -> Result<RulesApplied, StoreError> {
+    let changes = plan(policy, store)?;
+    let applied = if dry_run || changes.is_empty() {
+        None
+    } else {
+        Some(store.apply_source_changes(&changes)?)
+    };
+    Ok(RulesApplied { changes, applied })
+}
