@@ -1,0 +1,68 @@
+//! What most commands need before they can work: settings, the user they are about, the
+//! store, Gmail credentials and an async runtime, each failing with the right exit code.
+
+use std::path::Path;
+
+use super::CommandError;
+use crate::config::{Config, User};
+use crate::diagnostic::Diagnostics;
+use crate::rules::{Policy, RuleSet};
+use crate::store::SqliteStore;
+
+/// The configured Gmail credentials; a missing or unsafe file is a config problem (exit 2).
+pub(super) async fn load_credentials(
+    policy: &Policy,
+) -> Result<crate::gmail::auth::Credentials, CommandError> {
+    let gmail = &policy.config.gmail;
+    crate::gmail::auth::Credentials::load(
+        gmail.service_account_key.as_deref(),
+        gmail.client_secret.as_deref(),
+    )
+    .await
+    .map_err(|error| CommandError::Usage(error.to_string()))
+}
+
+/// The async runtime for the commands that talk to Gmail.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            CommandError::Failed(
+                anyhow::Error::new(error).context("cannot start the async runtime"),
+            )
+        })
+}
+
+/// Loads the config and its rules, collecting the problems of both.
+pub fn load_settings(config_path: &Path) -> Result<Policy, Diagnostics> {
+    let config = Config::load(config_path)?;
+    let rules = match &config.rules_dir {
+        Some(dir) => RuleSet::load(dir, &config)?,
+        None => RuleSet::default(),
+    };
+    Ok(Policy::new(config, rules))
+}
+
+pub(super) fn load_policy(config_path: &Path) -> Result<Policy, CommandError> {
+    load_settings(config_path).map_err(CommandError::Config)
+}
+
+/// The configured user with this address, or a usage error naming the config.
+pub(super) fn find_user<'a>(policy: &'a Policy, address: &str) -> Result<&'a User, CommandError> {
+    policy.config.user_by_address(address).ok_or_else(|| {
+        CommandError::Usage(format!(
+            "`{address}` is not a user in {}: add it under [[users]] first",
+            policy.config.source_path.display()
+        ))
+    })
+}
+
+pub(super) fn open_store(policy: &Policy) -> Result<SqliteStore, CommandError> {
+    let path = &policy.config.store_path;
+    SqliteStore::open(path).map_err(|error| {
+        CommandError::Failed(
+            anyhow::Error::new(error).context(format!("cannot open store {}", path.display())),
+        )
+    })
+}
