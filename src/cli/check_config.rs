@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{CommandError, CommandResult, ExitStatus, load_settings};
+use super::{CommandResult, ExitStatus, load_policy};
 
 pub fn run(config_path: &Path) -> CommandResult {
-    let policy = load_settings(config_path).map_err(CommandError::Config)?;
+    let policy = load_policy(config_path)?;
     let config = &policy.config;
     let syncing = config.users.iter().filter(|user| user.sync).count();
     let rule_files: std::collections::BTreeSet<_> =

@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use super::CommandError;
-use crate::config::{Config, User};
-use crate::diagnostic::Diagnostics;
-use crate::rules::{Policy, RuleSet};
+use crate::config::User;
+use crate::rules::Policy;
 use crate::store::SqliteStore;
 
 /// The configured Gmail credentials; a missing or unsafe file is a config problem (exit 2).
@@ -34,18 +33,8 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
         })
 }
 
-/// Loads the config and its rules, collecting the problems of both.
-pub fn load_settings(config_path: &Path) -> Result<Policy, Diagnostics> {
-    let config = Config::load(config_path)?;
-    let rules = match &config.rules_dir {
-        Some(dir) => RuleSet::load(dir, &config)?,
-        None => RuleSet::default(),
-    };
-    Ok(Policy::new(config, rules))
-}
-
 pub(super) fn load_policy(config_path: &Path) -> Result<Policy, CommandError> {
-    load_settings(config_path).map_err(CommandError::Config)
+    Policy::load(config_path).map_err(CommandError::Config)
 }
 
 /// The configured user with this address, or a usage error naming the config.

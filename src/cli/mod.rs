@@ -24,7 +24,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_CONFIG_PATH;
 
-pub use context::load_settings;
 use context::{find_user, load_credentials, load_policy, open_store, runtime};
 pub use output::{CommandError, CommandResult, ExitStatus};
 

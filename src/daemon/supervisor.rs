@@ -52,7 +52,7 @@ pub enum DaemonError {
 /// Loads settings the same way at start-up and on reload: one code path, so a config that
 /// starts also reloads and vice versa.
 async fn load(config_path: &Path) -> Result<(Policy, Credentials), DaemonError> {
-    let policy = crate::cli::load_settings(config_path).map_err(DaemonError::Config)?;
+    let policy = Policy::load(config_path).map_err(DaemonError::Config)?;
     let gmail = &policy.config.gmail;
     let credentials = Credentials::load(
         gmail.service_account_key.as_deref(),

@@ -19,6 +19,17 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Loads the config at `config_path` and its rules folder, collecting the problems of
+    /// both: the one loading path for start-up, reload and every command.
+    pub fn load(config_path: &std::path::Path) -> Result<Policy, crate::diagnostic::Diagnostics> {
+        let config = Config::load(config_path)?;
+        let rules = match &config.rules_dir {
+            Some(dir) => RuleSet::load(dir, &config)?,
+            None => RuleSet::default(),
+        };
+        Ok(Policy::new(config, rules))
+    }
+
     pub fn new(config: Config, rules: RuleSet) -> Self {
         let mut internal_domains = config.company_domains.clone();
         for user in &config.users {
