@@ -757,3 +757,82 @@ fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() 
         "{check}"
     );
 }
+
+#[test]
+fn export_and_search_follow_the_read_path() {
+    let playground = Playground::new();
+    for (user, folder) in [
+        ("michelle@abcorp.com", "michelle"),
+        ("dave@abcorp.com", "dave"),
+        ("ceo@abcorp.com", "ceo"),
+    ] {
+        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
+    }
+    let csv = playground.stdout(&["export", "--as", "michelle@abcorp.com", "--format", "csv"]);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "activity_id",
+            "message_id",
+            "date",
+            "direction",
+            "contacts",
+            "private",
+            "subject",
+            "body",
+            "sources"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let feed = json_lines(&playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--json"]));
+    assert_eq!(
+        rows.len(),
+        feed.len(),
+        "one row per activity the viewer may see"
+    );
+    let jan = rows
+        .iter()
+        .find(|r| &r[1] == "<q3-1@bookkeeper.nl>")
+        .unwrap();
+    assert_eq!(&jan[5], "true");
+    assert_eq!((&jan[6], &jan[7]), ("", ""), "withheld fields are empty");
+    let json = json_lines(&playground.stdout(&[
+        "export",
+        "--as",
+        "michelle@abcorp.com",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(json, feed);
+
+    let found = json_lines(&playground.stdout(&[
+        "search",
+        "--as",
+        "ceo@abcorp.com",
+        "salary",
+        "statement",
+        "--json",
+    ]));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["message_id"], "<q3-1@bookkeeper.nl>");
+    let hidden = json_lines(&playground.stdout(&[
+        "search",
+        "--as",
+        "michelle@abcorp.com",
+        "salary",
+        "--json",
+    ]));
+    assert!(
+        hidden.is_empty(),
+        "the admin may not read the CEO's private mail, so cannot find it"
+    );
+    let by_attachment = json_lines(&playground.stdout(&[
+        "search",
+        "--as",
+        "dave@abcorp.com",
+        "quote.pdf",
+        "--json",
+    ]));
+    assert_eq!(by_attachment.len(), 1, "attachment names are searched");
+}

@@ -492,3 +492,53 @@ fn a_new_store_file_is_readable_by_its_owner_only() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// Search goes through the read path: words inside content withheld from a viewer never
+/// match for that viewer, and match for those who may read it.
+#[test]
+fn search_never_matches_words_in_content_withheld_from_the_viewer() {
+    let mut world = world();
+    // Private (Dave's setting), Bob is Dave's contact only, content only for Dave.
+    world.replay("dave@abcorp.com", "2", "From: bob@bigclient.io\nTo: dave@abcorp.com\nSubject: Merger codename Falcon\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-2@bigclient.io>\n\nbudget figures\n");
+    // Visible (Michelle's setting), Alice visible to all.
+    world.replay("michelle@abcorp.com", "1", "From: alice@customer.com\nTo: michelle@abcorp.com\nSubject: Falcon renewal\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <alice-1@customer.com>\n\nrenewal terms\n");
+    let ids = |viewer: Viewer, words: &str| -> Vec<String> {
+        world
+            .store
+            .search(&viewer, words, None)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.message_id.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids(world.viewer("dave@abcorp.com", false), "falcon"),
+        vec!["<alice-1@customer.com>", "<bob-2@bigclient.io>"]
+    );
+    assert_eq!(
+        ids(world.viewer("dave@abcorp.com", false), "budget"),
+        vec!["<bob-2@bigclient.io>"]
+    );
+    // Michelle (admin) sees Bob's activity but not its content: its words do not match.
+    assert_eq!(
+        ids(world.viewer("michelle@abcorp.com", false), "falcon"),
+        vec!["<alice-1@customer.com>"]
+    );
+    assert!(ids(world.viewer("michelle@abcorp.com", false), "budget").is_empty());
+    // With the account setting, the admin reads private content, and may find it.
+    assert_eq!(
+        ids(world.viewer("michelle@abcorp.com", true), "budget"),
+        vec!["<bob-2@bigclient.io>"]
+    );
+    // Erin may not see Bob at all.
+    assert!(ids(world.viewer("erin@abcorp.com", false), "budget").is_empty());
+    assert!(
+        ids(
+            world.viewer("erin@abcorp.com", false),
+            "\"; DROP TABLE activities; --"
+        )
+        .is_empty(),
+        "query text is data"
+    );
+    assert_eq!(world.store.counts().unwrap().activities, 2);
+}

@@ -1,24 +1,47 @@
-//! `mailsync feed`: the read path as a user would see it.
+//! `mailsync feed`, `search` and `export`: the read path as a user would see it. All three go
+//! through the store's one read-path function, so what a viewer is shown is the same
+//! everywhere.
 
 use std::io::Write;
 
-use super::output::json_line;
-use super::{CommandResult, ExitStatus, FeedArgs, find_user, open_store};
-use crate::rules::Policy;
-use crate::store::{Store, Viewer};
+use anyhow::Context;
 
-pub fn run(policy: &Policy, args: FeedArgs) -> CommandResult {
-    let user = find_user(policy, &args.viewer)?;
-    let viewer = Viewer {
+use super::output::json_line;
+use super::{CommandResult, ExitStatus, ExportArgs, ExportFormat, FeedArgs, find_user, open_store};
+use crate::rules::Policy;
+use crate::store::{ActivityView, Store, Viewer};
+
+fn viewer(policy: &Policy, address: &str) -> Result<Viewer, super::CommandError> {
+    let user = find_user(policy, address)?;
+    Ok(Viewer {
         email: user.email.clone(),
         is_admin: user.is_admin(),
         admins_see_private_emails: policy.config.admins_see_private_emails,
-    };
-    let store = open_store(policy)?;
-    let activities = store.feed(&viewer, args.contact.as_deref(), args.limit)?;
+    })
+}
+
+pub fn run(policy: &Policy, args: FeedArgs) -> CommandResult {
+    let viewer = viewer(policy, &args.viewer)?;
+    let activities = open_store(policy)?.feed(&viewer, args.contact.as_deref(), args.limit)?;
+    print(&activities, &viewer, args.json)
+}
+
+pub fn search(
+    policy: &Policy,
+    viewer_address: &str,
+    query: &str,
+    limit: Option<usize>,
+    json: bool,
+) -> CommandResult {
+    let viewer = viewer(policy, viewer_address)?;
+    let activities = open_store(policy)?.search(&viewer, query, limit)?;
+    print(&activities, &viewer, json)
+}
+
+fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandResult {
     let mut out = std::io::stdout().lock();
-    for activity in &activities {
-        if args.json {
+    for activity in activities {
+        if json {
             json_line(&mut out, activity)?;
             continue;
         }
@@ -37,7 +60,7 @@ pub fn run(policy: &Policy, args: FeedArgs) -> CommandResult {
             None => writeln!(out, "    (no subject)")?,
         }
     }
-    if !args.json {
+    if !json {
         writeln!(
             out,
             "{} activit{} visible to {}",
@@ -47,4 +70,50 @@ pub fn run(policy: &Policy, args: FeedArgs) -> CommandResult {
         )?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The CSV header of `export --format csv`.
+pub const CSV_HEADER: [&str; 9] = [
+    "activity_id",
+    "message_id",
+    "date",
+    "direction",
+    "contacts",
+    "private",
+    "subject",
+    "body",
+    "sources",
+];
+
+pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
+    let viewer = viewer(policy, &args.viewer)?;
+    let activities = open_store(policy)?.feed(&viewer, args.contact.as_deref(), None)?;
+    match args.format {
+        ExportFormat::Json => print(&activities, &viewer, true),
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout().lock());
+            writer
+                .write_record(CSV_HEADER)
+                .context("cannot write the export")?;
+            for activity in &activities {
+                // Withheld fields are empty, exactly like null in the JSON form.
+                writer
+                    .write_record([
+                        activity.activity_id.to_string(),
+                        activity.message_id.clone().unwrap_or_default(),
+                        activity.date.clone().unwrap_or_default(),
+                        activity.direction.clone(),
+                        activity.contacts.join(";"),
+                        activity.private.to_string(),
+                        activity.subject.clone().unwrap_or_default(),
+                        activity.body.clone().unwrap_or_default(),
+                        activity.sources.join(";"),
+                    ])
+                    .context("cannot write the export")?;
+            }
+            writer.flush()?;
+            tracing::info!(viewer = %viewer.email, activities = activities.len(), "exported");
+            Ok(ExitStatus::Success)
+        }
+    }
 }

@@ -128,6 +128,26 @@ pub enum Command {
     /// quota, history and fault injection), for tests and demos. Loopback only.
     Sandbox(SandboxArgs),
 
+    /// Full-text search (subject, body, attachment names) over what a user may see; words in
+    /// content withheld from that user never match. Same JSON objects as `feed`.
+    Search {
+        /// The user looking.
+        #[arg(long = "as", value_name = "EMAIL")]
+        viewer: String,
+        /// The words to find (all of them).
+        #[arg(required = true)]
+        query: Vec<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Export the activities a user may see, one row each, withheld fields empty (CSV header:
+    /// activity_id,message_id,date,direction,contacts,private,subject,body,sources).
+    Export(ExportArgs),
+
     /// Start the Gmail-compatible sandbox with bundled mailboxes, run the daemon's sync against
     /// it into a local SQLite file, and print what was synced and skipped and what two users
     /// see. Needs no Google account.
@@ -317,6 +337,24 @@ pub struct FeedArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The user the export is for.
+    #[arg(long = "as", value_name = "EMAIL")]
+    pub viewer: String,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Only activities linked to the contact with this address.
+    #[arg(long, value_name = "ADDR")]
+    pub contact: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The playground folder (created if missing; reused if present).
@@ -333,6 +371,19 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Replay(args) => replay::run(&load_policy(config_path)?, args),
         Command::Explain(args) => explain::run(&load_policy(config_path)?, args),
         Command::Feed(args) => feed::run(&load_policy(config_path)?, args),
+        Command::Search {
+            viewer,
+            query,
+            limit,
+            json,
+        } => feed::search(
+            &load_policy(config_path)?,
+            &viewer,
+            &query.join(" "),
+            limit,
+            json,
+        ),
+        Command::Export(args) => feed::export(&load_policy(config_path)?, args),
         Command::Run(args) => run::run(config_path, args),
         Command::Rules(RulesCommand::Apply { dry_run, json }) => {
             rules::apply(&load_policy(config_path)?, dry_run, json)

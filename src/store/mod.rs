@@ -381,5 +381,14 @@ pub trait Store {
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError>;
 
+    /// Full-text search (subject, body, attachment names) through the same read path: only
+    /// activities whose content this viewer is shown can match.
+    fn search(
+        &self,
+        viewer: &Viewer,
+        query: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<ActivityView>, StoreError>;
+
     fn counts(&self) -> Result<Counts, StoreError>;
 }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/004_verify.sql")),
     M::up(include_str!("migrations/005_fingerprint.sql")),
     M::up(include_str!("migrations/006_source_parties.sql")),
+    M::up(include_str!("migrations/007_search.sql")),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -579,7 +580,19 @@ impl Store for SqliteStore {
         contact: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
-        read_path(&self.connection, viewer, contact, limit)
+        read_path(&self.connection, viewer, contact, limit, None)
+    }
+
+    fn search(
+        &self,
+        viewer: &Viewer,
+        query: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<ActivityView>, StoreError> {
+        match fts_query(query) {
+            Some(query) => read_path(&self.connection, viewer, None, limit, Some(&query)),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
@@ -673,6 +686,20 @@ fn record_one(
                             attachment.sha256,
                         ])?;
                     }
+                    let attachment_names: Vec<&str> = parsed
+                        .attachments
+                        .iter()
+                        .filter_map(|attachment| attachment.file_name.as_deref())
+                        .collect();
+                    transaction.execute(
+                    "INSERT INTO activity_search (rowid, subject, body, attachment_names) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        id,
+                        parsed.subject.as_deref().unwrap_or(""),
+                        parsed.body_text.as_deref().unwrap_or(""),
+                        attachment_names.join(" "),
+                    ],
+                )?;
                     (id, true)
                 }
             };
@@ -785,6 +812,18 @@ fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::E
     })
 }
 
+/// A user's words as an FTS5 query: each word quoted (so FTS5 syntax in it is just text),
+/// all of them required. `None` when there is no word.
+fn fts_query(query: &str) -> Option<String> {
+    let words: Vec<String> = query
+        .split_whitespace()
+        .map(|word| word.replace('"', ""))
+        .filter(|word| !word.is_empty())
+        .map(|word| format!("\"{word}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
 /// A contact is visible to the viewer when it has no `visible_to` list, lists the viewer, or
 /// the viewer is an admin. `?1` = viewer email, `?2` = viewer is admin.
 const CONTACT_VISIBLE_TO_VIEWER: &str = "(?2 OR NOT EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id)
@@ -796,6 +835,7 @@ fn read_path(
     viewer: &Viewer,
     contact: Option<&str>,
     limit: Option<usize>,
+    search: Option<&str>,
 ) -> Result<Vec<ActivityView>, StoreError> {
     // Rule 1: V sees an activity if it came from V's mailbox or V may see one of its contacts.
     // With a contact filter, V must be able to see that contact on this activity.
@@ -807,6 +847,15 @@ fn read_path(
         ),
         None => "AND ?3 IS NULL".to_string(),
     };
+    // Search: the words must be in content this viewer is shown (rule 2 below, as SQL), so
+    // words inside withheld content never match for this viewer.
+    let search_filter = match search {
+        Some(_) => "AND a.id IN (SELECT rowid FROM activity_search WHERE activity_search MATCH ?5)
+           AND (EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible')
+                OR EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
+                OR (?2 AND ?6))",
+        None => "AND ?5 IS NULL AND ?6 IS NOT NULL",
+    };
     let sql = format!(
         "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
                 EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1) AS is_owner,
@@ -815,6 +864,7 @@ fn read_path(
          WHERE (EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
                 OR EXISTS (SELECT 1 FROM activity_contacts ac WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER}))
            {contact_filter}
+           {search_filter}
          ORDER BY a.date IS NULL, a.date DESC, a.id DESC
          LIMIT ?4"
     );
@@ -825,7 +875,9 @@ fn read_path(
             viewer.email,
             viewer.is_admin,
             contact.map(crate::address::normalize),
-            limit
+            limit,
+            search,
+            viewer.admins_see_private_emails,
         ],
         |row| {
             Ok((
