@@ -836,3 +836,54 @@ fn export_and_search_follow_the_read_path() {
     ]));
     assert_eq!(by_attachment.len(), 1, "attachment names are searched");
 }
+
+/// Offboarding: purge removes a mailbox's contribution and nothing else.
+#[test]
+fn purge_removes_a_mailbox_contribution_and_nothing_else() {
+    let playground = Playground::new();
+    for (user, folder) in [
+        ("michelle@abcorp.com", "michelle"),
+        ("dave@abcorp.com", "dave"),
+    ] {
+        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
+    }
+    let ids = |viewer: &str| -> Vec<String> {
+        let mut ids: Vec<String> =
+            json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]))
+                .iter()
+                .map(|a| a["message_id"].as_str().unwrap().to_string())
+                .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids("michelle@abcorp.com");
+    assert!(before.contains(&"<pricing-2@bigclient.io>".to_string()));
+    // Without --yes and without a terminal, nothing happens.
+    playground
+        .run(&["purge", "--user", "dave@abcorp.com"])
+        .assert()
+        .code(2);
+    assert_eq!(ids("michelle@abcorp.com"), before);
+
+    let out = playground.stdout(&["purge", "--user", "dave@abcorp.com", "--yes"]);
+    assert!(out.contains("purged dave@abcorp.com: 1 activities removed, 1 shared activities lost this mailbox's source, 2 decisions removed"), "{out}");
+    let after = ids("michelle@abcorp.com");
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|id| *id != "<pricing-2@bigclient.io>")
+        .cloned()
+        .collect();
+    assert_eq!(after, expected, "only dave's own message went");
+    let shared = json_lines(&playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--json"]))
+        .into_iter()
+        .find(|a| a["message_id"] == "<reply-2@abcorp.com>")
+        .unwrap();
+    assert_eq!(
+        shared["sources"],
+        serde_json::json!(["michelle@abcorp.com"])
+    );
+    assert!(
+        json_lines(&playground.stdout(&["decisions", "--user", "dave@abcorp.com", "--json"]))
+            .is_empty()
+    );
+}

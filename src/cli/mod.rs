@@ -11,6 +11,7 @@ mod explain;
 mod feed;
 mod notify;
 mod output;
+mod purge;
 mod replay;
 mod rules;
 mod run;
@@ -142,6 +143,18 @@ pub enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+
+    /// Remove everything that came only from one user's mailbox (offboarding, a deletion
+    /// request); activities other mailboxes also saw lose only that source. Asks for
+    /// confirmation unless --yes.
+    Purge {
+        /// The user whose mailbox's contribution goes (may already be gone from the config).
+        #[arg(long, value_name = "EMAIL")]
+        user: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
     },
 
     /// Export the activities a user may see, one row each, withheld fields empty (CSV header:
@@ -384,6 +397,7 @@ pub fn run(cli: Cli) -> CommandResult {
             json,
         ),
         Command::Export(args) => feed::export(&load_policy(config_path)?, args),
+        Command::Purge { user, yes } => purge::run(&load_policy(config_path)?, &user, yes),
         Command::Run(args) => run::run(config_path, args),
         Command::Rules(RulesCommand::Apply { dry_run, json }) => {
             rules::apply(&load_policy(config_path)?, dry_run, json)

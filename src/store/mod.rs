@@ -205,6 +205,16 @@ pub struct AppliedChanges {
     pub visibility_changed: u64,
 }
 
+/// What `purge` removed for one user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Purged {
+    /// Activities that came only from this mailbox, removed with their links and attachments.
+    pub activities_removed: u64,
+    /// Activities that keep other mailboxes' sources and lost only this one.
+    pub sources_removed: u64,
+    pub decisions_removed: u64,
+}
+
 /// What recording a decision changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -354,6 +364,11 @@ pub trait Store {
         &mut self,
         changes: &[SourceChange],
     ) -> Result<AppliedChanges, StoreError>;
+
+    /// Removes everything that came from `user_email`'s mailbox: activities it alone
+    /// contributed, its sources on shared ones, its decisions, sync state, notification
+    /// history and refresh token, in one transaction.
+    fn purge_user(&mut self, user_email: &str) -> Result<Purged, StoreError>;
 
     /// The decision log of one user's mailbox, oldest first.
     fn decision_log(

@@ -11,7 +11,7 @@ use super::{
     ActivityView, Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record,
     Recorded, SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
-use super::{AppliedChanges, LoggedDecision, SourceChange, StoredSource};
+use super::{AppliedChanges, LoggedDecision, Purged, SourceChange, StoredSource};
 use crate::rules::Decision;
 use crate::rules::Visibility;
 
@@ -414,6 +414,37 @@ impl Store for SqliteStore {
             })?
             .collect::<Result<_, _>>()?;
         Ok(counts)
+    }
+
+    fn purge_user(&mut self, user_email: &str) -> Result<Purged, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let activities_removed = transaction.execute(
+            "DELETE FROM activities WHERE id IN (
+               SELECT activity_id FROM activity_sources WHERE user_email = ?1
+               EXCEPT SELECT activity_id FROM activity_sources WHERE user_email != ?1)",
+            [user_email],
+        )? as u64;
+        let sources_removed = transaction.execute(
+            "DELETE FROM activity_sources WHERE user_email = ?1",
+            [user_email],
+        )? as u64;
+        let decisions_removed = transaction
+            .execute("DELETE FROM decisions WHERE user_email = ?1", [user_email])?
+            as u64;
+        for table in ["sync_state", "notifications", "oauth_tokens"] {
+            transaction.execute(
+                &format!("DELETE FROM {table} WHERE user_email = ?1"),
+                [user_email],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(Purged {
+            activities_removed,
+            sources_removed,
+            decisions_removed,
+        })
     }
 
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {

@@ -1,0 +1,60 @@
+//! `mailsync purge`: offboarding or a deletion request. Removes everything that came only from
+//! one user's mailbox; activities that other mailboxes also saw lose only that source.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use super::{CommandError, CommandResult, ExitStatus, open_store};
+use crate::address;
+use crate::rules::Policy;
+use crate::store::Store;
+
+pub fn run(policy: &Policy, user: &str, yes: bool) -> CommandResult {
+    // The user may already have left the config; their mail must still be purgeable.
+    let email = policy
+        .config
+        .user_by_address(user)
+        .map_or_else(|| address::normalize(user), |known| known.email.clone());
+    address::validate(&email).map_err(CommandError::Usage)?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CommandError::Usage(format!(
+                "purging {email}'s mail cannot be undone: confirm with --yes"
+            )));
+        }
+        let mut out = std::io::stdout().lock();
+        write!(
+            out,
+            "This removes every activity that came only from {email}'s mailbox, and {email}'s source on the others. Type the address to confirm: "
+        )?;
+        out.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if address::normalize(&answer) != email {
+            return Err(CommandError::Usage(
+                "not confirmed; nothing was removed".to_string(),
+            ));
+        }
+    }
+    let purged = open_store(policy)?.purge_user(&email)?;
+    println!(
+        "purged {email}: {} activities removed, {} shared activities lost this mailbox's source, {} decisions removed",
+        purged.activities_removed, purged.sources_removed, purged.decisions_removed
+    );
+    tracing::warn!(
+        user = %email,
+        activities_removed = purged.activities_removed,
+        sources_removed = purged.sources_removed,
+        decisions_removed = purged.decisions_removed,
+        "mailbox purged"
+    );
+    if policy
+        .config
+        .user_by_address(&email)
+        .is_some_and(|user| user.sync)
+    {
+        println!(
+            "note: {email} still has sync = true; turn it off and reload, or the daemon will sync the mailbox again"
+        );
+    }
+    Ok(ExitStatus::Success)
+}
