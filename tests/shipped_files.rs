@@ -93,3 +93,22 @@ fn systemd_unit_is_hardened_and_valid() {
         "systemd-analyze verify: {complaints}"
     );
 }
+
+/// The README's privacy-model example is a valid rules file for the demo's users.
+#[test]
+fn readme_privacy_example_rules_are_valid() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Privacy model")
+        .nth(1)
+        .expect("README has a Privacy model section");
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = section[start..].find("```").unwrap() + start;
+    let config = Config::load(&common::fixtures().join("demo/mailsync.toml")).unwrap();
+    let rules = RuleSet::from_files(
+        vec![(PathBuf::from("README.md"), section[start..end].to_string())],
+        &config,
+    )
+    .unwrap_or_else(|problems| panic!("{problems}"));
+    assert_eq!(rules.rules.len(), 5);
+}
