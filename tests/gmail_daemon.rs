@@ -294,11 +294,7 @@ fn a_revoked_user_is_isolated_while_the_others_sync() {
     });
     wait_until("michelle synced", WAIT, || setup.decisions(MICHELLE) == 6);
     assert_eq!(setup.decisions(DAVE), 0);
-    let dave = setup
-        .status()
-        .into_iter()
-        .find(|row| row["user"] == DAVE)
-        .unwrap();
+    let dave = setup.status_of(DAVE);
     assert!(
         dave["last_error"]
             .as_str()

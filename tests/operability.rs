@@ -186,22 +186,14 @@ fn a_revoked_grant_sends_exactly_one_notification_and_metrics_match() {
     }
 
     // Status shows the same health.
-    let dave = setup
-        .status()
-        .into_iter()
-        .find(|row| row["user"] == DAVE)
-        .unwrap();
+    let dave = setup.status_of(DAVE);
     assert!(
         dave["last_error"]
             .as_str()
             .unwrap()
             .contains("invalid_grant")
     );
-    let michelle = setup
-        .status()
-        .into_iter()
-        .find(|row| row["user"] == MICHELLE)
-        .unwrap();
+    let michelle = setup.status_of(MICHELLE);
     assert!(michelle["lag_secs"].as_i64().unwrap() < 60);
     assert!(michelle["next_poll_at"].is_string());
     assert_eq!(michelle["consecutive_failures"], 0);
@@ -266,11 +258,7 @@ fn repeated_failures_notify_once_the_threshold_is_reached() {
         "{}",
         messages[0].data
     );
-    let row = setup
-        .status()
-        .into_iter()
-        .find(|row| row["user"] == MICHELLE)
-        .unwrap();
+    let row = setup.status_of(MICHELLE);
     assert_eq!(row["state"], "error");
     assert!(row["consecutive_failures"].as_u64().unwrap() >= 2);
     drop(daemon);

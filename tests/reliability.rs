@@ -130,11 +130,7 @@ fn verify_reports_undecided_messages_and_repair_decides_them() {
         .map(|g| g.as_str().unwrap().to_string())
         .collect();
     assert_eq!(gaps, lost.into_iter().collect::<BTreeSet<_>>());
-    let status = setup
-        .status()
-        .into_iter()
-        .find(|row| row["user"] == MICHELLE)
-        .unwrap();
+    let status = setup.status_of(MICHELLE);
     assert_eq!(status["verify_gaps"], 3);
 
     let repaired = setup.mailsync(&["verify", "--user", MICHELLE, "--repair"]);

@@ -321,11 +321,20 @@ impl Setup {
             .collect()
     }
 
+    /// `status --json`'s row for one user.
+    pub fn status_of(&self, user: &str) -> serde_json::Value {
+        self.status()
+            .into_iter()
+            .find(|row| row["user"] == user)
+            .unwrap_or_else(|| panic!("no status row for {user}"))
+    }
+
+    /// The user's state, or "" while `status` has no row for them (tolerant: used in waits).
     pub fn state_of(&self, user: &str) -> String {
         self.status()
             .into_iter()
             .find(|row| row["user"] == user)
-            .map(|row| row["state"].as_str().unwrap().to_string())
+            .and_then(|row| row["state"].as_str().map(str::to_string))
             .unwrap_or_default()
     }
 
