@@ -95,6 +95,27 @@ pub struct AutomationSignals {
     pub calendar_only: bool,
 }
 
+impl AutomationSignals {
+    /// Bulk or machine-sent mail: any list or auto-submission header (calendar-only is a
+    /// separate question).
+    pub fn is_automated(&self) -> bool {
+        self.list_id || self.list_unsubscribe || self.precedence_bulk || self.auto_submitted
+    }
+
+    /// The headers that made the message automated, for `explain`.
+    pub fn reasons(&self) -> Vec<&'static str> {
+        [
+            (self.list_id, "List-Id"),
+            (self.list_unsubscribe, "List-Unsubscribe"),
+            (self.precedence_bulk, "Precedence"),
+            (self.auto_submitted, "Auto-Submitted"),
+        ]
+        .into_iter()
+        .filter_map(|(present, header)| present.then_some(header))
+        .collect()
+    }
+}
+
 /// Everything mailsync needs to know about one message.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ParsedMessage {

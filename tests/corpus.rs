@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use mailsync::parse::parse_message;
-use mailsync::rules::decide;
+use mailsync::rules::{ContactBook, decide};
 use mailsync::source::MboxReader;
 
 const CONFIG: &str = r#"
@@ -67,7 +66,7 @@ fn every_corpus_file_is_parsed_and_decided_without_a_panic() {
         .config
         .user_by_address("michelle@abcorp.com")
         .unwrap();
-    let contacts: HashSet<String> = HashSet::new();
+    let contacts = ContactBook::default();
     let (mut mail, mut not_mail, mut mbox_messages) = (0, 0, 0);
     let mut panics = Vec::new();
     for path in files_under(&root) {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use mailsync::config::Config;
 use mailsync::parse::parse_message;
-use mailsync::rules::{Policy, RuleSet, decide};
+use mailsync::rules::{ContactBook, Policy, RuleSet, decide};
 
 const CONFIG: &str = r#"
 [company]
@@ -77,6 +77,22 @@ users = ["ceo@abcorp.com"]
 name = "skip an internal domain"
 match = { domain = "blocked-internal.abcorp.com" }
 action = "skip"
+
+[[rule]]
+name = "dave skips automated mail"
+match = { automated = true }
+action = "skip"
+users = ["dave@abcorp.com"]
+
+[[rule]]
+name = "vendor news skipped"
+match = { domain = "vendor-news.example", automated = true }
+action = "skip"
+
+[[rule]]
+name = "invitations private"
+match = { calendar = true }
+action = "private"
 "#;
 
 /// Every contact address in the store for these cases.
@@ -91,7 +107,13 @@ const CONTACTS: &[&str] = &[
     "counsel@lawyers.example",
     "hr@hr-partner.example",
     "carol@customer.com",
+    "quiet@bigclient.io",
+    "news@vendor-news.example",
+    "sales@vendor-news.example",
 ];
+
+/// Contacts marked never-sync (`contacts set --no-sync`).
+const NEVER_SYNC: &[&str] = &["quiet@bigclient.io"];
 
 fn policy() -> Policy {
     let config = Config::from_toml(Path::new("/cfg/mailsync.toml"), CONFIG.to_string())
@@ -599,6 +621,135 @@ const CASES: &[Case] = &[
         parties: &[("hr@hr-partner.example", "qualifies")],
         rules: &["ceo hr private"],
     },
+    // Automated mail and message conditions (issue 4, item 5).
+    Case {
+        name: "automated: List-Id mail is skipped where a rule says so",
+        user: "dave@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: dave@abcorp.com\nList-Id: <updates.bigclient.io>\n",
+        reason: "blocked_by_rule",
+        visibility: None,
+        contacts: &[],
+        parties: &[("bob@bigclient.io", "blocked")],
+        rules: &["dave skips automated mail"],
+    },
+    Case {
+        name: "automated: the same mail outside the rule's scope is synced",
+        user: "michelle@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: michelle@abcorp.com\nList-Id: <updates.bigclient.io>\n",
+        reason: "synced",
+        visibility: Some("visible"),
+        contacts: &["bob@bigclient.io"],
+        parties: &[("bob@bigclient.io", "qualifies")],
+        rules: &[],
+    },
+    Case {
+        name: "automated: a message rule blocks every party, the whole message",
+        user: "dave@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: dave@abcorp.com\nCc: alice@customer.com\nPrecedence: bulk\n",
+        reason: "blocked_by_rule",
+        visibility: None,
+        contacts: &[],
+        parties: &[
+            ("bob@bigclient.io", "blocked"),
+            ("alice@customer.com", "blocked"),
+        ],
+        rules: &["dave skips automated mail"],
+    },
+    Case {
+        name: "automated: Auto-Submitted other than no",
+        user: "dave@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: dave@abcorp.com\nAuto-Submitted: auto-replied\n",
+        reason: "blocked_by_rule",
+        visibility: None,
+        contacts: &[],
+        parties: &[("bob@bigclient.io", "blocked")],
+        rules: &["dave skips automated mail"],
+    },
+    Case {
+        name: "automated: List-Unsubscribe alone",
+        user: "dave@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: dave@abcorp.com\nList-Unsubscribe: <mailto:u@bigclient.io>\n",
+        reason: "blocked_by_rule",
+        visibility: None,
+        contacts: &[],
+        parties: &[("bob@bigclient.io", "blocked")],
+        rules: &["dave skips automated mail"],
+    },
+    Case {
+        name: "automated: Auto-Submitted: no and Precedence: normal are a person's mail",
+        user: "dave@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: dave@abcorp.com\nAuto-Submitted: no\nPrecedence: normal\n",
+        reason: "synced",
+        visibility: Some("private"),
+        contacts: &["bob@bigclient.io"],
+        parties: &[("bob@bigclient.io", "qualifies")],
+        rules: &[],
+    },
+    Case {
+        name: "automated: domain and condition must both hold (newsletter)",
+        user: "michelle@abcorp.com",
+        labels: &[],
+        headers: "From: news@vendor-news.example\nTo: michelle@abcorp.com\nList-Id: <news.vendor-news.example>\n",
+        reason: "blocked_by_rule",
+        visibility: None,
+        contacts: &[],
+        parties: &[("news@vendor-news.example", "blocked")],
+        rules: &["vendor news skipped"],
+    },
+    Case {
+        name: "automated: domain and condition must both hold (a person at that domain)",
+        user: "michelle@abcorp.com",
+        labels: &[],
+        headers: "From: sales@vendor-news.example\nTo: michelle@abcorp.com\n",
+        reason: "synced",
+        visibility: Some("visible"),
+        contacts: &["sales@vendor-news.example"],
+        parties: &[("sales@vendor-news.example", "qualifies")],
+        rules: &[],
+    },
+    Case {
+        name: "calendar-only invitation matched by a calendar rule",
+        user: "michelle@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: michelle@abcorp.com\nContent-Type: text/calendar; method=REQUEST\n",
+        reason: "synced",
+        visibility: Some("private"),
+        contacts: &["bob@bigclient.io"],
+        parties: &[("bob@bigclient.io", "qualifies")],
+        rules: &["invitations private"],
+    },
+    // "Never sync this contact" (issue 4, item 6): a skip rule for the contact's addresses.
+    Case {
+        name: "never-sync contact blocks the message",
+        user: "michelle@abcorp.com",
+        labels: &[],
+        headers: "From: quiet@bigclient.io\nTo: michelle@abcorp.com\n",
+        reason: "blocked_by_rule",
+        visibility: None,
+        contacts: &[],
+        parties: &[("quiet@bigclient.io", "blocked")],
+        rules: &["contact: never sync"],
+    },
+    Case {
+        name: "never-sync contact blocks the whole message, other contacts too",
+        user: "dave@abcorp.com",
+        labels: &[],
+        headers: "From: bob@bigclient.io\nTo: dave@abcorp.com\nCc: quiet@bigclient.io\n",
+        reason: "blocked_by_rule",
+        visibility: None,
+        contacts: &[],
+        parties: &[
+            ("bob@bigclient.io", "qualifies"),
+            ("quiet@bigclient.io", "blocked"),
+        ],
+        rules: &["contact: never sync"],
+    },
     Case {
         name: "scoped private rule out of scope",
         user: "michelle@abcorp.com",
@@ -615,7 +766,10 @@ const CASES: &[Case] = &[
 #[test]
 fn every_case_of_the_spec_decides_as_written() {
     let policy = policy();
-    let contacts: HashSet<String> = CONTACTS.iter().map(|c| c.to_string()).collect();
+    let contacts = ContactBook {
+        contacts: CONTACTS.iter().map(|c| c.to_string()).collect(),
+        never_sync: NEVER_SYNC.iter().map(|c| c.to_string()).collect(),
+    };
     let mut failures = Vec::new();
     for case in CASES {
         let user = policy

@@ -856,6 +856,7 @@ fn mailbox() -> Mailbox {
             name: Some("Alice".to_string()),
             emails: vec!["alice@customer.com".to_string()],
             visible_to: Vec::new(),
+            no_sync: None,
         })
         .expect("contact");
     Mailbox {

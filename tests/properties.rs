@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 
 use mailsync::parse::parse_message;
-use mailsync::rules::{Decision, decide};
+use mailsync::rules::{ContactBook, Decision, decide};
 use mailsync::source::SourceMessage;
 use mailsync::store::{NewContact, SqliteStore, Store};
 use mailsync::sync::{self, Mode};
@@ -59,6 +59,9 @@ const MATCHERS: &[&str] = &[
     "{ domain = \"vendor.example\" }",
     "{ address = \"alice@customer.com\" }",
     "{ domain = \"abcorp.com\" }",
+    "{ automated = true }",
+    "{ domain = \"customer.com\", automated = true }",
+    "{ automated = false }",
 ];
 
 #[derive(Debug, Clone)]
@@ -107,6 +110,8 @@ struct GeneratedMessage {
     cc: Vec<usize>,
     bcc: Vec<usize>,
     with_message_id: bool,
+    /// Carries a `List-Id`, so `automated` matchers apply.
+    automated: bool,
 }
 
 fn message_strategy() -> impl Strategy<Value = GeneratedMessage> {
@@ -117,14 +122,18 @@ fn message_strategy() -> impl Strategy<Value = GeneratedMessage> {
         prop::collection::vec(address.clone(), 0..3),
         prop::collection::vec(address, 0..2),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(from, to, cc, bcc, with_message_id)| GeneratedMessage {
-            from,
-            to,
-            cc,
-            bcc,
-            with_message_id,
-        })
+        .prop_map(
+            |(from, to, cc, bcc, with_message_id, automated)| GeneratedMessage {
+                from,
+                to,
+                cc,
+                bcc,
+                with_message_id,
+                automated,
+            },
+        )
 }
 
 fn raw(message: &GeneratedMessage, index: usize) -> String {
@@ -148,6 +157,9 @@ fn raw(message: &GeneratedMessage, index: usize) -> String {
     if message.with_message_id {
         text.push_str(&format!("Message-ID: <m{index}@test>\n"));
     }
+    if message.automated {
+        text.push_str("List-Id: <updates.list.example>\n");
+    }
     text.push_str(&format!(
         "Subject: message {index}\nDate: Mon, 02 Sep 2024 09:15:00 +0000\n\nbody {index}\n"
     ));
@@ -157,7 +169,11 @@ fn raw(message: &GeneratedMessage, index: usize) -> String {
 fn decide_all(rules: &[GeneratedRule], user: &str, messages: &[GeneratedMessage]) -> Vec<Decision> {
     let policy = common::policy(CONFIG, &rules_text(rules));
     let user = policy.config.user_by_address(user).unwrap();
-    let contacts: HashSet<String> = CONTACTS.iter().map(|c| c.to_string()).collect();
+    let contacts: ContactBook = CONTACTS
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<HashSet<String>>()
+        .into();
     messages
         .iter()
         .enumerate()
@@ -233,7 +249,7 @@ proptest! {
         let path = dir.path().join("crm.sqlite3");
         let mut store = SqliteStore::open(&path).unwrap();
         for contact in CONTACTS {
-            store.add_contact(&NewContact { name: None, emails: vec![contact.to_string()], visible_to: vec![] }).unwrap();
+            store.add_contact(&NewContact { name: None, emails: vec![contact.to_string()], visible_to: vec![], no_sync: None }).unwrap();
         }
         let policy = common::policy(CONFIG, &rules_text(&rules));
         let replay = |store: &mut SqliteStore| {

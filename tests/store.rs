@@ -67,6 +67,7 @@ fn world() -> World {
         name: Some(name.to_string()),
         emails: emails.iter().map(|e| e.to_string()).collect(),
         visible_to: visible_to.iter().map(|e| e.to_string()).collect(),
+        no_sync: None,
     };
     store
         .add_contact(&contact(
@@ -381,6 +382,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
             name: Some("Alice C.".into()),
             emails: vec!["alice@customer.com".into(), "alice@customer.net".into()],
             visible_to: vec![],
+            no_sync: None,
         })
         .unwrap();
     assert!(matches!(change, mailsync::store::ContactChange::Updated(_)));
@@ -403,6 +405,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
         name: None,
         emails: vec!["alice@customer.com".into(), "bob@bigclient.io".into()],
         visible_to: vec![],
+        no_sync: None,
     });
     assert!(conflict.is_err());
     assert!(
@@ -411,23 +414,61 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
             .add_contact(&NewContact {
                 name: None,
                 emails: vec!["bob@bigclient.io".into()],
-                visible_to: vec![]
+                visible_to: vec![],
+                no_sync: None,
             })
             .is_err()
     );
 }
 
 #[test]
-fn known_contacts_finds_only_contact_addresses() {
-    let world = world();
-    let known = world
+fn contact_book_finds_only_contact_addresses_and_never_sync_ones() {
+    let mut world = world();
+    let book = world
         .store
-        .known_contacts(&[
+        .contact_book(&[
             "alice@customer.org".to_string(),
             "nobody@x.example".to_string(),
         ])
         .unwrap();
-    assert_eq!(known, HashSet::from(["alice@customer.org".to_string()]));
+    assert_eq!(
+        book.contacts,
+        HashSet::from(["alice@customer.org".to_string()])
+    );
+    assert!(book.never_sync.is_empty());
+    let alice = world
+        .store
+        .set_contact_no_sync("alice@customer.com", true)
+        .unwrap()
+        .expect("alice is a contact");
+    assert!(alice.no_sync);
+    let book = world
+        .store
+        .contact_book(&["alice@customer.org".to_string()])
+        .unwrap();
+    assert_eq!(
+        book.never_sync,
+        HashSet::from(["alice@customer.org".to_string()]),
+        "the switch covers every address of the contact"
+    );
+    assert_eq!(
+        world.store.never_sync_addresses().unwrap(),
+        vec!["alice@customer.com", "alice@customer.org"]
+    );
+    assert!(
+        !world
+            .store
+            .candidate_addresses()
+            .unwrap()
+            .contains(&"alice@customer.com".to_string())
+    );
+    assert!(
+        world
+            .store
+            .set_contact_no_sync("nobody@x.example", true)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -449,7 +490,7 @@ fn reopening_the_store_keeps_data_and_schema() {
     let user = policy.config.user_by_address("dave@abcorp.com").unwrap();
     let parsed = parse_message(FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE.as_bytes()).unwrap();
     let known = read_only
-        .known_contacts(&["alice@customer.com".into(), "bob@bigclient.io".into()])
+        .contact_book(&["alice@customer.com".into(), "bob@bigclient.io".into()])
         .unwrap();
     let decision = decide(&policy, user, &[], Ok(&parsed), &known);
     assert_eq!(decision.reason.as_str(), "synced");

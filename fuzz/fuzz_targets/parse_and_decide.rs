@@ -22,7 +22,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use mailsync::config::Config;
-use mailsync::rules::{Policy, Reason, RuleSet, Verdict, decide};
+use mailsync::rules::{ContactBook, Policy, Reason, RuleSet, Verdict, decide};
 
 const CONFIG: &str = r#"
 [company]
@@ -108,7 +108,7 @@ const CONTACTS: &[&str] = &[
 
 struct Fixture {
     policy: Policy,
-    contacts: HashSet<String>,
+    contacts: ContactBook,
 }
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
@@ -122,7 +122,11 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     assert_eq!(rules.rules.len(), 6, "every fuzz rule loads");
     Fixture {
         policy: Policy::new(config, rules),
-        contacts: CONTACTS.iter().map(|c| c.to_string()).collect(),
+        contacts: CONTACTS
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<HashSet<String>>()
+            .into(),
     }
 });
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::address;
 use crate::config::{Config, User};
 use crate::parse::{ParseError, ParsedMessage};
-use crate::rules::{Action, RuleSet};
+use crate::rules::{Action, MessageFacts, NO_SYNC_RULE_NAME, RuleSet};
 
 /// Everything a decision depends on besides the message and the contact list: the validated
 /// config and rules, with the internal domains worked out once.
@@ -302,14 +302,33 @@ pub fn parties_of(user: &User, message: &ParsedMessage) -> (Direction, Vec<Strin
     (direction, parties)
 }
 
-/// Decides one message in `user`'s mailbox. `known_contacts` must hold (at least) every party
-/// address that belongs to a contact, lower-cased.
+/// What the CRM store says about a message's party addresses (lower-cased). It must hold at
+/// least every party address that belongs to a contact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactBook {
+    /// Addresses that belong to a contact.
+    pub contacts: HashSet<String>,
+    /// Addresses of contacts marked never-sync (`contacts set --no-sync`): they act as a `skip`
+    /// rule for every mailbox.
+    pub never_sync: HashSet<String>,
+}
+
+impl From<HashSet<String>> for ContactBook {
+    fn from(contacts: HashSet<String>) -> Self {
+        ContactBook {
+            contacts,
+            never_sync: HashSet::new(),
+        }
+    }
+}
+
+/// Decides one message in `user`'s mailbox against the contacts the store knows.
 pub fn decide(
     policy: &Policy,
     user: &User,
     labels: &[String],
     message: Result<&ParsedMessage, &ParseError>,
-    known_contacts: &HashSet<String>,
+    book: &ContactBook,
 ) -> Decision {
     if let Some(decision) = decide_before_fetch(user, labels) {
         return decision;
@@ -319,6 +338,7 @@ pub fn decide(
         Err(error) => return Decision::skipped(Reason::ParseError, Some(error.to_string())),
     };
     let (direction, party_addresses) = parties_of(user, message);
+    let facts = MessageFacts::of(&message.automation);
     let rules_in_scope: Vec<_> = policy
         .rules
         .rules
@@ -328,7 +348,7 @@ pub fn decide(
     let matching = |party: &str, wanted: &dyn Fn(Action) -> bool| -> Vec<RuleMatch> {
         rules_in_scope
             .iter()
-            .filter(|rule| wanted(rule.action) && rule.matcher.matches(party))
+            .filter(|rule| wanted(rule.action) && rule.matcher.matches(party, &facts))
             .map(|rule| RuleMatch {
                 name: rule.name.clone(),
                 action: rule.action,
@@ -342,7 +362,16 @@ pub fn decide(
     let mut parties = Vec::with_capacity(party_addresses.len());
     let mut skip_matches = Vec::new();
     for party in party_addresses {
-        let blocking = matching(&party, &|action| action == Action::Skip);
+        let mut blocking = matching(&party, &|action| action == Action::Skip);
+        if book.never_sync.contains(&party) {
+            blocking.push(RuleMatch {
+                name: NO_SYNC_RULE_NAME.to_string(),
+                action: Action::Skip,
+                party: party.clone(),
+                file: PathBuf::new(),
+                line: 0,
+            });
+        }
         let verdict = if !blocking.is_empty() {
             skip_matches.extend(blocking);
             Verdict::Blocked
@@ -352,7 +381,7 @@ pub fn decide(
             .is_some_and(|domain| policy.internal_domain_covering(domain).is_some())
         {
             Verdict::SharedDomain
-        } else if !known_contacts.contains(&party) {
+        } else if !book.contacts.contains(&party) {
             Verdict::NotAContact
         } else {
             Verdict::Qualifies

@@ -12,8 +12,12 @@ mod recheck;
 mod ruleset;
 
 pub use decide::{
-    Approval, Decision, Direction, Outcome, PartyVerdict, Policy, Reason, RuleMatch, Verdict,
+    Approval, ContactBook, Decision, Direction, Outcome, PartyVerdict, Policy, Reason, RuleMatch, Verdict,
     Visibility, decide, decide_before_fetch, excluded_label, parties_of,
 };
-pub use recheck::{PartyFingerprint, Recheck, address_hash, party_fingerprints, recheck};
-pub use ruleset::{Action, Matcher, Rule, RuleSet};
+pub use recheck::{
+    PartyFingerprint, Recheck, StoredParties, address_hash, party_fingerprints, recheck,
+};
+pub use ruleset::{
+    Action, Matcher, MessageFacts, NO_SYNC_RULE_NAME, PartyPattern, Rule, RuleSet,
+};

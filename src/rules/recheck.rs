@@ -8,8 +8,10 @@
 
 use sha2::{Digest, Sha256};
 
+use std::collections::HashSet;
+
 use super::decide::{PartyVerdict, Policy, Visibility};
-use super::{Action, Matcher, Rule};
+use super::{Action, Matcher, MessageFacts, NO_SYNC_RULE_NAME, PartyPattern, Rule};
 use crate::address;
 use crate::config::User;
 
@@ -31,14 +33,34 @@ pub fn party_fingerprints(parties: &[PartyVerdict]) -> Vec<PartyFingerprint> {
         .collect()
 }
 
-impl Matcher {
-    /// Whether the rule matches a remembered party.
+impl PartyPattern {
+    /// Whether the pattern matches a remembered party.
     pub fn matches_fingerprint(&self, (domain, hash): &PartyFingerprint) -> bool {
         match self {
-            Matcher::Address(address) => address_hash(address) == *hash,
-            Matcher::Domain(rule_domain) => address::domain_is_within(domain, rule_domain),
+            PartyPattern::Address(address) => address_hash(address) == *hash,
+            PartyPattern::Domain(rule_domain) => address::domain_is_within(domain, rule_domain),
         }
     }
+}
+
+impl Matcher {
+    /// Whether the rule matches a remembered party of a message with these facts.
+    pub fn matches_fingerprint(&self, party: &PartyFingerprint, facts: &MessageFacts) -> bool {
+        self.matches_message(facts)
+            && self
+                .party
+                .as_ref()
+                .is_none_or(|pattern| pattern.matches_fingerprint(party))
+    }
+}
+
+/// What a stored source is decided again from: its parties as remembered, its linked contact
+/// addresses (the parties that qualified), and the message facts kept with it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredParties<'a> {
+    pub parties: &'a [PartyFingerprint],
+    pub contacts: &'a [String],
+    pub facts: &'a MessageFacts,
 }
 
 /// The outcome for one stored source.
@@ -53,14 +75,19 @@ pub enum Recheck {
     },
 }
 
-/// Decides a stored source of `user`'s mailbox again. `contacts` are the activity's linked
-/// contact addresses (the parties that qualified).
+/// Decides a stored source of `user`'s mailbox again. `never_sync_hashes` are the address
+/// hashes of contacts marked never-sync, which block like a skip rule.
 pub fn recheck(
     policy: &Policy,
     user: &User,
-    parties: &[PartyFingerprint],
-    contacts: &[String],
+    stored: StoredParties<'_>,
+    never_sync_hashes: &HashSet<String>,
 ) -> Recheck {
+    let StoredParties {
+        parties,
+        contacts,
+        facts,
+    } = stored;
     let in_scope: Vec<&Rule> = policy
         .rules
         .rules
@@ -83,20 +110,34 @@ pub fn recheck(
         .filter(|rule| {
             parties
                 .iter()
-                .any(|party| rule.matcher.matches_fingerprint(party))
-                || contacts.iter().any(|contact| rule.matcher.matches(contact))
+                .any(|party| rule.matcher.matches_fingerprint(party, facts))
+                || contacts
+                    .iter()
+                    .any(|contact| rule.matcher.matches(contact, facts))
         })
         .collect();
-    if !blocking.is_empty() {
-        return Recheck::Blocked {
-            rules: names(blocking),
-        };
+    let never_sync = parties
+        .iter()
+        .any(|(_, hash)| never_sync_hashes.contains(hash))
+        || contacts
+            .iter()
+            .any(|contact| never_sync_hashes.contains(&address_hash(contact)));
+    if !blocking.is_empty() || never_sync {
+        let mut rules = names(blocking);
+        if never_sync {
+            rules.push(NO_SYNC_RULE_NAME.to_string());
+        }
+        return Recheck::Blocked { rules };
     }
     let visibility_rules: Vec<&Rule> = in_scope
         .iter()
         .copied()
         .filter(|rule| rule.action != Action::Skip)
-        .filter(|rule| contacts.iter().any(|contact| rule.matcher.matches(contact)))
+        .filter(|rule| {
+            contacts
+                .iter()
+                .any(|contact| rule.matcher.matches(contact, facts))
+        })
         .collect();
     let visibility = if visibility_rules
         .iter()
@@ -128,10 +169,35 @@ mod tests {
             "mail.example.com".to_string(),
             address_hash("Jo@Mail.Example.com"),
         );
-        assert!(Matcher::Domain("example.com".into()).matches_fingerprint(&party));
-        assert!(Matcher::Address("jo@mail.example.com".into()).matches_fingerprint(&party));
-        assert!(!Matcher::Address("other@mail.example.com".into()).matches_fingerprint(&party));
-        assert!(!Matcher::Domain("example.org".into()).matches_fingerprint(&party));
+        let facts = MessageFacts::default();
+        assert!(Matcher::domain("example.com").matches_fingerprint(&party, &facts));
+        assert!(Matcher::address("jo@mail.example.com").matches_fingerprint(&party, &facts));
+        assert!(!Matcher::address("other@mail.example.com").matches_fingerprint(&party, &facts));
+        assert!(!Matcher::domain("example.org").matches_fingerprint(&party, &facts));
         assert!(!party.1.contains("jo"), "the address itself is not kept");
+    }
+
+    #[test]
+    fn message_conditions_need_known_facts() {
+        let party = ("news.example".to_string(), address_hash("news@news.example"));
+        let automated = Matcher {
+            party: None,
+            automated: Some(true),
+            calendar: None,
+        };
+        let known = MessageFacts {
+            automated: Some(true),
+            calendar_only: Some(false),
+        };
+        assert!(automated.matches_fingerprint(&party, &known));
+        assert!(
+            !automated.matches_fingerprint(&party, &MessageFacts::default()),
+            "a source stored without facts is never matched by a message condition"
+        );
+        let person = MessageFacts {
+            automated: Some(false),
+            ..known
+        };
+        assert!(!automated.matches_fingerprint(&party, &person));
     }
 }

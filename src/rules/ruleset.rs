@@ -29,6 +29,8 @@ struct RawRule {
 struct RawMatch {
     address: Option<String>,
     domain: Option<String>,
+    automated: Option<bool>,
+    calendar: Option<bool>,
 }
 
 /// What a matching rule does to a message.
@@ -55,31 +57,115 @@ impl Action {
 
 /// Which party addresses a rule applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Matcher {
+pub enum PartyPattern {
     /// One address, compared case-insensitively on the whole address.
     Address(String),
     /// A domain and all of its subdomains.
     Domain(String),
 }
 
-impl Matcher {
+impl PartyPattern {
     pub fn matches(&self, party_address: &str) -> bool {
         match self {
-            Matcher::Address(address) => address == party_address,
-            Matcher::Domain(domain) => address::domain_of(party_address)
+            PartyPattern::Address(address) => address == party_address,
+            PartyPattern::Domain(domain) => address::domain_of(party_address)
                 .is_some_and(|party_domain| address::domain_is_within(party_domain, domain)),
         }
     }
 }
 
-impl std::fmt::Display for Matcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Matcher::Address(address) => write!(f, "address {address}"),
-            Matcher::Domain(domain) => write!(f, "domain {domain}"),
+/// What a rule can know about a message as a whole, besides its parties. `None` is "not
+/// known": activities stored before these facts were kept, which message conditions never
+/// match (a rule cannot remove or reveal what it cannot see).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MessageFacts {
+    /// Bulk or machine-sent: `List-Id`, `List-Unsubscribe`, `Precedence: bulk|list|junk`, or
+    /// `Auto-Submitted` other than `no`.
+    pub automated: Option<bool>,
+    /// Nothing but a calendar invitation or reply.
+    pub calendar_only: Option<bool>,
+}
+
+impl MessageFacts {
+    pub fn of(signals: &crate::parse::AutomationSignals) -> Self {
+        MessageFacts {
+            automated: Some(signals.is_automated()),
+            calendar_only: Some(signals.calendar_only),
         }
     }
 }
+
+/// When a rule applies: a party pattern, message conditions, or both (all must hold). A rule
+/// with only message conditions matches every party of a matching message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher {
+    pub party: Option<PartyPattern>,
+    /// `Some(true)`: only automated mail; `Some(false)`: only mail a person wrote.
+    pub automated: Option<bool>,
+    /// `Some(true)`: only calendar-only messages; `Some(false)`: only the others.
+    pub calendar: Option<bool>,
+}
+
+impl Matcher {
+    pub fn address(address: impl Into<String>) -> Self {
+        Matcher {
+            party: Some(PartyPattern::Address(address.into())),
+            automated: None,
+            calendar: None,
+        }
+    }
+
+    pub fn domain(domain: impl Into<String>) -> Self {
+        Matcher {
+            party: Some(PartyPattern::Domain(domain.into())),
+            automated: None,
+            calendar: None,
+        }
+    }
+
+    /// Whether the message conditions hold; unknown facts never satisfy a condition.
+    pub fn matches_message(&self, facts: &MessageFacts) -> bool {
+        let holds = |wanted: Option<bool>, fact: Option<bool>| {
+            wanted.is_none_or(|wanted| fact == Some(wanted))
+        };
+        holds(self.automated, facts.automated) && holds(self.calendar, facts.calendar_only)
+    }
+
+    /// Whether the rule matches `party_address` in a message with these facts.
+    pub fn matches(&self, party_address: &str, facts: &MessageFacts) -> bool {
+        self.matches_message(facts)
+            && self
+                .party
+                .as_ref()
+                .is_none_or(|pattern| pattern.matches(party_address))
+    }
+}
+
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        match &self.party {
+            Some(PartyPattern::Address(address)) => parts.push(format!("address {address}")),
+            Some(PartyPattern::Domain(domain)) => parts.push(format!("domain {domain}")),
+            None => {}
+        }
+        match self.automated {
+            Some(true) => parts.push("automated mail".to_string()),
+            Some(false) => parts.push("mail that is not automated".to_string()),
+            None => {}
+        }
+        match self.calendar {
+            Some(true) => parts.push("calendar-only mail".to_string()),
+            Some(false) => parts.push("mail that is not calendar-only".to_string()),
+            None => {}
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
+/// The rule name a contact marked never-sync (`contacts set --no-sync`) decides under; rule
+/// files may not use it.
+pub const NO_SYNC_RULE_NAME: &str = "contact: never sync";
 
 /// One validated rule and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,29 +282,49 @@ fn validate_rule(
         diagnostics.push(file.diagnostic(&at.clone().key("name"), "rule name is empty"));
     }
     let match_at = at.clone().key("match");
-    let matcher = match (raw.matcher.address, raw.matcher.domain) {
+    let party = match (raw.matcher.address, raw.matcher.domain) {
         (Some(address), None) => {
             let address = address::normalize(&address);
             if let Err(problem) = address::validate(&address) {
                 diagnostics.push(file.diagnostic(&match_at, format!("rule `{name}`: {problem}")));
             }
-            Some(Matcher::Address(address))
+            Some(PartyPattern::Address(address))
         }
         (None, Some(domain)) => {
             let domain = address::normalize(domain.trim_start_matches('@'));
             if let Err(problem) = address::validate_domain(&domain) {
                 diagnostics.push(file.diagnostic(&match_at, format!("rule `{name}`: {problem}")));
             }
-            Some(Matcher::Domain(domain))
+            Some(PartyPattern::Domain(domain))
         }
-        _ => {
+        (Some(_), Some(_)) => {
             diagnostics.push(file.diagnostic(
                 &match_at,
-                format!("rule `{name}`: `match` needs exactly one of `address` or `domain`"),
+                format!("rule `{name}`: `match` takes `address` or `domain`, not both"),
             ));
             None
         }
+        (None, None) => None,
     };
+    let matcher = Matcher {
+        party,
+        automated: raw.matcher.automated,
+        calendar: raw.matcher.calendar,
+    };
+    if matcher.party.is_none() && matcher.automated.is_none() && matcher.calendar.is_none() {
+        diagnostics.push(file.diagnostic(
+            &match_at,
+            format!(
+                "rule `{name}`: `match` needs `address`, `domain`, `automated` or `calendar` (an empty match would match every message)"
+            ),
+        ));
+    }
+    if name == NO_SYNC_RULE_NAME {
+        diagnostics.push(file.diagnostic(
+            &at.clone().key("name"),
+            format!("rule name `{name}` is reserved for contacts marked never-sync"),
+        ));
+    }
     let users = raw.users.map(|users| {
         users
             .iter()
@@ -240,7 +346,7 @@ fn validate_rule(
     }
     Some(Rule {
         name,
-        matcher: matcher?,
+        matcher,
         action: raw.action,
         users,
         file: file.path.clone(),

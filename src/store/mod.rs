@@ -7,10 +7,10 @@
 
 mod sqlite;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::parse::ParsedMessage;
-use crate::rules::{Decision, Direction, Visibility};
+use crate::rules::{ContactBook, Decision, Direction, MessageFacts, Visibility};
 
 pub use sqlite::{SqliteStore, StoreLock};
 
@@ -39,6 +39,8 @@ pub struct NewContact {
     pub emails: Vec<String>,
     /// Primary emails of the users allowed to see it; empty = everyone.
     pub visible_to: Vec<String>,
+    /// Never sync this contact's mail; `None` leaves an existing contact's setting as it is.
+    pub no_sync: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -47,6 +49,19 @@ pub struct Contact {
     pub name: Option<String>,
     pub emails: Vec<String>,
     pub visible_to: Vec<String>,
+    /// Marked never-sync: acts as a skip rule for all of its addresses.
+    pub no_sync: bool,
+}
+
+/// What draining the contact change events found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContactEvents {
+    /// Addresses added to contacts (new contacts or new addresses).
+    pub addresses_added: u64,
+    /// Backfill tasks created: one per (mailbox, new address).
+    pub backfill_tasks: u64,
+    /// Contacts whose never-sync switch changed: stored activities need rechecking.
+    pub no_sync_changed: u64,
 }
 
 /// What an upsert did.
@@ -179,6 +194,8 @@ pub struct StoredSource {
     pub parties: Vec<crate::rules::PartyFingerprint>,
     /// The activity's linked contact addresses.
     pub contacts: Vec<String>,
+    /// Message facts kept with the activity (unknown for activities stored before they were).
+    pub facts: MessageFacts,
 }
 
 /// A change retroactive rules make to one stored source.
@@ -275,8 +292,45 @@ pub trait Store {
 
     fn list_contacts(&self) -> Result<Vec<Contact>, StoreError>;
 
-    /// Which of `addresses` (lower-cased) belong to a contact.
-    fn known_contacts(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError>;
+    /// Which of `addresses` (lower-cased) belong to a contact, and which of those to a contact
+    /// marked never-sync.
+    fn contact_book(&self, addresses: &[String]) -> Result<ContactBook, StoreError>;
+
+    /// Sets the never-sync switch of the contact owning `address`; `None` if no contact does.
+    fn set_contact_no_sync(
+        &mut self,
+        address: &str,
+        no_sync: bool,
+    ) -> Result<Option<Contact>, StoreError>;
+
+    /// Every address of contacts marked never-sync, for retroactive rules.
+    fn never_sync_addresses(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Every address that can make a message qualify (contacts not marked never-sync), for the
+    /// candidate search of a full sync.
+    fn candidate_addresses(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Turns the contact change events (written by triggers, whoever changed the contacts)
+    /// into backfill tasks for those of `backfill_users` that have decided mail before, and
+    /// removes them, in one transaction.
+    fn drain_contact_events(&mut self, backfill_users: &[String])
+    -> Result<ContactEvents, StoreError>;
+
+    /// Up to `limit` addresses whose earlier mail `user_email`'s mailbox still has to backfill.
+    fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Marks backfill tasks done.
+    fn finish_backfill(&mut self, user_email: &str, addresses: &[String])
+    -> Result<(), StoreError>;
+
+    /// The recorded reason (`synced`, `no_qualifying_party`, ...) of those of `source_ids` that
+    /// have a decision.
+    fn decision_reasons(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError>;
 
     /// Records a decision, and for a synced one the activity, its source, its contact links
     /// and its attachments, all in one transaction. Recording the same decision again changes

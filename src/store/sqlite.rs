@@ -1,6 +1,6 @@
 //! The SQLite backend: one file, WAL mode, migrations applied on open.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,8 +11,8 @@ use super::{
     ActivityView, Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record,
     Recorded, SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
-use super::{AppliedChanges, LoggedDecision, Purged, SourceChange, StoredSource};
-use crate::rules::Decision;
+use super::{AppliedChanges, ContactEvents, LoggedDecision, Purged, SourceChange, StoredSource};
+use crate::rules::{ContactBook, Decision, MessageFacts};
 use crate::rules::Visibility;
 
 /// Each entry is one schema version; never edit a released one, append a new one.
@@ -24,6 +24,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/005_fingerprint.sql")),
     M::up(include_str!("migrations/006_source_parties.sql")),
     M::up(include_str!("migrations/007_search.sql")),
+    M::up(include_str!("migrations/008_contact_controls_and_backfill.sql")),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -141,6 +142,12 @@ fn write_contact_details(
             params![email, id],
         )?;
     }
+    if let Some(no_sync) = contact.no_sync {
+        connection.execute(
+            "UPDATE contacts SET no_sync = ?1 WHERE id = ?2 AND no_sync != ?1",
+            params![no_sync, id],
+        )?;
+    }
     connection.execute("DELETE FROM contact_visible_to WHERE contact_id = ?1", [id])?;
     for user in &contact.visible_to {
         connection.execute(
@@ -152,9 +159,11 @@ fn write_contact_details(
 }
 
 fn load_contact(connection: &Connection, id: i64) -> Result<Contact, rusqlite::Error> {
-    let name = connection.query_row("SELECT name FROM contacts WHERE id = ?1", [id], |row| {
-        row.get::<_, Option<String>>(0)
-    })?;
+    let (name, no_sync) = connection.query_row(
+        "SELECT name, no_sync FROM contacts WHERE id = ?1",
+        [id],
+        |row| Ok((row.get::<_, Option<String>>(0)?, row.get::<_, bool>(1)?)),
+    )?;
     let strings = |sql: &str| -> Result<Vec<String>, rusqlite::Error> {
         let mut statement = connection.prepare_cached(sql)?;
         statement.query_map([id], |row| row.get(0))?.collect()
@@ -166,6 +175,7 @@ fn load_contact(connection: &Connection, id: i64) -> Result<Contact, rusqlite::E
         visible_to: strings(
             "SELECT user_email FROM contact_visible_to WHERE contact_id = ?1 ORDER BY user_email",
         )?,
+        no_sync,
     })
 }
 
@@ -243,17 +253,155 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?)
     }
 
-    fn known_contacts(&self, addresses: &[String]) -> Result<HashSet<String>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare_cached("SELECT 1 FROM contact_emails WHERE email = ?1")?;
-        let mut known = HashSet::new();
+    fn contact_book(&self, addresses: &[String]) -> Result<ContactBook, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT c.no_sync FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
+             WHERE e.email = ?1",
+        )?;
+        let mut book = ContactBook::default();
         for address in addresses {
-            if statement.exists([address])? {
-                known.insert(address.clone());
+            if let Some(no_sync) = statement
+                .query_row([address], |row| row.get::<_, bool>(0))
+                .optional()?
+            {
+                book.contacts.insert(address.clone());
+                if no_sync {
+                    book.never_sync.insert(address.clone());
+                }
             }
         }
-        Ok(known)
+        Ok(book)
+    }
+
+    fn set_contact_no_sync(
+        &mut self,
+        address: &str,
+        no_sync: bool,
+    ) -> Result<Option<Contact>, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(id) = contact_ids_owning(&transaction, &[address.to_string()])?
+            .first()
+            .copied()
+        else {
+            return Ok(None);
+        };
+        transaction.execute(
+            "UPDATE contacts SET no_sync = ?1 WHERE id = ?2 AND no_sync != ?1",
+            params![no_sync, id],
+        )?;
+        let contact = load_contact(&transaction, id)?;
+        transaction.commit()?;
+        Ok(Some(contact))
+    }
+
+    fn never_sync_addresses(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT e.email FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
+             WHERE c.no_sync = 1 ORDER BY e.email",
+        )?;
+        Ok(statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn candidate_addresses(&self) -> Result<Vec<String>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT e.email FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
+             WHERE c.no_sync = 0 ORDER BY e.email",
+        )?;
+        Ok(statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn drain_contact_events(
+        &mut self,
+        backfill_users: &[String],
+    ) -> Result<ContactEvents, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut events = ContactEvents::default();
+        let rows: Vec<(i64, String, Option<String>)> = {
+            let mut statement = transaction
+                .prepare("SELECT id, kind, email FROM contact_events ORDER BY id LIMIT 10000")?;
+            statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        {
+            // A mailbox that has decided nothing yet will see the contact in its first full
+            // sync; only mailboxes with earlier decisions need a backfill.
+            let mut has_decisions =
+                transaction.prepare_cached("SELECT 1 FROM decisions WHERE user_email = ?1 LIMIT 1")?;
+            let users: Vec<&String> = backfill_users
+                .iter()
+                .filter(|user| has_decisions.exists([user]).unwrap_or(true))
+                .collect();
+            let mut insert = transaction.prepare_cached(
+                "INSERT OR IGNORE INTO backfill_tasks (user_email, email, created_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for (_, kind, email) in &rows {
+                match (kind.as_str(), email) {
+                    ("address_added", Some(email)) => {
+                        events.addresses_added += 1;
+                        for user in &users {
+                            events.backfill_tasks += insert.execute(params![user, email, now()])? as u64;
+                        }
+                    }
+                    _ => events.no_sync_changed += 1,
+                }
+            }
+        }
+        if let Some((last, _, _)) = rows.last() {
+            transaction.execute("DELETE FROM contact_events WHERE id <= ?1", [last])?;
+        }
+        transaction.commit()?;
+        Ok(events)
+    }
+
+    fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT email FROM backfill_tasks WHERE user_email = ?1 ORDER BY created_at, email LIMIT ?2",
+        )?;
+        Ok(statement
+            .query_map(params![user_email, limit as i64], |row| row.get(0))?
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn finish_backfill(&mut self, user_email: &str, addresses: &[String]) -> Result<(), StoreError> {
+        let transaction = self.connection.transaction()?;
+        for address in addresses {
+            transaction.execute(
+                "DELETE FROM backfill_tasks WHERE user_email = ?1 AND email = ?2",
+                params![user_email, address],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
+    fn decision_reasons(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT reason FROM decisions WHERE user_email = ?1 AND source = ?2 AND source_id = ?3",
+        )?;
+        let mut reasons = HashMap::new();
+        for id in source_ids {
+            if let Some(reason) = statement
+                .query_row(params![user_email, source, id], |row| row.get::<_, String>(0))
+                .optional()?
+            {
+                reasons.insert(id.clone(), reason);
+            }
+        }
+        Ok(reasons)
     }
 
     fn record_all(
@@ -449,7 +597,8 @@ impl Store for SqliteStore {
 
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
         let mut statement = self.connection.prepare(
-            "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties
+            "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties,
+                    a.automated, a.calendar_only
              FROM activity_sources s JOIN activities a ON a.id = s.activity_id
              ORDER BY s.activity_id, s.user_email",
         )?;
@@ -469,6 +618,10 @@ impl Store for SqliteStore {
                 },
                 parties: serde_json::from_str(&parties).unwrap_or_default(),
                 contacts: Vec::new(),
+                facts: MessageFacts {
+                    automated: row.get(7)?,
+                    calendar_only: row.get(8)?,
+                },
             })
         })?;
         let mut sources: Vec<StoredSource> = rows.collect::<Result<_, _>>()?;
@@ -688,8 +841,8 @@ fn record_one(
                 Some(id) => (id, false),
                 None => {
                     transaction.execute(
-                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, automated, calendar_only)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                         params![
                             message_key,
                             parsed.message_id,
@@ -700,6 +853,8 @@ fn record_one(
                             parsed.in_reply_to.first(),
                             now(),
                             fingerprint,
+                            parsed.automation.is_automated(),
+                            parsed.automation.calendar_only,
                         ],
                     )?;
                     let id = transaction.last_insert_rowid();
@@ -778,13 +933,15 @@ fn record_one(
     // The log row changes only when the decision does, so a replay of an unchanged
     // mailbox leaves the store byte-for-byte as it was.
     transaction.execute(
-        "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (user_email, source, source_id) DO UPDATE
            SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
-               activity_id = excluded.activity_id, decided_at = excluded.decided_at
+               activity_id = excluded.activity_id, decided_at = excluded.decided_at,
+               detail = excluded.detail
            WHERE decision != excluded.decision OR reason != excluded.reason
-              OR rules != excluded.rules OR activity_id IS NOT excluded.activity_id",
+              OR rules != excluded.rules OR activity_id IS NOT excluded.activity_id
+              OR detail IS NOT excluded.detail",
         params![
             source.user_email,
             source.source,
@@ -794,6 +951,7 @@ fn record_one(
             rules_json,
             activity_id,
             now(),
+            decision.detail,
         ],
     )?;
     Ok(recorded)

@@ -95,8 +95,8 @@ pub fn prepare(
         });
     }
     let parsed = parse::parse_message_with(&message.raw, &policy.config.limits);
-    let known_contacts = match &parsed {
-        Ok(parsed) => store.known_contacts(&rules::parties_of(user, parsed).1)?,
+    let contact_book = match &parsed {
+        Ok(parsed) => store.contact_book(&rules::parties_of(user, parsed).1)?,
         Err(_) => Default::default(),
     };
     let decision = rules::decide(
@@ -104,7 +104,7 @@ pub fn prepare(
         user,
         &message.labels,
         parsed.as_ref(),
-        &known_contacts,
+        &contact_book,
     );
     let parsed = parsed.ok();
     Ok(Prepared {

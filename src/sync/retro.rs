@@ -14,13 +14,23 @@ pub struct RulesApplied {
 
 /// The changes the current rules make to the stored sources; pure apart from reading.
 pub fn plan(policy: &Policy, store: &dyn Store) -> Result<Vec<SourceChange>, StoreError> {
+    let never_sync_hashes: std::collections::HashSet<String> = store
+        .never_sync_addresses()?
+        .iter()
+        .map(|address| rules::address_hash(address))
+        .collect();
     let mut changes = Vec::new();
     for source in store.stored_sources()? {
         // A user who left the config keeps what was stored; purging is a separate decision.
         let Some(user) = policy.config.user_by_address(&source.user_email) else {
             continue;
         };
-        match rules::recheck(policy, user, &source.parties, &source.contacts) {
+        let stored = rules::StoredParties {
+            parties: &source.parties,
+            contacts: &source.contacts,
+            facts: &source.facts,
+        };
+        match rules::recheck(policy, user, stored, &never_sync_hashes) {
             Recheck::Blocked { rules } => changes.push(SourceChange::Remove { source, rules }),
             Recheck::Keep { visibility, rules } if visibility != source.visibility => {
                 changes.push(SourceChange::SetVisibility {
