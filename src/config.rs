@@ -66,6 +66,8 @@ struct RawGmail {
     max_attempts: u32,
     backoff_max_secs: u64,
     verify_interval_secs: u64,
+    backfill_days: u32,
+    candidate_search: bool,
     quota: RawQuota,
 }
 
@@ -85,6 +87,8 @@ impl Default for RawGmail {
             max_attempts: 8,
             backoff_max_secs: 32,
             verify_interval_secs: 86_400,
+            backfill_days: 365,
+            candidate_search: true,
             quota: RawQuota::default(),
         }
     }
@@ -248,6 +252,11 @@ pub struct GmailConfig {
     pub backoff_max_secs: u64,
     /// How often the daemon reconciles a mailbox's listing with the decision log; 0 = never.
     pub verify_interval_secs: u64,
+    /// How far back a new contact's earlier mail is searched for; 0 = no backfill.
+    pub backfill_days: u32,
+    /// Whether a full sync fetches only the messages a contact-address search lists (and
+    /// decides the rest without fetching) when that costs less quota than fetching everything.
+    pub candidate_search: bool,
     pub quota: QuotaConfig,
 }
 
@@ -622,6 +631,8 @@ fn validate_gmail(
         max_attempts: raw.max_attempts,
         backoff_max_secs: raw.backoff_max_secs,
         verify_interval_secs: raw.verify_interval_secs,
+        backfill_days: raw.backfill_days,
+        candidate_search: raw.candidate_search,
         quota,
     }
 }

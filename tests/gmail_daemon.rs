@@ -137,8 +137,14 @@ fn full_sync_across_pages_then_new_mail_from_history_then_sigterm() {
         "incremental sync does not list"
     );
     assert!(sandbox.answers(MICHELLE, "history.list", "200") >= 1);
-    // Every message was fetched exactly once.
-    assert_eq!(sandbox.answers(MICHELLE, "messages.get", "200"), 37);
+    // No message was fetched twice, every synced one was fetched, and the candidate search
+    // spared some of the strangers' mail a fetch.
+    let fetched = sandbox.answers(MICHELLE, "messages.get", "200");
+    assert!(
+        (synced_m as u64 + 1..37).contains(&fetched),
+        "fetched {fetched} of 37 messages, {} of them synced",
+        synced_m + 1
+    );
     assert_eq!(
         setup.count("activity_sources", &format!("user_email = '{MICHELLE}'")),
         synced_m as i64 + 1

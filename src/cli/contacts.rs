@@ -1,4 +1,4 @@
-//! `mailsync contacts import|add|list`.
+//! `mailsync contacts import|add|list|set`.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,7 +20,88 @@ pub fn run(policy: &Policy, command: ContactsCommand) -> CommandResult {
             visible_to,
         } => add(policy, emails, name, visible_to),
         ContactsCommand::List { json } => list(policy, json),
+        ContactsCommand::Set {
+            email,
+            no_sync,
+            sync,
+            dry_run,
+        } => set(policy, &email, no_sync, sync, dry_run),
     }
+}
+
+/// `true`/`false`, `yes`/`no`, `1`/`0`, case-insensitive; empty = not given.
+fn parse_flag(field: &str) -> Result<Option<bool>, String> {
+    match field.trim().to_ascii_lowercase().as_str() {
+        "" => Ok(None),
+        "true" | "yes" | "1" => Ok(Some(true)),
+        "false" | "no" | "0" => Ok(Some(false)),
+        other => Err(format!(
+            "no_sync: `{other}` is not true/false (or yes/no, 1/0)"
+        )),
+    }
+}
+
+fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -> CommandResult {
+    if no_sync == sync {
+        return Err(CommandError::Usage(
+            "say what to change: `--no-sync` or `--sync`".to_string(),
+        ));
+    }
+    let email = address::normalize(email);
+    let mut store = open_store(policy)?;
+    if dry_run {
+        let Some(contact) = store
+            .list_contacts()?
+            .into_iter()
+            .find(|contact| contact.emails.contains(&email))
+        else {
+            return Err(CommandError::Usage(format!(
+                "no contact has the address `{email}`"
+            )));
+        };
+        let changes = crate::sync::retro::plan_with_never_sync(
+            policy,
+            &store,
+            if no_sync { &contact.emails } else { &[] },
+        )?;
+        let removals = changes
+            .iter()
+            .filter(|change| matches!(change, crate::store::SourceChange::Remove { .. }))
+            .count();
+        println!(
+            "dry run: marking contact {} never-sync would remove {removals} stored source(s); nothing written",
+            contact.id
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let Some(contact) = store.set_contact_no_sync(&email, no_sync)? else {
+        return Err(CommandError::Usage(format!(
+            "no contact has the address `{email}`"
+        )));
+    };
+    // The switch is retroactive: stored mail with the contact goes now, not at the next reload.
+    let applied = crate::sync::retro::apply(policy, &mut store, false)?;
+    let removed = applied.applied.unwrap_or_default();
+    println!(
+        "contact {} ({}): {}; {} stored source(s) removed ({} activities gone)",
+        contact.id,
+        contact.emails.join(", "),
+        if contact.no_sync {
+            "never synced"
+        } else {
+            "synced again for new mail"
+        },
+        removed.sources_removed,
+        removed.activities_removed,
+    );
+    tracing::info!(
+        contact = contact.id,
+        no_sync = contact.no_sync,
+        sources_removed = removed.sources_removed,
+        activities_removed = removed.activities_removed,
+        "contact sync switch changed"
+    );
+    Ok(ExitStatus::Success)
 }
 
 /// Splits a `;`-separated field into trimmed, non-empty parts.
@@ -80,6 +161,8 @@ struct CsvRow {
     email: String,
     #[serde(default)]
     visible_to: String,
+    #[serde(default)]
+    no_sync: String,
 }
 
 fn import(policy: &Policy, file: &Path) -> CommandResult {
@@ -92,9 +175,9 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
         .with_context(|| format!("cannot read the header of {}", file.display()))?
         .clone();
     for header in &headers {
-        if !["name", "email", "visible_to"].contains(&header) {
+        if !["name", "email", "visible_to", "no_sync"].contains(&header) {
             return Err(CommandError::Usage(format!(
-                "{}:1: unknown column `{header}`; the columns are name,email,visible_to",
+                "{}:1: unknown column `{header}`; the columns are name,email,visible_to,no_sync",
                 file.display()
             )));
         }
@@ -117,7 +200,9 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
                     .and_then(|row| {
                         let emails: Vec<&str> = split_list(&row.email).collect();
                         let visible_to: Vec<&str> = split_list(&row.visible_to).collect();
+                        let no_sync = parse_flag(&row.no_sync)?;
                         build_contact(policy, Some(row.name.clone()), &emails, &visible_to)
+                            .map(|contact| NewContact { no_sync, ..contact })
                     });
                 (line, result)
             }
@@ -141,10 +226,20 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
             }
         }
     }
+    // `no_sync` is retroactive: what is stored with a contact the file marks never-sync goes.
+    let applied = crate::sync::retro::apply(policy, &mut store, false)?
+        .applied
+        .unwrap_or_default();
     println!(
         "imported {}: {created} created, {updated} updated, {unchanged} unchanged, {failed} rejected",
         file.display()
     );
+    if applied.sources_removed > 0 || applied.visibility_changed > 0 {
+        println!(
+            "never-sync contacts: {} stored source(s) removed ({} activities gone)",
+            applied.sources_removed, applied.activities_removed
+        );
+    }
     tracing::info!(
         created,
         updated,
@@ -186,8 +281,8 @@ fn list(policy: &Policy, json: bool) -> CommandResult {
     }
     writeln!(
         out,
-        "{:<5} {:<24} {:<40} VISIBLE TO",
-        "ID", "NAME", "EMAILS"
+        "{:<5} {:<24} {:<40} {:<7} VISIBLE TO",
+        "ID", "NAME", "EMAILS", "SYNC"
     )?;
     for contact in &contacts {
         let visible_to = if contact.visible_to.is_empty() {
@@ -197,10 +292,11 @@ fn list(policy: &Policy, json: bool) -> CommandResult {
         };
         writeln!(
             out,
-            "{:<5} {:<24} {:<40} {visible_to}",
+            "{:<5} {:<24} {:<40} {:<7} {visible_to}",
             contact.id,
             contact.name.as_deref().unwrap_or("-"),
             contact.emails.join(", "),
+            if contact.no_sync { "never" } else { "yes" },
         )?;
     }
     writeln!(out, "{} contact(s)", contacts.len())?;

@@ -33,6 +33,7 @@ pub fn write_table(out: &mut impl Write, log: &[LoggedDecision]) -> std::io::Res
     for entry in log {
         let mut what = entry.contacts.clone();
         what.extend(entry.rules.iter().map(|rule| format!("[{rule}]")));
+        what.extend(entry.detail.iter().map(|detail| format!("({detail})")));
         writeln!(
             out,
             "{:<18} {:<8} {:<20} {}",

@@ -8,7 +8,7 @@ use super::output::json_line;
 use super::{CommandResult, ExitStatus, ExplainArgs, find_user};
 use crate::address;
 use crate::config::User;
-use crate::rules::{Policy, Reason, Verdict, Visibility};
+use crate::rules::{NO_SYNC_RULE_NAME, Policy, Reason, Verdict, Visibility};
 use crate::source::SourceMessage;
 use crate::store::SqliteStore;
 use crate::sync::{self, DecisionRecord, Mode, Processed};
@@ -60,6 +60,21 @@ fn write_explanation(
             .map(|d| format!(" ({})", d.as_str()))
             .unwrap_or_default()
     )?;
+    if let Some(automation) = &processed.automation {
+        let reasons = automation.reasons();
+        let automated = if reasons.is_empty() {
+            "no (no List-Id, List-Unsubscribe, bulk Precedence or Auto-Submitted)".to_string()
+        } else {
+            format!("yes ({})", reasons.join(", "))
+        };
+        writeln!(out, "automated:  {automated}")?;
+        if automation.calendar_only {
+            writeln!(
+                out,
+                "calendar:   calendar-only (an invitation or a reply to one)"
+            )?;
+        }
+    }
     writeln!(
         out,
         "decision:   {} — {}",
@@ -80,6 +95,9 @@ fn write_explanation(
             "the message headers cannot be read ({})",
             decision.detail.as_deref().unwrap_or("?")
         ),
+        Reason::BlockedByRule if decision.rules.iter().all(|rule| rule.name == NO_SYNC_RULE_NAME) => {
+            "a party is a contact marked never-sync (`contacts set --no-sync`); one blocked party keeps the whole message out".to_string()
+        }
         Reason::BlockedByRule => {
             "a skip rule matched a party; one blocked party keeps the whole message out".to_string()
         }
@@ -125,6 +143,14 @@ fn write_explanation(
     if !decision.rules.is_empty() {
         writeln!(out, "rules:")?;
         for rule in &decision.rules {
+            if rule.name == NO_SYNC_RULE_NAME {
+                writeln!(
+                    out,
+                    "  \"{}\" (contact setting) — skip: {} is marked never-sync",
+                    rule.name, rule.party
+                )?;
+                continue;
+            }
             let matcher = policy
                 .rules
                 .rules

@@ -270,12 +270,13 @@ impl Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ContactsCommand {
-    /// Import contacts from a CSV file with the header `name,email,visible_to`.
+    /// Import contacts from a CSV file with the header `name,email,visible_to[,no_sync]`.
     ///
     /// Several emails (or visible_to users) in one field are separated by `;`. An empty
-    /// visible_to means every user may see the contact. A row whose addresses belong to an
-    /// existing contact updates it. Bad rows are reported with their line; the others are
-    /// imported.
+    /// visible_to means every user may see the contact. `no_sync` is `true`/`false` (or
+    /// `yes`/`no`, `1`/`0`; empty leaves it as it is): true never syncs the contact's mail and
+    /// removes what is stored. A row whose addresses belong to an existing contact updates it.
+    /// Bad rows are reported with their line; the others are imported.
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -297,6 +298,25 @@ pub enum ContactsCommand {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Change a contact's settings: `--no-sync` never syncs its mail (in any mailbox, and
+    /// what is stored is removed now), `--sync` lifts that.
+    ///
+    /// Mail removed by `--no-sync` comes back with `--sync` only through a backfill (the daemon
+    /// does one for new addresses) or a `replay`: what was removed is not kept anywhere.
+    Set {
+        /// Any address of the contact.
+        #[arg(value_name = "EMAIL")]
+        email: String,
+        /// Never sync this contact's mail.
+        #[arg(long, conflicts_with = "sync")]
+        no_sync: bool,
+        /// Sync this contact's mail again.
+        #[arg(long)]
+        sync: bool,
+        /// Show what `--no-sync` would remove, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

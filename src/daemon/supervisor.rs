@@ -176,6 +176,54 @@ async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: 
     }
 }
 
+/// How often the daemon looks for contacts added or marked never-sync by anyone (the CLI or
+/// the CRM writing to the store): a read of the small `contact_events` table, which triggers
+/// fill, never of the contacts table.
+const CONTACT_EVENTS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Turns contact changes into work: new addresses become backfill tasks for the mailboxes
+/// that have synced before (their workers pick them up at their next poll), and a changed
+/// never-sync switch re-applies the rules to stored activities at once.
+async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
+    let backfill_users: Vec<String> = policy
+        .config
+        .users
+        .iter()
+        .filter(|user| user.sync)
+        .map(|user| user.email.clone())
+        .collect();
+    let shared_store = store.clone();
+    let drained = tokio::task::spawn_blocking(move || {
+        let mut store = shared_store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        store.drain_contact_events(&backfill_users)
+    })
+    .await;
+    match drained {
+        Ok(Ok(events)) => {
+            if events.addresses_added > 0 {
+                tracing::info!(
+                    addresses = events.addresses_added,
+                    backfill_tasks = events.backfill_tasks,
+                    "new contact addresses; their earlier mail is backfilled at each mailbox's next poll"
+                );
+            }
+            if events.no_sync_changed > 0 {
+                tracing::info!(
+                    contacts = events.no_sync_changed,
+                    "a contact's never-sync switch changed; applying it to stored activities"
+                );
+                apply_rules_to_stored(store, policy).await;
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::error!(error = %error, "cannot read contact changes; trying again shortly")
+        }
+        Err(error) => tracing::error!(error = %error, "reading contact changes failed"),
+    }
+}
+
 /// Runs the daemon until `controls.shutdown` is cancelled.
 pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutcome, DaemonError> {
     let (policy, credentials) = load(&config_path).await?;
@@ -218,6 +266,8 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         shared,
         shutdown: controls.shutdown.clone(),
     };
+    // Contacts added while the daemon was stopped become backfill tasks before the first poll.
+    process_contact_events(&workers.shared.store, &policy_rx.borrow().clone()).await;
     workers.reconcile(&policy_rx.borrow().clone());
     // The rules may have changed while the daemon was stopped.
     apply_rules_to_stored(&workers.shared.store, &policy_rx.borrow().clone()).await;
@@ -239,6 +289,8 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         .then(|| Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(100)));
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut contact_events_tick = tokio::time::interval(CONTACT_EVENTS_INTERVAL);
+    contact_events_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -266,6 +318,10 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+            _ = contact_events_tick.tick() => {
+                let policy = policy_rx.borrow().clone();
+                process_contact_events(&workers.shared.store, &policy).await;
             }
         }
     }

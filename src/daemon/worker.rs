@@ -175,6 +175,8 @@ pub async fn run_worker(
                         synced = report.synced,
                         skipped = report.skipped,
                         already_decided = report.already_decided,
+                        decided_by_search = report.decided_by_search,
+                        backfilled_addresses = report.backfilled_addresses,
                         requests = stats.total_requests(),
                         retries = stats.retries,
                         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -274,6 +274,16 @@ pub fn decide_before_fetch(user: &User, labels: &[String]) -> Option<Decision> {
         .map(|label| Decision::skipped(Reason::ExcludedLabel, Some(format!("label {label}"))))
 }
 
+/// The decision for a message a search over the contact addresses did not list, so no party
+/// can qualify, made without reading it: `no_qualifying_party`, with `detail` saying so (or
+/// `sync_disabled` for a disabled user, whose mailbox is never searched anyway).
+pub fn decide_by_search(user: &User, detail: &str) -> Decision {
+    if !user.sync {
+        return Decision::skipped(Reason::SyncDisabled, None);
+    }
+    Decision::skipped(Reason::NoQualifyingParty, Some(detail.to_string()))
+}
+
 /// The message direction and its parties for `user`: From, To, Cc, and Bcc only when
 /// outgoing, minus the user's own addresses, each once in message order.
 pub fn parties_of(user: &User, message: &ParsedMessage) -> (Direction, Vec<String>) {

@@ -12,12 +12,10 @@ mod recheck;
 mod ruleset;
 
 pub use decide::{
-    Approval, ContactBook, Decision, Direction, Outcome, PartyVerdict, Policy, Reason, RuleMatch, Verdict,
-    Visibility, decide, decide_before_fetch, excluded_label, parties_of,
+    Approval, ContactBook, Decision, Direction, Outcome, PartyVerdict, Policy, Reason, RuleMatch,
+    Verdict, Visibility, decide, decide_before_fetch, decide_by_search, excluded_label, parties_of,
 };
 pub use recheck::{
     PartyFingerprint, Recheck, StoredParties, address_hash, party_fingerprints, recheck,
 };
-pub use ruleset::{
-    Action, Matcher, MessageFacts, NO_SYNC_RULE_NAME, PartyPattern, Rule, RuleSet,
-};
+pub use ruleset::{Action, Matcher, MessageFacts, NO_SYNC_RULE_NAME, PartyPattern, Rule, RuleSet};

@@ -179,7 +179,10 @@ mod tests {
 
     #[test]
     fn message_conditions_need_known_facts() {
-        let party = ("news.example".to_string(), address_hash("news@news.example"));
+        let party = (
+            "news.example".to_string(),
+            address_hash("news@news.example"),
+        );
         let automated = Matcher {
             party: None,
             automated: Some(true),

@@ -178,6 +178,9 @@ pub struct LoggedDecision {
     pub activity_id: Option<i64>,
     pub message_id: Option<String>,
     pub contacts: Vec<String>,
+    /// What the decision rested on when that is not the message itself (e.g. "decided by
+    /// search"), or the excluded label or parse problem; never message content.
+    pub detail: Option<String>,
     /// RFC 3339, UTC.
     pub decided_at: String,
 }
@@ -313,8 +316,10 @@ pub trait Store {
     /// Turns the contact change events (written by triggers, whoever changed the contacts)
     /// into backfill tasks for those of `backfill_users` that have decided mail before, and
     /// removes them, in one transaction.
-    fn drain_contact_events(&mut self, backfill_users: &[String])
-    -> Result<ContactEvents, StoreError>;
+    fn drain_contact_events(
+        &mut self,
+        backfill_users: &[String],
+    ) -> Result<ContactEvents, StoreError>;
 
     /// Up to `limit` addresses whose earlier mail `user_email`'s mailbox still has to backfill.
     fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError>;

@@ -12,8 +12,8 @@ use super::{
     Recorded, SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
 use super::{AppliedChanges, ContactEvents, LoggedDecision, Purged, SourceChange, StoredSource};
-use crate::rules::{ContactBook, Decision, MessageFacts};
 use crate::rules::Visibility;
+use crate::rules::{ContactBook, Decision, MessageFacts};
 
 /// Each entry is one schema version; never edit a released one, append a new one.
 const MIGRATIONS: &[M<'static>] = &[
@@ -24,7 +24,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/005_fingerprint.sql")),
     M::up(include_str!("migrations/006_source_parties.sql")),
     M::up(include_str!("migrations/007_search.sql")),
-    M::up(include_str!("migrations/008_contact_controls_and_backfill.sql")),
+    M::up(include_str!(
+        "migrations/008_contact_controls_and_backfill.sql"
+    )),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -334,8 +336,8 @@ impl Store for SqliteStore {
         {
             // A mailbox that has decided nothing yet will see the contact in its first full
             // sync; only mailboxes with earlier decisions need a backfill.
-            let mut has_decisions =
-                transaction.prepare_cached("SELECT 1 FROM decisions WHERE user_email = ?1 LIMIT 1")?;
+            let mut has_decisions = transaction
+                .prepare_cached("SELECT 1 FROM decisions WHERE user_email = ?1 LIMIT 1")?;
             let users: Vec<&String> = backfill_users
                 .iter()
                 .filter(|user| has_decisions.exists([user]).unwrap_or(true))
@@ -348,7 +350,8 @@ impl Store for SqliteStore {
                     ("address_added", Some(email)) => {
                         events.addresses_added += 1;
                         for user in &users {
-                            events.backfill_tasks += insert.execute(params![user, email, now()])? as u64;
+                            events.backfill_tasks +=
+                                insert.execute(params![user, email, now()])? as u64;
                         }
                     }
                     _ => events.no_sync_changed += 1,
@@ -371,7 +374,11 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?)
     }
 
-    fn finish_backfill(&mut self, user_email: &str, addresses: &[String]) -> Result<(), StoreError> {
+    fn finish_backfill(
+        &mut self,
+        user_email: &str,
+        addresses: &[String],
+    ) -> Result<(), StoreError> {
         let transaction = self.connection.transaction()?;
         for address in addresses {
             transaction.execute(
@@ -395,7 +402,9 @@ impl Store for SqliteStore {
         let mut reasons = HashMap::new();
         for id in source_ids {
             if let Some(reason) = statement
-                .query_row(params![user_email, source, id], |row| row.get::<_, String>(0))
+                .query_row(params![user_email, source, id], |row| {
+                    row.get::<_, String>(0)
+                })
                 .optional()?
             {
                 reasons.insert(id.clone(), reason);
@@ -694,7 +703,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LoggedDecision>, StoreError> {
         let limit = limit.map_or(-1, |limit| limit.min(i64::MAX as usize) as i64);
         let mut statement = self.connection.prepare(
-            "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at
+            "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at, d.detail
              FROM decisions d LEFT JOIN activities a ON a.id = d.activity_id
              WHERE d.user_email = ?1
              ORDER BY d.decided_at, d.source, d.source_id
@@ -713,6 +722,7 @@ impl Store for SqliteStore {
                 activity_id: row.get(6)?,
                 message_id: row.get(7)?,
                 contacts: Vec::new(),
+                detail: row.get(9)?,
                 decided_at: chrono::DateTime::from_timestamp(decided_at, 0)
                     .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_default(),

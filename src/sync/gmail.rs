@@ -6,6 +6,16 @@
 //! which is what makes a crash, a kill -9 or an expired history id (full resync) cheap and
 //! duplicate-free. Messages are written in batches, each batch in one transaction with the
 //! cursor it justifies.
+//!
+//! Quota is spent only on mail that can matter. A full sync lists the window (5 units per 500
+//! ids), then asks Gmail search which of those messages have a contact address in From, To,
+//! Cc or Bcc (`{from:a to:a cc:a bcc:a ...}`, a few units per query) and fetches only those
+//! (20 units each); the others cannot have a qualifying party, so they are decided
+//! `no_qualifying_party` without a fetch, "decided by search". When the searches would cost
+//! more than they save (a small mailbox, a huge contact list) it fetches everything instead.
+//! New mail from history is always fetched: search can lag delivery. When a contact (or a new
+//! address on one) appears, [`MailboxSync::backfill`] searches the mailbox for earlier mail
+//! with it and decides that mail again, once.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -19,7 +29,7 @@ use crate::gmail::GmailError;
 use crate::gmail::client::{AddedMessage, GmailClient, RawMessage};
 use crate::rules::{self, Policy};
 use crate::source::SourceMessage;
-use crate::store::{Cursor, SqliteStore, Store, StoreError};
+use crate::store::{Cursor, SourceRef, SqliteStore, Store, StoreError};
 
 /// The `source` name of every decision that came from Gmail.
 pub const GMAIL_SOURCE: &str = "gmail";
@@ -27,6 +37,21 @@ pub const GMAIL_SOURCE: &str = "gmail";
 /// Messages written per transaction: small enough that a crash loses little work, large
 /// enough that SQLite's commit cost stays negligible.
 const BATCH_SIZE: usize = 25;
+
+/// The longest `q` a candidate or backfill search sends. Gmail documents no limit; queries
+/// far longer than this are known to fail, and this keeps about ten addresses per query.
+pub const MAX_QUERY_CHARS: usize = 1_500;
+
+/// The newest messages of a full sync's listing are fetched even when the candidate search
+/// did not name them: Gmail's search index can lag delivery by minutes.
+const NEWEST_ALWAYS_FETCHED: usize = 25;
+
+/// Addresses backfilled per search round; the rest wait for the next poll.
+const BACKFILL_ADDRESSES_PER_ROUND: usize = 200;
+
+/// The `detail` of a message decided without a fetch because the candidate search left it out.
+pub const DECIDED_BY_SEARCH: &str =
+    "decided by search: no contact address in From, To, Cc or Bcc; not fetched";
 
 /// A message can 404 for a moment right after it arrives; history-driven fetches retry a few
 /// times before concluding it was deleted.
@@ -67,6 +92,12 @@ pub struct SyncReport {
     pub skipped: usize,
     /// Gone between listing and fetching.
     pub vanished: usize,
+    /// Left out by the candidate search and decided without a fetch.
+    pub decided_by_search: usize,
+    /// Whether the full sync used the candidate search (else it fetched every message).
+    pub candidate_search: bool,
+    /// New contact addresses whose earlier mail was searched for in this run.
+    pub backfilled_addresses: usize,
     pub history_id: Option<String>,
 }
 
@@ -168,8 +199,17 @@ impl MailboxSync {
         }
     }
 
-    /// One sync: full when there is no cursor (or history expired), else incremental.
+    /// One sync: full when there is no cursor (or history expired), else incremental; then
+    /// the backfill of contacts that appeared since.
     pub async fn run(&self) -> Result<SyncReport, SyncError> {
+        let mut report = self.sync_new_mail().await?;
+        if self.write && !self.refetch_decided {
+            report.backfilled_addresses = self.backfill(&mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn sync_new_mail(&self) -> Result<SyncReport, SyncError> {
         let email = self.user.email.clone();
         let state = with_store(&self.store, move |store| store.sync_state(&email)).await?;
         let cursor = state
@@ -203,6 +243,8 @@ impl MailboxSync {
         let ids = self.list_window().await?;
         let total = ids.len();
         report.seen = total;
+        let candidates = self.candidates(&ids).await?;
+        report.candidate_search = candidates.is_some();
         let messages: Vec<AddedMessage> = ids
             .into_iter()
             .map(|id| AddedMessage {
@@ -210,10 +252,14 @@ impl MailboxSync {
                 label_ids: Vec::new(),
             })
             .collect();
+        let mode = BatchMode {
+            candidates: candidates.as_ref(),
+            ..BatchMode::default()
+        };
         let mut done = 0;
         for chunk in messages.chunks(BATCH_SIZE) {
             self.check_cancelled()?;
-            self.process_batch(chunk, false, None, &mut report).await?;
+            self.process_batch(chunk, mode, None, &mut report).await?;
             done += chunk.len();
             if let Some(progress) = &self.on_progress {
                 progress(done, total);
@@ -267,7 +313,7 @@ impl MailboxSync {
                 .collect();
             for chunk in messages.chunks(BATCH_SIZE) {
                 self.check_cancelled()?;
-                self.process_batch(chunk, false, None, &mut sync_report)
+                self.process_batch(chunk, BatchMode::default(), None, &mut sync_report)
                     .await?;
             }
             report.repaired = sync_report.synced + sync_report.skipped;
@@ -278,14 +324,20 @@ impl MailboxSync {
 
     /// Every message id in the window, oldest first.
     async fn list_window(&self) -> Result<Vec<String>, SyncError> {
-        let query = self.window.query();
+        let mut ids = self.list_all(&self.window.query()).await?;
+        ids.reverse();
+        Ok(ids)
+    }
+
+    /// Every message id a Gmail search lists, newest first (Gmail's order).
+    async fn list_all(&self, query: &str) -> Result<Vec<String>, SyncError> {
         let mut ids = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
             self.check_cancelled()?;
             let page = self
                 .client
-                .list_messages(&query, page_token.as_deref())
+                .list_messages(query, page_token.as_deref())
                 .await?;
             ids.extend(page.ids);
             match page.next_page_token {
@@ -293,8 +345,141 @@ impl MailboxSync {
                 None => break,
             }
         }
-        ids.reverse();
         Ok(ids)
+    }
+
+    /// The messages of a full sync worth fetching: those a search over the contact addresses
+    /// lists, plus the newest few. `None` means fetch everything: candidate search is off,
+    /// this is a replay, an address cannot be searched for exactly, or the searches would
+    /// cost more than half of what they could save.
+    async fn candidates(&self, listed: &[String]) -> Result<Option<HashSet<String>>, SyncError> {
+        let gmail = &self.policy.config.gmail;
+        if !gmail.candidate_search || self.refetch_decided || !self.user.sync {
+            return Ok(None);
+        }
+        let email = self.user.email.clone();
+        let listed_ids = listed.to_vec();
+        let (decided, addresses) = with_store(&self.store, move |store| {
+            Ok((
+                store.decided(&email, GMAIL_SOURCE, &listed_ids)?,
+                store.candidate_addresses()?,
+            ))
+        })
+        .await?;
+        let undecided = listed.iter().filter(|id| !decided.contains(*id)).count();
+        let Some(queries) = address_queries(&addresses, &self.window.query()) else {
+            tracing::debug!(user = %self.user.email, "a contact address cannot be searched for exactly; fetching every message");
+            return Ok(None);
+        };
+        let search_cost = queries.len() as u64 * u64::from(gmail.quota.messages_list);
+        let most_saved = undecided.saturating_sub(NEWEST_ALWAYS_FETCHED) as u64
+            * u64::from(gmail.quota.messages_get);
+        if search_cost * 2 > most_saved {
+            tracing::debug!(user = %self.user.email, search_cost, most_saved, "candidate search would not pay off; fetching every message");
+            return Ok(None);
+        }
+        let mut candidates = HashSet::new();
+        for query in &queries {
+            self.check_cancelled()?;
+            candidates.extend(self.list_all(query).await?);
+        }
+        candidates.extend(listed.iter().rev().take(NEWEST_ALWAYS_FETCHED).cloned());
+        tracing::debug!(
+            user = %self.user.email,
+            listed = listed.len(),
+            candidates = candidates.len(),
+            searches = queries.len(),
+            "candidate search done"
+        );
+        Ok(Some(candidates))
+    }
+
+    /// Backfill: for contact addresses that appeared since this mailbox first synced, searches
+    /// the last `backfill_days` for mail with them and decides it again (a message decided
+    /// `no_qualifying_party` may now qualify; a synced one gains a link to the new contact).
+    /// Each address is done once: its task is removed when its mail has been decided.
+    /// Returns how many addresses were backfilled.
+    pub async fn backfill(&self, report: &mut SyncReport) -> Result<usize, SyncError> {
+        let email = self.user.email.clone();
+        let tasks = with_store(&self.store, move |store| {
+            store.backfill_tasks(&email, BACKFILL_ADDRESSES_PER_ROUND)
+        })
+        .await?;
+        if tasks.is_empty() {
+            return Ok(0);
+        }
+        let days = self.policy.config.gmail.backfill_days;
+        let (searchable, unsearchable): (Vec<String>, Vec<String>) = tasks
+            .iter()
+            .cloned()
+            .partition(|address| is_searchable(address));
+        if !unsearchable.is_empty() {
+            tracing::warn!(
+                user = %self.user.email,
+                addresses = unsearchable.len(),
+                "some new contact addresses cannot be searched for exactly and are not backfilled; `verify` and `replay` still cover them"
+            );
+        }
+        if days > 0 && !searchable.is_empty() {
+            let since = chrono::Utc::now().timestamp() - i64::from(days) * 86_400;
+            let queries = address_queries(&searchable, &format!("after:{since}"))
+                .expect("only searchable addresses");
+            let mut found: Vec<String> = Vec::new();
+            let mut seen = HashSet::new();
+            for query in &queries {
+                self.check_cancelled()?;
+                for id in self.list_all(query).await? {
+                    if seen.insert(id.clone()) {
+                        found.push(id);
+                    }
+                }
+            }
+            // Oldest first, as everywhere else.
+            found.reverse();
+            let email = self.user.email.clone();
+            let ids = found.clone();
+            let reasons = with_store(&self.store, move |store| {
+                store.decision_reasons(&email, GMAIL_SOURCE, &ids)
+            })
+            .await?;
+            // Only what the new contact can change: undecided mail, mail no party qualified
+            // for, and synced mail (to link the contact). Blocked, excluded and unreadable
+            // messages stay as they are.
+            let to_decide: Vec<AddedMessage> = found
+                .into_iter()
+                .filter(|id| {
+                    reasons.get(id).is_none_or(|reason| {
+                        reason == rules::Reason::NoQualifyingParty.as_str()
+                            || reason == rules::Reason::Synced.as_str()
+                    })
+                })
+                .map(|id| AddedMessage {
+                    id,
+                    label_ids: Vec::new(),
+                })
+                .collect();
+            let mode = BatchMode {
+                redecide: true,
+                ..BatchMode::default()
+            };
+            for chunk in to_decide.chunks(BATCH_SIZE) {
+                self.check_cancelled()?;
+                self.process_batch(chunk, mode, None, report).await?;
+            }
+            tracing::info!(
+                user = %self.user.email,
+                addresses = searchable.len(),
+                messages = to_decide.len(),
+                "backfilled new contacts' earlier mail"
+            );
+        }
+        let email = self.user.email.clone();
+        let done = tasks.clone();
+        with_store(&self.store, move |store| {
+            store.finish_backfill(&email, &done)
+        })
+        .await?;
+        Ok(tasks.len())
     }
 
     /// Reads history from `start` page by page; each page's messages are written with the
@@ -336,7 +521,11 @@ impl MailboxSync {
                     // Only the page's last batch carries the cursor: until it is written, a
                     // restart reads the page again and skips what is decided.
                     let cursor = (index + 1 == count).then(|| cursor.clone());
-                    self.process_batch(chunk, true, cursor, &mut report).await?;
+                    let mode = BatchMode {
+                        labels_known: true,
+                        ..BatchMode::default()
+                    };
+                    self.process_batch(chunk, mode, cursor, &mut report).await?;
                 }
             }
             match page.next_page_token {
@@ -352,12 +541,13 @@ impl MailboxSync {
     async fn process_batch(
         &self,
         batch: &[AddedMessage],
-        labels_known: bool,
+        mode: BatchMode<'_>,
         cursor: Option<Cursor>,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
+        let labels_known = mode.labels_known;
         let ids: Vec<String> = batch.iter().map(|message| message.id.clone()).collect();
-        let decided = if self.refetch_decided {
+        let decided = if self.refetch_decided || mode.redecide {
             HashSet::new()
         } else {
             let email = self.user.email.clone();
@@ -368,12 +558,19 @@ impl MailboxSync {
         };
         report.already_decided += decided.len();
         let mut without_fetch = Vec::new();
+        let mut by_search = Vec::new();
         let mut to_fetch = Vec::new();
         for message in batch
             .iter()
             .filter(|message| !decided.contains(&message.id))
         {
-            if labels_known && rules::decide_before_fetch(&self.user, &message.label_ids).is_some()
+            if mode
+                .candidates
+                .is_some_and(|candidates| !candidates.contains(&message.id))
+            {
+                by_search.push(message.id.clone());
+            } else if labels_known
+                && rules::decide_before_fetch(&self.user, &message.label_ids).is_some()
             {
                 without_fetch.push(SourceMessage {
                     source_id: message.id.clone(),
@@ -384,7 +581,8 @@ impl MailboxSync {
                 to_fetch.push(message.id.clone());
             }
         }
-        report.decided_without_fetch += without_fetch.len();
+        report.decided_without_fetch += without_fetch.len() + by_search.len();
+        report.decided_by_search += by_search.len();
 
         let mut fetches = tokio::task::JoinSet::new();
         for id in to_fetch {
@@ -450,10 +648,20 @@ impl MailboxSync {
             .as_ref()
             .map(|metrics| metrics.store_write_seconds.clone());
         let processed = with_store(&self.store, move |store| {
-            let prepared: Vec<Prepared> = messages
+            let mut prepared: Vec<Prepared> = messages
                 .iter()
                 .map(|message| prepare(&policy, &*store, &user, GMAIL_SOURCE, message))
                 .collect::<Result<_, _>>()?;
+            prepared.extend(by_search.into_iter().map(|id| {
+                Prepared::without_message(
+                    SourceRef {
+                        user_email: user.email.clone(),
+                        source: GMAIL_SOURCE.to_string(),
+                        source_id: id,
+                    },
+                    rules::decide_by_search(&user, DECIDED_BY_SEARCH),
+                )
+            }));
             let to_record: Vec<_> = prepared
                 .iter()
                 .filter(|p| p.is_recorded())
@@ -503,6 +711,75 @@ impl MailboxSync {
         }
         Ok(())
     }
+}
+
+/// How a batch is decided.
+#[derive(Debug, Clone, Copy, Default)]
+struct BatchMode<'a> {
+    /// History said what labels each message has, so spam or drafts need no fetch.
+    labels_known: bool,
+    /// Only these may be fetched; the others are decided by search without a fetch.
+    candidates: Option<&'a HashSet<String>>,
+    /// Decide again what already has a decision (backfill).
+    redecide: bool,
+}
+
+/// Whether Gmail search can be asked for `address` exactly: the characters that Gmail's
+/// query language gives a meaning to (spaces, quotes, braces, parentheses, a leading `-`)
+/// would change the query, so such an address turns the candidate search off.
+pub fn is_searchable(address: &str) -> bool {
+    !address.is_empty()
+        && !address.starts_with('-')
+        && address.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    '@' | '.'
+                        | '_'
+                        | '-'
+                        | '+'
+                        | '\''
+                        | '%'
+                        | '='
+                        | '!'
+                        | '#'
+                        | '$'
+                        | '&'
+                        | '*'
+                        | '/'
+                        | '?'
+                        | '^'
+                        | '`'
+                        | '|'
+                        | '~'
+                )
+        })
+}
+
+/// Gmail searches for messages with any of `addresses` in From, To, Cc or Bcc, each with
+/// `suffix` (the window) and at most [`MAX_QUERY_CHARS`] long. `None` if an address cannot be
+/// searched for exactly. No addresses → no queries.
+pub fn address_queries(addresses: &[String], suffix: &str) -> Option<Vec<String>> {
+    let mut queries = Vec::new();
+    let mut terms = String::new();
+    for address in addresses {
+        if !is_searchable(address) {
+            return None;
+        }
+        let term = format!("from:{address} to:{address} cc:{address} bcc:{address}");
+        if !terms.is_empty() && terms.len() + term.len() + suffix.len() + 4 > MAX_QUERY_CHARS {
+            queries.push(format!("{{{terms}}} {suffix}"));
+            terms.clear();
+        }
+        if !terms.is_empty() {
+            terms.push(' ');
+        }
+        terms.push_str(&term);
+    }
+    if !terms.is_empty() {
+        queries.push(format!("{{{terms}}} {suffix}"));
+    }
+    Some(queries)
 }
 
 /// Fetches one raw message; `None` when it no longer exists.

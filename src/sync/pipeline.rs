@@ -19,6 +19,8 @@ pub struct Processed {
     pub recorded: Option<Recorded>,
     /// Best-effort notes from parsing (never message content).
     pub problems: Vec<String>,
+    /// The list and auto-submission headers and calendar shape, when the message was read.
+    pub automation: Option<parse::AutomationSignals>,
 }
 
 /// Whether the pipeline writes what it decides.
@@ -39,6 +41,17 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// A decision made without the message's content (e.g. decided by search).
+    pub fn without_message(source: SourceRef, decision: Decision) -> Self {
+        Prepared {
+            source,
+            decision,
+            parsed: None,
+            raw_sha256: String::new(),
+            company_direction: Direction::Incoming,
+        }
+    }
+
     /// Whether this decision is written at all: a disabled user's mailbox leaves no trace.
     pub fn is_recorded(&self) -> bool {
         self.decision.reason != rules::Reason::SyncDisabled
@@ -57,9 +70,9 @@ impl Prepared {
     }
 
     pub fn into_processed(self, recorded: Option<Recorded>) -> Processed {
-        let (message_id, problems) = match self.parsed {
-            Some(parsed) => (parsed.message_id, parsed.problems),
-            None => (None, Vec::new()),
+        let (message_id, problems, automation) = match self.parsed {
+            Some(parsed) => (parsed.message_id, parsed.problems, Some(parsed.automation)),
+            None => (None, Vec::new(), None),
         };
         Processed {
             source_id: self.source.source_id,
@@ -67,6 +80,7 @@ impl Prepared {
             decision: self.decision,
             recorded,
             problems,
+            automation,
         }
     }
 }

@@ -12,11 +12,23 @@ pub struct RulesApplied {
     pub applied: Option<AppliedChanges>,
 }
 
-/// The changes the current rules make to the stored sources; pure apart from reading.
+/// The changes the current rules (and never-sync contacts) make to the stored sources; pure
+/// apart from reading.
 pub fn plan(policy: &Policy, store: &dyn Store) -> Result<Vec<SourceChange>, StoreError> {
+    plan_with_never_sync(policy, store, &[])
+}
+
+/// As [`plan`], as if `also_never_sync` were marked never-sync too: the preview of
+/// `contacts set --no-sync --dry-run`.
+pub fn plan_with_never_sync(
+    policy: &Policy,
+    store: &dyn Store,
+    also_never_sync: &[String],
+) -> Result<Vec<SourceChange>, StoreError> {
     let never_sync_hashes: std::collections::HashSet<String> = store
         .never_sync_addresses()?
         .iter()
+        .chain(also_never_sync)
         .map(|address| rules::address_hash(address))
         .collect();
     let mut changes = Vec::new();
