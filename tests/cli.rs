@@ -887,3 +887,239 @@ fn purge_removes_a_mailbox_contribution_and_nothing_else() {
             .is_empty()
     );
 }
+
+/// Writes `messages` (file name, raw text) into a fresh mailbox folder and returns its `dir:`
+/// source and the folder.
+fn mailbox_of(playground: &Playground, messages: &[(&str, &str)]) -> (String, PathBuf) {
+    let folder = playground.dir.path().join("mailbox");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (name, raw) in messages {
+        std::fs::write(folder.join(name), raw).unwrap();
+    }
+    (format!("dir:{}", folder.display()), folder)
+}
+
+const PERSON: &str = "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: Quote\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <person@customer.com>\n\nCan you send the quote?\n";
+const NEWSLETTER: &str = "From: Carol <carol@customer.com>\nTo: michelle@abcorp.com\nSubject: Our autumn newsletter\nDate: Mon, 02 Sep 2024 10:00:00 +0000\nMessage-ID: <news@customer.com>\nList-Id: <news.customer.com>\nList-Unsubscribe: <mailto:unsubscribe@customer.com>\nPrecedence: bulk\n\nNews.\n";
+const BOTH: &str = "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nCc: carol@customer.com\nSubject: Meeting\nDate: Mon, 02 Sep 2024 11:00:00 +0000\nMessage-ID: <both@customer.com>\n\nSee you.\n";
+
+#[test]
+fn a_never_sync_contact_is_kept_out_now_and_retroactively() {
+    let playground = Playground::new();
+    let (source, folder) = mailbox_of(
+        &playground,
+        &[("1.eml", PERSON), ("2.eml", NEWSLETTER), ("3.eml", BOTH)],
+    );
+    let replay = |playground: &Playground| {
+        json_lines(&playground.stdout(&[
+            "replay",
+            "--user",
+            "michelle@abcorp.com",
+            "--source",
+            &source,
+            "--json",
+        ]))
+    };
+    let synced = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .filter(|line| line["decision"] == "synced")
+            .count()
+    };
+    assert_eq!(synced(&replay(&playground)), 3);
+
+    let store = playground.dir.path().join("crm.sqlite3");
+    let untouched = common::dump_store(&store);
+    let dry = playground.stdout(&[
+        "contacts",
+        "set",
+        "carol@customer.com",
+        "--no-sync",
+        "--dry-run",
+    ]);
+    assert!(dry.contains("would remove 2 stored source(s)"), "{dry}");
+    assert_eq!(
+        common::dump_store(&store),
+        untouched,
+        "a dry run writes nothing"
+    );
+
+    let set = playground.stdout(&["contacts", "set", "CAROL@customer.com", "--no-sync"]);
+    assert!(
+        set.contains("never synced; 2 stored source(s) removed (2 activities gone)"),
+        "{set}"
+    );
+    let feed = json_lines(&playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--json"]));
+    let ids: Vec<&str> = feed
+        .iter()
+        .filter_map(|a| a["message_id"].as_str())
+        .filter(|id| id.ends_with("@customer.com>"))
+        .collect();
+    assert!(ids.contains(&"<person@customer.com>"), "{ids:?}");
+    assert!(!ids.contains(&"<both@customer.com>"), "{ids:?}");
+    assert!(!ids.contains(&"<news@customer.com>"), "{ids:?}");
+    let list = playground.stdout(&["contacts", "list"]);
+    let carol = list
+        .lines()
+        .find(|l| l.contains("carol@customer.com"))
+        .unwrap();
+    assert!(carol.contains("never"), "{list}");
+
+    // New decisions honour it too, and explain says why.
+    let again = replay(&playground);
+    assert_eq!(synced(&again), 1);
+    let blocked = again
+        .iter()
+        .find(|line| line["message_id"] == "<both@customer.com>")
+        .unwrap();
+    assert_eq!(blocked["reason"], "blocked_by_rule");
+    assert_eq!(blocked["rules"], serde_json::json!(["contact: never sync"]));
+    let explained = playground.stdout(&[
+        "explain",
+        "--user",
+        "michelle@abcorp.com",
+        folder.join("3.eml").to_str().unwrap(),
+    ]);
+    assert!(
+        explained.contains("a contact marked never-sync"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("carol@customer.com is marked never-sync"),
+        "{explained}"
+    );
+
+    // Lifting it lets new decisions sync again.
+    playground.stdout(&["contacts", "set", "carol@customer.com", "--sync"]);
+    assert_eq!(synced(&replay(&playground)), 3);
+
+    playground
+        .run(&["contacts", "set", "nobody@nowhere.example", "--no-sync"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no contact has the address"));
+    playground
+        .run(&["contacts", "set", "carol@customer.com"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--no-sync"));
+}
+
+#[test]
+fn automated_mail_rules_skip_newsletters_from_contacts_and_explain_says_why() {
+    let playground = Playground::new();
+    let (source, folder) = mailbox_of(&playground, &[("1.eml", PERSON), ("2.eml", NEWSLETTER)]);
+    playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &source,
+    ]);
+    let explain = |playground: &Playground, file: &str| {
+        playground.stdout(&[
+            "explain",
+            "--user",
+            "michelle@abcorp.com",
+            folder.join(file).to_str().unwrap(),
+        ])
+    };
+    let person = explain(&playground, "1.eml");
+    assert!(person.contains("automated:  no"), "{person}");
+
+    // The shipped example rule, added after the newsletter was stored: retroactive.
+    std::fs::write(
+        playground.dir.path().join("rules/newsletters.toml"),
+        "[[rule]]\nname = \"no newsletters\"\nmatch = { automated = true }\naction = \"skip\"\n",
+    )
+    .unwrap();
+    let check = playground.stdout(&["rules", "check"]);
+    assert!(
+        check.contains("\"no newsletters\"  skip automated mail"),
+        "{check}"
+    );
+    let applied = playground.stdout(&["rules", "apply"]);
+    assert!(
+        applied.contains(
+            "<news@customer.com> in michelle@abcorp.com's mailbox: removed [no newsletters]"
+        ),
+        "{applied}"
+    );
+    let news = explain(&playground, "2.eml");
+    assert!(
+        news.contains("automated:  yes (List-Id, List-Unsubscribe, Precedence)"),
+        "{news}"
+    );
+    assert!(
+        news.contains("decision:   skipped — blocked_by_rule"),
+        "{news}"
+    );
+    assert!(
+        news.contains("skip automated mail matched carol@customer.com"),
+        "{news}"
+    );
+    let person = explain(&playground, "1.eml");
+    assert!(person.contains("decision:   synced"), "{person}");
+
+    // A rule with nothing to match on is refused, with its file and line.
+    std::fs::write(
+        playground.dir.path().join("rules/bad.toml"),
+        "[[rule]]\nname = \"everything\"\nmatch = {}\naction = \"skip\"\n",
+    )
+    .unwrap();
+    playground.run(&["rules", "check"]).assert().code(2).stderr(
+        predicate::str::contains("bad.toml:3").and(predicate::str::contains(
+            "an empty match would match every message",
+        )),
+    );
+}
+
+#[test]
+fn contacts_csv_no_sync_column_sets_and_leaves_the_switch() {
+    let playground = Playground::new();
+    let csv = playground.dir.path().join("more.csv");
+    std::fs::write(
+        &csv,
+        "name,email,visible_to,no_sync\nQuiet,quiet@bigclient.io,,yes\nLoud,loud@bigclient.io,,\nBad,bad@bigclient.io,,maybe\n",
+    )
+    .unwrap();
+    let output = playground
+        .run(&["contacts", "import", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a rejected row is a partial failure"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("more.csv:4: no_sync: `maybe` is not true/false"),
+        "{stderr}"
+    );
+    let contacts = json_lines(&playground.stdout(&["contacts", "list", "--json"]));
+    let no_sync_of = |address: &str| {
+        contacts
+            .iter()
+            .find(|c| c["emails"].as_array().unwrap().iter().any(|e| e == address))
+            .map(|c| c["no_sync"].clone())
+    };
+    assert_eq!(
+        no_sync_of("quiet@bigclient.io"),
+        Some(serde_json::json!(true))
+    );
+    assert_eq!(
+        no_sync_of("loud@bigclient.io"),
+        Some(serde_json::json!(false))
+    );
+    assert_eq!(no_sync_of("bad@bigclient.io"), None);
+    // An empty field leaves an existing contact's switch as it is.
+    std::fs::write(&csv, "name,email,no_sync\nQuiet,quiet@bigclient.io,\n").unwrap();
+    playground.stdout(&["contacts", "import", csv.to_str().unwrap()]);
+    let contacts = json_lines(&playground.stdout(&["contacts", "list", "--json"]));
+    assert!(
+        contacts
+            .iter()
+            .any(|c| c["name"] == "Quiet" && c["no_sync"] == true)
+    );
+}

@@ -802,3 +802,60 @@ async fn fetch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addresses(count: usize) -> Vec<String> {
+        (0..count)
+            .map(|i| format!("person.{i}@customer-{i}.example"))
+            .collect()
+    }
+
+    #[test]
+    fn queries_cover_every_address_in_every_header_within_the_length_limit() {
+        let addresses = addresses(100);
+        let queries = address_queries(&addresses, "after:1700000000").expect("searchable");
+        assert!(queries.len() > 1, "100 addresses do not fit one query");
+        for query in &queries {
+            assert!(query.len() <= MAX_QUERY_CHARS, "{} chars", query.len());
+            assert!(query.starts_with('{') && query.ends_with("} after:1700000000"));
+        }
+        let terms: Vec<String> = queries
+            .iter()
+            .flat_map(|query| query.split_whitespace())
+            .map(|term| term.trim_matches(['{', '}']).to_string())
+            .collect();
+        for address in &addresses {
+            for header in ["from", "to", "cc", "bcc"] {
+                let term = format!("{header}:{address}");
+                assert_eq!(
+                    terms.iter().filter(|t| **t == term).count(),
+                    1,
+                    "{term} appears exactly once"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_addresses_no_queries_and_unsearchable_addresses_turn_search_off() {
+        assert_eq!(address_queries(&[], "after:1"), Some(Vec::new()));
+        for hostile in [
+            "a b@x.example",
+            "\"quoted\"@x.example",
+            "a}@x.example",
+            "-a@x.example",
+            "a(b)@x.example",
+        ] {
+            assert!(!is_searchable(hostile), "{hostile}");
+            assert_eq!(
+                address_queries(&[hostile.to_string()], "after:1"),
+                None,
+                "{hostile}"
+            );
+        }
+        assert!(is_searchable("o'brien+crm@sub.example.co.uk"));
+    }
+}
