@@ -42,7 +42,23 @@ fn example_rules_are_valid_with_the_demo_users() {
     let text = std::fs::read_to_string(&example).unwrap();
     let rules = RuleSet::from_files(vec![(example, text)], &config)
         .unwrap_or_else(|problems| panic!("{problems}"));
-    assert_eq!(rules.rules.len(), 5);
+    assert_eq!(rules.rules.len(), 6);
+    // The shipped newsletter rule skips a contact's bulk mail and leaves their own mail alone.
+    let policy = mailsync::rules::Policy::new(config, rules);
+    let user = policy.config.user_by_address("michelle@abcorp.com").unwrap();
+    let contacts: mailsync::rules::ContactBook =
+        std::collections::HashSet::from(["alice@customer.com".to_string()]).into();
+    let decide = |extra: &str| {
+        let raw = format!(
+            "From: alice@customer.com\nTo: michelle@abcorp.com\n{extra}Subject: s\n\nbody\n"
+        );
+        let parsed = mailsync::parse::parse_message(raw.as_bytes());
+        mailsync::rules::decide(&policy, user, &[], parsed.as_ref(), &contacts)
+    };
+    let newsletter = decide("List-Unsubscribe: <mailto:u@customer.com>\n");
+    assert_eq!(newsletter.reason.as_str(), "blocked_by_rule");
+    assert_eq!(newsletter.rule_names(), ["no newsletters or auto-replies"]);
+    assert_eq!(decide("").reason.as_str(), "synced");
 }
 
 /// The unit file has what the ops promises rest on, and systemd itself finds nothing wrong
