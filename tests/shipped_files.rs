@@ -45,7 +45,10 @@ fn example_rules_are_valid_with_the_demo_users() {
     assert_eq!(rules.rules.len(), 6);
     // The shipped newsletter rule skips a contact's bulk mail and leaves their own mail alone.
     let policy = mailsync::rules::Policy::new(config, rules);
-    let user = policy.config.user_by_address("michelle@abcorp.com").unwrap();
+    let user = policy
+        .config
+        .user_by_address("michelle@abcorp.com")
+        .unwrap();
     let contacts: mailsync::rules::ContactBook =
         std::collections::HashSet::from(["alice@customer.com".to_string()]).into();
     let decide = |extra: &str| {

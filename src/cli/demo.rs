@@ -93,6 +93,10 @@ const DEMO_FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/10-freelancer.eml"),
     ),
     (
+        "mailboxes/michelle@abcorp.com/11-newsletter.eml",
+        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/11-newsletter.eml"),
+    ),
+    (
         "mailsync.toml",
         include_bytes!("../../tests/fixtures/demo/mailsync.toml"),
     ),
