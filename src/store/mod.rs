@@ -386,6 +386,18 @@ pub trait Store {
         last_error: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// Records the end of one poll in one write: the status (`ok` also stamps
+    /// `last_sync_at`), the last error, failures in a row and the next poll. An idle mailbox
+    /// costs the store this one statement per poll.
+    fn record_poll(
+        &mut self,
+        user_email: &str,
+        status: SyncStatus,
+        last_error: Option<&str>,
+        consecutive_failures: u32,
+        next_poll_at: Option<i64>,
+    ) -> Result<(), StoreError>;
+
     /// Records the daemon's view of a user's polling: failures in a row and the next poll.
     fn set_poll_schedule(
         &mut self,

@@ -498,6 +498,37 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn record_poll(
+        &mut self,
+        user_email: &str,
+        status: SyncStatus,
+        last_error: Option<&str>,
+        consecutive_failures: u32,
+        next_poll_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let stamp = (status == SyncStatus::Ok).then(now);
+        self.connection
+            .prepare_cached(
+                "INSERT INTO sync_state (user_email, state, last_sync_at, last_error, consecutive_failures, next_poll_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (user_email) DO UPDATE SET
+                   state = excluded.state,
+                   last_sync_at = COALESCE(excluded.last_sync_at, last_sync_at),
+                   last_error = excluded.last_error,
+                   consecutive_failures = excluded.consecutive_failures,
+                   next_poll_at = excluded.next_poll_at",
+            )?
+            .execute(params![
+                user_email,
+                status.as_str(),
+                stamp,
+                last_error,
+                consecutive_failures,
+                next_poll_at
+            ])?;
+        Ok(())
+    }
+
     fn set_poll_schedule(
         &mut self,
         user_email: &str,
