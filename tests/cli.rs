@@ -385,8 +385,10 @@ fn feed_json_follows_the_read_path() {
         keys,
         [
             "activity_id",
+            "attachments",
             "body",
             "contacts",
+            "content_erased_at",
             "date",
             "direction",
             "message_id",
