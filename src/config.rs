@@ -855,6 +855,13 @@ mod tests {
                 "{problems:?}"
             );
         }
+        // How much attachment content the parser keeps follows `[store]`; it is no key.
+        let problems =
+            load(&format!("{MINIMAL}[limits]\nkeep_attachment_bytes = 5\n")).unwrap_err();
+        assert!(
+            problems[0].contains("keep_attachment_bytes"),
+            "{problems:?}"
+        );
         let problems = load(&format!("{MINIMAL}[retention]\nbody_dayz = 3\n")).unwrap_err();
         assert!(
             problems[0].contains(":6:") && problems[0].contains("body_dayz"),

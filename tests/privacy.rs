@@ -560,3 +560,49 @@ fn the_access_log_records_exactly_admin_reads_of_private_content_and_exports() {
     world.store.feed(&michelle, None, None).unwrap();
     assert_eq!(world.access_rows().len(), rows);
 }
+
+#[test]
+fn a_new_skip_rule_removes_the_files_of_the_activities_it_removes() {
+    let world = &mut world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        &private_mail("skip@x", &recent(), "skipped"),
+    );
+    assert_eq!(world.files().len(), 2);
+    let stricter = common::policy(
+        &config(&world.attachments_dir(), ""),
+        "[[rule]]\nname = \"no customer\"\nmatch = { domain = \"customer.com\" }\naction = \"skip\"\n",
+    );
+    let result = sync::retro::apply(&stricter, &mut world.store, false).unwrap();
+    assert_eq!(result.applied.unwrap().activities_removed, 1);
+    assert!(world.files().is_empty());
+}
+
+#[test]
+fn retention_sweeps_files_a_crash_left_behind() {
+    let world = &mut world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        &private_mail("kept@x", &recent(), "kept"),
+    );
+    let orphan = sha256(b"written, then the process died before the commit");
+    let folder = world.attachments_dir().join(&orphan[..2]);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join(&orphan), b"orphan").unwrap();
+    std::fs::write(folder.join(format!(".tmp-{orphan}-1-0")), b"half").unwrap();
+    // Something that is not ours is left alone.
+    std::fs::write(world.attachments_dir().join("README"), b"not ours").unwrap();
+    assert_eq!(world.files().len(), 5);
+    let erased = world
+        .store
+        .erase_content_before(chrono::Utc::now().timestamp() - 86_400 * 30, false)
+        .unwrap();
+    assert_eq!(erased.activities_erased, 0);
+    assert_eq!(erased.attachment_files_removed, 1, "the orphan");
+    let left = world.files();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&"README".to_string()));
+    assert!(!left.iter().any(|f| f.contains(&orphan)));
+}
