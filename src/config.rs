@@ -31,8 +31,14 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     #[serde(default)]
     limits: crate::parse::Limits,
+    retention: Option<RawRetention>,
     #[serde(default)]
     users: Vec<RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRetention {
+    body_days: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +51,14 @@ struct RawCompany {
 #[derive(Debug, Deserialize)]
 struct RawStore {
     path: PathBuf,
+    attachments_dir: Option<PathBuf>,
+    #[serde(default = "default_max_attachment_bytes")]
+    max_attachment_bytes: u64,
+}
+
+/// 25 MiB: Gmail's own limit for a message's attachments.
+fn default_max_attachment_bytes() -> u64 {
+    25 * 1024 * 1024
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -326,6 +340,14 @@ pub struct Config {
     pub company_domains: Vec<String>,
     pub admins_see_private_emails: bool,
     pub store_path: PathBuf,
+    /// Where attachment content is kept, content-addressed (`[store] attachments_dir`);
+    /// `None` keeps metadata only.
+    pub attachments_dir: Option<PathBuf>,
+    /// Larger attachments keep metadata only (`[store] max_attachment_bytes`).
+    pub max_attachment_bytes: u64,
+    /// Subjects, bodies and attachment content of messages older than this many days are
+    /// erased (`[retention] body_days`); `None` keeps them.
+    pub retention_body_days: Option<u32>,
     pub rules_dir: Option<PathBuf>,
     pub gmail: GmailConfig,
     pub daemon: DaemonConfig,
@@ -413,7 +435,7 @@ fn validate(
     let notify = raw
         .notify
         .map(|notify| validate_notify(file, notify, base_dir, diagnostics));
-    let limits = raw.limits;
+    let mut limits = raw.limits;
     let minimums = [
         ("max_message_bytes", limits.max_message_bytes, 64 * 1024),
         ("max_header_bytes", limits.max_header_bytes, 4 * 1024),
@@ -432,6 +454,34 @@ fn validate(
             ));
         }
     }
+    if raw.store.max_attachment_bytes == 0 {
+        let at = KeyPath::default().key("store").key("max_attachment_bytes");
+        diagnostics.push(file.diagnostic(
+            &at,
+            "`max_attachment_bytes` must be at least 1 (leave out `attachments_dir` to keep no content)",
+        ));
+    }
+    let attachments_dir = raw.store.attachments_dir.map(|dir| base_dir.join(dir));
+    if attachments_dir.is_some() {
+        // The parser keeps the decoded bytes of attachments the store will keep, and no
+        // others.
+        limits.keep_attachment_bytes =
+            usize::try_from(raw.store.max_attachment_bytes).unwrap_or(usize::MAX);
+    }
+    let retention_body_days = raw.retention.and_then(|retention| {
+        let days = retention.body_days?;
+        match u32::try_from(days) {
+            Ok(days) if days >= 1 => Some(days),
+            _ => {
+                let at = KeyPath::default().key("retention").key("body_days");
+                diagnostics.push(file.diagnostic(
+                    &at,
+                    format!("`body_days` must be a whole number of days, at least 1 (not {days}); leave it out to keep content forever"),
+                ));
+                None
+            }
+        }
+    });
     let metrics = raw.metrics.map(|metrics| MetricsConfig {
         listen: metrics.listen,
     });
@@ -493,6 +543,9 @@ fn validate(
         company_domains,
         admins_see_private_emails: raw.company.admins_see_private_emails,
         store_path: base_dir.join(raw.store.path),
+        attachments_dir,
+        max_attachment_bytes: raw.store.max_attachment_bytes,
+        retention_body_days,
         rules_dir,
         gmail,
         daemon,
@@ -781,6 +834,48 @@ mod tests {
         let problems = load(&format!("{MINIMAL}[limits]\nmax_bytes = 10\n")).unwrap_err();
         assert!(
             problems[0].contains(":6:") && problems[0].contains("max_bytes"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn retention_and_attachment_settings_are_checked() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(
+            config.retention_body_days, None,
+            "content is kept unless asked"
+        );
+        assert_eq!(config.attachments_dir, None);
+        assert_eq!(config.limits.keep_attachment_bytes, 0);
+        let config = load(
+            "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n\
+             attachments_dir = \"files\"\nmax_attachment_bytes = 1000\n[retention]\nbody_days = 90\n",
+        )
+        .unwrap();
+        assert_eq!(config.retention_body_days, Some(90));
+        assert_eq!(
+            config.attachments_dir.as_deref(),
+            Some(Path::new("/etc/mailsync/files"))
+        );
+        assert_eq!(config.limits.keep_attachment_bytes, 1000);
+        for (days, line) in [("0", ":6:"), ("-3", ":6:")] {
+            let problems =
+                load(&format!("{MINIMAL}[retention]\nbody_days = {days}\n")).unwrap_err();
+            assert!(
+                problems[0].contains(line) && problems[0].contains("at least 1"),
+                "{problems:?}"
+            );
+        }
+        // How much attachment content the parser keeps follows `[store]`; it is no key.
+        let problems =
+            load(&format!("{MINIMAL}[limits]\nkeep_attachment_bytes = 5\n")).unwrap_err();
+        assert!(
+            problems[0].contains("keep_attachment_bytes"),
+            "{problems:?}"
+        );
+        let problems = load(&format!("{MINIMAL}[retention]\nbody_dayz = 3\n")).unwrap_err();
+        assert!(
+            problems[0].contains(":6:") && problems[0].contains("body_dayz"),
             "{problems:?}"
         );
     }

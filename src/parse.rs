@@ -80,6 +80,10 @@ pub struct Attachment {
     pub size_bytes: u64,
     /// Lower hex of the SHA-256 of the decoded content.
     pub sha256: String,
+    /// The decoded content, kept only when [`Limits::keep_attachment_bytes`] allows (for a
+    /// store that keeps attachment content); never serialized.
+    #[serde(skip)]
+    pub content: Option<Vec<u8>>,
 }
 
 /// Header and structure facts that tell machine-sent mail from mail a person wrote.
@@ -204,6 +208,12 @@ pub struct Limits {
     /// input in memory (wide tables are the worst), so this limit is the one to lower when
     /// memory is tight.
     pub max_html_bytes: usize,
+    /// Attachments up to this many decoded bytes keep their content in
+    /// [`Attachment::content`] (default 0: none). Not a `[limits]` key: set from `[store]
+    /// max_attachment_bytes` when `attachments_dir` is configured. Kept content never exceeds
+    /// the raw message, so memory stays bounded by `max_message_bytes`.
+    #[serde(skip)]
+    pub keep_attachment_bytes: usize,
 }
 
 impl Default for Limits {
@@ -216,6 +226,7 @@ impl Default for Limits {
             max_mime_parts: 10_000,
             max_body_text_bytes: 1024 * 1024,
             max_html_bytes: 2 * 1024 * 1024,
+            keep_attachment_bytes: 0,
         }
     }
 }
@@ -1695,11 +1706,15 @@ fn read_mime(buf: &[u8], limits: &Limits, problems: &mut Problems) -> MimeFacts 
             }
         };
         let bytes = part_bytes(leaf, problems);
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let size_bytes = bytes.len() as u64;
+        let keep = limits.keep_attachment_bytes > 0 && bytes.len() <= limits.keep_attachment_bytes;
         attachments.push(Attachment {
             file_name: leaf.file_name.clone(),
             content_type,
-            size_bytes: bytes.len() as u64,
-            sha256: hex::encode(Sha256::digest(&bytes)),
+            size_bytes,
+            sha256,
+            content: keep.then_some(bytes),
         });
     }
 

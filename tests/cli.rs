@@ -389,8 +389,10 @@ fn feed_json_follows_the_read_path() {
         keys,
         [
             "activity_id",
+            "attachments",
             "body",
             "contacts",
+            "content_erased_at",
             "date",
             "direction",
             "message_id",
@@ -785,7 +787,9 @@ fn export_and_search_follow_the_read_path() {
             "private",
             "subject",
             "body",
-            "sources"
+            "sources",
+            "attachments",
+            "content_erased_at"
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
@@ -890,6 +894,203 @@ fn purge_removes_a_mailbox_contribution_and_nothing_else() {
         json_lines(&playground.stdout(&["decisions", "--user", "dave@abcorp.com", "--json"]))
             .is_empty()
     );
+}
+
+impl Playground {
+    /// Rewrites the config: `store` lines go under `[store]`, `tail` is appended.
+    fn configure(&self, store: &str, tail: &str) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let text = text.replace(
+            "[store]\npath = \"crm.sqlite3\"\n",
+            &format!("[store]\npath = \"crm.sqlite3\"\n{store}\n"),
+        );
+        std::fs::write(self.config(), format!("{text}\n{tail}\n")).unwrap();
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let Ok(folders) = std::fs::read_dir(self.dir.path().join("files")) else {
+            return files;
+        };
+        for folder in folders {
+            for file in std::fs::read_dir(folder.unwrap().path()).unwrap() {
+                files.push(file.unwrap().path());
+            }
+        }
+        files
+    }
+}
+
+/// Retention: content older than body_days goes (subject, body, search terms, files); what
+/// happened stays; a dry run counts first.
+#[test]
+fn retention_apply_erases_old_content_and_search_forgets_it() {
+    let playground = Playground::new();
+    playground.configure("attachments_dir = \"files\"", "");
+    playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &mailbox("michelle"),
+    ]);
+    assert_eq!(playground.files().len(), 1, "quote.pdf is kept");
+    playground
+        .run(&["retention", "apply"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("[retention] body_days"));
+
+    // Far in the past: nothing is due.
+    playground.configure("", "[retention]\nbody_days = 36500");
+    let counts = json_lines(&playground.stdout(&["retention", "apply", "--json"]));
+    assert_eq!(counts[0]["activities_erased"], 0);
+
+    let text = std::fs::read_to_string(playground.config())
+        .unwrap()
+        .replace("body_days = 36500", "body_days = 30");
+    std::fs::write(playground.config(), text).unwrap();
+    let feed = |viewer: &str| json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]));
+    let before = feed("michelle@abcorp.com");
+    let planned = json_lines(&playground.stdout(&["retention", "apply", "--dry-run", "--json"]));
+    assert_eq!(planned[0]["dry_run"], true);
+    assert_eq!(planned[0]["activities_erased"], before.len());
+    assert_eq!(planned[0]["attachment_files_removed"], 1);
+    assert_eq!(
+        feed("michelle@abcorp.com"),
+        before,
+        "a dry run changes nothing"
+    );
+
+    let out = playground.stdout(&["retention", "apply"]);
+    assert!(
+        out.contains(&format!(
+            "erased the content of {} activities; removed 1 attachment files",
+            before.len()
+        )),
+        "{out}"
+    );
+    let after = feed("michelle@abcorp.com");
+    assert_eq!(after.len(), before.len(), "metadata stays");
+    for activity in &after {
+        assert_eq!(activity["subject"], serde_json::Value::Null);
+        assert_eq!(activity["body"], serde_json::Value::Null);
+        assert!(activity["content_erased_at"].is_string());
+    }
+    assert!(playground.files().is_empty());
+    for words in [["quote.pdf"], ["renewal"]] {
+        let mut args = vec!["search", "--as", "michelle@abcorp.com", "--json"];
+        args.extend(words);
+        assert!(
+            json_lines(&playground.stdout(&args)).is_empty(),
+            "{words:?}"
+        );
+    }
+    let text = playground.stdout(&["feed", "--as", "michelle@abcorp.com"]);
+    assert!(text.contains("(content erased by retention on "), "{text}");
+}
+
+/// Attachments are fetched by hash through the read path; an admin reading private mail is
+/// in the access log, and `audit` lists it.
+#[test]
+fn attachment_and_audit_follow_the_read_path() {
+    let playground = Playground::new();
+    playground.configure("attachments_dir = \"files\"", "");
+    let text = std::fs::read_to_string(playground.config())
+        .unwrap()
+        .replace(
+            "admins_see_private_emails = false",
+            "admins_see_private_emails = true",
+        );
+    std::fs::write(playground.config(), text).unwrap();
+    for (user, folder) in [
+        ("michelle@abcorp.com", "michelle"),
+        ("ceo@abcorp.com", "ceo"),
+    ] {
+        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
+    }
+    let feed = |viewer: &str| json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]));
+    let dave = feed("dave@abcorp.com");
+    let quote = dave
+        .iter()
+        .find(|a| a["message_id"] == "<quote-8@customer.com>")
+        .unwrap();
+    let attachment = &quote["attachments"][0];
+    assert_eq!(attachment["file_name"], "quote.pdf");
+    assert_eq!(attachment["stored"], true);
+    let sha256 = attachment["sha256"].as_str().unwrap();
+    let output = playground.dir.path().join("out.pdf");
+    playground
+        .run(&[
+            "attachment",
+            "--as",
+            "dave@abcorp.com",
+            sha256,
+            "--output",
+            output.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let bytes = std::fs::read(&output).unwrap();
+    assert_eq!(
+        bytes.len() as u64,
+        attachment["size_bytes"].as_u64().unwrap()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&output).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    for unknown in ["0".repeat(64).as_str(), "../../etc/passwd", "/abs"] {
+        playground
+            .run(&["attachment", "--as", "dave@abcorp.com", unknown])
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(predicate::str::contains(
+                "no attachment you may see has that sha256",
+            ));
+    }
+    // Visible mail leaves no trace; the admin reading the CEO's private mail does, once per
+    // read.
+    assert!(json_lines(&playground.stdout(&["audit", "--json"])).is_empty());
+    let michelle = feed("michelle@abcorp.com");
+    let private = michelle
+        .iter()
+        .find(|a| a["message_id"] == "<q3-1@bookkeeper.nl>")
+        .unwrap();
+    assert!(private["subject"].is_string());
+    let log = json_lines(&playground.stdout(&["audit", "--json"]));
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["viewer"], "michelle@abcorp.com");
+    assert_eq!(log[0]["path"], "feed");
+    assert_eq!(log[0]["activity_id"], private["activity_id"]);
+    assert_eq!(log[0]["message_id"], "<q3-1@bookkeeper.nl>");
+    feed("ceo@abcorp.com");
+    assert_eq!(
+        json_lines(&playground.stdout(&["audit", "--json"])).len(),
+        1
+    );
+    playground.stdout(&["export", "--as", "ceo@abcorp.com", "--format", "csv"]);
+    let log = json_lines(&playground.stdout(&["audit", "--json", "--viewer", "CEO@abcorp.com"]));
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (&log[0]["path"], &log[0]["viewer_is_owner"]),
+        (&"export".into(), &true.into())
+    );
+    assert!(
+        json_lines(&playground.stdout(&["audit", "--json", "--since", "2999-01-01T00:00:00Z"]))
+            .is_empty()
+    );
+    let table = playground.stdout(&["audit"]);
+    assert!(
+        table.contains("michelle@abcorp.com") && table.contains("2 accesses"),
+        "{table}"
+    );
+    playground
+        .run(&["audit", "--since", "yesterday"])
+        .assert()
+        .code(2);
 }
 
 /// Takes the demo's newsletter rule out, for tests that add rules of their own or count

@@ -736,6 +736,7 @@ fn every_limit_is_honoured() {
         max_mime_parts: 10,
         max_body_text_bytes: 100,
         max_html_bytes: 1_000,
+        keep_attachment_bytes: 0,
     };
 
     // max_message_bytes: one byte over is refused, at the limit is read.

@@ -11,7 +11,7 @@ use super::{CommandResult, ExitStatus, ExportArgs, ExportFormat, FeedArgs, find_
 use crate::rules::Policy;
 use crate::store::{ActivityView, Store, Viewer};
 
-fn viewer(policy: &Policy, address: &str) -> Result<Viewer, super::CommandError> {
+pub(super) fn viewer(policy: &Policy, address: &str) -> Result<Viewer, super::CommandError> {
     let user = find_user(policy, address)?;
     Ok(Viewer {
         email: user.email.clone(),
@@ -56,6 +56,11 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
         )?;
         match &activity.subject {
             Some(subject) => writeln!(out, "    {subject}")?,
+            None if activity.content_erased_at.is_some() => writeln!(
+                out,
+                "    (content erased by retention on {})",
+                activity.content_erased_at.as_deref().unwrap_or_default()
+            )?,
             None if activity.private => writeln!(out, "    (private: content withheld)")?,
             None => writeln!(out, "    (no subject)")?,
         }
@@ -73,7 +78,7 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
 }
 
 /// The CSV header of `export --format csv`.
-pub const CSV_HEADER: [&str; 9] = [
+pub const CSV_HEADER: [&str; 11] = [
     "activity_id",
     "message_id",
     "date",
@@ -83,11 +88,13 @@ pub const CSV_HEADER: [&str; 9] = [
     "subject",
     "body",
     "sources",
+    "attachments",
+    "content_erased_at",
 ];
 
 pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
     let viewer = viewer(policy, &args.viewer)?;
-    let activities = open_store(policy)?.feed(&viewer, args.contact.as_deref(), None)?;
+    let activities = open_store(policy)?.export(&viewer, args.contact.as_deref())?;
     match args.format {
         ExportFormat::Json => print(&activities, &viewer, true),
         ExportFormat::Csv => {
@@ -108,6 +115,17 @@ pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
                         activity.subject.clone().unwrap_or_default(),
                         activity.body.clone().unwrap_or_default(),
                         activity.sources.join(";"),
+                        // The attachments' metadata as a JSON array (names may hold any
+                        // character); empty when withheld, like subject and body.
+                        activity
+                            .attachments
+                            .as_ref()
+                            .map(|attachments| {
+                                serde_json::to_string(attachments)
+                                    .expect("attachment metadata always serializes")
+                            })
+                            .unwrap_or_default(),
+                        activity.content_erased_at.clone().unwrap_or_default(),
                     ])
                     .context("cannot write the export")?;
             }

@@ -11,6 +11,7 @@ mod explain;
 mod feed;
 mod notify;
 mod output;
+mod privacy;
 mod purge;
 mod replay;
 mod rules;
@@ -158,8 +159,43 @@ pub enum Command {
     },
 
     /// Export the activities a user may see, one row each, withheld fields empty (CSV header:
-    /// activity_id,message_id,date,direction,contacts,private,subject,body,sources).
+    /// activity_id,message_id,date,direction,contacts,private,subject,body,sources,
+    /// attachments,content_erased_at). An export that includes private content is recorded in
+    /// the access log.
     Export(ExportArgs),
+
+    /// Retention: erase subjects, bodies and attachment content of activities older than
+    /// `[retention] body_days` (metadata stays). The daemon does it at start and every hour.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+
+    /// The access log: private content shown to someone other than its owners (an admin with
+    /// admins_see_private_emails), and exports that included private content.
+    Audit {
+        /// Only accesses at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// Only this viewer's accesses.
+        #[arg(long, value_name = "EMAIL")]
+        viewer: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Write an attachment's content (by its SHA-256, as feed --json shows it), if the user
+    /// may see the content of at least one activity carrying it. Needs [store]
+    /// attachments_dir. Exits 1 otherwise, without saying whether it exists.
+    Attachment {
+        /// The user asking.
+        #[arg(long = "as", value_name = "EMAIL")]
+        viewer: String,
+        /// The attachment's SHA-256 (64 hex digits).
+        sha256: String,
+        /// Write to this file (created 0600) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 
     /// Start the Gmail-compatible sandbox with bundled mailboxes, run the daemon's sync against
     /// it into a local SQLite file, and print what was synced and skipped and what two users
@@ -207,6 +243,19 @@ pub enum RulesCommand {
     },
     /// Check the rules folder (every problem with its file and line) and list the rules.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Erase the content that is due now, and remove attachment files nothing else keeps.
+    Apply {
+        /// Count what would be erased, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The counts as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,6 +467,24 @@ pub fn run(cli: Cli) -> CommandResult {
         ),
         Command::Export(args) => feed::export(&load_policy(config_path)?, args),
         Command::Purge { user, yes } => purge::run(&load_policy(config_path)?, &user, yes),
+        Command::Retention(RetentionCommand::Apply { dry_run, json }) => {
+            privacy::retention_apply(&load_policy(config_path)?, dry_run, json)
+        }
+        Command::Audit {
+            since,
+            viewer,
+            json,
+        } => privacy::audit(&load_policy(config_path)?, since, viewer.as_deref(), json),
+        Command::Attachment {
+            viewer,
+            sha256,
+            output,
+        } => privacy::attachment(
+            &load_policy(config_path)?,
+            &viewer,
+            &sha256,
+            output.as_deref(),
+        ),
         Command::Run(args) => run::run(config_path, args),
         Command::Rules(RulesCommand::Apply { dry_run, json }) => {
             rules::apply(&load_policy(config_path)?, dry_run, json)

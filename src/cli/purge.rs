@@ -37,14 +37,18 @@ pub fn run(policy: &Policy, user: &str, yes: bool) -> CommandResult {
     }
     let purged = open_store(policy)?.purge_user(&email)?;
     println!(
-        "purged {email}: {} activities removed, {} shared activities lost this mailbox's source, {} decisions removed",
-        purged.activities_removed, purged.sources_removed, purged.decisions_removed
+        "purged {email}: {} activities removed, {} shared activities lost this mailbox's source, {} decisions removed, {} attachment files removed",
+        purged.activities_removed,
+        purged.sources_removed,
+        purged.decisions_removed,
+        purged.attachment_files_removed
     );
     tracing::warn!(
         user = %email,
         activities_removed = purged.activities_removed,
         sources_removed = purged.sources_removed,
         decisions_removed = purged.decisions_removed,
+        attachment_files_removed = purged.attachment_files_removed,
         "mailbox purged"
     );
     if policy

@@ -16,7 +16,7 @@ use crate::gmail::auth::{Credentials, CredentialsError};
 use crate::gmail::http;
 use crate::metrics::Metrics;
 use crate::rules::Policy;
-use crate::store::{SqliteStore, Store, StoreError, StoreLock, SyncStatus};
+use crate::store::{SqliteStore, Store, StoreError, StoreLock, StoreOptions, SyncStatus};
 
 /// How the outside world steers a running daemon.
 pub struct Controls {
@@ -224,12 +224,64 @@ async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy:
     }
 }
 
+/// Retention, once: content older than `[retention] body_days` is erased. A failure is logged
+/// and tried again at the next run; it never stops the daemon.
+async fn apply_retention(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
+    if policy.config.retention_body_days.is_none() {
+        return;
+    }
+    let store = store.clone();
+    let policy = policy.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut store = store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        crate::sync::retention::apply(&policy.config, &mut *store, false)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(Some(erased))) if erased != Default::default() => tracing::info!(
+            activities_erased = erased.activities_erased,
+            attachment_files_removed = erased.attachment_files_removed,
+            "retention applied"
+        ),
+        Ok(Ok(_)) => tracing::debug!("retention: nothing due"),
+        Ok(Err(error)) => {
+            tracing::error!(error = %error, "cannot apply retention; will try again at the next run")
+        }
+        Err(error) => tracing::error!(error = %error, "applying retention failed"),
+    }
+}
+
+/// Applies retention every `interval` (the first run is at start, before this loop) with
+/// the current settings, until `shutdown` is cancelled.
+async fn retention_loop(
+    store: crate::sync::gmail::SharedStore,
+    policy: watch::Receiver<Arc<Policy>>,
+    shutdown: CancellationToken,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let current = policy.borrow().clone();
+                apply_retention(&store, &current).await;
+            }
+        }
+    }
+}
+
 /// Runs the daemon until `controls.shutdown` is cancelled.
 pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutcome, DaemonError> {
     let (policy, credentials) = load(&config_path).await?;
     let store_path = policy.config.store_path.clone();
     let _lock = StoreLock::acquire(&store_path)?;
-    let store = Arc::new(Mutex::new(SqliteStore::open(&store_path)?));
+    let store = Arc::new(Mutex::new(
+        SqliteStore::open(&store_path)?.with_options(StoreOptions::from_config(&policy.config)),
+    ));
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (credentials_tx, credentials_rx) = watch::channel(credentials);
     let metrics = Metrics::new();
@@ -271,6 +323,8 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
     workers.reconcile(&policy_rx.borrow().clone());
     // The rules may have changed while the daemon was stopped.
     apply_rules_to_stored(&workers.shared.store, &policy_rx.borrow().clone()).await;
+    // Content may have come of age while it was stopped too.
+    apply_retention(&workers.shared.store, &policy_rx.borrow().clone()).await;
     let users = policy_rx
         .borrow()
         .config
@@ -283,6 +337,12 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
     if controls.once {
         return Ok(run_once(workers, &controls.shutdown).await);
     }
+    tokio::spawn(retention_loop(
+        workers.shared.store.clone(),
+        policy_rx.clone(),
+        controls.shutdown.clone(),
+        crate::sync::retention::INTERVAL,
+    ));
 
     let mut watchdog_usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
@@ -306,6 +366,12 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                     Ok((policy, credentials)) if policy.config.store_path == store_path => {
                         tracing::info!("config reloaded");
                         let policy = Arc::new(policy);
+                        workers
+                            .shared
+                            .store
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .set_options(StoreOptions::from_config(&policy.config));
                         workers.reconcile(&policy);
                         apply_rules_to_stored(&workers.shared.store, &policy).await;
                         let _ = credentials_tx.send(credentials);
@@ -347,4 +413,92 @@ async fn run_once(workers: Workers, shutdown: &CancellationToken) -> RunOutcome 
         }
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::rules::RuleSet;
+    use crate::store::NewContact;
+
+    fn policy() -> Policy {
+        let config = Config::from_toml(
+            Path::new("/cfg/mailsync.toml"),
+            "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n\
+             [retention]\nbody_days = 30\n[[users]]\nemail = \"dave@abcorp.com\"\nsync = true\n"
+                .to_string(),
+        )
+        .expect("valid test config");
+        Policy::new(config, RuleSet::default())
+    }
+
+    /// The periodic job erases what is due at each tick, with the settings of the moment, and
+    /// stops when shutdown is cancelled.
+    #[tokio::test]
+    async fn retention_runs_on_its_interval_until_shutdown() {
+        let policy = Arc::new(policy());
+        let mut store = SqliteStore::open_in_memory().expect("store");
+        store
+            .add_contact(&NewContact {
+                name: None,
+                emails: vec!["alice@customer.com".to_string()],
+                visible_to: Vec::new(),
+                no_sync: None,
+            })
+            .expect("contact");
+        let user = policy.config.users[0].clone();
+        let message = crate::source::SourceMessage {
+            source_id: "1".to_string(),
+            raw: b"From: alice@customer.com\nTo: dave@abcorp.com\nSubject: old news\n\
+                   Date: Mon, 02 Sep 2024 09:15:00 +0000\nMessage-ID: <old@x>\n\nbody\n"
+                .to_vec(),
+            labels: Vec::new(),
+        };
+        crate::sync::process(
+            &policy,
+            &mut store,
+            &user,
+            "dir:/t",
+            &message,
+            crate::sync::Mode::Write,
+        )
+        .expect("recorded");
+        let store = Arc::new(Mutex::new(store));
+        let (_policy_tx, policy_rx) = watch::channel(policy);
+        let shutdown = CancellationToken::new();
+        let job = tokio::spawn(retention_loop(
+            store.clone(),
+            policy_rx,
+            shutdown.clone(),
+            Duration::from_millis(20),
+        ));
+        let viewer = crate::store::Viewer {
+            email: "dave@abcorp.com".to_string(),
+            is_admin: false,
+            admins_see_private_emails: false,
+        };
+        let erased = async {
+            loop {
+                let feed = store
+                    .lock()
+                    .expect("not poisoned")
+                    .feed(&viewer, None, None)
+                    .expect("feed");
+                if feed[0].content_erased_at.is_some() {
+                    return feed;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let feed = tokio::time::timeout(Duration::from_secs(10), erased)
+            .await
+            .expect("retention ran");
+        assert_eq!(feed[0].subject, None);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), job)
+            .await
+            .expect("the job stops on shutdown")
+            .expect("no panic");
+    }
 }

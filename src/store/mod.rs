@@ -5,13 +5,16 @@
 //! be able to implement it without the callers changing). [`SqliteStore`] is the one backend
 //! today: bundled SQLite in WAL mode with versioned migrations.
 
+mod files;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use crate::parse::ParsedMessage;
 use crate::rules::{ContactBook, Decision, Direction, MessageFacts, Visibility};
 
+pub use files::is_sha256_hex;
 pub use sqlite::{SqliteStore, StoreLock};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,43 @@ pub enum StoreError {
     Conflict(String),
     #[error("a synced decision was recorded without its message: this is a bug in the caller")]
     MissingMessage,
+    #[error("attachment file {path}: {source}")]
+    AttachmentFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the store treats content beyond the database: where attachment content is kept, how
+/// much of it, and how long subjects and bodies live. Taken from the config (`[store]`,
+/// `[retention]`); the default keeps no attachment content and erases nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Content-addressed attachment files live here (`<dir>/<2 hex>/<sha256 hex>`); `None`
+    /// keeps attachment metadata only.
+    pub attachments_dir: Option<PathBuf>,
+    /// Larger attachments keep metadata only (flagged `too_large`).
+    pub max_attachment_bytes: u64,
+    /// Content of messages older than this many days is erased (and not stored when such a
+    /// message is first recorded).
+    pub body_days: Option<u32>,
+}
+
+impl StoreOptions {
+    pub fn from_config(config: &crate::config::Config) -> StoreOptions {
+        StoreOptions {
+            attachments_dir: config.attachments_dir.clone(),
+            max_attachment_bytes: config.max_attachment_bytes,
+            body_days: config.retention_body_days,
+        }
+    }
+
+    /// The retention cut-off for `now` (seconds since the epoch): content of messages dated
+    /// before it is erased.
+    pub fn erase_before(&self, now: i64) -> Option<i64> {
+        self.body_days
+            .map(|days| now.saturating_sub(i64::from(days) * 86_400))
+    }
 }
 
 /// A contact as an import or the CLI describes it.
@@ -233,6 +273,66 @@ pub struct Purged {
     /// Activities that keep other mailboxes' sources and lost only this one.
     pub sources_removed: u64,
     pub decisions_removed: u64,
+    /// Attachment files no longer referenced by any remaining activity.
+    pub attachment_files_removed: u64,
+}
+
+/// What retention erased (or, in a dry run, would erase).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Activities whose subject, body, attachment names and content were erased.
+    pub activities_erased: u64,
+    /// Attachment files no longer referenced by any activity that keeps its content.
+    pub attachment_files_removed: u64,
+}
+
+/// Which read command showed an activity: the access log says how content left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPath {
+    Feed,
+    Search,
+    Export,
+    Attachment,
+}
+
+impl ReadPath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadPath::Feed => "feed",
+            ReadPath::Search => "search",
+            ReadPath::Export => "export",
+            ReadPath::Attachment => "attachment",
+        }
+    }
+}
+
+/// One row of the access log: private content shown to someone other than its owners, or
+/// exported by anyone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccessRecord {
+    pub viewer: String,
+    pub activity_id: i64,
+    pub message_id: Option<String>,
+    pub path: String,
+    /// The viewer's mailbox is one of the activity's sources (only exports log owners).
+    pub viewer_is_owner: bool,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+/// One attachment of an activity, as a viewer who may see the content is shown it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttachmentView {
+    /// `None` when the mail gave none, or retention erased it.
+    pub file_name: Option<String>,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub sha256: String,
+    /// The content is kept and `mailsync attachment` can fetch it.
+    pub stored: bool,
+    /// Larger than `max_attachment_bytes`: metadata only.
+    pub too_large: bool,
 }
 
 /// What recording a decision changed.
@@ -269,8 +369,12 @@ pub struct ActivityView {
     pub private: bool,
     pub subject: Option<String>,
     pub body: Option<String>,
+    /// `None` when withheld from this viewer (like subject and body).
+    pub attachments: Option<Vec<AttachmentView>>,
     /// The users whose mailboxes it came from.
     pub sources: Vec<String>,
+    /// When retention erased subject, body and attachment content (RFC 3339, UTC).
+    pub content_erased_at: Option<String>,
 }
 
 /// Per-table row counts, for summaries and tests.
@@ -459,7 +563,9 @@ pub trait Store {
 
     /// The read path: the activities `viewer` may see, newest first, each with only what the
     /// viewer may see of it. With `contact`, only activities linked to the contact owning that
-    /// address (and only if the viewer may see that contact).
+    /// address (and only if the viewer may see that contact). Private content shown to a
+    /// viewer who is not among its owners is recorded in the access log before it is
+    /// returned (so a read can write, and fails if it cannot).
     fn feed(
         &self,
         viewer: &Viewer,
@@ -475,6 +581,36 @@ pub trait Store {
         query: &str,
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError>;
+
+    /// `feed` for an export: the same read path, but every export that includes private
+    /// content is recorded in the access log, even by an owner (exports leave the system).
+    fn export(
+        &self,
+        viewer: &Viewer,
+        contact: Option<&str>,
+    ) -> Result<Vec<ActivityView>, StoreError>;
+
+    /// The content of an attachment by its SHA-256 (lower-case hex), if the viewer may see the
+    /// content of at least one activity carrying it and its content is kept. Goes through the
+    /// read path, so an admin reading a private attachment is recorded in the access log.
+    fn attachment_content(
+        &self,
+        viewer: &Viewer,
+        sha256: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Retention: erases subject, body, attachment names, attachment content and search terms
+    /// of every activity whose message date (its recording time when it has no date) is
+    /// before `cutoff` (seconds since the epoch), and removes attachment files nothing else
+    /// keeps. Metadata stays. With `dry_run`, only counts.
+    fn erase_content_before(&mut self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError>;
+
+    /// The access log, oldest first; `since` in seconds since the epoch.
+    fn access_log(
+        &self,
+        since: Option<i64>,
+        viewer: Option<&str>,
+    ) -> Result<Vec<AccessRecord>, StoreError>;
 
     fn counts(&self) -> Result<Counts, StoreError>;
 }

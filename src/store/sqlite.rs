@@ -1,17 +1,19 @@
 //! The SQLite backend: one file, WAL mode, migrations applied on open.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 
-use super::{
-    ActivityView, Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record,
-    Recorded, SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
-};
+use super::files;
+use super::{AccessRecord, ActivityView, AttachmentView, Erased, ReadPath, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, Purged, SourceChange, StoredSource};
+use super::{
+    Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
+    SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
+};
 use crate::rules::Visibility;
 use crate::rules::{ContactBook, Decision, MessageFacts};
 
@@ -27,6 +29,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "migrations/008_contact_controls_and_backfill.sql"
     )),
+    M::up(include_str!("migrations/009_retention.sql")),
+    M::up(include_str!("migrations/010_access_log.sql")),
+    M::up(include_str!("migrations/011_attachment_content.sql")),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -35,6 +40,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     connection: Connection,
+    options: StoreOptions,
 }
 
 impl SqliteStore {
@@ -50,6 +56,17 @@ impl SqliteStore {
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
         Ok(store)
+    }
+
+    /// Where attachment content goes and how long content lives (from the config). The
+    /// daemon calls it again on reload.
+    pub fn set_options(&mut self, options: StoreOptions) {
+        self.options = options;
+    }
+
+    pub fn with_options(mut self, options: StoreOptions) -> Self {
+        self.set_options(options);
+        self
     }
 
     /// A private in-memory store, for tests and dry runs.
@@ -77,7 +94,10 @@ impl SqliteStore {
                 MIGRATIONS.len()
             )));
         }
-        Ok(SqliteStore { connection })
+        Ok(SqliteStore {
+            connection,
+            options: StoreOptions::default(),
+        })
     }
 
     fn setup(mut connection: Connection) -> Result<Self, StoreError> {
@@ -90,7 +110,62 @@ impl SqliteStore {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "foreign_keys", "ON")?;
         Migrations::from_slice(MIGRATIONS).to_latest(&mut connection)?;
-        Ok(SqliteStore { connection })
+        Ok(SqliteStore {
+            connection,
+            options: StoreOptions::default(),
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Removes the attachment files among `candidates` that no activity keeping its content
+    /// references. Runs under the write lock (an immediate transaction) because writers write
+    /// files only while holding it: a file written for a row not yet committed cannot be
+    /// removed from under it.
+    fn remove_unreferenced_files(
+        &mut self,
+        candidates: &BTreeSet<String>,
+    ) -> Result<u64, StoreError> {
+        let Some(dir) = self.options.attachments_dir.clone() else {
+            return Ok(0);
+        };
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut removed = 0;
+        {
+            let mut referenced = transaction.prepare(
+                "SELECT 1 FROM attachments t JOIN activities a ON a.id = t.activity_id
+                 WHERE t.sha256 = ?1 AND t.stored AND a.content_erased_at IS NULL",
+            )?;
+            for sha256 in candidates {
+                if !referenced.exists([sha256])? && files::remove_content(&dir, sha256)? {
+                    removed += 1;
+                }
+            }
+        }
+        transaction.commit()?;
+        Ok(removed)
+    }
+
+    /// Removes every file in the attachments folder that no activity references, and
+    /// temporary files a crash left behind (under the write lock, no write is in progress).
+    fn sweep_attachment_files(&mut self) -> Result<u64, StoreError> {
+        let Some(dir) = self.options.attachments_dir.clone() else {
+            return Ok(0);
+        };
+        let _lock = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (hashes, leftovers) = files::list_contents(&dir)?;
+        for leftover in leftovers {
+            let _ = std::fs::remove_file(leftover);
+        }
+        drop(_lock);
+        self.remove_unreferenced_files(&hashes.into_iter().collect())
     }
 }
 
@@ -425,6 +500,7 @@ impl Store for SqliteStore {
         for record in records {
             recorded.push(record_one(
                 &transaction,
+                &self.options,
                 record.source,
                 record.decision,
                 record.message,
@@ -608,6 +684,14 @@ impl Store for SqliteStore {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let candidates: BTreeSet<String> = transaction
+            .prepare(
+                "SELECT DISTINCT t.sha256 FROM attachments t WHERE t.stored AND t.activity_id IN (
+                   SELECT activity_id FROM activity_sources WHERE user_email = ?1
+                   EXCEPT SELECT activity_id FROM activity_sources WHERE user_email != ?1)",
+            )?
+            .query_map([user_email], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
         let activities_removed = transaction.execute(
             "DELETE FROM activities WHERE id IN (
                SELECT activity_id FROM activity_sources WHERE user_email = ?1
@@ -628,10 +712,12 @@ impl Store for SqliteStore {
             )?;
         }
         transaction.commit()?;
+        let attachment_files_removed = self.remove_unreferenced_files(&candidates)?;
         Ok(Purged {
             activities_removed,
             sources_removed,
             decisions_removed,
+            attachment_files_removed,
         })
     }
 
@@ -684,10 +770,18 @@ impl Store for SqliteStore {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut applied = AppliedChanges::default();
+        let mut candidates = BTreeSet::new();
         for change in changes {
             match change {
                 SourceChange::Remove { source, rules } => {
                     let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                    let mut hashes = transaction.prepare_cached(
+                        "SELECT sha256 FROM attachments WHERE activity_id = ?1 AND stored",
+                    )?;
+                    for sha256 in hashes.query_map([source.activity_id], |row| row.get(0))? {
+                        candidates.insert(sha256?);
+                    }
+                    drop(hashes);
                     applied.sources_removed += transaction.execute(
                         "DELETE FROM activity_sources WHERE activity_id = ?1 AND user_email = ?2",
                         params![source.activity_id, source.user_email],
@@ -724,6 +818,7 @@ impl Store for SqliteStore {
             }
         }
         transaction.commit()?;
+        self.remove_unreferenced_files(&candidates)?;
         Ok(applied)
     }
 
@@ -805,7 +900,12 @@ impl Store for SqliteStore {
         contact: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
-        read_path(&self.connection, viewer, contact, limit, None)
+        let query = ReadQuery {
+            contact,
+            limit,
+            ..ReadQuery::new(ReadPath::Feed)
+        };
+        read_path(&self.connection, viewer, &query)
     }
 
     fn search(
@@ -815,9 +915,134 @@ impl Store for SqliteStore {
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
         match fts_query(query) {
-            Some(query) => read_path(&self.connection, viewer, None, limit, Some(&query)),
+            Some(words) => {
+                let query = ReadQuery {
+                    limit,
+                    search: Some(&words),
+                    ..ReadQuery::new(ReadPath::Search)
+                };
+                read_path(&self.connection, viewer, &query)
+            }
             None => Ok(Vec::new()),
         }
+    }
+
+    fn export(
+        &self,
+        viewer: &Viewer,
+        contact: Option<&str>,
+    ) -> Result<Vec<ActivityView>, StoreError> {
+        let query = ReadQuery {
+            contact,
+            ..ReadQuery::new(ReadPath::Export)
+        };
+        read_path(&self.connection, viewer, &query)
+    }
+
+    fn attachment_content(
+        &self,
+        viewer: &Viewer,
+        sha256: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(dir) = &self.options.attachments_dir else {
+            return Ok(None);
+        };
+        if !files::is_sha256_hex(sha256) {
+            return Ok(None);
+        }
+        let query = ReadQuery {
+            limit: Some(1),
+            attachment: Some(sha256),
+            ..ReadQuery::new(ReadPath::Attachment)
+        };
+        if read_path(&self.connection, viewer, &query)?.is_empty() {
+            return Ok(None);
+        }
+        files::read_content(dir, sha256).map(Some)
+    }
+
+    fn erase_content_before(&mut self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        const DUE: &str = "content_erased_at IS NULL AND coalesce(date, created_at) < ?1";
+        let ids: Vec<i64> = transaction
+            .prepare(&format!(
+                "SELECT id FROM activities WHERE {DUE} ORDER BY id"
+            ))?
+            .query_map([cutoff], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let candidates: BTreeSet<String> = transaction
+            .prepare(&format!(
+                "SELECT DISTINCT t.sha256 FROM attachments t
+                 WHERE t.stored AND t.activity_id IN (SELECT id FROM activities WHERE {DUE})"
+            ))?
+            .query_map([cutoff], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if dry_run {
+            // Files that only activities now due keep.
+            let mut kept_elsewhere = transaction.prepare(
+                "SELECT 1 FROM attachments t JOIN activities a ON a.id = t.activity_id
+                 WHERE t.sha256 = ?1 AND t.stored AND a.content_erased_at IS NULL
+                   AND coalesce(a.date, a.created_at) >= ?2",
+            )?;
+            let mut files = 0;
+            for sha256 in &candidates {
+                if !kept_elsewhere.exists(params![sha256, cutoff])? {
+                    files += 1;
+                }
+            }
+            return Ok(Erased {
+                activities_erased: ids.len() as u64,
+                attachment_files_removed: files,
+            });
+        }
+        let at = now();
+        for id in &ids {
+            // The search index is contentless: deleting the row removes its terms, so erased
+            // words no longer match for anyone.
+            transaction.execute("DELETE FROM activity_search WHERE rowid = ?1", [id])?;
+            transaction.execute(
+                "UPDATE activities SET subject = NULL, body = NULL, content_erased_at = ?1 WHERE id = ?2",
+                params![at, id],
+            )?;
+            transaction.execute(
+                "UPDATE attachments SET file_name = NULL, stored = 0 WHERE activity_id = ?1",
+                [id],
+            )?;
+        }
+        transaction.commit()?;
+        let mut files = self.remove_unreferenced_files(&candidates)?;
+        files += self.sweep_attachment_files()?;
+        Ok(Erased {
+            activities_erased: ids.len() as u64,
+            attachment_files_removed: files,
+        })
+    }
+
+    fn access_log(
+        &self,
+        since: Option<i64>,
+        viewer: Option<&str>,
+    ) -> Result<Vec<AccessRecord>, StoreError> {
+        let mut statement = self.connection.prepare(
+            "SELECT viewer, activity_id, message_id, path, viewer_is_owner, accessed_at FROM access_log
+             WHERE (?1 IS NULL OR accessed_at >= ?1) AND (?2 IS NULL OR viewer = ?2)
+             ORDER BY accessed_at, id",
+        )?;
+        let records = statement
+            .query_map(params![since, viewer], |row| {
+                Ok(AccessRecord {
+                    viewer: row.get(0)?,
+                    activity_id: row.get(1)?,
+                    message_id: row.get(2)?,
+                    path: row.get(3)?,
+                    viewer_is_owner: row.get(4)?,
+                    at: rfc3339(row.get(5)?).unwrap_or_default(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(records)
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
@@ -842,6 +1067,7 @@ impl Store for SqliteStore {
 /// Writes one decision (and, when synced, its activity) inside the caller's transaction.
 fn record_one(
     transaction: &rusqlite::Transaction<'_>,
+    options: &StoreOptions,
     source: &SourceRef,
     decision: &Decision,
     message: Option<MessageToStore<'_>>,
@@ -881,52 +1107,78 @@ fn record_one(
             let (activity_id, is_new) = match existing {
                 Some(id) => (id, false),
                 None => {
+                    // A message older than the retention period is recorded as already
+                    // erased: a late copy (another mailbox, a repair) never brings back
+                    // content retention took away.
+                    let recorded_at = now();
+                    let erased = options.erase_before(recorded_at).is_some_and(|cutoff| {
+                        parsed.date.map_or(recorded_at, |date| date.timestamp()) < cutoff
+                    });
+                    let content = |text: &Option<String>| {
+                        if erased { None } else { text.clone() }
+                    };
                     transaction.execute(
-                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, automated, calendar_only)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, content_erased_at, automated, calendar_only)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                         params![
                             message_key,
                             parsed.message_id,
                             parsed.date.map(|date| date.timestamp()),
                             message.company_direction.as_str(),
-                            parsed.subject,
-                            parsed.body_text,
+                            content(&parsed.subject),
+                            content(&parsed.body_text),
                             parsed.in_reply_to.first(),
-                            now(),
+                            recorded_at,
                             fingerprint,
+                            erased.then_some(recorded_at),
                             parsed.automation.is_automated(),
                             parsed.automation.calendar_only,
                         ],
                     )?;
                     let id = transaction.last_insert_rowid();
                     let mut insert_attachment = transaction.prepare_cached(
-                        "INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256, stored, too_large)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?;
                     for (position, attachment) in parsed.attachments.iter().enumerate() {
+                        let too_large = options.attachments_dir.is_some()
+                            && attachment.size_bytes > options.max_attachment_bytes;
+                        // The file is written (and synced) before this transaction commits,
+                        // so a committed row never points to a missing file.
+                        let stored = match (&options.attachments_dir, &attachment.content) {
+                            (Some(dir), Some(bytes)) if !erased && !too_large => {
+                                files::write_content(dir, &attachment.sha256, bytes)?;
+                                true
+                            }
+                            _ => false,
+                        };
                         insert_attachment.execute(params![
                             id,
                             position as i64,
-                            attachment.file_name,
+                            content(&attachment.file_name),
                             attachment.content_type,
                             attachment.size_bytes as i64,
                             attachment.sha256,
+                            stored,
+                            too_large,
                         ])?;
                     }
-                    let attachment_names: Vec<&str> = parsed
-                        .attachments
-                        .iter()
-                        .filter_map(|attachment| attachment.file_name.as_deref())
-                        .collect();
-                    transaction.execute(
-                    "INSERT INTO activity_search (rowid, subject, body, attachment_names) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        id,
-                        parsed.subject.as_deref().unwrap_or(""),
-                        parsed.body_text.as_deref().unwrap_or(""),
-                        attachment_names.join(" "),
-                    ],
-                )?;
+                    if !erased {
+                        let attachment_names: Vec<&str> = parsed
+                            .attachments
+                            .iter()
+                            .filter_map(|attachment| attachment.file_name.as_deref())
+                            .collect();
+                        transaction.execute(
+                            "INSERT INTO activity_search (rowid, subject, body, attachment_names) VALUES (?1, ?2, ?3, ?4)",
+                            params![
+                                id,
+                                parsed.subject.as_deref().unwrap_or(""),
+                                parsed.body_text.as_deref().unwrap_or(""),
+                                attachment_names.join(" "),
+                            ],
+                        )?;
+                    }
                     (id, true)
                 }
             };
@@ -1059,17 +1311,56 @@ fn fts_query(query: &str) -> Option<String> {
 const CONTACT_VISIBLE_TO_VIEWER: &str = "(?2 OR NOT EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id)
      OR EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id AND v.user_email = ?1))";
 
-/// The one place that decides what a viewer sees; the spec's read path, rule by rule.
+/// The read path's rule 2 as SQL: the viewer is shown activity `a`'s content. `?1` = viewer
+/// email, `?2` = viewer is admin, `?6` = admins_see_private_emails.
+const CONTENT_SHOWN_TO_VIEWER: &str = "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible')
+     OR EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
+     OR (?2 AND ?6))";
+
+/// What one read asks for beyond the viewer.
+struct ReadQuery<'a> {
+    /// Which command reads: recorded in the access log.
+    path: ReadPath,
+    /// Only activities linked to the contact owning this address.
+    contact: Option<&'a str>,
+    limit: Option<usize>,
+    /// An FTS5 query (already quoted by `fts_query`).
+    search: Option<&'a str>,
+    /// Only activities carrying stored attachment content with this SHA-256, whose content
+    /// the viewer is shown.
+    attachment: Option<&'a str>,
+}
+
+impl<'a> ReadQuery<'a> {
+    fn new(path: ReadPath) -> Self {
+        ReadQuery {
+            path,
+            contact: None,
+            limit: None,
+            search: None,
+            attachment: None,
+        }
+    }
+}
+
+fn rfc3339(seconds: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// The one place that decides what a viewer sees; the spec's read path, rule by rule. It also
+/// keeps the access log, so no read command can forget it: private content shown to someone
+/// who is not among its owners (an admin with `admins_see_private_emails`), and any export
+/// that includes private content, each get one row per activity per read, written before the
+/// content is returned (if the row cannot be written, nothing is shown).
 fn read_path(
     connection: &Connection,
     viewer: &Viewer,
-    contact: Option<&str>,
-    limit: Option<usize>,
-    search: Option<&str>,
+    query: &ReadQuery<'_>,
 ) -> Result<Vec<ActivityView>, StoreError> {
     // Rule 1: V sees an activity if it came from V's mailbox or V may see one of its contacts.
     // With a contact filter, V must be able to see that contact on this activity.
-    let contact_filter = match contact {
+    let contact_filter = match query.contact {
         Some(_) => format!(
             "AND EXISTS (SELECT 1 FROM activity_contacts ac
                           JOIN contact_emails ce ON ce.contact_id = ac.contact_id AND ce.email = ?3
@@ -1079,49 +1370,73 @@ fn read_path(
     };
     // Search: the words must be in content this viewer is shown (rule 2 below, as SQL), so
     // words inside withheld content never match for this viewer.
-    let search_filter = match search {
-        Some(_) => "AND a.id IN (SELECT rowid FROM activity_search WHERE activity_search MATCH ?5)
-           AND (EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible')
-                OR EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
-                OR (?2 AND ?6))",
-        None => "AND ?5 IS NULL AND ?6 IS NOT NULL",
+    let search_filter = match query.search {
+        Some(_) => format!(
+            "AND a.id IN (SELECT rowid FROM activity_search WHERE activity_search MATCH ?5)
+             AND {CONTENT_SHOWN_TO_VIEWER}"
+        ),
+        None => "AND ?5 IS NULL AND ?6 IS NOT NULL".to_string(),
+    };
+    // An attachment fetch: activities carrying that content, whose content V is shown;
+    // those that need no access record (visible, or V's own) first.
+    let (attachment_filter, order) = match query.attachment {
+        Some(_) => (
+            format!(
+                "AND a.content_erased_at IS NULL
+                 AND EXISTS (SELECT 1 FROM attachments t WHERE t.activity_id = a.id AND t.sha256 = ?7 AND t.stored)
+                 AND {CONTENT_SHOWN_TO_VIEWER}"
+            ),
+            "(is_owner OR any_visible) DESC, a.date IS NULL, a.date DESC, a.id DESC",
+        ),
+        None => (
+            "AND ?7 IS NULL".to_string(),
+            "a.date IS NULL, a.date DESC, a.id DESC",
+        ),
     };
     let sql = format!(
         "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
                 EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1) AS is_owner,
-                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible') AS any_visible
+                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible') AS any_visible,
+                a.content_erased_at
          FROM activities a
          WHERE (EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
                 OR EXISTS (SELECT 1 FROM activity_contacts ac WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER}))
            {contact_filter}
            {search_filter}
-         ORDER BY a.date IS NULL, a.date DESC, a.id DESC
+           {attachment_filter}
+         ORDER BY {order}
          LIMIT ?4"
     );
-    let limit = limit.map_or(-1, |limit| limit.min(i64::MAX as usize) as i64);
+    let limit = query
+        .limit
+        .map_or(-1, |limit| limit.min(i64::MAX as usize) as i64);
     let mut statement = connection.prepare_cached(&sql)?;
-    let rows = statement.query_map(
-        params![
-            viewer.email,
-            viewer.is_admin,
-            contact.map(crate::address::normalize),
-            limit,
-            search,
-            viewer.admins_see_private_emails,
-        ],
-        |row| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, Option<String>>(1)?,
-                row.get::<_, Option<i64>>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, Option<String>>(4)?,
-                row.get::<_, Option<String>>(5)?,
-                row.get::<_, bool>(6)?,
-                row.get::<_, bool>(7)?,
-            ))
-        },
-    )?;
+    let rows: Vec<_> = statement
+        .query_map(
+            params![
+                viewer.email,
+                viewer.is_admin,
+                query.contact.map(crate::address::normalize),
+                limit,
+                query.search,
+                viewer.admins_see_private_emails,
+                query.attachment,
+            ],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, bool>(6)?,
+                    row.get::<_, bool>(7)?,
+                    row.get::<_, Option<i64>>(8)?,
+                ))
+            },
+        )?
+        .collect::<Result<_, _>>()?;
     let mut contacts_of = connection.prepare_cached(&format!(
         "SELECT ac.address FROM activity_contacts ac
          WHERE ac.activity_id = ?3 AND {CONTACT_VISIBLE_TO_VIEWER}
@@ -1130,33 +1445,82 @@ fn read_path(
     let mut sources_of = connection.prepare_cached(
         "SELECT user_email FROM activity_sources WHERE activity_id = ?1 ORDER BY user_email",
     )?;
+    let mut attachments_of = connection.prepare_cached(
+        "SELECT file_name, content_type, size_bytes, sha256, stored, too_large
+         FROM attachments WHERE activity_id = ?1 ORDER BY position",
+    )?;
     let mut views = Vec::new();
-    for row in rows {
-        let (id, message_id, date, direction, subject, body, is_owner, any_visible) = row?;
+    let mut accesses = Vec::new();
+    for (id, message_id, date, direction, subject, body, is_owner, any_visible, erased_at) in rows {
         // Rule 2: content is shown when the activity is visible (any source said so), V owns
         // a source, or V is an admin and the account lets admins read private mail.
         let content_shown =
             any_visible || is_owner || (viewer.is_admin && viewer.admins_see_private_emails);
+        // Erased content is shown to nobody, so reading it is nothing to record.
+        let private_content_shown = content_shown && !any_visible && erased_at.is_none();
+        if private_content_shown && (!is_owner || query.path == ReadPath::Export) {
+            accesses.push((id, message_id.clone(), is_owner));
+        }
         let contacts: Vec<String> = contacts_of
             .query_map(params![viewer.email, viewer.is_admin, id], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         let sources: Vec<String> = sources_of
             .query_map([id], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
+        let attachments = if content_shown {
+            Some(
+                attachments_of
+                    .query_map([id], |row| {
+                        Ok(AttachmentView {
+                            file_name: row.get(0)?,
+                            content_type: row.get(1)?,
+                            size_bytes: row.get::<_, i64>(2)? as u64,
+                            sha256: row.get(3)?,
+                            stored: row.get(4)?,
+                            too_large: row.get(5)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?,
+            )
+        } else {
+            None
+        };
         views.push(ActivityView {
             activity_id: id,
             message_id,
-            date: date.and_then(|seconds| {
-                chrono::DateTime::from_timestamp(seconds, 0)
-                    .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            }),
+            date: date.and_then(rfc3339),
             direction,
             contacts: dedup_sorted(contacts),
             private: !any_visible,
             subject: if content_shown { subject } else { None },
             body: if content_shown { body } else { None },
+            attachments,
             sources,
+            content_erased_at: erased_at.and_then(rfc3339),
         });
+    }
+    if !accesses.is_empty() {
+        // One transaction for the whole read; if it fails the caller gets the error and no
+        // content.
+        let transaction = connection.unchecked_transaction()?;
+        {
+            let mut record = transaction.prepare_cached(
+                "INSERT INTO access_log (viewer, activity_id, message_id, path, viewer_is_owner, accessed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let at = now();
+            for (id, message_id, is_owner) in &accesses {
+                record.execute(params![
+                    viewer.email,
+                    id,
+                    message_id,
+                    query.path.as_str(),
+                    is_owner,
+                    at
+                ])?;
+            }
+        }
+        transaction.commit()?;
     }
     Ok(views)
 }

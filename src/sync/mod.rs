@@ -3,6 +3,7 @@
 
 pub mod gmail;
 mod pipeline;
+pub mod retention;
 pub mod retro;
 
 pub use pipeline::{

@@ -1,0 +1,148 @@
+//! `mailsync retention apply`, `audit` and `attachment`: content ageing, the access log, and
+//! fetching an attachment's content through the read path.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::output::json_line;
+use super::{CommandError, CommandResult, ExitStatus, open_store};
+use crate::rules::Policy;
+use crate::store::{Erased, Store};
+
+/// Erases the content of activities older than `[retention] body_days`.
+pub fn retention_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
+    let Some(days) = policy.config.retention_body_days else {
+        return Err(CommandError::Usage(format!(
+            "no retention is configured: set `[retention] body_days` in {}",
+            policy.config.source_path.display()
+        )));
+    };
+    let mut store = open_store(policy)?;
+    let erased =
+        crate::sync::retention::apply(&policy.config, &mut store, dry_run)?.unwrap_or_default();
+    print_erased(&erased, days, dry_run, json)?;
+    if !dry_run {
+        tracing::info!(
+            activities_erased = erased.activities_erased,
+            attachment_files_removed = erased.attachment_files_removed,
+            "retention applied"
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn print_erased(erased: &Erased, days: u32, dry_run: bool, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            dry_run: bool,
+            body_days: u32,
+            #[serde(flatten)]
+            erased: &'a Erased,
+        }
+        return json_line(
+            &mut out,
+            &Line {
+                dry_run,
+                body_days: days,
+                erased,
+            },
+        );
+    }
+    let verb = if dry_run { "would erase" } else { "erased" };
+    let files = if dry_run { "would remove" } else { "removed" };
+    writeln!(
+        out,
+        "retention ({days} days): {verb} the content of {} activities; {files} {} attachment files",
+        erased.activities_erased, erased.attachment_files_removed
+    )
+}
+
+/// Lists the access log.
+pub fn audit(
+    policy: &Policy,
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    viewer: Option<&str>,
+    json: bool,
+) -> CommandResult {
+    let viewer = viewer.map(crate::address::normalize);
+    let store = open_store(policy)?;
+    let records = store.access_log(since.map(|at| at.timestamp()), viewer.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for record in &records {
+            json_line(&mut out, record)?;
+        }
+        return Ok(ExitStatus::Success);
+    }
+    writeln!(
+        out,
+        "{:<20}  {:<32}  {:>8}  {:<10}  message-id",
+        "when", "viewer", "activity", "path"
+    )?;
+    for record in &records {
+        let path = if record.viewer_is_owner {
+            format!("{} (own)", record.path)
+        } else {
+            record.path.clone()
+        };
+        writeln!(
+            out,
+            "{:<20}  {:<32}  {:>8}  {:<10}  {}",
+            record.at,
+            record.viewer,
+            record.activity_id,
+            path,
+            record.message_id.as_deref().unwrap_or("-")
+        )?;
+    }
+    writeln!(out, "{} accesses", records.len())?;
+    Ok(ExitStatus::Success)
+}
+
+/// Writes an attachment's content, if the viewer may see it.
+pub fn attachment(
+    policy: &Policy,
+    viewer_address: &str,
+    sha256: &str,
+    output: Option<&Path>,
+) -> CommandResult {
+    let viewer = super::feed::viewer(policy, viewer_address)?;
+    if policy.config.attachments_dir.is_none() {
+        return Err(CommandError::Usage(format!(
+            "attachment content is not kept: set `[store] attachments_dir` in {}",
+            policy.config.source_path.display()
+        )));
+    }
+    let sha256 = sha256.trim().to_ascii_lowercase();
+    let store = open_store(policy)?;
+    let Some(content) = store.attachment_content(&viewer, &sha256)? else {
+        return Err(CommandError::Failed(anyhow::anyhow!(
+            "no attachment you may see has that sha256"
+        )));
+    };
+    match output {
+        Some(path) => {
+            // Created private: the content may be private mail.
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(&content)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&content)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitStatus::Success)
+}
