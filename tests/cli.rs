@@ -54,6 +54,20 @@ impl Playground {
         command
     }
 
+    /// Replays the demo mailboxes of these users (`michelle` for michelle@abcorp.com) into the
+    /// store.
+    fn replay_demo(&self, users: &[&str]) {
+        for user in users {
+            self.stdout(&[
+                "replay",
+                "--user",
+                &format!("{user}@abcorp.com"),
+                "--source",
+                &mailbox(user),
+            ]);
+        }
+    }
+
     fn stdout(&self, args: &[&str]) -> String {
         let output = self.run(args).output().unwrap();
         assert!(
@@ -341,13 +355,7 @@ fn explain_shows_how_visibility_was_chosen() {
 #[test]
 fn feed_json_follows_the_read_path() {
     let playground = Playground::new();
-    for (user, folder) in [
-        ("michelle@abcorp.com", "michelle"),
-        ("dave@abcorp.com", "dave"),
-        ("ceo@abcorp.com", "ceo"),
-    ] {
-        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
-    }
+    playground.replay_demo(&["michelle", "dave", "ceo"]);
     let feed = |viewer: &str| json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]));
     let michelle = feed("michelle@abcorp.com");
     let jan = michelle
@@ -767,13 +775,7 @@ fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() 
 #[test]
 fn export_and_search_follow_the_read_path() {
     let playground = Playground::new();
-    for (user, folder) in [
-        ("michelle@abcorp.com", "michelle"),
-        ("dave@abcorp.com", "dave"),
-        ("ceo@abcorp.com", "ceo"),
-    ] {
-        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
-    }
+    playground.replay_demo(&["michelle", "dave", "ceo"]);
     let csv = playground.stdout(&["export", "--as", "michelle@abcorp.com", "--format", "csv"]);
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     assert_eq!(
@@ -849,12 +851,7 @@ fn export_and_search_follow_the_read_path() {
 #[test]
 fn purge_removes_a_mailbox_contribution_and_nothing_else() {
     let playground = Playground::new();
-    for (user, folder) in [
-        ("michelle@abcorp.com", "michelle"),
-        ("dave@abcorp.com", "dave"),
-    ] {
-        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
-    }
+    playground.replay_demo(&["michelle", "dave"]);
     let ids = |viewer: &str| -> Vec<String> {
         let mut ids: Vec<String> =
             json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]))
@@ -1003,12 +1000,7 @@ fn attachment_and_audit_follow_the_read_path() {
             "admins_see_private_emails = true",
         );
     std::fs::write(playground.config(), text).unwrap();
-    for (user, folder) in [
-        ("michelle@abcorp.com", "michelle"),
-        ("ceo@abcorp.com", "ceo"),
-    ] {
-        playground.stdout(&["replay", "--user", user, "--source", &mailbox(folder)]);
-    }
+    playground.replay_demo(&["michelle", "ceo"]);
     let feed = |viewer: &str| json_lines(&playground.stdout(&["feed", "--as", viewer, "--json"]));
     let dave = feed("dave@abcorp.com");
     let quote = dave

@@ -145,34 +145,51 @@ async fn futures_join(handles: Vec<JoinHandle<Stopped>>) {
     }
 }
 
-/// The spec's retroactive rules, after start-up and every reload: stored activities a skip
-/// rule now matches are removed, visibility is recomputed.
-async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
+/// Runs a background job's store work off the async threads. A failure (a store error, or a
+/// panic in the job) is logged with the job's name and gives `None`: the job runs again at its
+/// next turn and the daemon carries on.
+async fn store_job<T: Send + 'static>(
+    store: &crate::sync::gmail::SharedStore,
+    job: &'static str,
+    work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+) -> Option<T> {
     let store = store.clone();
-    let policy = policy.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let mut store = store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        crate::sync::retro::apply(&policy, &mut *store, false)
+        work(&mut store)
     })
     .await;
     match outcome {
-        Ok(Ok(result)) => match result.applied {
-            Some(applied) => tracing::info!(
-                sources_removed = applied.sources_removed,
-                activities_removed = applied.activities_removed,
-                visibility_changed = applied.visibility_changed,
-                "rules applied to stored activities"
-            ),
-            None => tracing::debug!("stored activities agree with the rules"),
-        },
+        Ok(Ok(value)) => Some(value),
         Ok(Err(error)) => {
-            tracing::error!(error = %error, "cannot apply the rules to stored activities; will try again at the next reload")
+            tracing::error!(job, error = %error, "store job failed; it runs again at its next turn");
+            None
         }
         Err(error) => {
-            tracing::error!(error = %error, "applying the rules to stored activities failed")
+            tracing::error!(job, error = %error, "store job panicked; it runs again at its next turn");
+            None
         }
+    }
+}
+
+/// The spec's retroactive rules, after start-up and every reload: stored activities a skip
+/// rule now matches are removed, visibility is recomputed.
+async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
+    let policy = policy.clone();
+    let applied = store_job(store, "apply rules to stored activities", move |store| {
+        crate::sync::retro::apply(&policy, store, false)
+    })
+    .await;
+    match applied.and_then(|result| result.applied) {
+        Some(applied) => tracing::info!(
+            sources_removed = applied.sources_removed,
+            activities_removed = applied.activities_removed,
+            visibility_changed = applied.visibility_changed,
+            "rules applied to stored activities"
+        ),
+        None => tracing::debug!("no rule change applied to stored activities"),
     }
 }
 
@@ -192,35 +209,26 @@ async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy:
         .filter(|user| user.sync)
         .map(|user| user.email.clone())
         .collect();
-    let shared_store = store.clone();
-    let drained = tokio::task::spawn_blocking(move || {
-        let mut store = shared_store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(events) = store_job(store, "read contact changes", move |store| {
         store.drain_contact_events(&backfill_users)
     })
-    .await;
-    match drained {
-        Ok(Ok(events)) => {
-            if events.addresses_added > 0 {
-                tracing::info!(
-                    addresses = events.addresses_added,
-                    backfill_tasks = events.backfill_tasks,
-                    "new contact addresses; their earlier mail is backfilled at each mailbox's next poll"
-                );
-            }
-            if events.no_sync_changed > 0 {
-                tracing::info!(
-                    contacts = events.no_sync_changed,
-                    "a contact's never-sync switch changed; applying it to stored activities"
-                );
-                apply_rules_to_stored(store, policy).await;
-            }
-        }
-        Ok(Err(error)) => {
-            tracing::error!(error = %error, "cannot read contact changes; trying again shortly")
-        }
-        Err(error) => tracing::error!(error = %error, "reading contact changes failed"),
+    .await
+    else {
+        return;
+    };
+    if events.addresses_added > 0 {
+        tracing::info!(
+            addresses = events.addresses_added,
+            backfill_tasks = events.backfill_tasks,
+            "new contact addresses; their earlier mail is backfilled at each mailbox's next poll"
+        );
+    }
+    if events.no_sync_changed > 0 {
+        tracing::info!(
+            contacts = events.no_sync_changed,
+            "a contact's never-sync switch changed; applying it to stored activities"
+        );
+        apply_rules_to_stored(store, policy).await;
     }
 }
 
@@ -230,26 +238,19 @@ async fn apply_retention(store: &crate::sync::gmail::SharedStore, policy: &Arc<P
     if policy.config.retention_body_days.is_none() {
         return;
     }
-    let store = store.clone();
     let policy = policy.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut store = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        crate::sync::retention::apply(&policy.config, &mut *store, false)
+    let erased = store_job(store, "apply retention", move |store| {
+        crate::sync::retention::apply(&policy.config, store, false)
     })
-    .await;
-    match outcome {
-        Ok(Ok(Some(erased))) if erased != Default::default() => tracing::info!(
+    .await
+    .flatten();
+    match erased {
+        Some(erased) if erased != Default::default() => tracing::info!(
             activities_erased = erased.activities_erased,
             attachment_files_removed = erased.attachment_files_removed,
             "retention applied"
         ),
-        Ok(Ok(_)) => tracing::debug!("retention: nothing due"),
-        Ok(Err(error)) => {
-            tracing::error!(error = %error, "cannot apply retention; will try again at the next run")
-        }
-        Err(error) => tracing::error!(error = %error, "applying retention failed"),
+        _ => tracing::debug!("retention: nothing erased"),
     }
 }
 
