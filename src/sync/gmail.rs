@@ -240,10 +240,13 @@ impl MailboxSync {
         };
         let history_id = self.client.history_id().await?;
         // Oldest first, so an interrupted first sync has stored a contiguous stretch.
-        let ids = self.list_window().await?;
+        // One window for the listing and the candidate searches: two `after:` computed
+        // seconds apart would leave a message at the edge listed but never searched.
+        let window = self.window.query();
+        let ids = self.list_window(&window).await?;
         let total = ids.len();
         report.seen = total;
-        let candidates = self.candidates(&ids).await?;
+        let candidates = self.candidates(&ids, &window).await?;
         report.candidate_search = candidates.is_some();
         let messages: Vec<AddedMessage> = ids
             .into_iter()
@@ -285,7 +288,7 @@ impl MailboxSync {
     /// `repair`, those go through the pipeline now. Listing omits spam and trash, as the full
     /// sync does, so they are never gaps.
     pub async fn verify(&self, repair: bool) -> Result<VerifyReport, SyncError> {
-        let ids = self.list_window().await?;
+        let ids = self.list_window(&self.window.query()).await?;
         let email = self.user.email.clone();
         let listed = ids.clone();
         let decided = with_store(&self.store, move |store| {
@@ -323,8 +326,8 @@ impl MailboxSync {
     }
 
     /// Every message id in the window, oldest first.
-    async fn list_window(&self) -> Result<Vec<String>, SyncError> {
-        let mut ids = self.list_all(&self.window.query()).await?;
+    async fn list_window(&self, window: &str) -> Result<Vec<String>, SyncError> {
+        let mut ids = self.list_all(window).await?;
         ids.reverse();
         Ok(ids)
     }
@@ -352,7 +355,11 @@ impl MailboxSync {
     /// lists, plus the newest few. `None` means fetch everything: candidate search is off,
     /// this is a replay, an address cannot be searched for exactly, or the searches would
     /// cost more than half of what they could save.
-    async fn candidates(&self, listed: &[String]) -> Result<Option<HashSet<String>>, SyncError> {
+    async fn candidates(
+        &self,
+        listed: &[String],
+        window: &str,
+    ) -> Result<Option<HashSet<String>>, SyncError> {
         let gmail = &self.policy.config.gmail;
         if !gmail.candidate_search || self.refetch_decided || !self.user.sync {
             return Ok(None);
@@ -367,7 +374,7 @@ impl MailboxSync {
         })
         .await?;
         let undecided = listed.iter().filter(|id| !decided.contains(*id)).count();
-        let Some(queries) = address_queries(&addresses, &self.window.query()) else {
+        let Some(queries) = address_queries(&addresses, window) else {
             tracing::debug!(user = %self.user.email, "a contact address cannot be searched for exactly; fetching every message");
             return Ok(None);
         };
