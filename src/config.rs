@@ -167,7 +167,11 @@ struct RawDaemon {
 impl Default for RawDaemon {
     fn default() -> Self {
         RawDaemon {
-            max_concurrent_users: 8,
+            // Each mailbox has its own Gmail quota, so syncing more of them at once is what
+            // makes a company's first sync take as long as one mailbox's; a mailbox waiting for
+            // its quota holds a slot but costs no CPU. Memory is the bound: about 25 messages
+            // in flight per syncing mailbox.
+            max_concurrent_users: 50,
             shutdown_timeout_secs: 9,
         }
     }
