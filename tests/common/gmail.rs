@@ -180,6 +180,43 @@ pub fn test_rsa_key() -> &'static str {
     })
 }
 
+/// Writes the credential file `auth` needs for `base_url`'s sandbox into `dir` (chmod 600)
+/// and returns the `[gmail]` line that names it.
+pub fn write_credentials(dir: &Path, base_url: &str, auth: Auth) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    match auth {
+        Auth::ServiceAccount => {
+            let key = serde_json::json!({
+                "type": "service_account",
+                "project_id": "mailsync-test",
+                "private_key_id": "test",
+                "private_key": test_rsa_key(),
+                "client_email": "mailsync@mailsync-test.iam.example",
+                "client_id": "1",
+                "auth_uri": format!("{}o/oauth2/auth", base_url),
+                "token_uri": format!("{}token", base_url),
+            });
+            let path = dir.join("service-account.json");
+            std::fs::write(&path, serde_json::to_vec(&key).unwrap()).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            "service_account_key = \"service-account.json\"".to_string()
+        }
+        Auth::RefreshTokens => {
+            let secret = serde_json::json!({"installed": {
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "auth_uri": format!("{}o/oauth2/auth", base_url),
+                "token_uri": format!("{}token", base_url),
+                "redirect_uris": ["http://127.0.0.1"],
+            }});
+            let path = dir.join("client_secret.json");
+            std::fs::write(&path, serde_json::to_vec(&secret).unwrap()).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            "client_secret = \"client_secret.json\"".to_string()
+        }
+    }
+}
+
 /// A folder with a config, contacts and credentials for the given sandbox.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -202,40 +239,9 @@ impl Setup {
         auth: Auth,
         extra_gmail: &str,
     ) -> Setup {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("crm.sqlite3");
-        let credentials = match auth {
-            Auth::ServiceAccount => {
-                let key = serde_json::json!({
-                    "type": "service_account",
-                    "project_id": "mailsync-test",
-                    "private_key_id": "test",
-                    "private_key": test_rsa_key(),
-                    "client_email": "mailsync@mailsync-test.iam.example",
-                    "client_id": "1",
-                    "auth_uri": format!("{}o/oauth2/auth", sandbox.base_url),
-                    "token_uri": format!("{}token", sandbox.base_url),
-                });
-                let path = dir.path().join("service-account.json");
-                std::fs::write(&path, serde_json::to_vec(&key).unwrap()).unwrap();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-                "service_account_key = \"service-account.json\"".to_string()
-            }
-            Auth::RefreshTokens => {
-                let secret = serde_json::json!({"installed": {
-                    "client_id": CLIENT_ID,
-                    "client_secret": CLIENT_SECRET,
-                    "auth_uri": format!("{}o/oauth2/auth", sandbox.base_url),
-                    "token_uri": format!("{}token", sandbox.base_url),
-                    "redirect_uris": ["http://127.0.0.1"],
-                }});
-                let path = dir.path().join("client_secret.json");
-                std::fs::write(&path, serde_json::to_vec(&secret).unwrap()).unwrap();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-                "client_secret = \"client_secret.json\"".to_string()
-            }
-        };
+        let credentials = write_credentials(dir.path(), &sandbox.base_url, auth);
         let mut config = format!(
             "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n[gmail]\napi_base_url = \"{}\"\n{credentials}\ninitial_sync_days = 36500\npoll_interval_secs = 1\nlist_page_size = 10\nrequest_timeout_secs = 5\nbackoff_max_secs = 2\nmax_attempts = 10\n{extra_gmail}\n",
             sandbox.base_url

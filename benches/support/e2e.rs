@@ -1,0 +1,738 @@
+//! The end-to-end figures: the built `mailsync` binary as the daemon (`run`, `run --once`)
+//! against the built `mailsync sandbox` on loopback, exactly as the integration tests run
+//! them. Quota is the sandbox's own per-user sliding minute; where only a ratio matters the
+//! budget is scaled up on both sides to keep the run short, and the report says so.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../tests/common/gmail.rs"]
+mod harness;
+
+pub use harness::{Auth, SandboxProcess, binary, wait_until, write_credentials};
+
+use super::mailgen::{self, Cast, MailGenerator, Mix};
+use super::report::{Report, Target, quantile, trim};
+
+/// Gmail's per-user budget (2026 figure), units per minute.
+pub const GMAIL_UNITS_PER_MINUTE: u32 = 6_000;
+const MESSAGES_GET_UNITS: f64 = 20.0;
+
+/// A folder with mailboxes for the sandbox, a config, credentials and the store.
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub mailboxes: PathBuf,
+    pub config: PathBuf,
+    pub store: PathBuf,
+}
+
+/// What the sandbox counted for one run, summed over users.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counted {
+    pub units: u64,
+    pub requests: u64,
+    pub gets_ok: u64,
+    /// Answers 403 or 429: quota or concurrency refusals.
+    pub refused: u64,
+}
+
+impl Deployment {
+    pub fn new() -> Deployment {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mailboxes = dir.path().join("mailboxes");
+        std::fs::create_dir_all(&mailboxes).expect("mailboxes dir");
+        Deployment {
+            config: dir.path().join("mailsync.toml"),
+            store: dir.path().join("crm.sqlite3"),
+            mailboxes,
+            dir,
+        }
+    }
+
+    /// Writes `messages` as the `.eml` files of `user`'s mailbox.
+    pub fn write_mailbox(&self, user: &str, messages: impl IntoIterator<Item = Vec<u8>>) {
+        let folder = self.mailboxes.join(user);
+        std::fs::create_dir_all(&folder).expect("mailbox folder");
+        for (index, raw) in messages.into_iter().enumerate() {
+            std::fs::write(folder.join(format!("{index:06}.eml")), raw).expect("message file");
+        }
+    }
+
+    pub fn start_sandbox(&self, units_per_minute: u32, extra: &[&str]) -> SandboxProcess {
+        let units = units_per_minute.to_string();
+        let mut args = vec!["--quota-units-per-minute", units.as_str()];
+        args.extend_from_slice(extra);
+        SandboxProcess::start(&self.mailboxes, &args)
+    }
+
+    /// The config of a production deployment (defaults everywhere) pointed at `sandbox`,
+    /// with `gmail_extra` lines in `[gmail]` and `rest` after it.
+    pub fn write_config(
+        &self,
+        sandbox: &SandboxProcess,
+        users: &[String],
+        gmail_extra: &str,
+        rest: &str,
+    ) {
+        let credentials =
+            write_credentials(self.dir.path(), &sandbox.base_url, Auth::ServiceAccount);
+        let mut config = format!(
+            "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n[gmail]\napi_base_url = \"{}\"\n{credentials}\ninitial_sync_days = 36500\n{gmail_extra}\n{rest}\n",
+            sandbox.base_url
+        );
+        for email in users {
+            config.push_str(&format!(
+                "[[users]]\nemail = \"{email}\"\nsync = true\nemails_visible = true\n"
+            ));
+        }
+        std::fs::write(&self.config, config).expect("config file");
+    }
+
+    pub fn import_contacts(&self, addresses: &[String]) {
+        let csv = self.dir.path().join("contacts.csv");
+        let mut rows = "name,email,visible_to\n".to_string();
+        for address in addresses {
+            rows.push_str(&format!(",{address},\n"));
+        }
+        std::fs::write(&csv, rows).expect("contacts file");
+        let output = self.mailsync(&["contacts", "import", csv.to_str().expect("utf-8 path")]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+
+    pub fn mailsync(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("mailsync runs")
+    }
+
+    /// `mailsync run --once`, timed from start to exit.
+    pub fn run_once(&self) -> Duration {
+        let started = Instant::now();
+        let output = self.mailsync(&["run", "--once"]);
+        let elapsed = started.elapsed();
+        assert!(
+            output.status.success(),
+            "run --once failed: {}",
+            stderr(&output)
+        );
+        elapsed
+    }
+
+    /// The daemon, at the log level ops run it with.
+    pub fn start_daemon(&self) -> Daemon {
+        let log = self.dir.path().join("daemon.log");
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start daemon");
+        Daemon { child, log }
+    }
+
+    /// One number from the store, read as the CRM would (WAL: never blocks the daemon).
+    pub fn scalar(&self, sql: &str) -> i64 {
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.store,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("store opens");
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        connection.query_row(sql, [], |row| row.get(0)).unwrap_or(0)
+    }
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// What the sandbox counted, over all users.
+pub fn counted(sandbox: &SandboxProcess) -> Counted {
+    let stats = sandbox.stats();
+    let mut counted = Counted::default();
+    let users = stats["users"].as_object().cloned().unwrap_or_default();
+    for user in users.values() {
+        let sum = |key: &str| -> u64 {
+            user[key]
+                .as_object()
+                .map(|map| map.values().filter_map(|v| v.as_u64()).sum())
+                .unwrap_or(0)
+        };
+        counted.units += sum("units");
+        counted.requests += sum("requests");
+        if let Some(statuses) = user["statuses"].as_object() {
+            for (key, count) in statuses {
+                let count = count.as_u64().unwrap_or(0);
+                if key == "messages.get 200" {
+                    counted.gets_ok += count;
+                }
+                if key.ends_with(" 403") || key.ends_with(" 429") {
+                    counted.refused += count;
+                }
+            }
+        }
+    }
+    counted
+}
+
+pub struct Daemon {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU seconds (user + system) the daemon has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
+        // The command name may hold spaces; fields are counted after its closing parenthesis.
+        let after = &stat[stat.rfind(')').expect("a comm field") + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 =
+            fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+        ticks / clock_ticks_per_second()
+    }
+
+    /// Resident memory now and at its peak, in MB.
+    pub fn memory_mb(&self) -> (f64, f64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches(" kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let output = Command::new("getconf").arg("CLK_TCK").output();
+    output
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A mailbox of `count` generated messages in which every `contact_every`-th message (at
+/// a random place in each run of that length) has a contact on it; returns the messages'
+/// raw bytes and how many have a contact.
+fn mailbox(
+    seed: u64,
+    owner: &str,
+    contacts: &[String],
+    count: usize,
+    contact_every: usize,
+) -> (Vec<Vec<u8>>, usize) {
+    let cast = Cast {
+        contacts: contacts.to_vec(),
+        ..Cast::new(owner, 0, 1)
+    };
+    let mut generator = MailGenerator::new(seed, cast, Mix::default());
+    let mut with_contact = 0;
+    let raws = (0..count)
+        .map(|index| {
+            let contact = index % contact_every == (seed as usize) % contact_every;
+            with_contact += usize::from(contact);
+            generator.message_with(Some(contact)).raw
+        })
+        .collect();
+    (raws, with_contact)
+}
+
+/// Initial sync of one mailbox where 10% of the mail involves a contact, at Gmail's real
+/// per-user budget: the quota it spends per synced message, and how long it takes against
+/// the time that quota needs.
+pub fn quota(smoke: bool) -> Report {
+    let (count, budget) = if smoke {
+        (200, 600_000)
+    } else {
+        (5_000, GMAIL_UNITS_PER_MINUTE)
+    };
+    let mut report = Report::new("quota", smoke);
+    let owner = "michelle@abcorp.com".to_string();
+    let contacts = mailgen::contact_addresses(300, 60);
+    let deployment = Deployment::new();
+    let (raws, with_contact) = mailbox(11, &owner, &contacts, count, 10);
+    let bytes: usize = raws.iter().map(Vec::len).sum();
+    deployment.write_mailbox(&owner, raws);
+    let sandbox = deployment.start_sandbox(budget, &[]);
+    deployment.write_config(
+        &sandbox,
+        std::slice::from_ref(&owner),
+        &format!("[gmail.quota]\nunits_per_minute = {budget}"),
+        "",
+    );
+    deployment.import_contacts(&contacts);
+    let wall = deployment.run_once();
+    let counted = counted(&sandbox);
+    let synced = deployment.scalar("SELECT count(*) FROM activities") as u64;
+    let decided = deployment.scalar("SELECT count(*) FROM decisions") as usize;
+    assert_eq!(decided, count, "every message has a decision");
+    assert_eq!(
+        synced as usize, with_contact,
+        "every contact message is synced, no other"
+    );
+    report.fact(
+        "mailbox",
+        format!(
+            "{count} messages ({} MB), {with_contact} with one of 300 contacts; budget {budget} units/minute on both sides",
+            trim(bytes as f64 / 1e6)
+        ),
+    );
+    let fetch_everything = count as f64 * MESSAGES_GET_UNITS;
+    report.fact(
+        "fetch-everything would spend",
+        format!(
+            "at least {} units = {} × the floor",
+            fetch_everything,
+            trim(fetch_everything / (MESSAGES_GET_UNITS * synced as f64))
+        ),
+    );
+    report.fact(
+        "spent",
+        format!(
+            "{} units in {} requests, {} messages fetched",
+            counted.units, counted.requests, counted.gets_ok
+        ),
+    );
+    report.figure(
+        "quota per synced message ÷ 20 units",
+        counted.units as f64 / (MESSAGES_GET_UNITS * synced as f64),
+        "×",
+        Some(Target::AtMost(1.3)),
+    );
+    let floor = counted.units as f64 / f64::from(budget) * 60.0;
+    report.fact(
+        "wall time",
+        format!(
+            "{} s; quota floor {} s",
+            trim(wall.as_secs_f64()),
+            trim(floor)
+        ),
+    );
+    report.figure(
+        "initial sync wall time ÷ quota floor",
+        wall.as_secs_f64() / floor,
+        "×",
+        (!smoke).then_some(Target::AtMost(1.10)),
+    );
+    report.figure(
+        "requests answered 403/429",
+        100.0 * counted.refused as f64 / counted.requests as f64,
+        "%",
+        Some(Target::AtMost(1.0)),
+    );
+    report
+}
+
+/// A full sync where every message must be fetched (all of it involves contacts), so its
+/// quota floor is the fetching itself: wall time over that floor, refusals, and requests per
+/// fetched message. The budget is scaled ×10 on both sides (only the ratio matters).
+pub fn full_sync(smoke: bool) -> Report {
+    let (count, budget) = if smoke {
+        (100, 600_000)
+    } else {
+        (2_000, 10 * GMAIL_UNITS_PER_MINUTE)
+    };
+    let mut report = Report::new("full_sync", smoke);
+    let owner = "dave@abcorp.com".to_string();
+    let contacts = mailgen::contact_addresses(100, 30);
+    let deployment = Deployment::new();
+    let (raws, with_contact) = mailbox(12, &owner, &contacts, count, 1);
+    deployment.write_mailbox(&owner, raws);
+    let sandbox = deployment.start_sandbox(budget, &[]);
+    deployment.write_config(
+        &sandbox,
+        std::slice::from_ref(&owner),
+        &format!("[gmail.quota]\nunits_per_minute = {budget}"),
+        "",
+    );
+    deployment.import_contacts(&contacts);
+    let wall = deployment.run_once();
+    let counted = counted(&sandbox);
+    let synced = deployment.scalar("SELECT count(*) FROM activities") as usize;
+    assert_eq!(synced, with_contact, "every message is synced");
+    let floor = counted.units as f64 / f64::from(budget) * 60.0;
+    report.fact(
+        "mailbox",
+        format!("{count} messages, every one with a contact; budget {budget} units/minute (Gmail's ×10) on both sides"),
+    );
+    report.fact(
+        "spent",
+        format!(
+            "{} units in {} requests, {} fetched; {} s against a floor of {} s",
+            counted.units,
+            counted.requests,
+            counted.gets_ok,
+            trim(wall.as_secs_f64()),
+            trim(floor)
+        ),
+    );
+    report.figure(
+        "full sync wall time ÷ quota floor",
+        wall.as_secs_f64() / floor,
+        "×",
+        (!smoke).then_some(Target::AtMost(1.10)),
+    );
+    report.figure(
+        "requests answered 403/429",
+        100.0 * counted.refused as f64 / counted.requests as f64,
+        "%",
+        Some(Target::AtMost(1.0)),
+    );
+    report.figure(
+        "requests per fetched message",
+        counted.requests as f64 / counted.gets_ok as f64,
+        "",
+        Some(Target::AtMost(1.02)),
+    );
+    report
+}
+
+/// Many mailboxes syncing at once, each with its own per-user budget: total time over the
+/// slowest mailbox's own quota floor.
+pub fn many(smoke: bool) -> Report {
+    let (users, count, budget) = if smoke {
+        (3, 20, 600_000)
+    } else {
+        (50, 200, GMAIL_UNITS_PER_MINUTE)
+    };
+    let mut report = Report::new("many_mailboxes", smoke);
+    let contacts = mailgen::contact_addresses(200, 50);
+    let deployment = Deployment::new();
+    let owners: Vec<String> = (0..users).map(|i| format!("user{i}@abcorp.com")).collect();
+    let mut with_contact = 0;
+    for (index, owner) in owners.iter().enumerate() {
+        let (raws, contacts_in) = mailbox(1_000 + index as u64, owner, &contacts, count, 1);
+        with_contact += contacts_in;
+        deployment.write_mailbox(owner, raws);
+    }
+    let sandbox = deployment.start_sandbox(budget, &[]);
+    deployment.write_config(
+        &sandbox,
+        &owners,
+        &format!("[gmail.quota]\nunits_per_minute = {budget}"),
+        "",
+    );
+    deployment.import_contacts(&contacts);
+    let wall = deployment.run_once();
+    let stats = sandbox.stats();
+    let slowest_units = stats["users"]
+        .as_object()
+        .expect("users")
+        .values()
+        .map(|user| {
+            user["units"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
+        })
+        .max()
+        .unwrap_or(0);
+    let counted = counted(&sandbox);
+    let synced = deployment.scalar("SELECT count(*) FROM activities") as usize;
+    assert_eq!(
+        synced, with_contact,
+        "every message of every mailbox is synced"
+    );
+    let floor = slowest_units as f64 / f64::from(budget) * 60.0;
+    report.fact(
+        "mailboxes",
+        format!("{users} × {count} messages, all with contacts; {budget} units/minute per user; daemon.max_concurrent_users at its default (50)"),
+    );
+    report.fact(
+        "spent",
+        format!(
+            "{} units in {} requests ({} refused); {} s against a per-user floor of {} s",
+            counted.units,
+            counted.requests,
+            counted.refused,
+            trim(wall.as_secs_f64()),
+            trim(floor)
+        ),
+    );
+    report.figure(
+        "all mailboxes' wall time ÷ per-user floor",
+        wall.as_secs_f64() / floor,
+        "×",
+        (!smoke).then_some(Target::AtMost(1.2)),
+    );
+    report
+}
+
+/// Sum of one method's requests over every user the sandbox served.
+fn requests_of(sandbox: &SandboxProcess, method: &str) -> u64 {
+    let stats = sandbox.stats();
+    stats["users"]
+        .as_object()
+        .map(|users| {
+            users
+                .values()
+                .filter_map(|user| user["requests"][method].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Users every one of whom has made at least `n` requests of `method`.
+fn users_with(sandbox: &SandboxProcess, method: &str, n: u64) -> usize {
+    let stats = sandbox.stats();
+    stats["users"]
+        .as_object()
+        .map(|users| {
+            users
+                .values()
+                .filter(|user| user["requests"][method].as_u64().unwrap_or(0) >= n)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Many sync-enabled users with no new mail: the CPU one poll cycle costs the daemon, and
+/// its memory.
+pub fn idle(smoke: bool) -> Report {
+    let (users, poll_secs) = if smoke { (30, 1) } else { (10_000, 60) };
+    let mut report = Report::new("idle", smoke);
+    let deployment = Deployment::new();
+    let owners: Vec<String> = (0..users)
+        .map(|i| format!("user{i:05}@abcorp.com"))
+        .collect();
+    for owner in &owners {
+        deployment.write_mailbox(owner, std::iter::empty());
+    }
+    let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &[]);
+    deployment.write_config(
+        &sandbox,
+        &owners,
+        &format!("poll_interval_secs = {poll_secs}"),
+        "",
+    );
+    deployment.import_contacts(&mailgen::contact_addresses(1_000, 200));
+    let started = Instant::now();
+    let daemon = deployment.start_daemon();
+    let first_cycle_timeout = Duration::from_secs(if smoke { 60 } else { 900 });
+    wait_until("every mailbox's first sync", first_cycle_timeout, || {
+        deployment.scalar("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
+            == users as i64
+    });
+    let first_cycle = started.elapsed();
+    let cpu_first = daemon.cpu_seconds();
+    // Every user's next poll is an idle one (a history.list with nothing new); the cycle is
+    // over when each user has made one.
+    let polled_before = requests_of(&sandbox, "history.list");
+    assert_eq!(
+        polled_before, 0,
+        "no incremental poll yet: each mailbox just had its first sync"
+    );
+    let cycle_started = Instant::now();
+    wait_until(
+        "one idle poll of every mailbox",
+        Duration::from_secs(poll_secs * 3 + 120),
+        || users_with(&sandbox, "history.list", 1) == users,
+    );
+    let cycle = cycle_started.elapsed();
+    let cpu_cycle = daemon.cpu_seconds() - cpu_first;
+    let (rss, peak) = daemon.memory_mb();
+    let polls = requests_of(&sandbox, "history.list");
+    daemon.stop();
+    report.fact(
+        "users",
+        format!("{users} sync-enabled, empty mailboxes, poll_interval_secs = {poll_secs}, service-account tokens"),
+    );
+    report.fact(
+        "first cycle (start, a token and a full sync per user)",
+        format!(
+            "{} s wall, {} CPU-s",
+            trim(first_cycle.as_secs_f64()),
+            trim(cpu_first)
+        ),
+    );
+    report.fact(
+        "measured cycle",
+        format!("{} s wall, {polls} idle polls", trim(cycle.as_secs_f64())),
+    );
+    report.figure(
+        "CPU per idle poll cycle",
+        cpu_cycle,
+        "CPU-s",
+        (!smoke).then_some(Target::AtMost(1.0)),
+    );
+    report.figure(
+        "resident memory after the cycle",
+        rss,
+        "MB",
+        (!smoke).then_some(Target::AtMost(150.0)),
+    );
+    report.figure("peak resident memory", peak, "MB", None);
+    report
+}
+
+/// Messages delivered while the daemon runs: time from delivery to the activity in the store.
+pub fn latency(smoke: bool) -> Report {
+    let (deliveries, poll_secs, mean_gap_ms) = if smoke { (10, 1, 100) } else { (200, 5, 500) };
+    let mut report = Report::new("latency", smoke);
+    let deployment = Deployment::new();
+    let owners: Vec<String> = (0..4).map(|i| format!("seller{i}@abcorp.com")).collect();
+    for owner in &owners {
+        deployment.write_mailbox(owner, std::iter::empty());
+    }
+    let contacts = mailgen::contact_addresses(50, 10);
+    let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &[]);
+    deployment.write_config(
+        &sandbox,
+        &owners,
+        &format!("poll_interval_secs = {poll_secs}"),
+        "",
+    );
+    deployment.import_contacts(&contacts);
+    let daemon = deployment.start_daemon();
+    wait_until(
+        "every mailbox's first sync",
+        Duration::from_secs(60),
+        || {
+            deployment.scalar("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
+                == owners.len() as i64
+        },
+    );
+    let cast = Cast {
+        contacts: contacts.clone(),
+        ..Cast::new("seller0@abcorp.com", 0, 1)
+    };
+    let mut generator = MailGenerator::new(
+        21,
+        cast,
+        Mix {
+            automated: 0.0,
+            ..Mix::default()
+        },
+    );
+    let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next_random = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        (rng_state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut delivered: Vec<(String, Instant)> = Vec::new();
+    let mut stored: std::collections::HashMap<String, Instant> = Default::default();
+    let connection = rusqlite::Connection::open_with_flags(
+        &deployment.store,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("store opens");
+    connection
+        .busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    let observe = |stored: &mut std::collections::HashMap<String, Instant>| {
+        let mut statement = connection
+            .prepare_cached("SELECT message_id FROM activities")
+            .expect("a query");
+        let ids: Vec<String> = statement
+            .query_map([], |row| row.get::<_, Option<String>>(0))
+            .expect("rows")
+            .filter_map(|row| row.ok().flatten())
+            .collect();
+        let now = Instant::now();
+        for id in ids {
+            stored.entry(id).or_insert(now);
+        }
+    };
+    let mut next_delivery = Instant::now();
+    while delivered.len() < deliveries {
+        if Instant::now() >= next_delivery {
+            let owner = &owners[delivered.len() % owners.len()];
+            let generated = generator.message_with(Some(true));
+            let raw = String::from_utf8(generated.raw).expect("generated mail is UTF-8");
+            let raw = raw.replace("seller0@abcorp.com", owner);
+            sandbox.deliver(owner, &raw);
+            delivered.push((generated.message_id, Instant::now()));
+            // Exponential gaps: deliveries arrive as a Poisson process.
+            let gap = -(1.0 - next_random()).ln() * f64::from(mean_gap_ms);
+            next_delivery = Instant::now() + Duration::from_millis(gap as u64);
+        }
+        observe(&mut stored);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(poll_secs * 4 + 30);
+    while Instant::now() < deadline && delivered.iter().any(|(id, _)| !stored.contains_key(id)) {
+        observe(&mut stored);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.stop();
+    let mut latencies: Vec<f64> = delivered
+        .iter()
+        .map(|(id, at)| {
+            stored
+                .get(id)
+                .unwrap_or_else(|| panic!("delivered message {id} never stored"))
+                .saturating_duration_since(*at)
+                .as_secs_f64()
+        })
+        .collect();
+    report.fact(
+        "deliveries",
+        format!(
+            "{deliveries} to 4 mailboxes, Poisson arrivals (mean gap {mean_gap_ms} ms), each from a contact; poll_interval_secs = {poll_secs}; the store is read every 20 ms"
+        ),
+    );
+    report.fact(
+        "latency",
+        format!(
+            "median {} s, max {} s",
+            trim(quantile(&mut latencies, 0.5)),
+            trim(quantile(&mut latencies, 1.0))
+        ),
+    );
+    report.figure(
+        "delivered → stored p99",
+        quantile(&mut latencies, 0.99),
+        "s",
+        Some(Target::AtMost(poll_secs as f64 + 1.0)),
+    );
+    report
+}

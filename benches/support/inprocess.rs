@@ -1,0 +1,268 @@
+//! The in-process figures: the per-message pipeline against `mailparse` alone, and the read
+//! path over a large store.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use mailsync::store::{Store, Viewer};
+
+use super::mailgen::{self, Cast, MailGenerator, Mix};
+use super::report::{Report, Target, quantile, trim};
+use super::world::{World, store_bytes};
+
+/// Parse + decide + store (search index included) over generated mail, against parsing the
+/// same bytes with `mailparse` alone.
+pub fn pipeline(smoke: bool) -> Report {
+    let count = if smoke { 300 } else { 10_000 };
+    let mut report = Report::new("pipeline", smoke);
+    let cast = Cast::new("michelle@abcorp.com", 500, 120);
+    let contacts = cast.contacts.clone();
+    let mut generator = MailGenerator::new(7, cast, Mix::default());
+    let messages: Vec<mailgen::Generated> = (0..count).map(|_| generator.message()).collect();
+    let sizes = mailgen::summarize(messages.iter().map(|m| m.raw.len()));
+    let total_mb = sizes.total_bytes as f64 / 1e6;
+    report.fact(
+        "messages",
+        format!(
+            "{count} generated: {} MB, median {} B, p90 {} B, max {} B, {} with attachments, {} with a contact",
+            trim(total_mb),
+            sizes.median_bytes,
+            sizes.p90_bytes,
+            sizes.max_bytes,
+            messages.iter().filter(|m| m.attachments > 0).count(),
+            messages.iter().filter(|m| m.contact.is_some()).count()
+        ),
+    );
+
+    // mailparse's `parse_mail` is lazy: it finds the MIME structure and parses headers but
+    // decodes no body. Reading a message means decoding its parts too, so the floor is
+    // mailparse doing both; the lazy parse alone is reported beside it.
+    let structure_only = best_of(3, || {
+        for message in &messages {
+            let parsed = mailparse::parse_mail(&message.raw).expect("generated mail parses");
+            black_box(parsed.subparts.len());
+        }
+    });
+    let floor = best_of(3, || {
+        for message in &messages {
+            let parsed = mailparse::parse_mail(&message.raw).expect("generated mail parses");
+            black_box(decode_every_part(&parsed));
+        }
+    });
+    let limits = mailsync::parse::Limits::default();
+    let parse_only = best_of(3, || {
+        for message in &messages {
+            black_box(mailsync::parse::parse_message_with(&message.raw, &limits).is_ok());
+        }
+    });
+
+    let run = |extra_store: &str| {
+        let mut world = World::new(extra_store);
+        world.add_contacts(&contacts, 10);
+        let batch: Vec<(String, &[u8])> = messages
+            .iter()
+            .enumerate()
+            .map(|(index, message)| (format!("{index:016x}"), message.raw.as_slice()))
+            .collect();
+        let started = Instant::now();
+        let synced = world.ingest("michelle@abcorp.com", &batch);
+        let elapsed = started.elapsed();
+        let bytes = store_bytes(&world.store_path());
+        (elapsed, synced, bytes, world)
+    };
+    let (pipeline, synced, store_size, _world) = run("");
+    let (with_files, _, _, world_files) = run("attachments_dir = \"attachments\"");
+    drop(world_files);
+
+    report.fact("synced", synced);
+    report.fact(
+        "store after the run",
+        format!("{} MB", trim(store_size as f64 / 1e6)),
+    );
+    let seconds = pipeline.as_secs_f64();
+    report.figure("pipeline messages/s", count as f64 / seconds, "msg/s", None);
+    report.figure("pipeline MB/s", total_mb / seconds, "MB/s", None);
+    report.figure(
+        "mailparse parse + decode MB/s (the floor)",
+        total_mb / floor.as_secs_f64(),
+        "MB/s",
+        None,
+    );
+    report.figure(
+        "mailparse parse_mail alone MB/s (lazy)",
+        total_mb / structure_only.as_secs_f64(),
+        "MB/s",
+        None,
+    );
+    report.figure(
+        "mailsync parse alone ÷ floor",
+        parse_only.as_secs_f64() / floor.as_secs_f64(),
+        "×",
+        None,
+    );
+    report.figure(
+        "pipeline ÷ floor (mailparse parse + decode)",
+        seconds / floor.as_secs_f64(),
+        "×",
+        Some(Target::AtMost(3.0)),
+    );
+    report.figure(
+        "pipeline ÷ mailparse parse_mail alone (lazy)",
+        seconds / structure_only.as_secs_f64(),
+        "×",
+        None,
+    );
+    report.figure(
+        "pipeline keeping attachment files ÷ floor",
+        with_files.as_secs_f64() / floor.as_secs_f64(),
+        "×",
+        None,
+    );
+    report
+}
+
+/// Decodes every leaf the way a mailparse user reads a message: text as text, the rest as
+/// bytes; returns the decoded size so the work cannot be optimised away.
+fn decode_every_part(part: &mailparse::ParsedMail<'_>) -> usize {
+    let own = if !part.subparts.is_empty() {
+        0
+    } else if part.ctype.mimetype.starts_with("text/") {
+        part.get_body().map_or(0, |text| text.len())
+    } else {
+        part.get_body_raw().map_or(0, |bytes| bytes.len())
+    };
+    own + part.subparts.iter().map(decode_every_part).sum::<usize>()
+}
+
+fn best_of(runs: usize, mut work: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            work();
+            started.elapsed()
+        })
+        .min()
+        .expect("at least one run")
+}
+
+/// Feed and search for one viewer over a store of `count` activities.
+pub fn read_path(smoke: bool) -> Report {
+    let count = if smoke { 2_000 } else { 200_000 };
+    let mut report = Report::new("read_path", smoke);
+    let mut world = World::new("");
+    let owners = ["michelle@abcorp.com", "dave@abcorp.com", "ceo@abcorp.com"];
+    // Small messages: the read path's cost is in rows and index terms, not in big bodies.
+    let mix = Mix {
+        with_contact: 1.0,
+        with_attachment: 0.05,
+        automated: 0.0,
+        outgoing: 0.3,
+        max_bytes: 64 * 1024,
+    };
+    let contacts = mailgen::contact_addresses(2_000, 400);
+    world.add_contacts(&contacts, 10);
+    let started = Instant::now();
+    let per_owner = count / owners.len();
+    let mut synced = 0;
+    for (owner_index, owner) in owners.iter().enumerate() {
+        let cast = Cast {
+            contacts: contacts.clone(),
+            ..Cast::new(owner, 0, 1)
+        };
+        let mut generator = MailGenerator::new(100 + owner_index as u64, cast, mix);
+        let mut chunk = Vec::with_capacity(1_000);
+        for index in 0..per_owner {
+            chunk.push((format!("{owner_index}-{index:08}"), generator.message().raw));
+            if chunk.len() == 1_000 || index + 1 == per_owner {
+                let batch: Vec<(String, &[u8])> = chunk
+                    .iter()
+                    .map(|(id, raw)| (id.clone(), raw.as_slice()))
+                    .collect();
+                synced += world.ingest(owner, &batch);
+                chunk.clear();
+            }
+        }
+    }
+    let build = started.elapsed();
+    let activities = world.store.counts().expect("counts").activities;
+    report.fact(
+        "store",
+        format!(
+            "{activities} activities from {synced} synced messages in 3 mailboxes, 2,000 contacts (every 10th visible only to the CEO), {} MB, built in {} s",
+            trim(store_bytes(&world.store_path()) as f64 / 1e6),
+            trim(build.as_secs_f64())
+        ),
+    );
+
+    let viewers = [
+        ("dave (user)", viewer("dave@abcorp.com", false)),
+        ("michelle (admin)", viewer("michelle@abcorp.com", true)),
+        ("sam (user, no mailbox)", viewer("sam@abcorp.com", false)),
+    ];
+    let busy = contacts[0].clone();
+    let quiet = contacts[1_999].clone();
+    let rounds = if smoke { 3 } else { 40 };
+    let mut all = Vec::new();
+    for (name, viewer) in &viewers {
+        let mut samples = Vec::new();
+        let mut shown = 0;
+        let mut measure = |work: &dyn Fn() -> usize| {
+            let started = Instant::now();
+            shown += work();
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+        };
+        for _ in 0..rounds {
+            let store = &world.store;
+            measure(&|| store.feed(viewer, None, Some(50)).expect("feed").len());
+            measure(&|| {
+                store
+                    .feed(viewer, Some(&busy), Some(50))
+                    .expect("feed")
+                    .len()
+            });
+            measure(&|| {
+                store
+                    .feed(viewer, Some(&quiet), Some(50))
+                    .expect("feed")
+                    .len()
+            });
+            for words in [
+                "contract",
+                "renewal invoice",
+                "zürich",
+                "nosuchwordanywhere",
+            ] {
+                measure(&|| store.search(viewer, words, Some(50)).expect("search").len());
+            }
+        }
+        assert!(shown > 0, "{name} was shown nothing");
+        let p95 = quantile(&mut samples.clone(), 0.95);
+        report.figure(&format!("p95 feed+search, {name}"), p95, "ms", None);
+        all.extend(samples);
+    }
+    let p50 = quantile(&mut all.clone(), 0.5);
+    let p95 = quantile(&mut all.clone(), 0.95);
+    report.fact(
+        "queries",
+        format!(
+            "{} per viewer: first page (50) of the feed, of a busy and of a quiet contact's feed; search for a common word, two words, an accented word, a word in no message; median {} ms",
+            rounds * 7,
+            trim(p50)
+        ),
+    );
+    report.figure(
+        "read path p95, all viewers",
+        p95,
+        "ms",
+        Some(Target::AtMost(20.0)),
+    );
+    report
+}
+
+fn viewer(email: &str, is_admin: bool) -> Viewer {
+    Viewer {
+        email: email.to_string(),
+        is_admin,
+        admins_see_private_emails: false,
+    }
+}

@@ -1,0 +1,143 @@
+//! An in-process mailsync for the benchmarks: a config and rules folder on disk, loaded
+//! through `Policy::load` as the daemon loads them, and a real SQLite store file with its
+//! migrations and contacts. Messages go through the same `prepare` + `record_all` batches as
+//! the daemon's sync.
+
+use std::path::{Path, PathBuf};
+
+use mailsync::rules::Policy;
+use mailsync::source::SourceMessage;
+use mailsync::store::{NewContact, SqliteStore, Store, StoreOptions};
+use mailsync::sync::{Prepared, prepare};
+
+/// Messages per transaction, as the daemon writes them.
+pub const BATCH: usize = 25;
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub policy: Policy,
+    pub store: SqliteStore,
+}
+
+/// The users of every benchmark world: an admin, two users and a CEO whose mail with the
+/// bookkeeper is private.
+pub const USERS: &[(&str, &str)] = &[
+    ("michelle@abcorp.com", "admin"),
+    ("dave@abcorp.com", "user"),
+    ("ceo@abcorp.com", "user"),
+    ("sam@abcorp.com", "user"),
+];
+
+const RULES: &str = r#"
+[[rule]]
+name = "ceo: bookkeeper private"
+match = { domain = "bookkeeper.example" }
+action = "private"
+users = ["ceo@abcorp.com"]
+
+[[rule]]
+name = "customer0 visible"
+match = { domain = "customer0.example" }
+action = "visible"
+
+[[rule]]
+name = "never the doctor"
+match = { address = "dr.jones@clinic.example" }
+action = "skip"
+
+[[rule]]
+name = "no newsletters"
+match = { automated = true }
+action = "skip"
+"#;
+
+impl World {
+    /// `extra_store` goes into `[store]` (e.g. an attachments folder).
+    pub fn new(extra_store: &str) -> World {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).expect("rules dir");
+        std::fs::write(rules.join("bench.toml"), RULES).expect("rules file");
+        let mut config = format!(
+            "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n{extra_store}\n[rules]\ndir = \"rules\"\n"
+        );
+        for (email, role) in USERS {
+            config.push_str(&format!(
+                "[[users]]\nemail = \"{email}\"\nrole = \"{role}\"\nsync = true\nemails_visible = {}\n",
+                *email != "ceo@abcorp.com"
+            ));
+        }
+        let config_path = dir.path().join("mailsync.toml");
+        std::fs::write(&config_path, config).expect("config file");
+        let policy = Policy::load(&config_path).unwrap_or_else(|e| panic!("bench config: {e}"));
+        let store = SqliteStore::open(&policy.config.store_path)
+            .expect("store opens")
+            .with_options(StoreOptions::from_config(&policy.config));
+        World { dir, policy, store }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.policy.config.store_path.clone()
+    }
+
+    /// Adds contacts; every `restricted_every`-th one is visible only to the CEO.
+    pub fn add_contacts(&mut self, addresses: &[String], restricted_every: usize) {
+        for (index, address) in addresses.iter().enumerate() {
+            let visible_to = if restricted_every > 0 && index % restricted_every == 1 {
+                vec!["ceo@abcorp.com".to_string()]
+            } else {
+                Vec::new()
+            };
+            self.store
+                .add_contact(&NewContact {
+                    name: Some(format!("Contact {index}")),
+                    emails: vec![address.clone()],
+                    visible_to,
+                    no_sync: None,
+                })
+                .expect("contact added");
+        }
+    }
+
+    /// Runs `messages` (source id, raw) through the pipeline for `user`, in the daemon's
+    /// batches; returns how many were synced.
+    pub fn ingest(&mut self, user: &str, messages: &[(String, &[u8])]) -> usize {
+        let user = self
+            .policy
+            .config
+            .user_by_address(user)
+            .expect("a bench user")
+            .clone();
+        let mut synced = 0;
+        for batch in messages.chunks(BATCH) {
+            let prepared: Vec<Prepared> = batch
+                .iter()
+                .map(|(source_id, raw)| {
+                    let message = SourceMessage {
+                        source_id: source_id.clone(),
+                        raw: raw.to_vec(),
+                        labels: Vec::new(),
+                    };
+                    prepare(&self.policy, &self.store, &user, "gmail", &message).expect("prepared")
+                })
+                .collect();
+            synced += prepared
+                .iter()
+                .filter(|p| p.decision.approval().is_some())
+                .count();
+            let records: Vec<_> = prepared.iter().map(Prepared::record).collect();
+            self.store.record_all(&records, None).expect("recorded");
+        }
+        synced
+    }
+}
+
+/// The on-disk size of a store: the database and its WAL.
+pub fn store_bytes(path: &Path) -> u64 {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    [path.to_path_buf(), wal]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
