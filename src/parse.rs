@@ -470,7 +470,9 @@ impl Problems {
 
 /// Splits off the first line: the line without its LF (a CR stays), and what follows the LF.
 fn split_first_line(s: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match s.iter().position(|&b| b == b'\n') {
+    // memchr, not a byte loop: the MIME passes walk every line of a message this way, and
+    // the byte loop was a tenth of the pipeline's time on mail with attachments.
+    match memchr::memchr(b'\n', s) {
         Some(i) => (s.get(..i).unwrap_or(s), s.get(i + 1..)),
         None => (s, None),
     }
@@ -603,10 +605,7 @@ fn header_block_len(s: &[u8]) -> usize {
 
 /// The position of the first LF at or after `from`.
 fn next_newline(s: &[u8], from: usize) -> Option<usize> {
-    s.get(from..)?
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| from + i)
+    memchr::memchr(b'\n', s.get(from..)?).map(|i| from + i)
 }
 
 /// Calls `each` with the start and end of every header field in `block` (a line that does

@@ -127,8 +127,9 @@ pub struct SourceRef {
 #[derive(Debug, Clone, Copy)]
 pub struct MessageToStore<'a> {
     pub parsed: &'a ParsedMessage,
-    /// Identifies the message when it has no Message-ID.
-    pub raw_sha256: &'a str,
+    /// The SHA-256 of the raw bytes: identifies the message when it has no Message-ID (and
+    /// is only computed then).
+    pub raw_sha256: Option<&'a str>,
     /// Relative to the company (sent by any configured user or not), unlike the decision's
     /// direction, which is relative to the mailbox owner.
     pub company_direction: Direction,

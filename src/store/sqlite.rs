@@ -497,6 +497,7 @@ impl Store for SqliteStore {
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut recorded = Vec::with_capacity(records.len());
+        let mut search_rows = Vec::new();
         for record in records {
             recorded.push(record_one(
                 &transaction,
@@ -504,14 +505,17 @@ impl Store for SqliteStore {
                 record.source,
                 record.decision,
                 record.message,
+                &mut search_rows,
             )?);
         }
+        index_for_search(&transaction, &search_rows)?;
         if let Some(cursor) = cursor {
-            transaction.execute(
-                "INSERT INTO sync_state (user_email, history_id) VALUES (?1, ?2)
-                 ON CONFLICT (user_email) DO UPDATE SET history_id = excluded.history_id",
-                params![cursor.user_email, cursor.history_id],
-            )?;
+            transaction
+                .prepare_cached(
+                    "INSERT INTO sync_state (user_email, history_id) VALUES (?1, ?2)
+                     ON CONFLICT (user_email) DO UPDATE SET history_id = excluded.history_id",
+                )?
+                .execute(params![cursor.user_email, cursor.history_id])?;
         }
         transaction.commit()?;
         Ok(recorded)
@@ -1065,12 +1069,49 @@ impl Store for SqliteStore {
 }
 
 /// Writes one decision (and, when synced, its activity) inside the caller's transaction.
-fn record_one(
+/// The search terms of one new activity, indexed with the others of its transaction.
+struct SearchRow<'a> {
+    activity_id: i64,
+    subject: &'a str,
+    body: &'a str,
+    attachment_names: String,
+}
+
+/// Indexes a transaction's new activities for search in as few statements as possible: FTS5
+/// writes its pending terms to disk at every statement that changes it (each opens a
+/// savepoint), so one statement per activity made a segment per message and kept the index
+/// busy merging them; one per batch makes one.
+fn index_for_search(
+    transaction: &rusqlite::Transaction<'_>,
+    rows: &[SearchRow<'_>],
+) -> Result<(), StoreError> {
+    const ROWS_PER_STATEMENT: usize = 100;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+        let mut statement = transaction.prepare_cached(&format!(
+            "INSERT INTO activity_search (rowid, subject, body, attachment_names) VALUES {values}"
+        ))?;
+        let mut parameters: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 4);
+        for row in chunk {
+            parameters.extend([
+                &row.activity_id as &dyn rusqlite::ToSql,
+                &row.subject,
+                &row.body,
+                &row.attachment_names,
+            ]);
+        }
+        statement.execute(parameters.as_slice())?;
+    }
+    Ok(())
+}
+
+fn record_one<'a>(
     transaction: &rusqlite::Transaction<'_>,
     options: &StoreOptions,
     source: &SourceRef,
     decision: &Decision,
-    message: Option<MessageToStore<'_>>,
+    message: Option<MessageToStore<'a>>,
+    search_rows: &mut Vec<SearchRow<'a>>,
 ) -> Result<Recorded, StoreError> {
     let rules_json =
         serde_json::to_string(&decision.rule_names()).expect("a list of strings always serializes");
@@ -1082,15 +1123,15 @@ fn record_one(
             let fingerprint = content_fingerprint(parsed);
             let mut message_key = match &parsed.message_id {
                 Some(id) => id.clone(),
-                None => format!("sha256:{}", message.raw_sha256),
+                None => format!(
+                    "sha256:{}",
+                    message.raw_sha256.ok_or(StoreError::MissingMessage)?
+                ),
             };
             let find = |key: &str| -> Result<Option<(i64, Option<String>)>, rusqlite::Error> {
                 transaction
-                    .query_row(
-                        "SELECT id, fingerprint FROM activities WHERE message_key = ?1",
-                        [key],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
+                    .prepare_cached("SELECT id, fingerprint FROM activities WHERE message_key = ?1")?
+                    .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
             };
             let mut found = find(&message_key)?;
@@ -1117,9 +1158,10 @@ fn record_one(
                     let content = |text: &Option<String>| {
                         if erased { None } else { text.clone() }
                     };
-                    transaction.execute(
+                    transaction.prepare_cached(
                         "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, content_erased_at, automated, calendar_only)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    )?.execute(
                         params![
                             message_key,
                             parsed.message_id,
@@ -1169,15 +1211,12 @@ fn record_one(
                             .iter()
                             .filter_map(|attachment| attachment.file_name.as_deref())
                             .collect();
-                        transaction.execute(
-                            "INSERT INTO activity_search (rowid, subject, body, attachment_names) VALUES (?1, ?2, ?3, ?4)",
-                            params![
-                                id,
-                                parsed.subject.as_deref().unwrap_or(""),
-                                parsed.body_text.as_deref().unwrap_or(""),
-                                attachment_names.join(" "),
-                            ],
-                        )?;
+                        search_rows.push(SearchRow {
+                            activity_id: id,
+                            subject: parsed.subject.as_deref().unwrap_or(""),
+                            body: parsed.body_text.as_deref().unwrap_or(""),
+                            attachment_names: attachment_names.join(" "),
+                        });
                     }
                     (id, true)
                 }
@@ -1188,12 +1227,13 @@ fn record_one(
             // A mailbox contributes one source per activity. Seeing the message again in
             // the same mailbox (a replay, a second folder) keeps the first source id but
             // takes the latest decision's visibility, so rule changes are reflected.
-            transaction.execute(
+            transaction.prepare_cached(
                 "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at, parties)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (activity_id, user_email) DO UPDATE
                    SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties
                    WHERE visibility != excluded.visibility OR rules != excluded.rules OR parties != excluded.parties",
+            )?.execute(
                 params![
                     activity_id,
                     source.user_email,
@@ -1225,7 +1265,7 @@ fn record_one(
     };
     // The log row changes only when the decision does, so a replay of an unchanged
     // mailbox leaves the store byte-for-byte as it was.
-    transaction.execute(
+    transaction.prepare_cached(
         "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (user_email, source, source_id) DO UPDATE
@@ -1235,6 +1275,7 @@ fn record_one(
            WHERE decision != excluded.decision OR reason != excluded.reason
               OR rules != excluded.rules OR activity_id IS NOT excluded.activity_id
               OR detail IS NOT excluded.detail",
+    )?.execute(
         params![
             source.user_email,
             source.source,

@@ -36,7 +36,9 @@ pub struct Prepared {
     pub source: SourceRef,
     pub decision: Decision,
     pub parsed: Option<ParsedMessage>,
-    pub raw_sha256: String,
+    /// The SHA-256 of the raw bytes, only for a message without a Message-ID: it is then the
+    /// activity's key. Hashing every message cost a tenth of the pipeline's time.
+    pub raw_sha256: Option<String>,
     pub company_direction: Direction,
 }
 
@@ -47,7 +49,7 @@ impl Prepared {
             source,
             decision,
             parsed: None,
-            raw_sha256: String::new(),
+            raw_sha256: None,
             company_direction: Direction::Incoming,
         }
     }
@@ -63,7 +65,7 @@ impl Prepared {
             decision: &self.decision,
             message: self.parsed.as_ref().map(|parsed| MessageToStore {
                 parsed,
-                raw_sha256: &self.raw_sha256,
+                raw_sha256: self.raw_sha256.as_deref(),
                 company_direction: self.company_direction,
             }),
         }
@@ -104,7 +106,7 @@ pub fn prepare(
             source,
             decision,
             parsed: None,
-            raw_sha256: String::new(),
+            raw_sha256: None,
             company_direction: Direction::Incoming,
         });
     }
@@ -121,6 +123,10 @@ pub fn prepare(
         &contact_book,
     );
     let parsed = parsed.ok();
+    let raw_sha256 = parsed
+        .as_ref()
+        .filter(|parsed| parsed.message_id.is_none())
+        .map(|_| hex::encode(Sha256::digest(&message.raw)));
     Ok(Prepared {
         source,
         decision,
@@ -128,7 +134,7 @@ pub fn prepare(
             company_direction(policy, parsed)
         }),
         parsed,
-        raw_sha256: hex::encode(Sha256::digest(&message.raw)),
+        raw_sha256,
     })
 }
 

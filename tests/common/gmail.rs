@@ -77,9 +77,6 @@ pub fn message(index: usize, from: &str, to: &str, subject: &str) -> String {
 /// The sandbox, run as `mailsync sandbox`.
 pub struct SandboxProcess {
     child: Child,
-    /// Kept open for the server's lifetime: closing a pipe a process writes to is a way to
-    /// kill it, which is not what a test means to do.
-    _stdout: BufReader<std::process::ChildStdout>,
     pub base_url: String,
 }
 
@@ -111,11 +108,10 @@ impl SandboxProcess {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected sandbox output {first_line:?}"))
             .to_string();
-        SandboxProcess {
-            child,
-            _stdout: stdout,
-            base_url,
-        }
+        // The rest is read for the server's lifetime: a closed pipe would kill it, and a full
+        // one (the banner lists every mailbox: 10,000 of them fill a pipe) would stall it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        SandboxProcess { child, base_url }
     }
 
     pub fn control(&self, action: &str, query: &str, body: &[u8]) -> serde_json::Value {
