@@ -583,3 +583,106 @@ fn search_never_matches_words_in_content_withheld_from_the_viewer() {
     );
     assert_eq!(world.store.counts().unwrap().activities, 2);
 }
+
+/// Regression: a departed user's stored mail escaped retroactive rules, so a new skip rule or
+/// a contact marked never-sync left it in colleagues' feeds until someone purged it. Rules
+/// without a `users` scope and never-sync contacts reach it; what no rule decides keeps the
+/// visibility it was stored with (the user's `emails_visible` left with them).
+#[test]
+fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
+    let mut world = world();
+    // Erin's mail (private by her default setting), each with a party the rules below match.
+    world.replay("erin@abcorp.com", "1", "From: alice@customer.com\nTo: erin@abcorp.com\nCc: nurse@clinic.example\nSubject: Appointment\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <clinic-1@customer.com>\n\nbody\n");
+    world.replay("erin@abcorp.com", "2", "From: alice@customer.com\nTo: erin@abcorp.com\nCc: someone@scoped.example\nSubject: Scoped\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <scoped-2@customer.com>\n\nbody\n");
+    world.replay("erin@abcorp.com", "3", "From: bob@bigclient.io\nTo: erin@abcorp.com\nSubject: Bob\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-3@bigclient.io>\n\nbody\n");
+    world.replay("erin@abcorp.com", "4", "From: alice@customer.org\nTo: erin@abcorp.com\nSubject: Kept\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <kept-4@customer.org>\n\nbody\n");
+    let michelle = world.viewer("michelle@abcorp.com", false);
+    assert_eq!(world.store.feed(&michelle, None, None).unwrap().len(), 4);
+
+    // Erin leaves the config (not purged yet); an unscoped skip rule and one scoped to Dave
+    // are added, and Bob is marked never-sync.
+    let departed = CONFIG.replace("[[users]]\nemail = \"erin@abcorp.com\"\nsync = true\n", "");
+    assert_ne!(departed, CONFIG);
+    world.policy = common::policy(
+        &departed,
+        &format!(
+            "{RULES}\n[[rule]]\nname = \"no clinics\"\nmatch = {{ domain = \"clinic.example\" }}\naction = \"skip\"\n\n\
+             [[rule]]\nname = \"dave: no scoped\"\nmatch = {{ domain = \"scoped.example\" }}\naction = \"skip\"\nusers = [\"dave@abcorp.com\"]\n"
+        ),
+    );
+    world
+        .store
+        .set_contact_no_sync("bob@bigclient.io", true)
+        .unwrap();
+
+    let applied = sync::retro::apply(&world.policy, &mut world.store, false).unwrap();
+    let mut removed: Vec<(String, Vec<String>)> = applied
+        .changes
+        .iter()
+        .map(|change| match change {
+            mailsync::store::SourceChange::Remove { source, rules } => {
+                (source.message_id.clone().unwrap(), rules.clone())
+            }
+            other => panic!("only removals expected, got {other:?}"),
+        })
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![
+            (
+                "<bob-3@bigclient.io>".to_string(),
+                vec!["contact: never sync".to_string()]
+            ),
+            (
+                "<clinic-1@customer.com>".to_string(),
+                vec!["no clinics".to_string()]
+            ),
+        ],
+        "a rule scoped to another user does not reach erin's mail; private stays private"
+    );
+    assert_eq!(applied.applied.unwrap().activities_removed, 2);
+    let mut left: Vec<(String, bool)> = world
+        .store
+        .feed(&michelle, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.message_id.unwrap(), a.private))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            ("<kept-4@customer.org>".to_string(), true),
+            ("<scoped-2@customer.com>".to_string(), true),
+        ]
+    );
+    // Erin's decision log says why, as for anyone's mailbox.
+    let log = world.store.decision_log("erin@abcorp.com", None).unwrap();
+    let blocked: Vec<&str> = log
+        .iter()
+        .filter(|d| d.reason == "blocked_by_rule")
+        .map(|d| d.source_id.as_str())
+        .collect();
+    assert_eq!(blocked, vec!["1", "3"]);
+    // Nothing more to do; an unscoped visible rule decides a departed user's visibility as
+    // it does anyone's.
+    assert!(
+        sync::retro::plan(&world.policy, &world.store)
+            .unwrap()
+            .is_empty()
+    );
+    world.policy = common::policy(
+        &departed,
+        "[[rule]]\nname = \"customer.org visible\"\nmatch = { domain = \"customer.org\" }\naction = \"visible\"\n",
+    );
+    let changes = sync::retro::plan(&world.policy, &world.store).unwrap();
+    assert!(
+        matches!(
+            changes.as_slice(),
+            [mailsync::store::SourceChange::SetVisibility { source, visibility: mailsync::rules::Visibility::Visible, .. }]
+                if source.message_id.as_deref() == Some("<kept-4@customer.org>")
+        ),
+        "{changes:?}"
+    );
+}

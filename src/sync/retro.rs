@@ -33,16 +33,20 @@ pub fn plan_with_never_sync(
         .collect();
     let mut changes = Vec::new();
     for source in store.stored_sources()? {
-        // A user who left the config keeps what was stored; purging is a separate decision.
-        let Some(user) = policy.config.user_by_address(&source.user_email) else {
-            continue;
+        // A user who left the config keeps their stored mail until it is purged, and
+        // colleagues may still see it: skip rules and never-sync contacts must reach it too.
+        let mailbox = match policy.config.user_by_address(&source.user_email) {
+            Some(user) => rules::Mailbox::User(user),
+            None => rules::Mailbox::Departed {
+                stored_visibility: source.visibility,
+            },
         };
         let stored = rules::StoredParties {
             parties: &source.parties,
             contacts: &source.contacts,
             facts: &source.facts,
         };
-        match rules::recheck(policy, user, stored, &never_sync_hashes) {
+        match rules::recheck(policy, mailbox, stored, &never_sync_hashes) {
             Recheck::Blocked { rules } => changes.push(SourceChange::Remove { source, rules }),
             Recheck::Keep { visibility, rules } if visibility != source.visibility => {
                 changes.push(SourceChange::SetVisibility {
