@@ -1333,3 +1333,93 @@ fn contacts_csv_no_sync_column_sets_and_leaves_the_switch() {
             .any(|c| c["name"] == "Quiet" && c["no_sync"] == true)
     );
 }
+
+/// Regression: re-importing a contact from a CSV without a `visible_to` column (or with the
+/// field empty) made a restricted contact visible to everyone. Not saying leaves the list as
+/// it is; `*` says "every user" and is the one way to clear it.
+#[test]
+fn contacts_import_never_widens_visible_to_unless_told_with_a_star() {
+    let playground = Playground::new();
+    let visible_to = |address: &str| {
+        json_lines(&playground.stdout(&["contacts", "list", "--json"]))
+            .into_iter()
+            .find(|c| c["emails"].as_array().unwrap().iter().any(|e| e == address))
+            .map(|c| c["visible_to"].clone())
+            .unwrap_or_else(|| panic!("no contact has {address}"))
+    };
+    let import = |text: &str| {
+        let csv = playground.dir.path().join("update.csv");
+        std::fs::write(&csv, text).unwrap();
+        playground
+            .run(&["contacts", "import", csv.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let dave_only = serde_json::json!(["dave@abcorp.com"]);
+    assert_eq!(
+        visible_to("bob@bigclient.io"),
+        dave_only,
+        "from the demo CSV"
+    );
+
+    // No visible_to column, then an empty field: Bob stays Dave's; the name is updated.
+    assert!(
+        import("name,email\nBob B.,bob@bigclient.io\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("bob@bigclient.io"), dave_only);
+    assert!(
+        import("name,email,visible_to,no_sync\nBob,bob@bigclient.io,,\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("bob@bigclient.io"), dave_only);
+    // The read path agrees: the CEO is still not shown Bob on Dave's mail.
+    playground.replay_demo(&["dave"]);
+    let ceo = json_lines(&playground.stdout(&["feed", "--as", "ceo@abcorp.com", "--json"]));
+    assert!(
+        ceo.iter().all(|a| !a["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "bob@bigclient.io")),
+        "{ceo:?}"
+    );
+
+    // A new contact with an empty field is visible to everyone, as documented.
+    assert!(
+        import("name,email,visible_to\nNew,new@bigclient.io,\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("new@bigclient.io"), serde_json::json!([]));
+    // A list replaces the list; `*` clears it; `*` with users is refused by line.
+    assert!(
+        import("email,visible_to\nbob@bigclient.io,ceo@abcorp.com;m@abcorp.com\n")
+            .status
+            .success()
+    );
+    assert_eq!(
+        visible_to("bob@bigclient.io"),
+        serde_json::json!(["ceo@abcorp.com", "michelle@abcorp.com"])
+    );
+    assert!(
+        import("email,visible_to\nbob@bigclient.io,*\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("bob@bigclient.io"), serde_json::json!([]));
+    let mixed = import("email,visible_to\njan@bookkeeper.nl,*;dave@abcorp.com\n");
+    assert_eq!(mixed.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&mixed.stderr)
+            .contains("update.csv:2: visible_to: `*` (every user) cannot be combined with users"),
+        "{}",
+        String::from_utf8_lossy(&mixed.stderr)
+    );
+    assert_eq!(
+        visible_to("jan@bookkeeper.nl"),
+        serde_json::json!(["ceo@abcorp.com"])
+    );
+}

@@ -66,7 +66,7 @@ fn world() -> World {
     let contact = |name: &str, emails: &[&str], visible_to: &[&str]| NewContact {
         name: Some(name.to_string()),
         emails: emails.iter().map(|e| e.to_string()).collect(),
-        visible_to: visible_to.iter().map(|e| e.to_string()).collect(),
+        visible_to: Some(visible_to.iter().map(|e| e.to_string()).collect()),
         no_sync: None,
     };
     store
@@ -381,7 +381,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
         .upsert_contact(&NewContact {
             name: Some("Alice C.".into()),
             emails: vec!["alice@customer.com".into(), "alice@customer.net".into()],
-            visible_to: vec![],
+            visible_to: None,
             no_sync: None,
         })
         .unwrap();
@@ -404,7 +404,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
     let conflict = world.store.upsert_contact(&NewContact {
         name: None,
         emails: vec!["alice@customer.com".into(), "bob@bigclient.io".into()],
-        visible_to: vec![],
+        visible_to: None,
         no_sync: None,
     });
     assert!(conflict.is_err());
@@ -414,7 +414,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
             .add_contact(&NewContact {
                 name: None,
                 emails: vec!["bob@bigclient.io".into()],
-                visible_to: vec![],
+                visible_to: None,
                 no_sync: None,
             })
             .is_err()

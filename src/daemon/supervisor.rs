@@ -444,7 +444,7 @@ mod tests {
             .add_contact(&NewContact {
                 name: None,
                 emails: vec!["alice@customer.com".to_string()],
-                visible_to: Vec::new(),
+                visible_to: None,
                 no_sync: None,
             })
             .expect("contact");

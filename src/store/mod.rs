@@ -77,8 +77,10 @@ pub struct NewContact {
     pub name: Option<String>,
     /// Lower-cased addresses; at least one.
     pub emails: Vec<String>,
-    /// Primary emails of the users allowed to see it; empty = everyone.
-    pub visible_to: Vec<String>,
+    /// Primary emails of the users allowed to see it; empty = everyone. `None` leaves an
+    /// existing contact's list as it is (a new contact is then visible to everyone): an
+    /// import that does not mention it must never widen who sees a contact.
+    pub visible_to: Option<Vec<String>>,
     /// Never sync this contact's mail; `None` leaves an existing contact's setting as it is.
     pub no_sync: Option<bool>,
 }
@@ -390,8 +392,9 @@ pub struct Counts {
 
 /// The operations mailsync needs from a CRM store.
 pub trait Store {
-    /// Creates a contact, or updates the one that already owns any of its addresses (name and
-    /// `visible_to` replaced, addresses added). Addresses of two different contacts conflict.
+    /// Creates a contact, or updates the one that already owns any of its addresses (name,
+    /// `visible_to` and `no_sync` replaced where given, addresses added). Addresses of two
+    /// different contacts conflict.
     fn upsert_contact(&mut self, contact: &NewContact) -> Result<ContactChange, StoreError>;
 
     /// Creates a contact; fails if any of its addresses already belongs to one.

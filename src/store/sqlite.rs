@@ -225,12 +225,14 @@ fn write_contact_details(
             params![no_sync, id],
         )?;
     }
-    connection.execute("DELETE FROM contact_visible_to WHERE contact_id = ?1", [id])?;
-    for user in &contact.visible_to {
-        connection.execute(
-            "INSERT OR IGNORE INTO contact_visible_to (contact_id, user_email) VALUES (?1, ?2)",
-            params![id, user],
-        )?;
+    if let Some(visible_to) = &contact.visible_to {
+        connection.execute("DELETE FROM contact_visible_to WHERE contact_id = ?1", [id])?;
+        for user in visible_to {
+            connection.execute(
+                "INSERT OR IGNORE INTO contact_visible_to (contact_id, user_email) VALUES (?1, ?2)",
+                params![id, user],
+            )?;
+        }
     }
     Ok(())
 }
