@@ -789,10 +789,9 @@ fn export_and_search_follow_the_read_path() {
             "private",
             "subject",
             "body",
-            "sources",
-            "attachments",
-            "content_erased_at"
-        ]
+            "sources"
+        ],
+        "the header the issue fixes; JSON carries attachments and content_erased_at"
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     let feed = json_lines(&playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--json"]));
@@ -1421,5 +1420,50 @@ fn contacts_import_never_widens_visible_to_unless_told_with_a_star() {
     assert_eq!(
         visible_to("jan@bookkeeper.nl"),
         serde_json::json!(["ceo@abcorp.com"])
+    );
+}
+
+/// Mail is written by strangers and exports are opened in spreadsheets: a CSV cell that would
+/// run as a formula is written as text (a leading `'`); the JSON export keeps it as it is.
+#[test]
+fn export_csv_cells_never_run_as_formulas() {
+    let playground = Playground::new();
+    let (source, _) = mailbox_of(
+        &playground,
+        &[(
+            "1.eml",
+            "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =HYPERLINK(\"http://evil.example\",\"open\")\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <formula@customer.com>\n\n@SUM(1+1)\n",
+        )],
+    );
+    playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &source,
+    ]);
+    let csv = playground.stdout(&["export", "--as", "michelle@abcorp.com", "--format", "csv"]);
+    let row = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(|r| r.unwrap())
+        .find(|r| &r[1] == "<formula@customer.com>")
+        .expect("the message is exported");
+    assert_eq!(&row[6], "'=HYPERLINK(\"http://evil.example\",\"open\")");
+    assert_eq!(&row[7], "'@SUM(1+1)\n");
+    assert_eq!(&row[4], "alice@customer.com", "plain cells are untouched");
+    let json = json_lines(&playground.stdout(&[
+        "export",
+        "--as",
+        "michelle@abcorp.com",
+        "--format",
+        "json",
+    ]));
+    let activity = json
+        .iter()
+        .find(|a| a["message_id"] == "<formula@customer.com>")
+        .unwrap();
+    assert_eq!(
+        activity["subject"],
+        "=HYPERLINK(\"http://evil.example\",\"open\")"
     );
 }
