@@ -815,6 +815,56 @@ fn export_and_search_follow_the_read_path() {
     ]));
     assert_eq!(json, feed);
 
+    // --contact: exactly the contact's activities that feed --contact shows, for a viewer who
+    // may see the contact, and nothing for one who may not.
+    for (viewer, contact) in [
+        ("dave@abcorp.com", "bob@bigclient.io"),
+        ("michelle@abcorp.com", "alice.c@customer.com"),
+        ("ceo@abcorp.com", "bob@bigclient.io"),
+    ] {
+        let feed = json_lines(&playground.stdout(&[
+            "feed",
+            "--as",
+            viewer,
+            "--contact",
+            contact,
+            "--json",
+        ]));
+        let json = json_lines(&playground.stdout(&[
+            "export",
+            "--as",
+            viewer,
+            "--contact",
+            contact,
+            "--format",
+            "json",
+        ]));
+        assert_eq!(json, feed, "{viewer} {contact}");
+        let csv = playground.stdout(&[
+            "export",
+            "--as",
+            viewer,
+            "--contact",
+            contact,
+            "--format",
+            "csv",
+        ]);
+        let ids: Vec<String> = csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .map(|r| r.unwrap()[1].to_string())
+            .collect();
+        let feed_ids: Vec<String> = feed
+            .iter()
+            .map(|a| a["message_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, feed_ids, "{viewer} {contact}");
+        if viewer == "ceo@abcorp.com" {
+            assert!(ids.is_empty(), "bob is dave's contact only");
+        } else {
+            assert!(!ids.is_empty(), "{viewer} {contact}");
+        }
+    }
+
     let found = json_lines(&playground.stdout(&[
         "search",
         "--as",

@@ -233,10 +233,10 @@ fn a_disabled_user_leaves_no_trace() {
     assert_eq!(common::dump_store(&world.path), before);
 }
 
-/// The read path, viewer by viewer, on a store with restricted contacts, private mail and a
-/// message seen in two mailboxes.
-#[test]
-fn each_viewer_sees_exactly_what_the_spec_allows() {
+/// The read path's world: restricted contacts (Bob for Dave, Jan for the CEO), private mail
+/// (by a user's setting and by a rule), and a message seen in two mailboxes. Each body holds
+/// words of its own, for searches.
+fn read_path_world() -> World {
     let mut world = world();
     // 1: Alice and Bob, in Dave's (private) and Michelle's (visible) mailboxes.
     world.replay(
@@ -250,11 +250,19 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
         FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
     );
     // 2: Bob only, Dave's mailbox, private by Dave's setting.
-    world.replay("dave@abcorp.com", "2", "From: bob@bigclient.io\nTo: dave@abcorp.com\nSubject: Bob's private note\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-2@bigclient.io>\n\nbody\n");
+    world.replay("dave@abcorp.com", "2", "From: bob@bigclient.io\nTo: dave@abcorp.com\nSubject: Bob's private note\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-2@bigclient.io>\n\nfalcon budget figures\n");
     // 3: the bookkeeper, CEO's mailbox, private by rule.
-    world.replay("ceo@abcorp.com", "3", "From: jan@bookkeeper.nl\nTo: ceo@abcorp.com\nSubject: Salary statement\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <jan-3@bookkeeper.nl>\n\nbody\n");
+    world.replay("ceo@abcorp.com", "3", "From: jan@bookkeeper.nl\nTo: ceo@abcorp.com\nSubject: Salary statement\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <jan-3@bookkeeper.nl>\n\npayroll for september\n");
     // 4: Alice, CEO's mailbox, visible by the CEO's setting.
-    world.replay("ceo@abcorp.com", "4", "From: alice@customer.org\nTo: ceo@abcorp.com\nSubject: Thanks\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <alice-4@customer.org>\n\nbody\n");
+    world.replay("ceo@abcorp.com", "4", "From: alice@customer.org\nTo: ceo@abcorp.com\nSubject: Thanks\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <alice-4@customer.org>\n\nthe invoice is paid\n");
+    world
+}
+
+/// The read path, viewer by viewer, on a store with restricted contacts, private mail and a
+/// message seen in two mailboxes.
+#[test]
+fn each_viewer_sees_exactly_what_the_spec_allows() {
+    let world = read_path_world();
 
     let show = |viewer: Viewer| -> Vec<String> {
         world
@@ -328,6 +336,113 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
         .find(|a| a.message_id.as_deref() == Some("<jan-3@bookkeeper.nl>"))
         .unwrap();
     assert!(jan.body.is_none());
+}
+
+/// The done-when of the privacy controls: for every viewer, `search` and `export` show
+/// exactly what `feed` shows — the same activities, with the same fields withheld — on the
+/// read path's world. A search for a word finds exactly the feed's activities whose content
+/// shown to that viewer holds the word, so words in withheld private content never match.
+#[test]
+fn search_and_export_show_each_viewer_exactly_what_the_feed_shows() {
+    let world = read_path_world();
+    let viewers = [
+        world.viewer("erin@abcorp.com", false),
+        world.viewer("erin@abcorp.com", true),
+        world.viewer("dave@abcorp.com", false),
+        world.viewer("ceo@abcorp.com", false),
+        world.viewer("michelle@abcorp.com", false),
+        world.viewer("michelle@abcorp.com", true),
+    ];
+    // Visible content (price: message 1, invoice: 4, renewal: 1's subject), private content
+    // only (budget: 2, payroll: 3, salary: 3's subject), and a word in no message.
+    let words = [
+        "price", "invoice", "renewal", "budget", "payroll", "salary", "nowhere",
+    ];
+    let shown_words = |view: &mailsync::store::ActivityView| -> HashSet<String> {
+        [&view.subject, &view.body]
+            .into_iter()
+            .flatten()
+            .flat_map(|text| text.split(|c: char| !c.is_alphanumeric()))
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let contacts = [
+        "alice@customer.com",
+        "alice@customer.org",
+        "bob@bigclient.io",
+        "jan@bookkeeper.nl",
+    ];
+    for viewer in &viewers {
+        let feed = world.store.feed(viewer, None, None).unwrap();
+        assert!(!feed.is_empty(), "{viewer:?}");
+        assert_eq!(
+            world.store.export(viewer, None).unwrap(),
+            feed,
+            "export shows {viewer:?} what feed does"
+        );
+        for contact in contacts {
+            assert_eq!(
+                world.store.export(viewer, Some(contact)).unwrap(),
+                world.store.feed(viewer, Some(contact), None).unwrap(),
+                "export --contact {contact} for {viewer:?}"
+            );
+        }
+        for word in words {
+            let expected: Vec<_> = feed
+                .iter()
+                .filter(|view| shown_words(view).contains(word))
+                .cloned()
+                .collect();
+            assert_eq!(
+                world.store.search(viewer, word, None).unwrap(),
+                expected,
+                "search {word:?} for {viewer:?}"
+            );
+        }
+    }
+    // The expectations are not empty by accident: each kind of word finds something for
+    // someone, and private words are in activities that viewers who may not read them see.
+    let search = |email: &str, setting: bool, word: &str| -> Vec<String> {
+        world
+            .store
+            .search(&world.viewer(email, setting), word, None)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.message_id.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        search("erin@abcorp.com", false, "price"),
+        ["<two-mailboxes@customer.com>"]
+    );
+    assert_eq!(
+        search("erin@abcorp.com", false, "invoice"),
+        ["<alice-4@customer.org>"]
+    );
+    assert_eq!(
+        search("dave@abcorp.com", false, "budget"),
+        ["<bob-2@bigclient.io>"]
+    );
+    assert_eq!(
+        search("ceo@abcorp.com", false, "payroll"),
+        ["<jan-3@bookkeeper.nl>"]
+    );
+    assert!(search("michelle@abcorp.com", false, "payroll").is_empty());
+    assert!(search("michelle@abcorp.com", false, "budget").is_empty());
+    assert_eq!(
+        search("michelle@abcorp.com", true, "budget"),
+        ["<bob-2@bigclient.io>"]
+    );
+    let michelle = world
+        .store
+        .feed(&world.viewer("michelle@abcorp.com", false), None, None)
+        .unwrap();
+    assert!(
+        michelle
+            .iter()
+            .any(|a| a.message_id.as_deref() == Some("<jan-3@bookkeeper.nl>") && a.body.is_none()),
+        "the admin sees that the private activity exists, not its words"
+    );
 }
 
 #[test]
