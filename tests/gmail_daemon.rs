@@ -330,7 +330,7 @@ fn a_revoked_user_is_isolated_while_the_others_sync() {
 }
 
 #[test]
-fn sighup_turns_a_user_off_and_a_bad_config_is_rejected() {
+fn sighup_turns_a_user_off_and_on_again_and_a_bad_config_is_rejected() {
     let mailboxes = tempfile::tempdir().unwrap();
     fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
     fill_mailbox(mailboxes.path(), DAVE, 3, 100);
@@ -383,6 +383,16 @@ fn sighup_turns_a_user_off_and_a_bad_config_is_rejected() {
         setup.decisions(DAVE),
         4,
         "nothing of dave's mailbox after sync was turned off"
+    );
+
+    // Regression: a user turned (back) on by a reload started a worker that read the old
+    // config, saw sync off, and stopped. Dave's mail from while he was off comes in now.
+    std::fs::write(&setup.config, &good).unwrap();
+    daemon.signal("HUP");
+    wait_until(
+        "dave synced again after his sync was turned back on",
+        WAIT,
+        || setup.decisions(DAVE) == 5 && setup.state_of(DAVE) == "ok",
     );
 
     daemon.signal("INT");

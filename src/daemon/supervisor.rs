@@ -373,10 +373,13 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                             .lock()
                             .unwrap_or_else(|poisoned| poisoned.into_inner())
                             .set_options(StoreOptions::from_config(&policy.config));
+                        // Workers read the policy from the channel as they start: it must
+                        // hold the new one before `reconcile` starts a user the reload turned
+                        // on (or added), or that worker sees the old config and stops.
+                        let _ = credentials_tx.send(credentials);
+                        let _ = policy_tx.send(policy.clone());
                         workers.reconcile(&policy);
                         apply_rules_to_stored(&workers.shared.store, &policy).await;
-                        let _ = credentials_tx.send(credentials);
-                        let _ = policy_tx.send(policy);
                     }
                     Ok(_) => tracing::error!("config reload rejected: [store] path cannot change while running; restart instead; keeping the old config"),
                     Err(error) => tracing::error!(error = %error, "config reload rejected; keeping the old config"),
