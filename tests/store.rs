@@ -801,3 +801,78 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
         "{changes:?}"
     );
 }
+
+/// Regressions: a contact added while a mailbox's first full sync was under way (past reading
+/// the contact addresses for its candidate search), or while a user's sync was off, was never
+/// backfilled for that mailbox. Every syncing mailbox now gets the task, and so does a paused
+/// one that has decided mail; a first sync, as it starts, drops the tasks it covers, so a new
+/// mailbox does not search for its contacts twice.
+#[test]
+fn backfill_tasks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_drops_its_own() {
+    let mut world = world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    // The world's own contacts are not what this is about.
+    world.store.drain_contact_events(&[], &[]).unwrap();
+    let carol = || NewContact {
+        emails: vec!["carol@newco.example".to_string()],
+        ..NewContact::default()
+    };
+    world.store.add_contact(&carol()).unwrap();
+    let users = |emails: &[&str]| -> Vec<String> { emails.iter().map(|e| e.to_string()).collect() };
+    // Michelle syncs but has decided nothing (her first sync is under way); Dave's sync is off
+    // after earlier decisions; Erin's is off and she has decided nothing.
+    let events = world
+        .store
+        .drain_contact_events(
+            &users(&["michelle@abcorp.com"]),
+            &users(&["dave@abcorp.com", "erin@abcorp.com"]),
+        )
+        .unwrap();
+    assert_eq!((events.addresses_added, events.backfill_tasks), (1, 2));
+    let tasks = |store: &SqliteStore, user: &str| store.backfill_tasks(user, 10).unwrap();
+    assert_eq!(
+        tasks(&world.store, "michelle@abcorp.com"),
+        ["carol@newco.example"]
+    );
+    assert_eq!(
+        tasks(&world.store, "dave@abcorp.com"),
+        ["carol@newco.example"],
+        "backfilled when dave's sync is back on"
+    );
+    assert!(
+        tasks(&world.store, "erin@abcorp.com").is_empty(),
+        "erin's first sync will see carol"
+    );
+
+    // A first sync starting now would see carol: its tasks go. Dave's stay, whatever his
+    // sync: his earlier decisions were made without carol.
+    assert_eq!(
+        world
+            .store
+            .forget_backfill_before_first_sync("erin@abcorp.com")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        world
+            .store
+            .forget_backfill_before_first_sync("michelle@abcorp.com")
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        world
+            .store
+            .forget_backfill_before_first_sync("dave@abcorp.com")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        tasks(&world.store, "dave@abcorp.com"),
+        ["carol@newco.example"]
+    );
+}

@@ -198,19 +198,22 @@ async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: 
 /// fill, never of the contacts table.
 const CONTACT_EVENTS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Turns contact changes into work: new addresses become backfill tasks for the mailboxes
-/// that have synced before (their workers pick them up at their next poll), and a changed
-/// never-sync switch re-applies the rules to stored activities at once.
+/// Turns contact changes into work: new addresses become backfill tasks for every mailbox
+/// (their workers pick them up at their next poll; a paused mailbox's when its sync is back
+/// on), and a changed never-sync switch re-applies the rules to stored activities at once.
 async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
-    let backfill_users: Vec<String> = policy
-        .config
-        .users
-        .iter()
-        .filter(|user| user.sync)
-        .map(|user| user.email.clone())
-        .collect();
+    let users_whose_sync_is = |sync: bool| -> Vec<String> {
+        policy
+            .config
+            .users
+            .iter()
+            .filter(|user| user.sync == sync)
+            .map(|user| user.email.clone())
+            .collect()
+    };
+    let (syncing, paused) = (users_whose_sync_is(true), users_whose_sync_is(false));
     let Some(events) = store_job(store, "read contact changes", move |store| {
-        store.drain_contact_events(&backfill_users)
+        store.drain_contact_events(&syncing, &paused)
     })
     .await
     else {

@@ -421,12 +421,24 @@ pub trait Store {
     fn candidate_addresses(&self) -> Result<Vec<String>, StoreError>;
 
     /// Turns the contact change events (written by triggers, whoever changed the contacts)
-    /// into backfill tasks for those of `backfill_users` that have decided mail before, and
-    /// removes them, in one transaction.
+    /// into backfill tasks, and removes them, in one transaction. Every mailbox in `syncing`
+    /// gets a task per new address, even one that has decided nothing yet (its first full sync
+    /// may have read the contact addresses already; [`Store::forget_backfill_before_first_sync`]
+    /// drops what that sync covers). A mailbox in `paused` (sync off) gets one only if it has
+    /// decided mail before, to backfill when its sync is back on: until then, nothing of it is
+    /// read.
     fn drain_contact_events(
         &mut self,
-        backfill_users: &[String],
+        syncing: &[String],
+        paused: &[String],
     ) -> Result<ContactEvents, StoreError>;
+
+    /// Called as a full sync starts: if `user_email`'s mailbox has decided nothing yet, its
+    /// backfill tasks are removed, because this first sync sees every contact that exists now
+    /// (a task exists only once its address is stored), so a new mailbox does not search for
+    /// its contacts twice. A mailbox with decisions keeps its tasks: they cover mail the
+    /// earlier decisions made without the contact. Returns how many were removed.
+    fn forget_backfill_before_first_sync(&mut self, user_email: &str) -> Result<u64, StoreError>;
 
     /// Up to `limit` addresses whose earlier mail `user_email`'s mailbox still has to backfill.
     fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError>;

@@ -397,7 +397,8 @@ impl Store for SqliteStore {
 
     fn drain_contact_events(
         &mut self,
-        backfill_users: &[String],
+        syncing: &[String],
+        paused: &[String],
     ) -> Result<ContactEvents, StoreError> {
         let transaction = self
             .connection
@@ -411,14 +412,17 @@ impl Store for SqliteStore {
                 .collect::<Result<_, _>>()?
         };
         {
-            // A mailbox that has decided nothing yet will see the contact in its first full
-            // sync; only mailboxes with earlier decisions need a backfill.
+            // A syncing mailbox may be in its first full sync, past reading the contact
+            // addresses: it gets the task, and a first sync that starts later drops it. A
+            // paused mailbox that has decided nothing will see the contact in its first sync.
             let mut has_decisions = transaction
                 .prepare_cached("SELECT 1 FROM decisions WHERE user_email = ?1 LIMIT 1")?;
-            let users: Vec<&String> = backfill_users
-                .iter()
-                .filter(|user| has_decisions.exists([user]).unwrap_or(true))
-                .collect();
+            let mut users: Vec<&String> = syncing.iter().collect();
+            for user in paused {
+                if has_decisions.exists([user])? {
+                    users.push(user);
+                }
+            }
             let mut insert = transaction.prepare_cached(
                 "INSERT OR IGNORE INTO backfill_tasks (user_email, email, created_at) VALUES (?1, ?2, ?3)",
             )?;
@@ -440,6 +444,14 @@ impl Store for SqliteStore {
         }
         transaction.commit()?;
         Ok(events)
+    }
+
+    fn forget_backfill_before_first_sync(&mut self, user_email: &str) -> Result<u64, StoreError> {
+        Ok(self.connection.execute(
+            "DELETE FROM backfill_tasks WHERE user_email = ?1
+               AND NOT EXISTS (SELECT 1 FROM decisions WHERE user_email = ?1)",
+            [user_email],
+        )? as u64)
     }
 
     fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError> {
