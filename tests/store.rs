@@ -876,3 +876,81 @@ fn backfill_tasks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_drops_
         ["carol@newco.example"]
     );
 }
+
+/// A CRM writes `contact_emails` itself, maybe as `Dan@Later.Example`: the store keeps it
+/// trimmed and lower-cased, so it matches mail, is backfilled, and its visibility applies.
+#[test]
+fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
+    let mut world = world();
+    world.store.drain_contact_events(&[], &[]).unwrap();
+    let crm = rusqlite::Connection::open(&world.path).unwrap();
+    crm.execute(
+        "INSERT INTO contacts (name, created_at) VALUES ('Dan', 0)",
+        [],
+    )
+    .unwrap();
+    let dan = crm.last_insert_rowid();
+    crm.execute(
+        "INSERT INTO contact_emails (email, contact_id) VALUES (' Dan@Later.Example', ?1)",
+        [dan],
+    )
+    .unwrap();
+    crm.execute(
+        "INSERT INTO contact_visible_to (contact_id, user_email) VALUES (?1, 'Dave@AbCorp.com')",
+        [dan],
+    )
+    .unwrap();
+    let listed = world
+        .store
+        .list_contacts()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == dan)
+        .unwrap();
+    assert_eq!(listed.emails, ["dan@later.example"]);
+    assert_eq!(listed.visible_to, ["dave@abcorp.com"]);
+    world
+        .store
+        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
+        .unwrap();
+    assert_eq!(
+        world.store.backfill_tasks("dave@abcorp.com", 10).unwrap(),
+        ["dan@later.example"]
+    );
+    let processed = world.replay("dave@abcorp.com", "dan", "From: dan@later.example\nTo: dave@abcorp.com\nSubject: Hello\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <dan@later.example>\n\nbody\n");
+    assert_eq!(processed.decision.reason.as_str(), "synced");
+    let shown = |email: &str| {
+        world
+            .store
+            .feed(&world.viewer(email, false), Some("DAN@later.example"), None)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(shown("dave@abcorp.com"), 1);
+    assert_eq!(shown("erin@abcorp.com"), 0, "dan is dave's contact only");
+    // An address the CRM changes in place is stored lower-cased too, and backfilled as new.
+    crm.execute(
+        "UPDATE contact_emails SET email = 'Daniel@Later.Example' WHERE contact_id = ?1",
+        [dan],
+    )
+    .unwrap();
+    world
+        .store
+        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
+        .unwrap();
+    assert!(
+        world
+            .store
+            .backfill_tasks("dave@abcorp.com", 10)
+            .unwrap()
+            .contains(&"daniel@later.example".to_string())
+    );
+    // One address, one contact, whatever its case.
+    assert!(
+        crm.execute(
+            "INSERT INTO contact_emails (email, contact_id) VALUES ('ALICE@customer.com', ?1)",
+            [dan],
+        )
+        .is_err()
+    );
+}

@@ -32,6 +32,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/009_retention.sql")),
     M::up(include_str!("migrations/010_access_log.sql")),
     M::up(include_str!("migrations/011_attachment_content.sql")),
+    M::up(include_str!(
+        "migrations/012_contact_addresses_lower_case.sql"
+    )),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
