@@ -954,3 +954,54 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
         .is_err()
     );
 }
+
+/// Purge takes the mailbox's pending backfill tasks with it (they name contact addresses for
+/// that mailbox), and keeps the access log: who read what stays on record.
+#[test]
+fn purge_removes_the_mailboxs_backfill_tasks_and_keeps_the_access_log() {
+    let mut world = read_path_world();
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec!["carol@newco.example".to_string()],
+            ..NewContact::default()
+        })
+        .unwrap();
+    let everyone = ["dave@abcorp.com".to_string(), "ceo@abcorp.com".to_string()];
+    world.store.drain_contact_events(&everyone, &[]).unwrap();
+    assert!(
+        !world
+            .store
+            .backfill_tasks("dave@abcorp.com", 10)
+            .unwrap()
+            .is_empty()
+    );
+    // The admin, allowed to, reads Dave's private mail: recorded.
+    world
+        .store
+        .feed(&world.viewer("michelle@abcorp.com", true), None, None)
+        .unwrap();
+    let log = world.store.access_log(None, None).unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.message_id.as_deref() == Some("<bob-2@bigclient.io>")),
+        "{log:?}"
+    );
+    world.store.purge_user("dave@abcorp.com").unwrap();
+    assert!(
+        world
+            .store
+            .backfill_tasks("dave@abcorp.com", 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !world
+            .store
+            .backfill_tasks("ceo@abcorp.com", 10)
+            .unwrap()
+            .is_empty(),
+        "only the purged mailbox's tasks go"
+    );
+    assert_eq!(world.store.access_log(None, None).unwrap(), log);
+}

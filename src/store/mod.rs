@@ -557,7 +557,8 @@ pub trait Store {
 
     /// Removes everything that came from `user_email`'s mailbox: activities it alone
     /// contributed, its sources on shared ones, its decisions, sync state, notification
-    /// history and refresh token, in one transaction.
+    /// history, refresh token and pending backfill tasks, in one transaction. The access log
+    /// is kept.
     fn purge_user(&mut self, user_email: &str) -> Result<Purged, StoreError>;
 
     /// The decision log of one user's mailbox, oldest first.

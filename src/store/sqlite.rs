@@ -722,7 +722,15 @@ impl Store for SqliteStore {
         let decisions_removed = transaction
             .execute("DELETE FROM decisions WHERE user_email = ?1", [user_email])?
             as u64;
-        for table in ["sync_state", "notifications", "oauth_tokens"] {
+        // A backfill task names a contact address for this mailbox: it goes with the mailbox.
+        // The access log stays, on purpose: who read what is the account's record, and holds
+        // no content.
+        for table in [
+            "sync_state",
+            "notifications",
+            "oauth_tokens",
+            "backfill_tasks",
+        ] {
             transaction.execute(
                 &format!("DELETE FROM {table} WHERE user_email = ?1"),
                 [user_email],
