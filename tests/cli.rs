@@ -704,7 +704,9 @@ fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() 
     );
     assert!(dry.contains("<invoice-10@mail.gmail.com> in michelle@abcorp.com's mailbox: becomes private [freelancer private]"), "{dry}");
     assert!(
-        dry.contains("dry run: 1 source(s) would be removed, 1 visibility change(s)"),
+        dry.contains(
+            "dry run: 1 source(s) would be removed (1 activities gone), 1 visibility change(s)"
+        ),
         "{dry}"
     );
     assert_eq!(
@@ -769,6 +771,87 @@ fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() 
         check.contains("7 rule(s), all valid")
             && check.contains("\"skip elsewhere\"  skip domain elsewhere.example"),
         "{check}"
+    );
+}
+
+/// A dry run says how many activities would disappear entirely, not only sources: a source
+/// removed from an activity another mailbox also saw leaves the activity; `--json` ends with
+/// the same counts as an object, and applying reports what the dry run predicted.
+#[test]
+fn rules_apply_dry_run_counts_the_activities_that_would_disappear() {
+    let playground = Playground::new();
+    playground.replay_demo(&["michelle", "dave"]);
+    // Dave's copy of reply-2 goes (Michelle's stays); quote-8, Michelle's only, goes whole.
+    std::fs::write(
+        playground.dir.path().join("rules/later.toml"),
+        "[[rule]]\nname = \"skip elsewhere\"\nmatch = { domain = \"elsewhere.example\" }\naction = \"skip\"\n\n\
+         [[rule]]\nname = \"dave: no customer.com\"\nmatch = { domain = \"customer.com\" }\naction = \"skip\"\nusers = [\"dave@abcorp.com\"]\n",
+    )
+    .unwrap();
+    let dry = playground.stdout(&["rules", "apply", "--dry-run"]);
+    assert!(
+        dry.contains(
+            "dry run: 2 source(s) would be removed (1 activities gone), 0 visibility change(s); nothing written"
+        ),
+        "{dry}"
+    );
+    let lines = json_lines(&playground.stdout(&["rules", "apply", "--dry-run", "--json"]));
+    let (counts, changes) = lines.split_last().expect("at least the counts line");
+    assert_eq!(
+        *counts,
+        serde_json::json!({
+            "dry_run": true,
+            "sources_removed": 2,
+            "activities_removed": 1,
+            "visibility_changed": 0
+        })
+    );
+    let mut removed: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| {
+            assert_eq!(c["change"], "remove");
+            (
+                c["message_id"].as_str().unwrap(),
+                c["user"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            ("<quote-8@customer.com>", "michelle@abcorp.com"),
+            ("<reply-2@abcorp.com>", "dave@abcorp.com")
+        ]
+    );
+    let applied = json_lines(&playground.stdout(&["rules", "apply", "--json"]));
+    assert_eq!(
+        applied.last().unwrap(),
+        &serde_json::json!({
+            "dry_run": false,
+            "sources_removed": 2,
+            "activities_removed": 1,
+            "visibility_changed": 0
+        }),
+        "applying does what the dry run said"
+    );
+    let shared = json_lines(&playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--json"]))
+        .into_iter()
+        .find(|a| a["message_id"] == "<reply-2@abcorp.com>")
+        .expect("reply-2 keeps michelle's source");
+    assert_eq!(
+        shared["sources"],
+        serde_json::json!(["michelle@abcorp.com"])
+    );
+    assert_eq!(
+        json_lines(&playground.stdout(&["rules", "apply", "--json"])),
+        [serde_json::json!({
+            "dry_run": false,
+            "sources_removed": 0,
+            "activities_removed": 0,
+            "visibility_changed": 0
+        })],
+        "nothing left to do: only the counts"
     );
 }
 

@@ -785,13 +785,16 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
     assert!(
         sync::retro::plan(&world.policy, &world.store)
             .unwrap()
+            .changes
             .is_empty()
     );
     world.policy = common::policy(
         &departed,
         "[[rule]]\nname = \"customer.org visible\"\nmatch = { domain = \"customer.org\" }\naction = \"visible\"\n",
     );
-    let changes = sync::retro::plan(&world.policy, &world.store).unwrap();
+    let changes = sync::retro::plan(&world.policy, &world.store)
+        .unwrap()
+        .changes;
     assert!(
         matches!(
             changes.as_slice(),

@@ -59,18 +59,15 @@ fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -
                 "no contact has the address `{email}`"
             )));
         };
-        let changes = crate::sync::retro::plan_with_never_sync(
+        let planned = crate::sync::retro::plan_with_never_sync(
             policy,
             &store,
             if no_sync { &contact.emails } else { &[] },
-        )?;
-        let removals = changes
-            .iter()
-            .filter(|change| matches!(change, crate::store::SourceChange::Remove { .. }))
-            .count();
+        )?
+        .counts;
         println!(
-            "dry run: marking contact {} never-sync would remove {removals} stored source(s); nothing written",
-            contact.id
+            "dry run: marking contact {} never-sync would remove {} stored source(s) ({} activities gone); nothing written",
+            contact.id, planned.sources_removed, planned.activities_removed
         );
         return Ok(ExitStatus::Success);
     }
