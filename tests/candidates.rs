@@ -326,3 +326,65 @@ fn a_new_contacts_earlier_mail_is_backfilled_once() {
         assert!(!log.contains(forbidden), "the log holds {forbidden:?}");
     }
 }
+
+/// Regression: a contact added while a user's sync was off was never backfilled for that
+/// mailbox: the incremental sync that resumes from the cursor never sees earlier mail. The
+/// paused mailbox now gets the backfill, run when its sync is back on.
+#[test]
+fn a_contact_added_while_sync_is_off_is_backfilled_when_it_is_back_on() {
+    const MESSAGES: usize = 28;
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill(mailboxes.path(), MESSAGES);
+    let sandbox = SandboxProcess::start(mailboxes.path(), QUOTA);
+    let setup = setup(&sandbox, true);
+    let carol_messages = (0..MESSAGES).filter(|i| i % 14 == 9).count() as i64;
+    let linked = || setup.count("activity_contacts", &format!("address = '{CAROL}'"));
+    let mut daemon = setup.start_daemon();
+    wait_until("the first sync", Duration::from_secs(60), || {
+        setup.decisions(MICHELLE) == MESSAGES as i64 && setup.state_of(MICHELLE) == "ok"
+    });
+    assert_eq!(
+        setup.count("backfill_tasks", "1"),
+        0,
+        "a first sync needs none"
+    );
+
+    let on = std::fs::read_to_string(&setup.config).unwrap();
+    let off = on.replace(
+        &format!("email = \"{MICHELLE}\"\nsync = true"),
+        &format!("email = \"{MICHELLE}\"\nsync = false"),
+    );
+    assert_ne!(off, on);
+    std::fs::write(&setup.config, &off).unwrap();
+    daemon.signal("HUP");
+    wait_until("michelle's sync off", Duration::from_secs(60), || {
+        setup.state_of(MICHELLE) == "disabled"
+    });
+    let add = setup.mailsync(&["contacts", "add", CAROL]);
+    assert!(add.status.success(), "{}", stderr(&add));
+    wait_until(
+        "a backfill queued for the paused mailbox",
+        Duration::from_secs(20),
+        || {
+            setup.count(
+                "backfill_tasks",
+                &format!("user_email = '{MICHELLE}' AND email = '{CAROL}'"),
+            ) == 1
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(linked(), 0, "nothing of a paused mailbox is read");
+
+    std::fs::write(&setup.config, &on).unwrap();
+    daemon.signal("HUP");
+    wait_until(
+        "carol's earlier mail backfilled once sync is back on",
+        Duration::from_secs(60),
+        || linked() == carol_messages,
+    );
+    wait_until("the task done", Duration::from_secs(10), || {
+        setup.count("backfill_tasks", "1") == 0
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+}

@@ -704,7 +704,9 @@ fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() 
     );
     assert!(dry.contains("<invoice-10@mail.gmail.com> in michelle@abcorp.com's mailbox: becomes private [freelancer private]"), "{dry}");
     assert!(
-        dry.contains("dry run: 1 source(s) would be removed, 1 visibility change(s)"),
+        dry.contains(
+            "dry run: 1 source(s) would be removed (1 activities gone), 1 visibility change(s)"
+        ),
         "{dry}"
     );
     assert_eq!(
@@ -772,6 +774,87 @@ fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() 
     );
 }
 
+/// A dry run says how many activities would disappear entirely, not only sources: a source
+/// removed from an activity another mailbox also saw leaves the activity; `--json` ends with
+/// the same counts as an object, and applying reports what the dry run predicted.
+#[test]
+fn rules_apply_dry_run_counts_the_activities_that_would_disappear() {
+    let playground = Playground::new();
+    playground.replay_demo(&["michelle", "dave"]);
+    // Dave's copy of reply-2 goes (Michelle's stays); quote-8, Michelle's only, goes whole.
+    std::fs::write(
+        playground.dir.path().join("rules/later.toml"),
+        "[[rule]]\nname = \"skip elsewhere\"\nmatch = { domain = \"elsewhere.example\" }\naction = \"skip\"\n\n\
+         [[rule]]\nname = \"dave: no customer.com\"\nmatch = { domain = \"customer.com\" }\naction = \"skip\"\nusers = [\"dave@abcorp.com\"]\n",
+    )
+    .unwrap();
+    let dry = playground.stdout(&["rules", "apply", "--dry-run"]);
+    assert!(
+        dry.contains(
+            "dry run: 2 source(s) would be removed (1 activities gone), 0 visibility change(s); nothing written"
+        ),
+        "{dry}"
+    );
+    let lines = json_lines(&playground.stdout(&["rules", "apply", "--dry-run", "--json"]));
+    let (counts, changes) = lines.split_last().expect("at least the counts line");
+    assert_eq!(
+        *counts,
+        serde_json::json!({
+            "dry_run": true,
+            "sources_removed": 2,
+            "activities_removed": 1,
+            "visibility_changed": 0
+        })
+    );
+    let mut removed: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| {
+            assert_eq!(c["change"], "remove");
+            (
+                c["message_id"].as_str().unwrap(),
+                c["user"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [
+            ("<quote-8@customer.com>", "michelle@abcorp.com"),
+            ("<reply-2@abcorp.com>", "dave@abcorp.com")
+        ]
+    );
+    let applied = json_lines(&playground.stdout(&["rules", "apply", "--json"]));
+    assert_eq!(
+        applied.last().unwrap(),
+        &serde_json::json!({
+            "dry_run": false,
+            "sources_removed": 2,
+            "activities_removed": 1,
+            "visibility_changed": 0
+        }),
+        "applying does what the dry run said"
+    );
+    let shared = json_lines(&playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--json"]))
+        .into_iter()
+        .find(|a| a["message_id"] == "<reply-2@abcorp.com>")
+        .expect("reply-2 keeps michelle's source");
+    assert_eq!(
+        shared["sources"],
+        serde_json::json!(["michelle@abcorp.com"])
+    );
+    assert_eq!(
+        json_lines(&playground.stdout(&["rules", "apply", "--json"])),
+        [serde_json::json!({
+            "dry_run": false,
+            "sources_removed": 0,
+            "activities_removed": 0,
+            "visibility_changed": 0
+        })],
+        "nothing left to do: only the counts"
+    );
+}
+
 #[test]
 fn export_and_search_follow_the_read_path() {
     let playground = Playground::new();
@@ -789,10 +872,9 @@ fn export_and_search_follow_the_read_path() {
             "private",
             "subject",
             "body",
-            "sources",
-            "attachments",
-            "content_erased_at"
-        ]
+            "sources"
+        ],
+        "the header the issue fixes; JSON carries attachments and content_erased_at"
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     let feed = json_lines(&playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--json"]));
@@ -815,6 +897,56 @@ fn export_and_search_follow_the_read_path() {
         "json",
     ]));
     assert_eq!(json, feed);
+
+    // --contact: exactly the contact's activities that feed --contact shows, for a viewer who
+    // may see the contact, and nothing for one who may not.
+    for (viewer, contact) in [
+        ("dave@abcorp.com", "bob@bigclient.io"),
+        ("michelle@abcorp.com", "alice.c@customer.com"),
+        ("ceo@abcorp.com", "bob@bigclient.io"),
+    ] {
+        let feed = json_lines(&playground.stdout(&[
+            "feed",
+            "--as",
+            viewer,
+            "--contact",
+            contact,
+            "--json",
+        ]));
+        let json = json_lines(&playground.stdout(&[
+            "export",
+            "--as",
+            viewer,
+            "--contact",
+            contact,
+            "--format",
+            "json",
+        ]));
+        assert_eq!(json, feed, "{viewer} {contact}");
+        let csv = playground.stdout(&[
+            "export",
+            "--as",
+            viewer,
+            "--contact",
+            contact,
+            "--format",
+            "csv",
+        ]);
+        let ids: Vec<String> = csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .map(|r| r.unwrap()[1].to_string())
+            .collect();
+        let feed_ids: Vec<String> = feed
+            .iter()
+            .map(|a| a["message_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, feed_ids, "{viewer} {contact}");
+        if viewer == "ceo@abcorp.com" {
+            assert!(ids.is_empty(), "bob is dave's contact only");
+        } else {
+            assert!(!ids.is_empty(), "{viewer} {contact}");
+        }
+    }
 
     let found = json_lines(&playground.stdout(&[
         "search",
@@ -1331,5 +1463,140 @@ fn contacts_csv_no_sync_column_sets_and_leaves_the_switch() {
         contacts
             .iter()
             .any(|c| c["name"] == "Quiet" && c["no_sync"] == true)
+    );
+}
+
+/// Regression: re-importing a contact from a CSV without a `visible_to` column (or with the
+/// field empty) made a restricted contact visible to everyone. Not saying leaves the list as
+/// it is; `*` says "every user" and is the one way to clear it.
+#[test]
+fn contacts_import_never_widens_visible_to_unless_told_with_a_star() {
+    let playground = Playground::new();
+    let visible_to = |address: &str| {
+        json_lines(&playground.stdout(&["contacts", "list", "--json"]))
+            .into_iter()
+            .find(|c| c["emails"].as_array().unwrap().iter().any(|e| e == address))
+            .map(|c| c["visible_to"].clone())
+            .unwrap_or_else(|| panic!("no contact has {address}"))
+    };
+    let import = |text: &str| {
+        let csv = playground.dir.path().join("update.csv");
+        std::fs::write(&csv, text).unwrap();
+        playground
+            .run(&["contacts", "import", csv.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let dave_only = serde_json::json!(["dave@abcorp.com"]);
+    assert_eq!(
+        visible_to("bob@bigclient.io"),
+        dave_only,
+        "from the demo CSV"
+    );
+
+    // No visible_to column, then an empty field: Bob stays Dave's; the name is updated.
+    assert!(
+        import("name,email\nBob B.,bob@bigclient.io\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("bob@bigclient.io"), dave_only);
+    assert!(
+        import("name,email,visible_to,no_sync\nBob,bob@bigclient.io,,\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("bob@bigclient.io"), dave_only);
+    // The read path agrees: the CEO is still not shown Bob on Dave's mail.
+    playground.replay_demo(&["dave"]);
+    let ceo = json_lines(&playground.stdout(&["feed", "--as", "ceo@abcorp.com", "--json"]));
+    assert!(
+        ceo.iter().all(|a| !a["contacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "bob@bigclient.io")),
+        "{ceo:?}"
+    );
+
+    // A new contact with an empty field is visible to everyone, as documented.
+    assert!(
+        import("name,email,visible_to\nNew,new@bigclient.io,\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("new@bigclient.io"), serde_json::json!([]));
+    // A list replaces the list; `*` clears it; `*` with users is refused by line.
+    assert!(
+        import("email,visible_to\nbob@bigclient.io,ceo@abcorp.com;m@abcorp.com\n")
+            .status
+            .success()
+    );
+    assert_eq!(
+        visible_to("bob@bigclient.io"),
+        serde_json::json!(["ceo@abcorp.com", "michelle@abcorp.com"])
+    );
+    assert!(
+        import("email,visible_to\nbob@bigclient.io,*\n")
+            .status
+            .success()
+    );
+    assert_eq!(visible_to("bob@bigclient.io"), serde_json::json!([]));
+    let mixed = import("email,visible_to\njan@bookkeeper.nl,*;dave@abcorp.com\n");
+    assert_eq!(mixed.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&mixed.stderr)
+            .contains("update.csv:2: visible_to: `*` (every user) cannot be combined with users"),
+        "{}",
+        String::from_utf8_lossy(&mixed.stderr)
+    );
+    assert_eq!(
+        visible_to("jan@bookkeeper.nl"),
+        serde_json::json!(["ceo@abcorp.com"])
+    );
+}
+
+/// Mail is written by strangers and exports are opened in spreadsheets: a CSV cell that would
+/// run as a formula is written as text (a leading `'`); the JSON export keeps it as it is.
+#[test]
+fn export_csv_cells_never_run_as_formulas() {
+    let playground = Playground::new();
+    let (source, _) = mailbox_of(
+        &playground,
+        &[(
+            "1.eml",
+            "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =HYPERLINK(\"http://evil.example\",\"open\")\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <formula@customer.com>\n\n@SUM(1+1)\n",
+        )],
+    );
+    playground.stdout(&[
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &source,
+    ]);
+    let csv = playground.stdout(&["export", "--as", "michelle@abcorp.com", "--format", "csv"]);
+    let row = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(|r| r.unwrap())
+        .find(|r| &r[1] == "<formula@customer.com>")
+        .expect("the message is exported");
+    assert_eq!(&row[6], "'=HYPERLINK(\"http://evil.example\",\"open\")");
+    assert_eq!(&row[7], "'@SUM(1+1)\n");
+    assert_eq!(&row[4], "alice@customer.com", "plain cells are untouched");
+    let json = json_lines(&playground.stdout(&[
+        "export",
+        "--as",
+        "michelle@abcorp.com",
+        "--format",
+        "json",
+    ]));
+    let activity = json
+        .iter()
+        .find(|a| a["message_id"] == "<formula@customer.com>")
+        .unwrap();
+    assert_eq!(
+        activity["subject"],
+        "=HYPERLINK(\"http://evil.example\",\"open\")"
     );
 }

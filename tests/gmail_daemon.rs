@@ -330,7 +330,7 @@ fn a_revoked_user_is_isolated_while_the_others_sync() {
 }
 
 #[test]
-fn sighup_turns_a_user_off_and_a_bad_config_is_rejected() {
+fn sighup_turns_a_user_off_and_on_again_and_a_bad_config_is_rejected() {
     let mailboxes = tempfile::tempdir().unwrap();
     fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
     fill_mailbox(mailboxes.path(), DAVE, 3, 100);
@@ -385,8 +385,97 @@ fn sighup_turns_a_user_off_and_a_bad_config_is_rejected() {
         "nothing of dave's mailbox after sync was turned off"
     );
 
+    // Regression: a user turned (back) on by a reload started a worker that read the old
+    // config, saw sync off, and stopped. Dave's mail from while he was off comes in now.
+    std::fs::write(&setup.config, &good).unwrap();
+    daemon.signal("HUP");
+    wait_until(
+        "dave synced again after his sync was turned back on",
+        WAIT,
+        || setup.decisions(DAVE) == 5 && setup.state_of(DAVE) == "ok",
+    );
+
     daemon.signal("INT");
     assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+}
+
+/// Retroactive rules in the running daemon: a skip rule added and reloaded (SIGHUP) removes
+/// the stored activities it matches, and a never-sync switch the CRM writes straight into the
+/// store (`UPDATE contacts SET no_sync = 1`, no signal, no CLI) removes that contact's within
+/// seconds.
+#[test]
+fn a_reloaded_skip_rule_and_a_crm_never_sync_switch_remove_stored_activities() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    // Three messages each from a stranger, Alice and Bob.
+    fill_mailbox(mailboxes.path(), MICHELLE, 9, 0);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "",
+    );
+    let rules = setup.dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(&setup.config, format!("{config}[rules]\ndir = \"rules\"\n")).unwrap();
+    let mut daemon = setup.start_daemon();
+    wait_until("the first sync", WAIT, || {
+        setup.decisions(MICHELLE) == 9 && setup.state_of(MICHELLE) == "ok"
+    });
+    let linked =
+        |address: &str| setup.count("activity_contacts", &format!("address = '{address}'"));
+    assert_eq!((linked(ALICE), linked(BOB)), (3, 3));
+
+    std::fs::write(
+        rules.join("later.toml"),
+        "[[rule]]\nname = \"no bigclient\"\nmatch = { domain = \"bigclient.io\" }\naction = \"skip\"\n",
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    wait_until(
+        "the reloaded skip rule applied to stored mail",
+        WAIT,
+        || linked(BOB) == 0,
+    );
+    assert_eq!(setup.count("activities", "1"), 3, "alice's stay");
+    assert_eq!(
+        setup.count("decisions", "reason = 'blocked_by_rule'"),
+        3,
+        "bob's decisions say why they went"
+    );
+
+    let crm = rusqlite::Connection::open(&setup.store).unwrap();
+    crm.busy_timeout(Duration::from_secs(10)).unwrap();
+    let switched = crm
+        .execute(
+            "UPDATE contacts SET no_sync = 1
+             WHERE id = (SELECT contact_id FROM contact_emails WHERE email = ?1)",
+            [ALICE],
+        )
+        .unwrap();
+    assert_eq!(switched, 1);
+    // The daemon reads contact changes every 5 seconds.
+    wait_until(
+        "the CRM's never-sync switch applied to stored mail",
+        Duration::from_secs(15),
+        || linked(ALICE) == 0,
+    );
+    assert_eq!(setup.count("activities", "1"), 0);
+    // And to new mail.
+    sandbox.deliver(
+        MICHELLE,
+        &message(50, ALICE, MICHELLE, "Secret subject later"),
+    );
+    wait_until("the new message decided", WAIT, || {
+        setup.decisions(MICHELLE) == 10
+    });
+    assert_eq!(setup.count("activities", "1"), 0);
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+    assert_log_is_clean(&daemon.log_text());
 }
 
 #[test]

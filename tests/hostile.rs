@@ -856,7 +856,7 @@ fn mailbox() -> Mailbox {
         .add_contact(&NewContact {
             name: Some("Alice".to_string()),
             emails: vec!["alice@customer.com".to_string()],
-            visible_to: Vec::new(),
+            visible_to: None,
             no_sync: None,
         })
         .expect("contact");

@@ -57,7 +57,7 @@ fn world_with(extra: &str) -> World {
         .add_contact(&NewContact {
             name: Some("Alice".to_string()),
             emails: vec!["alice@customer.com".to_string()],
-            visible_to: Vec::new(),
+            visible_to: None,
             no_sync: None,
         })
         .unwrap();

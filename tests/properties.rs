@@ -249,7 +249,7 @@ proptest! {
         let path = dir.path().join("crm.sqlite3");
         let mut store = SqliteStore::open(&path).unwrap();
         for contact in CONTACTS {
-            store.add_contact(&NewContact { name: None, emails: vec![contact.to_string()], visible_to: vec![], no_sync: None }).unwrap();
+            store.add_contact(&NewContact { name: None, emails: vec![contact.to_string()], visible_to: None, no_sync: None }).unwrap();
         }
         let policy = common::policy(CONFIG, &rules_text(&rules));
         let replay = |store: &mut SqliteStore| {

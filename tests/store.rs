@@ -66,7 +66,7 @@ fn world() -> World {
     let contact = |name: &str, emails: &[&str], visible_to: &[&str]| NewContact {
         name: Some(name.to_string()),
         emails: emails.iter().map(|e| e.to_string()).collect(),
-        visible_to: visible_to.iter().map(|e| e.to_string()).collect(),
+        visible_to: Some(visible_to.iter().map(|e| e.to_string()).collect()),
         no_sync: None,
     };
     store
@@ -233,10 +233,10 @@ fn a_disabled_user_leaves_no_trace() {
     assert_eq!(common::dump_store(&world.path), before);
 }
 
-/// The read path, viewer by viewer, on a store with restricted contacts, private mail and a
-/// message seen in two mailboxes.
-#[test]
-fn each_viewer_sees_exactly_what_the_spec_allows() {
+/// The read path's world: restricted contacts (Bob for Dave, Jan for the CEO), private mail
+/// (by a user's setting and by a rule), and a message seen in two mailboxes. Each body holds
+/// words of its own, for searches.
+fn read_path_world() -> World {
     let mut world = world();
     // 1: Alice and Bob, in Dave's (private) and Michelle's (visible) mailboxes.
     world.replay(
@@ -250,11 +250,19 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
         FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
     );
     // 2: Bob only, Dave's mailbox, private by Dave's setting.
-    world.replay("dave@abcorp.com", "2", "From: bob@bigclient.io\nTo: dave@abcorp.com\nSubject: Bob's private note\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-2@bigclient.io>\n\nbody\n");
+    world.replay("dave@abcorp.com", "2", "From: bob@bigclient.io\nTo: dave@abcorp.com\nSubject: Bob's private note\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-2@bigclient.io>\n\nfalcon budget figures\n");
     // 3: the bookkeeper, CEO's mailbox, private by rule.
-    world.replay("ceo@abcorp.com", "3", "From: jan@bookkeeper.nl\nTo: ceo@abcorp.com\nSubject: Salary statement\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <jan-3@bookkeeper.nl>\n\nbody\n");
+    world.replay("ceo@abcorp.com", "3", "From: jan@bookkeeper.nl\nTo: ceo@abcorp.com\nSubject: Salary statement\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <jan-3@bookkeeper.nl>\n\npayroll for september\n");
     // 4: Alice, CEO's mailbox, visible by the CEO's setting.
-    world.replay("ceo@abcorp.com", "4", "From: alice@customer.org\nTo: ceo@abcorp.com\nSubject: Thanks\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <alice-4@customer.org>\n\nbody\n");
+    world.replay("ceo@abcorp.com", "4", "From: alice@customer.org\nTo: ceo@abcorp.com\nSubject: Thanks\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <alice-4@customer.org>\n\nthe invoice is paid\n");
+    world
+}
+
+/// The read path, viewer by viewer, on a store with restricted contacts, private mail and a
+/// message seen in two mailboxes.
+#[test]
+fn each_viewer_sees_exactly_what_the_spec_allows() {
+    let world = read_path_world();
 
     let show = |viewer: Viewer| -> Vec<String> {
         world
@@ -330,6 +338,113 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
     assert!(jan.body.is_none());
 }
 
+/// The done-when of the privacy controls: for every viewer, `search` and `export` show
+/// exactly what `feed` shows — the same activities, with the same fields withheld — on the
+/// read path's world. A search for a word finds exactly the feed's activities whose content
+/// shown to that viewer holds the word, so words in withheld private content never match.
+#[test]
+fn search_and_export_show_each_viewer_exactly_what_the_feed_shows() {
+    let world = read_path_world();
+    let viewers = [
+        world.viewer("erin@abcorp.com", false),
+        world.viewer("erin@abcorp.com", true),
+        world.viewer("dave@abcorp.com", false),
+        world.viewer("ceo@abcorp.com", false),
+        world.viewer("michelle@abcorp.com", false),
+        world.viewer("michelle@abcorp.com", true),
+    ];
+    // Visible content (price: message 1, invoice: 4, renewal: 1's subject), private content
+    // only (budget: 2, payroll: 3, salary: 3's subject), and a word in no message.
+    let words = [
+        "price", "invoice", "renewal", "budget", "payroll", "salary", "nowhere",
+    ];
+    let shown_words = |view: &mailsync::store::ActivityView| -> HashSet<String> {
+        [&view.subject, &view.body]
+            .into_iter()
+            .flatten()
+            .flat_map(|text| text.split(|c: char| !c.is_alphanumeric()))
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let contacts = [
+        "alice@customer.com",
+        "alice@customer.org",
+        "bob@bigclient.io",
+        "jan@bookkeeper.nl",
+    ];
+    for viewer in &viewers {
+        let feed = world.store.feed(viewer, None, None).unwrap();
+        assert!(!feed.is_empty(), "{viewer:?}");
+        assert_eq!(
+            world.store.export(viewer, None).unwrap(),
+            feed,
+            "export shows {viewer:?} what feed does"
+        );
+        for contact in contacts {
+            assert_eq!(
+                world.store.export(viewer, Some(contact)).unwrap(),
+                world.store.feed(viewer, Some(contact), None).unwrap(),
+                "export --contact {contact} for {viewer:?}"
+            );
+        }
+        for word in words {
+            let expected: Vec<_> = feed
+                .iter()
+                .filter(|view| shown_words(view).contains(word))
+                .cloned()
+                .collect();
+            assert_eq!(
+                world.store.search(viewer, word, None).unwrap(),
+                expected,
+                "search {word:?} for {viewer:?}"
+            );
+        }
+    }
+    // The expectations are not empty by accident: each kind of word finds something for
+    // someone, and private words are in activities that viewers who may not read them see.
+    let search = |email: &str, setting: bool, word: &str| -> Vec<String> {
+        world
+            .store
+            .search(&world.viewer(email, setting), word, None)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.message_id.unwrap())
+            .collect()
+    };
+    assert_eq!(
+        search("erin@abcorp.com", false, "price"),
+        ["<two-mailboxes@customer.com>"]
+    );
+    assert_eq!(
+        search("erin@abcorp.com", false, "invoice"),
+        ["<alice-4@customer.org>"]
+    );
+    assert_eq!(
+        search("dave@abcorp.com", false, "budget"),
+        ["<bob-2@bigclient.io>"]
+    );
+    assert_eq!(
+        search("ceo@abcorp.com", false, "payroll"),
+        ["<jan-3@bookkeeper.nl>"]
+    );
+    assert!(search("michelle@abcorp.com", false, "payroll").is_empty());
+    assert!(search("michelle@abcorp.com", false, "budget").is_empty());
+    assert_eq!(
+        search("michelle@abcorp.com", true, "budget"),
+        ["<bob-2@bigclient.io>"]
+    );
+    let michelle = world
+        .store
+        .feed(&world.viewer("michelle@abcorp.com", false), None, None)
+        .unwrap();
+    assert!(
+        michelle
+            .iter()
+            .any(|a| a.message_id.as_deref() == Some("<jan-3@bookkeeper.nl>") && a.body.is_none()),
+        "the admin sees that the private activity exists, not its words"
+    );
+}
+
 #[test]
 fn contact_filter_uses_any_address_of_the_contact_and_respects_visibility() {
     let mut world = world();
@@ -381,7 +496,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
         .upsert_contact(&NewContact {
             name: Some("Alice C.".into()),
             emails: vec!["alice@customer.com".into(), "alice@customer.net".into()],
-            visible_to: vec![],
+            visible_to: None,
             no_sync: None,
         })
         .unwrap();
@@ -404,7 +519,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
     let conflict = world.store.upsert_contact(&NewContact {
         name: None,
         emails: vec!["alice@customer.com".into(), "bob@bigclient.io".into()],
-        visible_to: vec![],
+        visible_to: None,
         no_sync: None,
     });
     assert!(conflict.is_err());
@@ -414,7 +529,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
             .add_contact(&NewContact {
                 name: None,
                 emails: vec!["bob@bigclient.io".into()],
-                visible_to: vec![],
+                visible_to: None,
                 no_sync: None,
             })
             .is_err()
@@ -582,4 +697,314 @@ fn search_never_matches_words_in_content_withheld_from_the_viewer() {
         "query text is data"
     );
     assert_eq!(world.store.counts().unwrap().activities, 2);
+}
+
+/// Regression: a departed user's stored mail escaped retroactive rules, so a new skip rule or
+/// a contact marked never-sync left it in colleagues' feeds until someone purged it. Rules
+/// without a `users` scope and never-sync contacts reach it; what no rule decides keeps the
+/// visibility it was stored with (the user's `emails_visible` left with them).
+#[test]
+fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
+    let mut world = world();
+    // Erin's mail (private by her default setting), each with a party the rules below match.
+    world.replay("erin@abcorp.com", "1", "From: alice@customer.com\nTo: erin@abcorp.com\nCc: nurse@clinic.example\nSubject: Appointment\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <clinic-1@customer.com>\n\nbody\n");
+    world.replay("erin@abcorp.com", "2", "From: alice@customer.com\nTo: erin@abcorp.com\nCc: someone@scoped.example\nSubject: Scoped\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <scoped-2@customer.com>\n\nbody\n");
+    world.replay("erin@abcorp.com", "3", "From: bob@bigclient.io\nTo: erin@abcorp.com\nSubject: Bob\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-3@bigclient.io>\n\nbody\n");
+    world.replay("erin@abcorp.com", "4", "From: alice@customer.org\nTo: erin@abcorp.com\nSubject: Kept\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <kept-4@customer.org>\n\nbody\n");
+    let michelle = world.viewer("michelle@abcorp.com", false);
+    assert_eq!(world.store.feed(&michelle, None, None).unwrap().len(), 4);
+
+    // Erin leaves the config (not purged yet); an unscoped skip rule and one scoped to Dave
+    // are added, and Bob is marked never-sync.
+    let departed = CONFIG.replace("[[users]]\nemail = \"erin@abcorp.com\"\nsync = true\n", "");
+    assert_ne!(departed, CONFIG);
+    world.policy = common::policy(
+        &departed,
+        &format!(
+            "{RULES}\n[[rule]]\nname = \"no clinics\"\nmatch = {{ domain = \"clinic.example\" }}\naction = \"skip\"\n\n\
+             [[rule]]\nname = \"dave: no scoped\"\nmatch = {{ domain = \"scoped.example\" }}\naction = \"skip\"\nusers = [\"dave@abcorp.com\"]\n"
+        ),
+    );
+    world
+        .store
+        .set_contact_no_sync("bob@bigclient.io", true)
+        .unwrap();
+
+    let applied = sync::retro::apply(&world.policy, &mut world.store, false).unwrap();
+    let mut removed: Vec<(String, Vec<String>)> = applied
+        .changes
+        .iter()
+        .map(|change| match change {
+            mailsync::store::SourceChange::Remove { source, rules } => {
+                (source.message_id.clone().unwrap(), rules.clone())
+            }
+            other => panic!("only removals expected, got {other:?}"),
+        })
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![
+            (
+                "<bob-3@bigclient.io>".to_string(),
+                vec!["contact: never sync".to_string()]
+            ),
+            (
+                "<clinic-1@customer.com>".to_string(),
+                vec!["no clinics".to_string()]
+            ),
+        ],
+        "a rule scoped to another user does not reach erin's mail; private stays private"
+    );
+    assert_eq!(applied.applied.unwrap().activities_removed, 2);
+    let mut left: Vec<(String, bool)> = world
+        .store
+        .feed(&michelle, None, None)
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.message_id.unwrap(), a.private))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            ("<kept-4@customer.org>".to_string(), true),
+            ("<scoped-2@customer.com>".to_string(), true),
+        ]
+    );
+    // Erin's decision log says why, as for anyone's mailbox.
+    let log = world.store.decision_log("erin@abcorp.com", None).unwrap();
+    let blocked: Vec<&str> = log
+        .iter()
+        .filter(|d| d.reason == "blocked_by_rule")
+        .map(|d| d.source_id.as_str())
+        .collect();
+    assert_eq!(blocked, vec!["1", "3"]);
+    // Nothing more to do; an unscoped visible rule decides a departed user's visibility as
+    // it does anyone's.
+    assert!(
+        sync::retro::plan(&world.policy, &world.store)
+            .unwrap()
+            .changes
+            .is_empty()
+    );
+    world.policy = common::policy(
+        &departed,
+        "[[rule]]\nname = \"customer.org visible\"\nmatch = { domain = \"customer.org\" }\naction = \"visible\"\n",
+    );
+    let changes = sync::retro::plan(&world.policy, &world.store)
+        .unwrap()
+        .changes;
+    assert!(
+        matches!(
+            changes.as_slice(),
+            [mailsync::store::SourceChange::SetVisibility { source, visibility: mailsync::rules::Visibility::Visible, .. }]
+                if source.message_id.as_deref() == Some("<kept-4@customer.org>")
+        ),
+        "{changes:?}"
+    );
+}
+
+/// Regressions: a contact added while a mailbox's first full sync was under way (past reading
+/// the contact addresses for its candidate search), or while a user's sync was off, was never
+/// backfilled for that mailbox. Every syncing mailbox now gets the task, and so does a paused
+/// one that has decided mail; a first sync, as it starts, drops the tasks it covers, so a new
+/// mailbox does not search for its contacts twice.
+#[test]
+fn backfill_tasks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_drops_its_own() {
+    let mut world = world();
+    world.replay(
+        "dave@abcorp.com",
+        "1",
+        FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
+    );
+    // The world's own contacts are not what this is about.
+    world.store.drain_contact_events(&[], &[]).unwrap();
+    let carol = || NewContact {
+        emails: vec!["carol@newco.example".to_string()],
+        ..NewContact::default()
+    };
+    world.store.add_contact(&carol()).unwrap();
+    let users = |emails: &[&str]| -> Vec<String> { emails.iter().map(|e| e.to_string()).collect() };
+    // Michelle syncs but has decided nothing (her first sync is under way); Dave's sync is off
+    // after earlier decisions; Erin's is off and she has decided nothing.
+    let events = world
+        .store
+        .drain_contact_events(
+            &users(&["michelle@abcorp.com"]),
+            &users(&["dave@abcorp.com", "erin@abcorp.com"]),
+        )
+        .unwrap();
+    assert_eq!((events.addresses_added, events.backfill_tasks), (1, 2));
+    let tasks = |store: &SqliteStore, user: &str| store.backfill_tasks(user, 10).unwrap();
+    assert_eq!(
+        tasks(&world.store, "michelle@abcorp.com"),
+        ["carol@newco.example"]
+    );
+    assert_eq!(
+        tasks(&world.store, "dave@abcorp.com"),
+        ["carol@newco.example"],
+        "backfilled when dave's sync is back on"
+    );
+    assert!(
+        tasks(&world.store, "erin@abcorp.com").is_empty(),
+        "erin's first sync will see carol"
+    );
+
+    // A first sync starting now would see carol: its tasks go. Dave's stay, whatever his
+    // sync: his earlier decisions were made without carol.
+    assert_eq!(
+        world
+            .store
+            .forget_backfill_before_first_sync("erin@abcorp.com")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        world
+            .store
+            .forget_backfill_before_first_sync("michelle@abcorp.com")
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        world
+            .store
+            .forget_backfill_before_first_sync("dave@abcorp.com")
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        tasks(&world.store, "dave@abcorp.com"),
+        ["carol@newco.example"]
+    );
+}
+
+/// A CRM writes `contact_emails` itself, maybe as `Dan@Later.Example`: the store keeps it
+/// trimmed and lower-cased, so it matches mail, is backfilled, and its visibility applies.
+#[test]
+fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
+    let mut world = world();
+    world.store.drain_contact_events(&[], &[]).unwrap();
+    let crm = rusqlite::Connection::open(&world.path).unwrap();
+    crm.execute(
+        "INSERT INTO contacts (name, created_at) VALUES ('Dan', 0)",
+        [],
+    )
+    .unwrap();
+    let dan = crm.last_insert_rowid();
+    crm.execute(
+        "INSERT INTO contact_emails (email, contact_id) VALUES (' Dan@Later.Example', ?1)",
+        [dan],
+    )
+    .unwrap();
+    crm.execute(
+        "INSERT INTO contact_visible_to (contact_id, user_email) VALUES (?1, 'Dave@AbCorp.com')",
+        [dan],
+    )
+    .unwrap();
+    let listed = world
+        .store
+        .list_contacts()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == dan)
+        .unwrap();
+    assert_eq!(listed.emails, ["dan@later.example"]);
+    assert_eq!(listed.visible_to, ["dave@abcorp.com"]);
+    world
+        .store
+        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
+        .unwrap();
+    assert_eq!(
+        world.store.backfill_tasks("dave@abcorp.com", 10).unwrap(),
+        ["dan@later.example"]
+    );
+    let processed = world.replay("dave@abcorp.com", "dan", "From: dan@later.example\nTo: dave@abcorp.com\nSubject: Hello\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <dan@later.example>\n\nbody\n");
+    assert_eq!(processed.decision.reason.as_str(), "synced");
+    let shown = |email: &str| {
+        world
+            .store
+            .feed(&world.viewer(email, false), Some("DAN@later.example"), None)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(shown("dave@abcorp.com"), 1);
+    assert_eq!(shown("erin@abcorp.com"), 0, "dan is dave's contact only");
+    // An address the CRM changes in place is stored lower-cased too, and backfilled as new.
+    crm.execute(
+        "UPDATE contact_emails SET email = 'Daniel@Later.Example' WHERE contact_id = ?1",
+        [dan],
+    )
+    .unwrap();
+    world
+        .store
+        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
+        .unwrap();
+    assert!(
+        world
+            .store
+            .backfill_tasks("dave@abcorp.com", 10)
+            .unwrap()
+            .contains(&"daniel@later.example".to_string())
+    );
+    // One address, one contact, whatever its case.
+    assert!(
+        crm.execute(
+            "INSERT INTO contact_emails (email, contact_id) VALUES ('ALICE@customer.com', ?1)",
+            [dan],
+        )
+        .is_err()
+    );
+}
+
+/// Purge takes the mailbox's pending backfill tasks with it (they name contact addresses for
+/// that mailbox), and keeps the access log: who read what stays on record.
+#[test]
+fn purge_removes_the_mailboxs_backfill_tasks_and_keeps_the_access_log() {
+    let mut world = read_path_world();
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec!["carol@newco.example".to_string()],
+            ..NewContact::default()
+        })
+        .unwrap();
+    let everyone = ["dave@abcorp.com".to_string(), "ceo@abcorp.com".to_string()];
+    world.store.drain_contact_events(&everyone, &[]).unwrap();
+    assert!(
+        !world
+            .store
+            .backfill_tasks("dave@abcorp.com", 10)
+            .unwrap()
+            .is_empty()
+    );
+    // The admin, allowed to, reads Dave's private mail: recorded.
+    world
+        .store
+        .feed(&world.viewer("michelle@abcorp.com", true), None, None)
+        .unwrap();
+    let log = world.store.access_log(None, None).unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.message_id.as_deref() == Some("<bob-2@bigclient.io>")),
+        "{log:?}"
+    );
+    world.store.purge_user("dave@abcorp.com").unwrap();
+    assert!(
+        world
+            .store
+            .backfill_tasks("dave@abcorp.com", 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !world
+            .store
+            .backfill_tasks("ceo@abcorp.com", 10)
+            .unwrap()
+            .is_empty(),
+        "only the purged mailbox's tasks go"
+    );
+    assert_eq!(world.store.access_log(None, None).unwrap(), log);
 }

@@ -59,18 +59,15 @@ fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -
                 "no contact has the address `{email}`"
             )));
         };
-        let changes = crate::sync::retro::plan_with_never_sync(
+        let planned = crate::sync::retro::plan_with_never_sync(
             policy,
             &store,
             if no_sync { &contact.emails } else { &[] },
-        )?;
-        let removals = changes
-            .iter()
-            .filter(|change| matches!(change, crate::store::SourceChange::Remove { .. }))
-            .count();
+        )?
+        .counts;
         println!(
-            "dry run: marking contact {} never-sync would remove {removals} stored source(s); nothing written",
-            contact.id
+            "dry run: marking contact {} never-sync would remove {} stored source(s) ({} activities gone); nothing written",
+            contact.id, planned.sources_removed, planned.activities_removed
         );
         return Ok(ExitStatus::Success);
     }
@@ -112,7 +109,12 @@ fn split_list(field: &str) -> impl Iterator<Item = &str> {
         .filter(|part| !part.is_empty())
 }
 
-/// Checks addresses and resolves `visible_to` entries to users' primary emails.
+/// The `visible_to` value that means every user: an empty field means "not given" (an
+/// existing contact keeps its list), so clearing a list needs a word of its own.
+const EVERY_USER: &str = "*";
+
+/// Checks addresses and resolves `visible_to` entries to users' primary emails. No entries
+/// leave the list unset (`None`); [`EVERY_USER`] alone sets it to everyone.
 fn build_contact(
     policy: &Policy,
     name: Option<String>,
@@ -141,15 +143,28 @@ fn build_contact(
     if contact.emails.is_empty() {
         return Err("a contact needs at least one email".to_string());
     }
-    for user in visible_to {
-        let known = policy
-            .config
-            .user_by_address(user)
-            .ok_or_else(|| format!("visible_to: `{user}` is not a user in the config"))?;
-        if !contact.visible_to.contains(&known.email) {
-            contact.visible_to.push(known.email.clone());
+    contact.visible_to = match visible_to {
+        [] => None,
+        [every] if *every == EVERY_USER => Some(Vec::new()),
+        users if users.contains(&EVERY_USER) => {
+            return Err(format!(
+                "visible_to: `{EVERY_USER}` (every user) cannot be combined with users"
+            ));
         }
-    }
+        users => {
+            let mut resolved: Vec<String> = Vec::new();
+            for user in users {
+                let known = policy
+                    .config
+                    .user_by_address(user)
+                    .ok_or_else(|| format!("visible_to: `{user}` is not a user in the config"))?;
+                if !resolved.contains(&known.email) {
+                    resolved.push(known.email.clone());
+                }
+            }
+            Some(resolved)
+        }
+    };
     Ok(contact)
 }
 

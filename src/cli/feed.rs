@@ -77,8 +77,9 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
     Ok(ExitStatus::Success)
 }
 
-/// The CSV header of `export --format csv`.
-pub const CSV_HEADER: [&str; 11] = [
+/// The CSV header of `export --format csv`, as the issue fixes it. The JSON form carries
+/// everything else (attachments, content_erased_at).
+pub const CSV_HEADER: [&str; 9] = [
     "activity_id",
     "message_id",
     "date",
@@ -88,9 +89,19 @@ pub const CSV_HEADER: [&str; 11] = [
     "subject",
     "body",
     "sources",
-    "attachments",
-    "content_erased_at",
 ];
+
+/// A CSV cell that a spreadsheet will not run as a formula: subjects and bodies come from
+/// whoever sent the mail, and `=HYPERLINK(...)` in a subject must stay text when someone
+/// opens the export. A cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets a
+/// leading `'` (OWASP's advice), which spreadsheets show as text and hide.
+fn csv_cell(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
 
 pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
     let viewer = viewer(policy, &args.viewer)?;
@@ -104,34 +115,54 @@ pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
                 .context("cannot write the export")?;
             for activity in &activities {
                 // Withheld fields are empty, exactly like null in the JSON form.
+                let record: [String; CSV_HEADER.len()] = [
+                    activity.activity_id.to_string(),
+                    activity.message_id.clone().unwrap_or_default(),
+                    activity.date.clone().unwrap_or_default(),
+                    activity.direction.clone(),
+                    activity.contacts.join(";"),
+                    activity.private.to_string(),
+                    activity.subject.clone().unwrap_or_default(),
+                    activity.body.clone().unwrap_or_default(),
+                    activity.sources.join(";"),
+                ];
                 writer
-                    .write_record([
-                        activity.activity_id.to_string(),
-                        activity.message_id.clone().unwrap_or_default(),
-                        activity.date.clone().unwrap_or_default(),
-                        activity.direction.clone(),
-                        activity.contacts.join(";"),
-                        activity.private.to_string(),
-                        activity.subject.clone().unwrap_or_default(),
-                        activity.body.clone().unwrap_or_default(),
-                        activity.sources.join(";"),
-                        // The attachments' metadata as a JSON array (names may hold any
-                        // character); empty when withheld, like subject and body.
-                        activity
-                            .attachments
-                            .as_ref()
-                            .map(|attachments| {
-                                serde_json::to_string(attachments)
-                                    .expect("attachment metadata always serializes")
-                            })
-                            .unwrap_or_default(),
-                        activity.content_erased_at.clone().unwrap_or_default(),
-                    ])
+                    .write_record(record.map(csv_cell))
                     .context("cannot write the export")?;
             }
             writer.flush()?;
             tracing::info!(viewer = %viewer.email, activities = activities.len(), "exported");
             Ok(ExitStatus::Success)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_get_a_leading_quote() {
+        for formula in [
+            "=1+1",
+            "+1",
+            "-2",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+            "=HYPERLINK(\"x\")",
+        ] {
+            assert_eq!(csv_cell(formula.to_string()), format!("'{formula}"));
+        }
+        for text in [
+            "",
+            "Renewal terms",
+            "<a@b>",
+            "2024-09-02T09:15:00Z",
+            "a=b",
+            "'quoted",
+        ] {
+            assert_eq!(csv_cell(text.to_string()), text);
         }
     }
 }

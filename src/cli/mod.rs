@@ -159,9 +159,10 @@ pub enum Command {
     },
 
     /// Export the activities a user may see, one row each, withheld fields empty (CSV header:
-    /// activity_id,message_id,date,direction,contacts,private,subject,body,sources,
-    /// attachments,content_erased_at). An export that includes private content is recorded in
-    /// the access log.
+    /// activity_id,message_id,date,direction,contacts,private,subject,body,sources; a cell
+    /// starting with =, +, -, @, tab or CR gets a leading ' so spreadsheets do not run it).
+    /// JSON holds the `feed --json` objects, attachments included. An export that includes
+    /// private content is recorded in the access log.
     Export(ExportArgs),
 
     /// Retention: erase subjects, bodies and attachment content of activities older than
@@ -321,11 +322,13 @@ impl Command {
 pub enum ContactsCommand {
     /// Import contacts from a CSV file with the header `name,email,visible_to[,no_sync]`.
     ///
-    /// Several emails (or visible_to users) in one field are separated by `;`. An empty
-    /// visible_to means every user may see the contact. `no_sync` is `true`/`false` (or
-    /// `yes`/`no`, `1`/`0`; empty leaves it as it is): true never syncs the contact's mail and
-    /// removes what is stored. A row whose addresses belong to an existing contact updates it.
-    /// Bad rows are reported with their line; the others are imported.
+    /// Several emails (or visible_to users) in one field are separated by `;`. A row whose
+    /// addresses belong to an existing contact updates it; an empty field (or a missing
+    /// column) leaves that contact's setting as it is. visible_to lists the users who may see
+    /// the contact: empty means every user for a new contact, `*` means every user (and
+    /// clears an existing list). `no_sync` is `true`/`false` (or `yes`/`no`, `1`/`0`): true
+    /// never syncs the contact's mail and removes what is stored. Bad rows are reported with
+    /// their line; the others are imported.
     Import {
         /// The CSV file.
         file: PathBuf,

@@ -49,16 +49,20 @@ fn line(change: &SourceChange) -> ChangeLine<'_> {
     }
 }
 
+/// The counts line of `rules apply --json`, after the change lines: what was (or, in a dry
+/// run, would be) done, in the names `retention apply --json` uses for its counts.
+#[derive(Debug, serde::Serialize)]
+struct CountsLine {
+    dry_run: bool,
+    sources_removed: u64,
+    activities_removed: u64,
+    visibility_changed: u64,
+}
+
 pub fn apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
     let mut store = open_store(policy)?;
     let result = retro::apply(policy, &mut store, dry_run)?;
     let mut out = std::io::stdout().lock();
-    let removals = result
-        .changes
-        .iter()
-        .filter(|c| matches!(c, SourceChange::Remove { .. }))
-        .count();
-    let visibility = result.changes.len() - removals;
     for change in &result.changes {
         let line = line(change);
         if json {
@@ -78,26 +82,39 @@ pub fn apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
             )?;
         }
     }
-    if !json {
-        match result.applied {
-            Some(applied) => writeln!(
-                out,
-                "applied: {} source(s) removed ({} activities gone), {} visibility change(s)",
-                applied.sources_removed, applied.activities_removed, applied.visibility_changed
-            )?,
-            None if dry_run => writeln!(
-                out,
-                "dry run: {removals} source(s) would be removed, {visibility} visibility change(s); nothing written"
-            )?,
-            None => writeln!(
-                out,
-                "nothing to change: the stored activities agree with the rules"
-            )?,
-        }
+    let counts = result.applied.unwrap_or(result.planned);
+    if json {
+        json_line(
+            &mut out,
+            &CountsLine {
+                dry_run,
+                sources_removed: counts.sources_removed,
+                activities_removed: counts.activities_removed,
+                visibility_changed: counts.visibility_changed,
+            },
+        )?;
+    } else if result.changes.is_empty() {
+        writeln!(
+            out,
+            "nothing to change: the stored activities agree with the rules"
+        )?;
+    } else if dry_run {
+        writeln!(
+            out,
+            "dry run: {} source(s) would be removed ({} activities gone), {} visibility change(s); nothing written",
+            counts.sources_removed, counts.activities_removed, counts.visibility_changed
+        )?;
+    } else {
+        writeln!(
+            out,
+            "applied: {} source(s) removed ({} activities gone), {} visibility change(s)",
+            counts.sources_removed, counts.activities_removed, counts.visibility_changed
+        )?;
     }
     tracing::info!(
-        removals,
-        visibility_changes = visibility,
+        sources_removed = counts.sources_removed,
+        activities_removed = counts.activities_removed,
+        visibility_changed = counts.visibility_changed,
         dry_run,
         "rules applied to stored activities"
     );

@@ -198,19 +198,22 @@ async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: 
 /// fill, never of the contacts table.
 const CONTACT_EVENTS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Turns contact changes into work: new addresses become backfill tasks for the mailboxes
-/// that have synced before (their workers pick them up at their next poll), and a changed
-/// never-sync switch re-applies the rules to stored activities at once.
+/// Turns contact changes into work: new addresses become backfill tasks for every mailbox
+/// (their workers pick them up at their next poll; a paused mailbox's when its sync is back
+/// on), and a changed never-sync switch re-applies the rules to stored activities at once.
 async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
-    let backfill_users: Vec<String> = policy
-        .config
-        .users
-        .iter()
-        .filter(|user| user.sync)
-        .map(|user| user.email.clone())
-        .collect();
+    let users_whose_sync_is = |sync: bool| -> Vec<String> {
+        policy
+            .config
+            .users
+            .iter()
+            .filter(|user| user.sync == sync)
+            .map(|user| user.email.clone())
+            .collect()
+    };
+    let (syncing, paused) = (users_whose_sync_is(true), users_whose_sync_is(false));
     let Some(events) = store_job(store, "read contact changes", move |store| {
-        store.drain_contact_events(&backfill_users)
+        store.drain_contact_events(&syncing, &paused)
     })
     .await
     else {
@@ -373,10 +376,13 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                             .lock()
                             .unwrap_or_else(|poisoned| poisoned.into_inner())
                             .set_options(StoreOptions::from_config(&policy.config));
+                        // Workers read the policy from the channel as they start: it must
+                        // hold the new one before `reconcile` starts a user the reload turned
+                        // on (or added), or that worker sees the old config and stops.
+                        let _ = credentials_tx.send(credentials);
+                        let _ = policy_tx.send(policy.clone());
                         workers.reconcile(&policy);
                         apply_rules_to_stored(&workers.shared.store, &policy).await;
-                        let _ = credentials_tx.send(credentials);
-                        let _ = policy_tx.send(policy);
                     }
                     Ok(_) => tracing::error!("config reload rejected: [store] path cannot change while running; restart instead; keeping the old config"),
                     Err(error) => tracing::error!(error = %error, "config reload rejected; keeping the old config"),
@@ -444,7 +450,7 @@ mod tests {
             .add_contact(&NewContact {
                 name: None,
                 emails: vec!["alice@customer.com".to_string()],
-                visible_to: Vec::new(),
+                visible_to: None,
                 no_sync: None,
             })
             .expect("contact");

@@ -16,6 +16,6 @@ pub use decide::{
     Verdict, Visibility, decide, decide_before_fetch, decide_by_search, excluded_label, parties_of,
 };
 pub use recheck::{
-    PartyFingerprint, Recheck, StoredParties, address_hash, party_fingerprints, recheck,
+    Mailbox, PartyFingerprint, Recheck, StoredParties, address_hash, party_fingerprints, recheck,
 };
 pub use ruleset::{Action, Matcher, MessageFacts, NO_SYNC_RULE_NAME, PartyPattern, Rule, RuleSet};

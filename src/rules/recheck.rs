@@ -63,6 +63,36 @@ pub struct StoredParties<'a> {
     pub facts: &'a MessageFacts,
 }
 
+/// Whose mailbox a stored source came from, as far as deciding it again needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Mailbox<'a> {
+    /// A user in the config: rules in scope for them, and their `emails_visible`, apply.
+    User(&'a User),
+    /// A user who has left the config (their mail stays until `purge`). Rules without a
+    /// `users` scope apply as to anyone's mailbox, since colleagues may still see the mail; a
+    /// scoped rule cannot name a user who is not configured. Where no rule decides visibility
+    /// the stored one stands: the user's `emails_visible` left with them.
+    Departed { stored_visibility: Visibility },
+}
+
+impl Mailbox<'_> {
+    fn has_in_scope(&self, rule: &Rule) -> bool {
+        match self {
+            Mailbox::User(user) => rule.in_scope_for(&user.email),
+            Mailbox::Departed { .. } => rule.users.is_none(),
+        }
+    }
+
+    /// Visibility when no private or visible rule matches.
+    fn default_visibility(&self) -> Visibility {
+        match self {
+            Mailbox::User(user) if user.emails_visible => Visibility::Visible,
+            Mailbox::User(_) => Visibility::Private,
+            Mailbox::Departed { stored_visibility } => *stored_visibility,
+        }
+    }
+}
+
 /// The outcome for one stored source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recheck {
@@ -75,11 +105,15 @@ pub enum Recheck {
     },
 }
 
-/// Decides a stored source of `user`'s mailbox again. `never_sync_hashes` are the address
-/// hashes of contacts marked never-sync, which block like a skip rule.
+/// Decides a stored source of `mailbox` again. `never_sync_hashes` are the address hashes of
+/// contacts marked never-sync, which block like a skip rule.
+///
+/// The parties are those computed when the source was stored, minus the addresses the
+/// mailbox's user had then; that holds for a departed user too, so nothing here needs their
+/// addresses, and a departed user's mail is blocked by a party exactly as anyone's is.
 pub fn recheck(
     policy: &Policy,
-    user: &User,
+    mailbox: Mailbox<'_>,
     stored: StoredParties<'_>,
     never_sync_hashes: &HashSet<String>,
 ) -> Recheck {
@@ -92,7 +126,7 @@ pub fn recheck(
         .rules
         .rules
         .iter()
-        .filter(|rule| rule.in_scope_for(&user.email))
+        .filter(|rule| mailbox.has_in_scope(rule))
         .collect();
     let names = |rules: Vec<&Rule>| -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
@@ -147,11 +181,10 @@ pub fn recheck(
     } else if visibility_rules
         .iter()
         .any(|rule| rule.action == Action::Visible)
-        || user.emails_visible
     {
         Visibility::Visible
     } else {
-        Visibility::Private
+        mailbox.default_visibility()
     };
     Recheck::Keep {
         visibility,

@@ -77,8 +77,10 @@ pub struct NewContact {
     pub name: Option<String>,
     /// Lower-cased addresses; at least one.
     pub emails: Vec<String>,
-    /// Primary emails of the users allowed to see it; empty = everyone.
-    pub visible_to: Vec<String>,
+    /// Primary emails of the users allowed to see it; empty = everyone. `None` leaves an
+    /// existing contact's list as it is (a new contact is then visible to everyone): an
+    /// import that does not mention it must never widen who sees a contact.
+    pub visible_to: Option<Vec<String>>,
     /// Never sync this contact's mail; `None` leaves an existing contact's setting as it is.
     pub no_sync: Option<bool>,
 }
@@ -391,8 +393,9 @@ pub struct Counts {
 
 /// The operations mailsync needs from a CRM store.
 pub trait Store {
-    /// Creates a contact, or updates the one that already owns any of its addresses (name and
-    /// `visible_to` replaced, addresses added). Addresses of two different contacts conflict.
+    /// Creates a contact, or updates the one that already owns any of its addresses (name,
+    /// `visible_to` and `no_sync` replaced where given, addresses added). Addresses of two
+    /// different contacts conflict.
     fn upsert_contact(&mut self, contact: &NewContact) -> Result<ContactChange, StoreError>;
 
     /// Creates a contact; fails if any of its addresses already belongs to one.
@@ -419,12 +422,24 @@ pub trait Store {
     fn candidate_addresses(&self) -> Result<Vec<String>, StoreError>;
 
     /// Turns the contact change events (written by triggers, whoever changed the contacts)
-    /// into backfill tasks for those of `backfill_users` that have decided mail before, and
-    /// removes them, in one transaction.
+    /// into backfill tasks, and removes them, in one transaction. Every mailbox in `syncing`
+    /// gets a task per new address, even one that has decided nothing yet (its first full sync
+    /// may have read the contact addresses already; [`Store::forget_backfill_before_first_sync`]
+    /// drops what that sync covers). A mailbox in `paused` (sync off) gets one only if it has
+    /// decided mail before, to backfill when its sync is back on: until then, nothing of it is
+    /// read.
     fn drain_contact_events(
         &mut self,
-        backfill_users: &[String],
+        syncing: &[String],
+        paused: &[String],
     ) -> Result<ContactEvents, StoreError>;
+
+    /// Called as a full sync starts: if `user_email`'s mailbox has decided nothing yet, its
+    /// backfill tasks are removed, because this first sync sees every contact that exists now
+    /// (a task exists only once its address is stored), so a new mailbox does not search for
+    /// its contacts twice. A mailbox with decisions keeps its tasks: they cover mail the
+    /// earlier decisions made without the contact. Returns how many were removed.
+    fn forget_backfill_before_first_sync(&mut self, user_email: &str) -> Result<u64, StoreError>;
 
     /// Up to `limit` addresses whose earlier mail `user_email`'s mailbox still has to backfill.
     fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError>;
@@ -543,7 +558,8 @@ pub trait Store {
 
     /// Removes everything that came from `user_email`'s mailbox: activities it alone
     /// contributed, its sources on shared ones, its decisions, sync state, notification
-    /// history and refresh token, in one transaction.
+    /// history, refresh token and pending backfill tasks, in one transaction. The access log
+    /// is kept.
     fn purge_user(&mut self, user_email: &str) -> Result<Purged, StoreError>;
 
     /// The decision log of one user's mailbox, oldest first.

@@ -32,6 +32,9 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/009_retention.sql")),
     M::up(include_str!("migrations/010_access_log.sql")),
     M::up(include_str!("migrations/011_attachment_content.sql")),
+    M::up(include_str!(
+        "migrations/012_contact_addresses_lower_case.sql"
+    )),
 ];
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
@@ -225,12 +228,14 @@ fn write_contact_details(
             params![no_sync, id],
         )?;
     }
-    connection.execute("DELETE FROM contact_visible_to WHERE contact_id = ?1", [id])?;
-    for user in &contact.visible_to {
-        connection.execute(
-            "INSERT OR IGNORE INTO contact_visible_to (contact_id, user_email) VALUES (?1, ?2)",
-            params![id, user],
-        )?;
+    if let Some(visible_to) = &contact.visible_to {
+        connection.execute("DELETE FROM contact_visible_to WHERE contact_id = ?1", [id])?;
+        for user in visible_to {
+            connection.execute(
+                "INSERT OR IGNORE INTO contact_visible_to (contact_id, user_email) VALUES (?1, ?2)",
+                params![id, user],
+            )?;
+        }
     }
     Ok(())
 }
@@ -395,7 +400,8 @@ impl Store for SqliteStore {
 
     fn drain_contact_events(
         &mut self,
-        backfill_users: &[String],
+        syncing: &[String],
+        paused: &[String],
     ) -> Result<ContactEvents, StoreError> {
         let transaction = self
             .connection
@@ -409,14 +415,17 @@ impl Store for SqliteStore {
                 .collect::<Result<_, _>>()?
         };
         {
-            // A mailbox that has decided nothing yet will see the contact in its first full
-            // sync; only mailboxes with earlier decisions need a backfill.
+            // A syncing mailbox may be in its first full sync, past reading the contact
+            // addresses: it gets the task, and a first sync that starts later drops it. A
+            // paused mailbox that has decided nothing will see the contact in its first sync.
             let mut has_decisions = transaction
                 .prepare_cached("SELECT 1 FROM decisions WHERE user_email = ?1 LIMIT 1")?;
-            let users: Vec<&String> = backfill_users
-                .iter()
-                .filter(|user| has_decisions.exists([user]).unwrap_or(true))
-                .collect();
+            let mut users: Vec<&String> = syncing.iter().collect();
+            for user in paused {
+                if has_decisions.exists([user])? {
+                    users.push(user);
+                }
+            }
             let mut insert = transaction.prepare_cached(
                 "INSERT OR IGNORE INTO backfill_tasks (user_email, email, created_at) VALUES (?1, ?2, ?3)",
             )?;
@@ -438,6 +447,14 @@ impl Store for SqliteStore {
         }
         transaction.commit()?;
         Ok(events)
+    }
+
+    fn forget_backfill_before_first_sync(&mut self, user_email: &str) -> Result<u64, StoreError> {
+        Ok(self.connection.execute(
+            "DELETE FROM backfill_tasks WHERE user_email = ?1
+               AND NOT EXISTS (SELECT 1 FROM decisions WHERE user_email = ?1)",
+            [user_email],
+        )? as u64)
     }
 
     fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -709,7 +726,15 @@ impl Store for SqliteStore {
         let decisions_removed = transaction
             .execute("DELETE FROM decisions WHERE user_email = ?1", [user_email])?
             as u64;
-        for table in ["sync_state", "notifications", "oauth_tokens"] {
+        // A backfill task names a contact address for this mailbox: it goes with the mailbox.
+        // The access log stays, on purpose: who read what is the account's record, and holds
+        // no content.
+        for table in [
+            "sync_state",
+            "notifications",
+            "oauth_tokens",
+            "backfill_tasks",
+        ] {
             transaction.execute(
                 &format!("DELETE FROM {table} WHERE user_email = ?1"),
                 [user_email],

@@ -238,6 +238,15 @@ impl MailboxSync {
             full: true,
             ..SyncReport::default()
         };
+        if self.write && !self.refetch_decided {
+            // Before the contact addresses are read (for the candidate search, or by each
+            // decision): a first sync covers every contact whose task exists now.
+            let email = self.user.email.clone();
+            with_store(&self.store, move |store| {
+                store.forget_backfill_before_first_sync(&email)
+            })
+            .await?;
+        }
         let history_id = self.client.history_id().await?;
         // Oldest first, so an interrupted first sync has stored a contiguous stretch.
         // One window for the listing and the candidate searches: two `after:` computed
