@@ -93,7 +93,7 @@ impl World {
                 .add_contact(&NewContact {
                     name: Some(format!("Contact {index}")),
                     emails: vec![address.clone()],
-                    visible_to,
+                    visible_to: Some(visible_to),
                     no_sync: None,
                 })
                 .expect("contact added");
