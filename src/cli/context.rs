@@ -23,14 +23,26 @@ pub(super) async fn load_credentials(
 
 /// The async runtime for the commands that talk to Gmail.
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            CommandError::Failed(
-                anyhow::Error::new(error).context("cannot start the async runtime"),
-            )
-        })
+    build_runtime(tokio::runtime::Builder::new_multi_thread().enable_all())
+}
+
+/// The daemon's runtime: one async worker thread. Its async work is waiting on Gmail; parsing
+/// and storing run on the blocking pool, which uses every core. A second async thread only
+/// added wake-ups between the two (a third of the CPU of 10,000 idle mailboxes).
+pub(super) fn daemon_runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    build_runtime(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all(),
+    )
+}
+
+fn build_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, CommandError> {
+    builder.build().map_err(|error| {
+        CommandError::Failed(anyhow::Error::new(error).context("cannot start the async runtime"))
+    })
 }
 
 pub(super) fn load_policy(config_path: &Path) -> Result<Policy, CommandError> {

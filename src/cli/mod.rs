@@ -26,7 +26,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_CONFIG_PATH;
 
-use context::{find_user, load_credentials, load_policy, open_store, runtime};
+use context::{daemon_runtime, find_user, load_credentials, load_policy, open_store, runtime};
 pub use output::{CommandError, CommandResult, ExitStatus};
 
 /// mailsync reads CRM users' mailboxes, decides which messages belong in the CRM and who may

@@ -4,11 +4,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, CommandResult, ExitStatus, RunArgs, runtime};
+use super::{CommandError, CommandResult, ExitStatus, RunArgs, daemon_runtime};
 use crate::daemon::{self, Controls, DaemonError, RunOutcome};
 
 pub fn run(config_path: &std::path::Path, args: RunArgs) -> CommandResult {
-    runtime()?.block_on(async {
+    daemon_runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         let (reload_tx, reload) = mpsc::channel(4);
         let mut terminate = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;

@@ -71,7 +71,7 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 
 struct Workers {
     running: HashMap<String, (CancellationToken, JoinHandle<Stopped>)>,
-    shared: Shared,
+    shared: Arc<Shared>,
     shutdown: CancellationToken,
 }
 
@@ -305,7 +305,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
             controls.shutdown.clone(),
         ));
     }
-    let shared = Shared {
+    let shared = Arc::new(Shared {
         store,
         policy: policy_rx.clone(),
         credentials: credentials_rx,
@@ -316,7 +316,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         )),
         once: controls.once,
         metrics,
-    };
+    });
     let mut workers = Workers {
         running: HashMap::new(),
         shared,

@@ -557,13 +557,13 @@ impl Store for SqliteStore {
     }
 
     fn sync_state(&self, user_email: &str) -> Result<Option<SyncState>, StoreError> {
+        // Every poll of every user reads this: the statement is prepared once.
         Ok(self
             .connection
-            .query_row(
+            .prepare_cached(
                 "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at, last_verify_at, verify_gaps FROM sync_state WHERE user_email = ?1",
-                [user_email],
-                sync_state_from_row,
-            )
+            )?
+            .query_row([user_email], sync_state_from_row)
             .optional()?)
     }
 

@@ -29,7 +29,7 @@ use crate::gmail::GmailError;
 use crate::gmail::client::{AddedMessage, GmailClient, RawMessage};
 use crate::rules::{self, Policy};
 use crate::source::SourceMessage;
-use crate::store::{Cursor, SourceRef, SqliteStore, Store, StoreError};
+use crate::store::{Cursor, SourceRef, SqliteStore, Store, StoreError, SyncState};
 
 /// The `source` name of every decision that came from Gmail.
 pub const GMAIL_SOURCE: &str = "gmail";
@@ -190,6 +190,24 @@ async fn with_store<T: Send + 'static>(
     .map_err(SyncError::Store)
 }
 
+/// Small store work (a state row, a cursor, a batch's "already decided?"), run at once when
+/// the store is free, which is almost always: a hop to the blocking pool and back costs more
+/// than the work, on every poll of every mailbox. When another mailbox's batch holds the
+/// store, it waits off the async threads like all other store work.
+async fn with_store_quick<T: Send + 'static>(
+    store: &SharedStore,
+    work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, SyncError> {
+    match store.try_lock() {
+        Ok(mut guard) => return work(&mut guard).map_err(SyncError::Store),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+            return work(&mut poisoned.into_inner()).map_err(SyncError::Store);
+        }
+        Err(std::sync::TryLockError::WouldBlock) => {}
+    }
+    with_store(store, work).await
+}
+
 impl MailboxSync {
     fn check_cancelled(&self) -> Result<(), SyncError> {
         if self.cancel.is_cancelled() {
@@ -202,16 +220,22 @@ impl MailboxSync {
     /// One sync: full when there is no cursor (or history expired), else incremental; then
     /// the backfill of contacts that appeared since.
     pub async fn run(&self) -> Result<SyncReport, SyncError> {
-        let mut report = self.sync_new_mail().await?;
+        let email = self.user.email.clone();
+        let state = with_store_quick(&self.store, move |store| store.sync_state(&email)).await?;
+        self.run_from(state).await
+    }
+
+    /// [`MailboxSync::run`] from the mailbox's sync state as the caller just read it (the
+    /// daemon reads it at the start of every poll anyway: one store round trip less per poll).
+    pub async fn run_from(&self, state: Option<SyncState>) -> Result<SyncReport, SyncError> {
+        let mut report = self.sync_new_mail(state).await?;
         if self.write && !self.refetch_decided {
             report.backfilled_addresses = self.backfill(&mut report).await?;
         }
         Ok(report)
     }
 
-    async fn sync_new_mail(&self) -> Result<SyncReport, SyncError> {
-        let email = self.user.email.clone();
-        let state = with_store(&self.store, move |store| store.sync_state(&email)).await?;
+    async fn sync_new_mail(&self, state: Option<SyncState>) -> Result<SyncReport, SyncError> {
         let cursor = state
             .and_then(|state| state.history_id)
             .and_then(|id| id.parse::<u64>().ok());
@@ -221,7 +245,8 @@ impl MailboxSync {
                     tracing::info!(user = %self.user.email, "history id expired; running a full sync");
                     let email = self.user.email.clone();
                     if self.write {
-                        with_store(&self.store, move |store| store.clear_cursor(&email)).await?;
+                        with_store_quick(&self.store, move |store| store.clear_cursor(&email))
+                            .await?;
                     }
                     self.full().await
                 }
@@ -283,7 +308,7 @@ impl MailboxSync {
                 user_email: self.user.email.clone(),
                 history_id: cursor.clone(),
             };
-            with_store(&self.store, move |store| {
+            with_store_quick(&self.store, move |store| {
                 store.record_all(&[], Some(&cursor)).map(|_| ())
             })
             .await?;
@@ -525,7 +550,7 @@ impl MailboxSync {
             let chunks: Vec<&[AddedMessage]> = added.chunks(BATCH_SIZE).collect();
             if chunks.is_empty() {
                 if self.write && reached > start {
-                    with_store(&self.store, move |store| {
+                    with_store_quick(&self.store, move |store| {
                         store.record_all(&[], Some(&cursor)).map(|_| ())
                     })
                     .await?;
@@ -567,7 +592,7 @@ impl MailboxSync {
             HashSet::new()
         } else {
             let email = self.user.email.clone();
-            with_store(&self.store, move |store| {
+            with_store_quick(&self.store, move |store| {
                 store.decided(&email, GMAIL_SOURCE, &ids)
             })
             .await?
