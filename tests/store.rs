@@ -805,79 +805,80 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
     );
 }
 
+fn carol() -> NewContact {
+    NewContact {
+        emails: vec!["carol@newco.example".to_string()],
+        ..NewContact::default()
+    }
+}
+
+/// The addresses `user`'s mailbox still has to backfill; `None` when it has no mark.
+fn pending(store: &SqliteStore, user: &str) -> Option<Vec<String>> {
+    store
+        .pending_backfill(user, 1_000)
+        .unwrap()
+        .map(|pending| pending.addresses)
+}
+
 /// Regressions: a contact added while a mailbox's first full sync was under way (past reading
 /// the contact addresses for its candidate search), or while a user's sync was off, was never
-/// backfilled for that mailbox. Every syncing mailbox now gets the task, and so does a paused
-/// one that has decided mail; a first sync, as it starts, drops the tasks it covers, so a new
-/// mailbox does not search for its contacts twice.
+/// backfilled for that mailbox. Every mailbox now backfills what was added after its mark,
+/// whether its sync is on or off; a first sync places the mark as it starts, so a new mailbox
+/// does not search for the contacts it already saw, and a re-sync keeps its mark.
 #[test]
-fn backfill_tasks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_drops_its_own() {
+fn backfill_marks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_skips_what_it_saw() {
     let mut world = world();
+    // Dave synced before (his sync is off now); Michelle's first sync is under way.
+    assert!(world.store.place_backfill_mark("dave@abcorp.com").unwrap());
     world.replay(
         "dave@abcorp.com",
         "1",
         FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
     );
-    // The world's own contacts are not what this is about.
-    world.store.drain_contact_events(&[], &[]).unwrap();
-    let carol = || NewContact {
-        emails: vec!["carol@newco.example".to_string()],
-        ..NewContact::default()
-    };
-    world.store.add_contact(&carol()).unwrap();
-    let users = |emails: &[&str]| -> Vec<String> { emails.iter().map(|e| e.to_string()).collect() };
-    // Michelle syncs but has decided nothing (her first sync is under way); Dave's sync is off
-    // after earlier decisions; Erin's is off and she has decided nothing.
-    let events = world
-        .store
-        .drain_contact_events(
-            &users(&["michelle@abcorp.com"]),
-            &users(&["dave@abcorp.com", "erin@abcorp.com"]),
-        )
-        .unwrap();
-    assert_eq!((events.addresses_added, events.backfill_tasks), (1, 2));
-    let tasks = |store: &SqliteStore, user: &str| store.backfill_tasks(user, 10).unwrap();
-    assert_eq!(
-        tasks(&world.store, "michelle@abcorp.com"),
-        ["carol@newco.example"]
+    assert!(
+        world
+            .store
+            .place_backfill_mark("michelle@abcorp.com")
+            .unwrap()
     );
+    world.store.add_contact(&carol()).unwrap();
+
+    let carol_only = Some(vec!["carol@newco.example".to_string()]);
+    assert_eq!(pending(&world.store, "michelle@abcorp.com"), carol_only);
     assert_eq!(
-        tasks(&world.store, "dave@abcorp.com"),
-        ["carol@newco.example"],
+        pending(&world.store, "dave@abcorp.com"),
+        carol_only,
         "backfilled when dave's sync is back on"
     );
-    assert!(
-        tasks(&world.store, "erin@abcorp.com").is_empty(),
-        "erin's first sync will see carol"
+    assert_eq!(
+        pending(&world.store, "erin@abcorp.com"),
+        None,
+        "erin has not started syncing"
     );
+    // Erin's first sync starting now sees carol; Dave's re-sync (history expired) keeps his
+    // mark: his earlier decisions were made without carol.
+    assert!(world.store.place_backfill_mark("erin@abcorp.com").unwrap());
+    assert_eq!(pending(&world.store, "erin@abcorp.com"), Some(vec![]));
+    assert!(!world.store.place_backfill_mark("dave@abcorp.com").unwrap());
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), carol_only);
 
-    // A first sync starting now would see carol: its tasks go. Dave's stay, whatever his
-    // sync: his earlier decisions were made without carol.
-    assert_eq!(
-        world
-            .store
-            .forget_backfill_before_first_sync("erin@abcorp.com")
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        world
-            .store
-            .forget_backfill_before_first_sync("michelle@abcorp.com")
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        world
-            .store
-            .forget_backfill_before_first_sync("dave@abcorp.com")
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        tasks(&world.store, "dave@abcorp.com"),
-        ["carol@newco.example"]
-    );
+    // Done once: Dave's mark moves past carol; Michelle's does not, and holds the event.
+    let through = world
+        .store
+        .pending_backfill("dave@abcorp.com", 10)
+        .unwrap()
+        .unwrap()
+        .through
+        .unwrap();
+    world
+        .store
+        .finish_backfill("dave@abcorp.com", through)
+        .unwrap();
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), Some(vec![]));
+    assert_eq!(pending(&world.store, "michelle@abcorp.com"), carol_only);
+    // A mark never goes back.
+    world.store.finish_backfill("dave@abcorp.com", 0).unwrap();
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), Some(vec![]));
 }
 
 /// A CRM writes `contact_emails` itself, maybe as `Dan@Later.Example`: the store keeps it
@@ -885,7 +886,7 @@ fn backfill_tasks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_drops_
 #[test]
 fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
     let mut world = world();
-    world.store.drain_contact_events(&[], &[]).unwrap();
+    world.store.place_backfill_mark("dave@abcorp.com").unwrap();
     let crm = rusqlite::Connection::open(&world.path).unwrap();
     crm.execute(
         "INSERT INTO contacts (name, created_at) VALUES ('Dan', 0)",
@@ -912,13 +913,9 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
         .unwrap();
     assert_eq!(listed.emails, ["dan@later.example"]);
     assert_eq!(listed.visible_to, ["dave@abcorp.com"]);
-    world
-        .store
-        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
-        .unwrap();
     assert_eq!(
-        world.store.backfill_tasks("dave@abcorp.com", 10).unwrap(),
-        ["dan@later.example"]
+        pending(&world.store, "dave@abcorp.com"),
+        Some(vec!["dan@later.example".to_string()])
     );
     let processed = world.replay("dave@abcorp.com", "dan", "From: dan@later.example\nTo: dave@abcorp.com\nSubject: Hello\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <dan@later.example>\n\nbody\n");
     assert_eq!(processed.decision.reason.as_str(), "synced");
@@ -937,14 +934,8 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
         [dan],
     )
     .unwrap();
-    world
-        .store
-        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
-        .unwrap();
     assert!(
-        world
-            .store
-            .backfill_tasks("dave@abcorp.com", 10)
+        pending(&world.store, "dave@abcorp.com")
             .unwrap()
             .contains(&"daniel@later.example".to_string())
     );
@@ -958,27 +949,18 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
     );
 }
 
-/// Purge takes the mailbox's pending backfill tasks with it (they name contact addresses for
-/// that mailbox), and keeps the access log: who read what stays on record.
+/// Purge takes the mailbox's backfill state with it (its mark, which would otherwise hold
+/// contact changes back for a mailbox that is gone), and keeps the access log: who read what
+/// stays on record.
 #[test]
-fn purge_removes_the_mailboxs_backfill_tasks_and_keeps_the_access_log() {
+fn purge_removes_the_mailboxs_backfill_mark_and_keeps_the_access_log() {
     let mut world = read_path_world();
-    world
-        .store
-        .add_contact(&NewContact {
-            emails: vec!["carol@newco.example".to_string()],
-            ..NewContact::default()
-        })
-        .unwrap();
-    let everyone = ["dave@abcorp.com".to_string(), "ceo@abcorp.com".to_string()];
-    world.store.drain_contact_events(&everyone, &[]).unwrap();
-    assert!(
-        !world
-            .store
-            .backfill_tasks("dave@abcorp.com", 10)
-            .unwrap()
-            .is_empty()
-    );
+    for user in ["dave@abcorp.com", "ceo@abcorp.com"] {
+        world.store.place_backfill_mark(user).unwrap();
+    }
+    world.store.add_contact(&carol()).unwrap();
+    let carol_only = Some(vec!["carol@newco.example".to_string()]);
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), carol_only);
     // The admin, allowed to, reads Dave's private mail: recorded.
     world
         .store
@@ -991,20 +973,20 @@ fn purge_removes_the_mailboxs_backfill_tasks_and_keeps_the_access_log() {
         "{log:?}"
     );
     world.store.purge_user("dave@abcorp.com").unwrap();
-    assert!(
-        world
-            .store
-            .backfill_tasks("dave@abcorp.com", 10)
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        !world
-            .store
-            .backfill_tasks("ceo@abcorp.com", 10)
-            .unwrap()
-            .is_empty(),
-        "only the purged mailbox's tasks go"
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), None);
+    let crm = rusqlite::Connection::open(&world.path).unwrap();
+    let marks: i64 = crm
+        .query_row(
+            "SELECT count(*) FROM backfill_marks WHERE user_email = 'dave@abcorp.com'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(marks, 0, "no backfill state left for the purged mailbox");
+    assert_eq!(
+        pending(&world.store, "ceo@abcorp.com"),
+        carol_only,
+        "only the purged mailbox's backfill goes"
     );
     assert_eq!(world.store.access_log(None, None).unwrap(), log);
 }
