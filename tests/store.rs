@@ -881,6 +881,199 @@ fn backfill_marks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_skips_
     assert_eq!(pending(&world.store, "dave@abcorp.com"), Some(vec![]));
 }
 
+/// The moment a first sync places its mark divides the contacts: one stored before is seen
+/// by that sync (its candidate search reads the addresses after the mark), one added after
+/// is left to the backfill, even while the sync runs.
+#[test]
+fn a_contact_added_after_a_first_sync_placed_its_mark_is_pending_and_one_added_before_is_not() {
+    let mut world = world();
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec!["before@newco.example".to_string()],
+            ..NewContact::default()
+        })
+        .unwrap();
+    assert!(world.store.place_backfill_mark("erin@abcorp.com").unwrap());
+    assert_eq!(pending(&world.store, "erin@abcorp.com"), Some(vec![]));
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec![
+                "after@newco.example".to_string(),
+                "after@newco.org".to_string(),
+            ],
+            ..NewContact::default()
+        })
+        .unwrap();
+    assert_eq!(
+        pending(&world.store, "erin@abcorp.com"),
+        Some(vec![
+            "after@newco.example".to_string(),
+            "after@newco.org".to_string()
+        ])
+    );
+    // A never-sync change needs nothing from a mailbox, but is read, and the mark moves
+    // past it.
+    world
+        .store
+        .set_contact_no_sync("before@newco.example", true)
+        .unwrap()
+        .unwrap();
+    let read = world
+        .store
+        .pending_backfill("erin@abcorp.com", 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.addresses.len(), 2);
+    world
+        .store
+        .finish_backfill("erin@abcorp.com", read.through.unwrap())
+        .unwrap();
+    assert_eq!(
+        world.store.pending_backfill("erin@abcorp.com", 10).unwrap(),
+        Some(mailsync::store::PendingBackfill::default())
+    );
+    // A round reads a bounded number of events; the rest wait for the next.
+    world.store.add_contact(&carol()).unwrap();
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec!["dora@newco.example".to_string()],
+            ..NewContact::default()
+        })
+        .unwrap();
+    let first = world
+        .store
+        .pending_backfill("erin@abcorp.com", 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.addresses, ["carol@newco.example"]);
+    world
+        .store
+        .finish_backfill("erin@abcorp.com", first.through.unwrap())
+        .unwrap();
+    assert_eq!(
+        pending(&world.store, "erin@abcorp.com"),
+        Some(vec!["dora@newco.example".to_string()])
+    );
+}
+
+/// Regression (benchmark, 10,000 users): backfill was one row per (mailbox, new address), so
+/// a large import wrote users × addresses rows, 10,000,000 for 1,000 contacts, and the first
+/// cycle took two minutes. Now no table grows with that product: every mailbox still has every
+/// address pending, from rows that number users + addresses.
+#[test]
+fn many_mailboxes_and_many_new_contacts_leave_rows_for_each_not_for_each_pair() {
+    const USERS: usize = 2_000;
+    const ADDRESSES: usize = 500;
+    let mut world = world();
+    let users: Vec<String> = (0..USERS).map(|i| format!("user{i}@abcorp.com")).collect();
+    for user in &users {
+        world.store.place_backfill_mark(user).unwrap();
+    }
+    for i in 0..ADDRESSES {
+        world
+            .store
+            .add_contact(&NewContact {
+                emails: vec![format!("contact{i}@import.example")],
+                ..NewContact::default()
+            })
+            .unwrap();
+    }
+    let crm = rusqlite::Connection::open(&world.path).unwrap();
+    let rows = |table: &str| -> usize {
+        crm.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap() as usize
+    };
+    let tables: Vec<String> = crm
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // The world's own contacts and the new ones, once each.
+    let world_addresses = 4;
+    for table in &tables {
+        assert!(
+            rows(table) <= USERS + ADDRESSES + world_addresses + 1,
+            "{table} holds {} rows",
+            rows(table)
+        );
+    }
+    assert_eq!(rows("backfill_marks"), USERS);
+    assert_eq!(rows("contact_events"), world_addresses + ADDRESSES);
+
+    for user in &users {
+        let pending = world.store.pending_backfill(user, 1).unwrap().unwrap();
+        assert_eq!(pending.addresses, ["contact0@import.example"], "{user}");
+    }
+    let last = world
+        .store
+        .pending_backfill(&users[USERS - 1], ADDRESSES)
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.addresses.len(), ADDRESSES);
+
+    // Once the daemon and every mailbox are past them, the events go.
+    let through = last.through.unwrap();
+    let events = world.store.contact_events(10_000).unwrap();
+    assert_eq!(events.addresses_added as usize, world_addresses + ADDRESSES);
+    world
+        .store
+        .finish_contact_events(events.through.unwrap())
+        .unwrap();
+    for user in &users[..USERS - 1] {
+        world.store.finish_backfill(user, through).unwrap();
+    }
+    assert_eq!(
+        rows("contact_events"),
+        ADDRESSES,
+        "the last mailbox still needs them (the world's own, behind every mark, are gone)"
+    );
+    world
+        .store
+        .finish_backfill(&users[USERS - 1], through)
+        .unwrap();
+    assert_eq!(rows("contact_events"), 0);
+    // And a mailbox whose first sync starts now is past them too.
+    world.store.place_backfill_mark("late@abcorp.com").unwrap();
+    assert_eq!(pending(&world.store, "late@abcorp.com"), Some(vec![]));
+}
+
+/// The daemon reads the log from its own mark: a never-sync change is reported once, and
+/// nothing is pending after it (the supervisor's turn with nothing new does nothing more).
+#[test]
+fn the_daemon_reads_each_contact_change_once() {
+    let mut world = world();
+    let events = world.store.contact_events(10_000).unwrap();
+    assert_eq!((events.addresses_added, events.no_sync_changed), (4, 0));
+    world
+        .store
+        .finish_contact_events(events.through.unwrap())
+        .unwrap();
+    assert_eq!(
+        world.store.contact_events(10_000).unwrap(),
+        mailsync::store::ContactEvents::default()
+    );
+    world
+        .store
+        .set_contact_no_sync("jan@bookkeeper.nl", true)
+        .unwrap()
+        .unwrap();
+    world.store.add_contact(&carol()).unwrap();
+    let events = world.store.contact_events(10_000).unwrap();
+    assert_eq!((events.addresses_added, events.no_sync_changed), (1, 1));
+    world
+        .store
+        .finish_contact_events(events.through.unwrap())
+        .unwrap();
+    assert_eq!(world.store.contact_events(10_000).unwrap().through, None);
+}
+
 /// A CRM writes `contact_emails` itself, maybe as `Dan@Later.Example`: the store keeps it
 /// trimmed and lower-cased, so it matches mail, is backfilled, and its visibility applies.
 #[test]
@@ -989,4 +1182,159 @@ fn purge_removes_the_mailboxs_backfill_mark_and_keeps_the_access_log() {
         "only the purged mailbox's backfill goes"
     );
     assert_eq!(world.store.access_log(None, None).unwrap(), log);
+}
+
+/// The schema up to version 12, when backfill was one `backfill_tasks` row per (mailbox,
+/// address), applied to `path`.
+fn store_at_schema_12(path: &std::path::Path) -> rusqlite::Connection {
+    use rusqlite_migration::{M, Migrations};
+    let mut connection = rusqlite::Connection::open(path).unwrap();
+    Migrations::new(vec![
+        M::up(include_str!("../src/store/migrations/001_initial.sql")),
+        M::up(include_str!("../src/store/migrations/002_oauth_tokens.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/003_health_and_notifications.sql"
+        )),
+        M::up(include_str!("../src/store/migrations/004_verify.sql")),
+        M::up(include_str!("../src/store/migrations/005_fingerprint.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/006_source_parties.sql"
+        )),
+        M::up(include_str!("../src/store/migrations/007_search.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/008_contact_controls_and_backfill.sql"
+        )),
+        M::up(include_str!("../src/store/migrations/009_retention.sql")),
+        M::up(include_str!("../src/store/migrations/010_access_log.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/011_attachment_content.sql"
+        )),
+        M::up(include_str!(
+            "../src/store/migrations/012_contact_addresses_lower_case.sql"
+        )),
+    ])
+    .to_latest(&mut connection)
+    .unwrap();
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 12);
+    connection
+}
+
+/// Upgrading a store whose daemon had queued backfill tasks loses none of that work: the
+/// mailboxes that had tasks (and had synced) backfill those addresses, events not drained yet
+/// reach every mailbox that had synced, a mailbox whose first sync had not started is left to
+/// that sync, and a never-sync change not applied yet is still applied.
+#[test]
+fn the_migration_to_marks_keeps_pending_backfill_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.sqlite3");
+    {
+        let old = store_at_schema_12(&path);
+        let contact = |name: &str, email: &str| {
+            old.execute(
+                "INSERT INTO contacts (name, created_at) VALUES (?1, 0)",
+                [name],
+            )
+            .unwrap();
+            let id = old.last_insert_rowid();
+            old.execute(
+                "INSERT INTO contact_emails (email, contact_id) VALUES (?1, ?2)",
+                rusqlite::params![email, id],
+            )
+            .unwrap();
+            id
+        };
+        contact("Carol", "carol@newco.example");
+        let dora = contact("Dora", "dora@newco.example");
+        // Drained by the old daemon: carol and dora became tasks.
+        old.execute("DELETE FROM contact_events", []).unwrap();
+        let decided = |user: &str| {
+            old.execute(
+                "INSERT INTO decisions (user_email, source, source_id, decision, reason, decided_at)
+                 VALUES (?1, 'gmail', 'm1', 'skipped', 'no_qualifying_party', 0)",
+                [user],
+            )
+            .unwrap();
+        };
+        let task = |user: &str, email: &str, created_at: i64| {
+            old.execute(
+                "INSERT INTO backfill_tasks (user_email, email, created_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![user, email, created_at],
+            )
+            .unwrap();
+        };
+        // Dave had synced and still had both to do; the CEO had done them.
+        decided("dave@abcorp.com");
+        task("dave@abcorp.com", "dora@newco.example", 2);
+        task("dave@abcorp.com", "carol@newco.example", 1);
+        decided("ceo@abcorp.com");
+        // Erin's mailbox was empty: a cursor, no decisions, and carol to do.
+        old.execute(
+            "INSERT INTO sync_state (user_email, history_id) VALUES ('erin@abcorp.com', '7')",
+            [],
+        )
+        .unwrap();
+        task("erin@abcorp.com", "carol@newco.example", 1);
+        // Michelle's first sync had not started: it would have dropped her task.
+        task("michelle@abcorp.com", "carol@newco.example", 1);
+        // A task whose address is gone from the contacts since is still done, as it was.
+        task("dave@abcorp.com", "gone@newco.example", 3);
+        // Written after the last drain: a new address and a never-sync switch.
+        contact("Eve", "eve@newco.example");
+        old.execute("UPDATE contacts SET no_sync = 1 WHERE id = ?1", [dora])
+            .unwrap();
+    }
+
+    let store = SqliteStore::open(&path).unwrap();
+    let addresses = |list: &[&str]| Some(list.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        pending(&store, "dave@abcorp.com"),
+        addresses(&[
+            "eve@newco.example",
+            "carol@newco.example",
+            "dora@newco.example",
+            "gone@newco.example"
+        ])
+    );
+    assert_eq!(
+        pending(&store, "erin@abcorp.com"),
+        addresses(&[
+            "eve@newco.example",
+            "carol@newco.example",
+            "dora@newco.example",
+            "gone@newco.example"
+        ]),
+        "erin keeps carol, and redoes the others once"
+    );
+    assert_eq!(
+        pending(&store, "ceo@abcorp.com"),
+        pending(&store, "dave@abcorp.com"),
+        "the ceo redoes carol and dora once: the migration cannot tell who had done what"
+    );
+    assert_eq!(
+        pending(&store, "michelle@abcorp.com"),
+        None,
+        "michelle's first sync places her mark"
+    );
+    let events = store.contact_events(10_000).unwrap();
+    assert_eq!((events.addresses_added, events.no_sync_changed), (4, 1));
+    let crm = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = crm
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'backfill_tasks'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+    let gone_contact: i64 = crm
+        .query_row(
+            "SELECT contact_id FROM contact_events WHERE email = 'gone@newco.example'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(gone_contact, 0);
 }
