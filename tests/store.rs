@@ -1306,7 +1306,7 @@ fn the_migration_to_marks_keeps_pending_backfill_tasks() {
             "dora@newco.example",
             "gone@newco.example"
         ]),
-        "erin keeps carol, and redoes the others once"
+        "erin keeps carol and gets eve (her mailbox was empty, with a cursor); dora and gone she redoes once"
     );
     assert_eq!(
         pending(&store, "ceo@abcorp.com"),
