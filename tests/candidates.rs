@@ -116,6 +116,17 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// New contact addresses `user`'s mailbox has still to backfill: the events after its mark.
+fn pending_backfill(setup: &Setup, user: &str, condition: &str) -> i64 {
+    setup.count(
+        "contact_events",
+        &format!(
+            "kind = 'address_added' AND {condition}
+             AND id > (SELECT covered_through FROM backfill_marks WHERE user_email = '{user}')"
+        ),
+    )
+}
+
 fn run_once(setup: &Setup) {
     let once = setup.mailsync(&["run", "--once"]);
     assert!(once.status.success(), "{}", stderr(&once));
@@ -256,7 +267,7 @@ fn a_new_contacts_earlier_mail_is_backfilled_once() {
         activities_before + carol_messages,
         "Erin's mail was already an activity: linked, not duplicated"
     );
-    assert_eq!(setup.count("backfill_tasks", "1"), 0);
+    assert_eq!(pending_backfill(&setup, MICHELLE, "1"), 0);
 
     // Once: the next run searches nothing more.
     let lists_before = lists(&sandbox);
@@ -329,7 +340,7 @@ fn a_new_contacts_earlier_mail_is_backfilled_once() {
 
 /// Regression: a contact added while a user's sync was off was never backfilled for that
 /// mailbox: the incremental sync that resumes from the cursor never sees earlier mail. The
-/// paused mailbox now gets the backfill, run when its sync is back on.
+/// paused mailbox keeps its backfill mark, and catches up when its sync is back on.
 #[test]
 fn a_contact_added_while_sync_is_off_is_backfilled_when_it_is_back_on() {
     const MESSAGES: usize = 28;
@@ -344,7 +355,12 @@ fn a_contact_added_while_sync_is_off_is_backfilled_when_it_is_back_on() {
         setup.decisions(MICHELLE) == MESSAGES as i64 && setup.state_of(MICHELLE) == "ok"
     });
     assert_eq!(
-        setup.count("backfill_tasks", "1"),
+        setup.count("backfill_marks", &format!("user_email = '{MICHELLE}'")),
+        1,
+        "the first sync placed its mark"
+    );
+    assert_eq!(
+        pending_backfill(&setup, MICHELLE, "1"),
         0,
         "a first sync needs none"
     );
@@ -362,17 +378,24 @@ fn a_contact_added_while_sync_is_off_is_backfilled_when_it_is_back_on() {
     });
     let add = setup.mailsync(&["contacts", "add", CAROL]);
     assert!(add.status.success(), "{}", stderr(&add));
+    // The daemon reads the change (its own mark moves past it); the paused mailbox's mark
+    // stays behind it, and nothing of that mailbox is read.
     wait_until(
-        "a backfill queued for the paused mailbox",
+        "the daemon read carol's addition",
         Duration::from_secs(20),
         || {
             setup.count(
-                "backfill_tasks",
-                &format!("user_email = '{MICHELLE}' AND email = '{CAROL}'"),
+                "event_marks",
+                "name = 'rules' AND covered_through >= (SELECT max(id) FROM contact_events)",
             ) == 1
         },
     );
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        pending_backfill(&setup, MICHELLE, &format!("email = '{CAROL}'")),
+        1,
+        "a backfill pending for the paused mailbox"
+    );
     assert_eq!(linked(), 0, "nothing of a paused mailbox is read");
 
     std::fs::write(&setup.config, &on).unwrap();
@@ -382,8 +405,8 @@ fn a_contact_added_while_sync_is_off_is_backfilled_when_it_is_back_on() {
         Duration::from_secs(60),
         || linked() == carol_messages,
     );
-    wait_until("the task done", Duration::from_secs(10), || {
-        setup.count("backfill_tasks", "1") == 0
+    wait_until("the backfill done", Duration::from_secs(10), || {
+        pending_backfill(&setup, MICHELLE, "1") == 0
     });
     daemon.signal("TERM");
     assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));

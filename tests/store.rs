@@ -805,79 +805,273 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
     );
 }
 
+fn carol() -> NewContact {
+    NewContact {
+        emails: vec!["carol@newco.example".to_string()],
+        ..NewContact::default()
+    }
+}
+
+/// The addresses `user`'s mailbox still has to backfill; `None` when it has no mark.
+fn pending(store: &SqliteStore, user: &str) -> Option<Vec<String>> {
+    store
+        .pending_backfill(user, 1_000)
+        .unwrap()
+        .map(|pending| pending.addresses)
+}
+
 /// Regressions: a contact added while a mailbox's first full sync was under way (past reading
 /// the contact addresses for its candidate search), or while a user's sync was off, was never
-/// backfilled for that mailbox. Every syncing mailbox now gets the task, and so does a paused
-/// one that has decided mail; a first sync, as it starts, drops the tasks it covers, so a new
-/// mailbox does not search for its contacts twice.
+/// backfilled for that mailbox. Every mailbox now backfills what was added after its mark,
+/// whether its sync is on or off; a first sync places the mark as it starts, so a new mailbox
+/// does not search for the contacts it already saw, and a re-sync keeps its mark.
 #[test]
-fn backfill_tasks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_drops_its_own() {
+fn backfill_marks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_skips_what_it_saw() {
     let mut world = world();
+    // Dave synced before (his sync is off now); Michelle's first sync is under way.
+    assert!(world.store.place_backfill_mark("dave@abcorp.com").unwrap());
     world.replay(
         "dave@abcorp.com",
         "1",
         FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
     );
-    // The world's own contacts are not what this is about.
-    world.store.drain_contact_events(&[], &[]).unwrap();
-    let carol = || NewContact {
-        emails: vec!["carol@newco.example".to_string()],
-        ..NewContact::default()
-    };
-    world.store.add_contact(&carol()).unwrap();
-    let users = |emails: &[&str]| -> Vec<String> { emails.iter().map(|e| e.to_string()).collect() };
-    // Michelle syncs but has decided nothing (her first sync is under way); Dave's sync is off
-    // after earlier decisions; Erin's is off and she has decided nothing.
-    let events = world
-        .store
-        .drain_contact_events(
-            &users(&["michelle@abcorp.com"]),
-            &users(&["dave@abcorp.com", "erin@abcorp.com"]),
-        )
-        .unwrap();
-    assert_eq!((events.addresses_added, events.backfill_tasks), (1, 2));
-    let tasks = |store: &SqliteStore, user: &str| store.backfill_tasks(user, 10).unwrap();
-    assert_eq!(
-        tasks(&world.store, "michelle@abcorp.com"),
-        ["carol@newco.example"]
+    assert!(
+        world
+            .store
+            .place_backfill_mark("michelle@abcorp.com")
+            .unwrap()
     );
+    world.store.add_contact(&carol()).unwrap();
+
+    let carol_only = Some(vec!["carol@newco.example".to_string()]);
+    assert_eq!(pending(&world.store, "michelle@abcorp.com"), carol_only);
     assert_eq!(
-        tasks(&world.store, "dave@abcorp.com"),
-        ["carol@newco.example"],
+        pending(&world.store, "dave@abcorp.com"),
+        carol_only,
         "backfilled when dave's sync is back on"
     );
-    assert!(
-        tasks(&world.store, "erin@abcorp.com").is_empty(),
-        "erin's first sync will see carol"
+    assert_eq!(
+        pending(&world.store, "erin@abcorp.com"),
+        None,
+        "erin has not started syncing"
     );
+    // Erin's first sync starting now sees carol; Dave's re-sync (history expired) keeps his
+    // mark: his earlier decisions were made without carol.
+    assert!(world.store.place_backfill_mark("erin@abcorp.com").unwrap());
+    assert_eq!(pending(&world.store, "erin@abcorp.com"), Some(vec![]));
+    assert!(!world.store.place_backfill_mark("dave@abcorp.com").unwrap());
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), carol_only);
 
-    // A first sync starting now would see carol: its tasks go. Dave's stay, whatever his
-    // sync: his earlier decisions were made without carol.
+    // Done once: Dave's mark moves past carol; Michelle's does not, and holds the event.
+    let through = world
+        .store
+        .pending_backfill("dave@abcorp.com", 10)
+        .unwrap()
+        .unwrap()
+        .through
+        .unwrap();
+    world
+        .store
+        .finish_backfill("dave@abcorp.com", through)
+        .unwrap();
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), Some(vec![]));
+    assert_eq!(pending(&world.store, "michelle@abcorp.com"), carol_only);
+    // A mark never goes back.
+    world.store.finish_backfill("dave@abcorp.com", 0).unwrap();
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), Some(vec![]));
+}
+
+/// The moment a first sync places its mark divides the contacts: one stored before is seen
+/// by that sync (its candidate search reads the addresses after the mark), one added after
+/// is left to the backfill, even while the sync runs.
+#[test]
+fn a_contact_added_after_a_first_sync_placed_its_mark_is_pending_and_one_added_before_is_not() {
+    let mut world = world();
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec!["before@newco.example".to_string()],
+            ..NewContact::default()
+        })
+        .unwrap();
+    assert!(world.store.place_backfill_mark("erin@abcorp.com").unwrap());
+    assert_eq!(pending(&world.store, "erin@abcorp.com"), Some(vec![]));
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec![
+                "after@newco.example".to_string(),
+                "after@newco.org".to_string(),
+            ],
+            ..NewContact::default()
+        })
+        .unwrap();
     assert_eq!(
+        pending(&world.store, "erin@abcorp.com"),
+        Some(vec![
+            "after@newco.example".to_string(),
+            "after@newco.org".to_string()
+        ])
+    );
+    // A never-sync change needs nothing from a mailbox, but is read, and the mark moves
+    // past it.
+    world
+        .store
+        .set_contact_no_sync("before@newco.example", true)
+        .unwrap()
+        .unwrap();
+    let read = world
+        .store
+        .pending_backfill("erin@abcorp.com", 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.addresses.len(), 2);
+    world
+        .store
+        .finish_backfill("erin@abcorp.com", read.through.unwrap())
+        .unwrap();
+    assert_eq!(
+        world.store.pending_backfill("erin@abcorp.com", 10).unwrap(),
+        Some(mailsync::store::PendingBackfill::default())
+    );
+    // A round reads a bounded number of events; the rest wait for the next.
+    world.store.add_contact(&carol()).unwrap();
+    world
+        .store
+        .add_contact(&NewContact {
+            emails: vec!["dora@newco.example".to_string()],
+            ..NewContact::default()
+        })
+        .unwrap();
+    let first = world
+        .store
+        .pending_backfill("erin@abcorp.com", 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.addresses, ["carol@newco.example"]);
+    world
+        .store
+        .finish_backfill("erin@abcorp.com", first.through.unwrap())
+        .unwrap();
+    assert_eq!(
+        pending(&world.store, "erin@abcorp.com"),
+        Some(vec!["dora@newco.example".to_string()])
+    );
+}
+
+/// Regression (benchmark, 10,000 users): backfill was one row per (mailbox, new address), so
+/// a large import wrote users × addresses rows, 10,000,000 for 1,000 contacts, and the first
+/// cycle took two minutes. Now no table grows with that product: every mailbox still has every
+/// address pending, from rows that number users + addresses.
+#[test]
+fn many_mailboxes_and_many_new_contacts_leave_rows_for_each_not_for_each_pair() {
+    const USERS: usize = 2_000;
+    const ADDRESSES: usize = 500;
+    let mut world = world();
+    let users: Vec<String> = (0..USERS).map(|i| format!("user{i}@abcorp.com")).collect();
+    for user in &users {
+        world.store.place_backfill_mark(user).unwrap();
+    }
+    for i in 0..ADDRESSES {
         world
             .store
-            .forget_backfill_before_first_sync("erin@abcorp.com")
-            .unwrap(),
-        0
-    );
+            .add_contact(&NewContact {
+                emails: vec![format!("contact{i}@import.example")],
+                ..NewContact::default()
+            })
+            .unwrap();
+    }
+    let crm = rusqlite::Connection::open(&world.path).unwrap();
+    let rows = |table: &str| -> usize {
+        crm.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap() as usize
+    };
+    let tables: Vec<String> = crm
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // The world's own contacts and the new ones, once each.
+    let world_addresses = 4;
+    for table in &tables {
+        assert!(
+            rows(table) <= USERS + ADDRESSES + world_addresses + 1,
+            "{table} holds {} rows",
+            rows(table)
+        );
+    }
+    assert_eq!(rows("backfill_marks"), USERS);
+    assert_eq!(rows("contact_events"), world_addresses + ADDRESSES);
+
+    for user in &users {
+        let pending = world.store.pending_backfill(user, 1).unwrap().unwrap();
+        assert_eq!(pending.addresses, ["contact0@import.example"], "{user}");
+    }
+    let last = world
+        .store
+        .pending_backfill(&users[USERS - 1], ADDRESSES)
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.addresses.len(), ADDRESSES);
+
+    // Once the daemon and every mailbox are past them, the events go.
+    let through = last.through.unwrap();
+    let events = world.store.contact_events(10_000).unwrap();
+    assert_eq!(events.addresses_added as usize, world_addresses + ADDRESSES);
+    world
+        .store
+        .finish_contact_events(events.through.unwrap())
+        .unwrap();
+    for user in &users[..USERS - 1] {
+        world.store.finish_backfill(user, through).unwrap();
+    }
     assert_eq!(
-        world
-            .store
-            .forget_backfill_before_first_sync("michelle@abcorp.com")
-            .unwrap(),
-        1
+        rows("contact_events"),
+        ADDRESSES,
+        "the last mailbox still needs them (the world's own, behind every mark, are gone)"
     );
+    world
+        .store
+        .finish_backfill(&users[USERS - 1], through)
+        .unwrap();
+    assert_eq!(rows("contact_events"), 0);
+    // And a mailbox whose first sync starts now is past them too.
+    world.store.place_backfill_mark("late@abcorp.com").unwrap();
+    assert_eq!(pending(&world.store, "late@abcorp.com"), Some(vec![]));
+}
+
+/// The daemon reads the log from its own mark: a never-sync change is reported once, and
+/// nothing is pending after it (the supervisor's turn with nothing new does nothing more).
+#[test]
+fn the_daemon_reads_each_contact_change_once() {
+    let mut world = world();
+    let events = world.store.contact_events(10_000).unwrap();
+    assert_eq!((events.addresses_added, events.no_sync_changed), (4, 0));
+    world
+        .store
+        .finish_contact_events(events.through.unwrap())
+        .unwrap();
     assert_eq!(
-        world
-            .store
-            .forget_backfill_before_first_sync("dave@abcorp.com")
-            .unwrap(),
-        0
+        world.store.contact_events(10_000).unwrap(),
+        mailsync::store::ContactEvents::default()
     );
-    assert_eq!(
-        tasks(&world.store, "dave@abcorp.com"),
-        ["carol@newco.example"]
-    );
+    world
+        .store
+        .set_contact_no_sync("jan@bookkeeper.nl", true)
+        .unwrap()
+        .unwrap();
+    world.store.add_contact(&carol()).unwrap();
+    let events = world.store.contact_events(10_000).unwrap();
+    assert_eq!((events.addresses_added, events.no_sync_changed), (1, 1));
+    world
+        .store
+        .finish_contact_events(events.through.unwrap())
+        .unwrap();
+    assert_eq!(world.store.contact_events(10_000).unwrap().through, None);
 }
 
 /// A CRM writes `contact_emails` itself, maybe as `Dan@Later.Example`: the store keeps it
@@ -885,7 +1079,7 @@ fn backfill_tasks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_drops_
 #[test]
 fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
     let mut world = world();
-    world.store.drain_contact_events(&[], &[]).unwrap();
+    world.store.place_backfill_mark("dave@abcorp.com").unwrap();
     let crm = rusqlite::Connection::open(&world.path).unwrap();
     crm.execute(
         "INSERT INTO contacts (name, created_at) VALUES ('Dan', 0)",
@@ -912,13 +1106,9 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
         .unwrap();
     assert_eq!(listed.emails, ["dan@later.example"]);
     assert_eq!(listed.visible_to, ["dave@abcorp.com"]);
-    world
-        .store
-        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
-        .unwrap();
     assert_eq!(
-        world.store.backfill_tasks("dave@abcorp.com", 10).unwrap(),
-        ["dan@later.example"]
+        pending(&world.store, "dave@abcorp.com"),
+        Some(vec!["dan@later.example".to_string()])
     );
     let processed = world.replay("dave@abcorp.com", "dan", "From: dan@later.example\nTo: dave@abcorp.com\nSubject: Hello\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <dan@later.example>\n\nbody\n");
     assert_eq!(processed.decision.reason.as_str(), "synced");
@@ -937,14 +1127,8 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
         [dan],
     )
     .unwrap();
-    world
-        .store
-        .drain_contact_events(&["dave@abcorp.com".to_string()], &[])
-        .unwrap();
     assert!(
-        world
-            .store
-            .backfill_tasks("dave@abcorp.com", 10)
+        pending(&world.store, "dave@abcorp.com")
             .unwrap()
             .contains(&"daniel@later.example".to_string())
     );
@@ -958,27 +1142,18 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
     );
 }
 
-/// Purge takes the mailbox's pending backfill tasks with it (they name contact addresses for
-/// that mailbox), and keeps the access log: who read what stays on record.
+/// Purge takes the mailbox's backfill state with it (its mark, which would otherwise hold
+/// contact changes back for a mailbox that is gone), and keeps the access log: who read what
+/// stays on record.
 #[test]
-fn purge_removes_the_mailboxs_backfill_tasks_and_keeps_the_access_log() {
+fn purge_removes_the_mailboxs_backfill_mark_and_keeps_the_access_log() {
     let mut world = read_path_world();
-    world
-        .store
-        .add_contact(&NewContact {
-            emails: vec!["carol@newco.example".to_string()],
-            ..NewContact::default()
-        })
-        .unwrap();
-    let everyone = ["dave@abcorp.com".to_string(), "ceo@abcorp.com".to_string()];
-    world.store.drain_contact_events(&everyone, &[]).unwrap();
-    assert!(
-        !world
-            .store
-            .backfill_tasks("dave@abcorp.com", 10)
-            .unwrap()
-            .is_empty()
-    );
+    for user in ["dave@abcorp.com", "ceo@abcorp.com"] {
+        world.store.place_backfill_mark(user).unwrap();
+    }
+    world.store.add_contact(&carol()).unwrap();
+    let carol_only = Some(vec!["carol@newco.example".to_string()]);
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), carol_only);
     // The admin, allowed to, reads Dave's private mail: recorded.
     world
         .store
@@ -991,20 +1166,175 @@ fn purge_removes_the_mailboxs_backfill_tasks_and_keeps_the_access_log() {
         "{log:?}"
     );
     world.store.purge_user("dave@abcorp.com").unwrap();
-    assert!(
-        world
-            .store
-            .backfill_tasks("dave@abcorp.com", 10)
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        !world
-            .store
-            .backfill_tasks("ceo@abcorp.com", 10)
-            .unwrap()
-            .is_empty(),
-        "only the purged mailbox's tasks go"
+    assert_eq!(pending(&world.store, "dave@abcorp.com"), None);
+    let crm = rusqlite::Connection::open(&world.path).unwrap();
+    let marks: i64 = crm
+        .query_row(
+            "SELECT count(*) FROM backfill_marks WHERE user_email = 'dave@abcorp.com'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(marks, 0, "no backfill state left for the purged mailbox");
+    assert_eq!(
+        pending(&world.store, "ceo@abcorp.com"),
+        carol_only,
+        "only the purged mailbox's backfill goes"
     );
     assert_eq!(world.store.access_log(None, None).unwrap(), log);
+}
+
+/// The schema up to version 12, when backfill was one `backfill_tasks` row per (mailbox,
+/// address), applied to `path`.
+fn store_at_schema_12(path: &std::path::Path) -> rusqlite::Connection {
+    use rusqlite_migration::{M, Migrations};
+    let mut connection = rusqlite::Connection::open(path).unwrap();
+    Migrations::new(vec![
+        M::up(include_str!("../src/store/migrations/001_initial.sql")),
+        M::up(include_str!("../src/store/migrations/002_oauth_tokens.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/003_health_and_notifications.sql"
+        )),
+        M::up(include_str!("../src/store/migrations/004_verify.sql")),
+        M::up(include_str!("../src/store/migrations/005_fingerprint.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/006_source_parties.sql"
+        )),
+        M::up(include_str!("../src/store/migrations/007_search.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/008_contact_controls_and_backfill.sql"
+        )),
+        M::up(include_str!("../src/store/migrations/009_retention.sql")),
+        M::up(include_str!("../src/store/migrations/010_access_log.sql")),
+        M::up(include_str!(
+            "../src/store/migrations/011_attachment_content.sql"
+        )),
+        M::up(include_str!(
+            "../src/store/migrations/012_contact_addresses_lower_case.sql"
+        )),
+    ])
+    .to_latest(&mut connection)
+    .unwrap();
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 12);
+    connection
+}
+
+/// Upgrading a store whose daemon had queued backfill tasks loses none of that work: the
+/// mailboxes that had tasks (and had synced) backfill those addresses, events not drained yet
+/// reach every mailbox that had synced, a mailbox whose first sync had not started is left to
+/// that sync, and a never-sync change not applied yet is still applied.
+#[test]
+fn the_migration_to_marks_keeps_pending_backfill_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.sqlite3");
+    {
+        let old = store_at_schema_12(&path);
+        let contact = |name: &str, email: &str| {
+            old.execute(
+                "INSERT INTO contacts (name, created_at) VALUES (?1, 0)",
+                [name],
+            )
+            .unwrap();
+            let id = old.last_insert_rowid();
+            old.execute(
+                "INSERT INTO contact_emails (email, contact_id) VALUES (?1, ?2)",
+                rusqlite::params![email, id],
+            )
+            .unwrap();
+            id
+        };
+        contact("Carol", "carol@newco.example");
+        let dora = contact("Dora", "dora@newco.example");
+        // Drained by the old daemon: carol and dora became tasks.
+        old.execute("DELETE FROM contact_events", []).unwrap();
+        let decided = |user: &str| {
+            old.execute(
+                "INSERT INTO decisions (user_email, source, source_id, decision, reason, decided_at)
+                 VALUES (?1, 'gmail', 'm1', 'skipped', 'no_qualifying_party', 0)",
+                [user],
+            )
+            .unwrap();
+        };
+        let task = |user: &str, email: &str, created_at: i64| {
+            old.execute(
+                "INSERT INTO backfill_tasks (user_email, email, created_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![user, email, created_at],
+            )
+            .unwrap();
+        };
+        // Dave had synced and still had both to do; the CEO had done them.
+        decided("dave@abcorp.com");
+        task("dave@abcorp.com", "dora@newco.example", 2);
+        task("dave@abcorp.com", "carol@newco.example", 1);
+        decided("ceo@abcorp.com");
+        // Erin's mailbox was empty: a cursor, no decisions, and carol to do.
+        old.execute(
+            "INSERT INTO sync_state (user_email, history_id) VALUES ('erin@abcorp.com', '7')",
+            [],
+        )
+        .unwrap();
+        task("erin@abcorp.com", "carol@newco.example", 1);
+        // Michelle's first sync had not started: it would have dropped her task.
+        task("michelle@abcorp.com", "carol@newco.example", 1);
+        // A task whose address is gone from the contacts since is still done, as it was.
+        task("dave@abcorp.com", "gone@newco.example", 3);
+        // Written after the last drain: a new address and a never-sync switch.
+        contact("Eve", "eve@newco.example");
+        old.execute("UPDATE contacts SET no_sync = 1 WHERE id = ?1", [dora])
+            .unwrap();
+    }
+
+    let store = SqliteStore::open(&path).unwrap();
+    let addresses = |list: &[&str]| Some(list.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        pending(&store, "dave@abcorp.com"),
+        addresses(&[
+            "eve@newco.example",
+            "carol@newco.example",
+            "dora@newco.example",
+            "gone@newco.example"
+        ])
+    );
+    assert_eq!(
+        pending(&store, "erin@abcorp.com"),
+        addresses(&[
+            "eve@newco.example",
+            "carol@newco.example",
+            "dora@newco.example",
+            "gone@newco.example"
+        ]),
+        "erin keeps carol and gets eve (her mailbox was empty, with a cursor); dora and gone she redoes once"
+    );
+    assert_eq!(
+        pending(&store, "ceo@abcorp.com"),
+        pending(&store, "dave@abcorp.com"),
+        "the ceo redoes carol and dora once: the migration cannot tell who had done what"
+    );
+    assert_eq!(
+        pending(&store, "michelle@abcorp.com"),
+        None,
+        "michelle's first sync places her mark"
+    );
+    let events = store.contact_events(10_000).unwrap();
+    assert_eq!((events.addresses_added, events.no_sync_changed), (4, 1));
+    let crm = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = crm
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'backfill_tasks'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+    let gone_contact: i64 = crm
+        .query_row(
+            "SELECT contact_id FROM contact_events WHERE email = 'gone@newco.example'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(gone_contact, 0);
 }

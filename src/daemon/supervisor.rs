@@ -198,31 +198,28 @@ async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: 
 /// fill, never of the contacts table.
 const CONTACT_EVENTS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Turns contact changes into work: new addresses become backfill tasks for every mailbox
-/// (their workers pick them up at their next poll; a paused mailbox's when its sync is back
-/// on), and a changed never-sync switch re-applies the rules to stored activities at once.
+/// Contact change events the daemon reads per turn; the rest wait for the next (5 s later).
+const CONTACT_EVENTS_PER_TURN: usize = 10_000;
+
+/// Turns contact changes into work: a changed never-sync switch re-applies the rules to
+/// stored activities at once; new addresses are only reported, because each mailbox backfills
+/// them from its own mark in the log at its next poll (a paused one when its sync is back on).
+/// With nothing new, which is nearly every turn, this is one indexed read: no user list, no
+/// per-mailbox query, no write.
 async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
-    let users_whose_sync_is = |sync: bool| -> Vec<String> {
-        policy
-            .config
-            .users
-            .iter()
-            .filter(|user| user.sync == sync)
-            .map(|user| user.email.clone())
-            .collect()
-    };
-    let (syncing, paused) = (users_whose_sync_is(true), users_whose_sync_is(false));
-    let Some(events) = store_job(store, "read contact changes", move |store| {
-        store.drain_contact_events(&syncing, &paused)
+    let Some(events) = store_job(store, "read contact changes", |store| {
+        store.contact_events(CONTACT_EVENTS_PER_TURN)
     })
     .await
     else {
         return;
     };
+    let Some(through) = events.through else {
+        return;
+    };
     if events.addresses_added > 0 {
         tracing::info!(
             addresses = events.addresses_added,
-            backfill_tasks = events.backfill_tasks,
             "new contact addresses; their earlier mail is backfilled at each mailbox's next poll"
         );
     }
@@ -233,6 +230,13 @@ async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy:
         );
         apply_rules_to_stored(store, policy).await;
     }
+    // After applying, so a crash in between applies them again rather than never. A failed
+    // application is not retried here: it was logged, and the rules are applied again at
+    // every start and reload.
+    store_job(store, "mark contact changes handled", move |store| {
+        store.finish_contact_events(through)
+    })
+    .await;
 }
 
 /// Retention, once: content older than `[retention] body_days` is erased. A failure is logged
@@ -322,7 +326,8 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         shared,
         shutdown: controls.shutdown.clone(),
     };
-    // Contacts added while the daemon was stopped become backfill tasks before the first poll.
+    // Never-sync switches changed while the daemon was stopped are applied before the first
+    // poll (new addresses need nothing from here: each mailbox backfills from its mark).
     process_contact_events(&workers.shared.store, &policy_rx.borrow().clone()).await;
     workers.reconcile(&policy_rx.borrow().clone());
     // The rules may have changed while the daemon was stopped.

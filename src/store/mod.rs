@@ -95,15 +95,27 @@ pub struct Contact {
     pub no_sync: bool,
 }
 
-/// What draining the contact change events found.
+/// What the contact change events after the daemon's own mark hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ContactEvents {
-    /// Addresses added to contacts (new contacts or new addresses).
+    /// Addresses added to contacts (new contacts or new addresses). Each mailbox backfills
+    /// them from its own mark; the daemon only reports them.
     pub addresses_added: u64,
-    /// Backfill tasks created: one per (mailbox, new address).
-    pub backfill_tasks: u64,
     /// Contacts whose never-sync switch changed: stored activities need rechecking.
     pub no_sync_changed: u64,
+    /// The id of the last event read, to hand to [`Store::finish_contact_events`] once they
+    /// are dealt with; `None` when there was nothing new.
+    pub through: Option<i64>,
+}
+
+/// What a mailbox still has to backfill: the contact change log after its mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingBackfill {
+    /// The distinct addresses added after the mark, oldest first.
+    pub addresses: Vec<String>,
+    /// The id of the last event read, to hand to [`Store::finish_backfill`] once those
+    /// addresses are done; `None` when there was nothing new.
+    pub through: Option<i64>,
 }
 
 /// What an upsert did.
@@ -421,32 +433,36 @@ pub trait Store {
     /// candidate search of a full sync.
     fn candidate_addresses(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Turns the contact change events (written by triggers, whoever changed the contacts)
-    /// into backfill tasks, and removes them, in one transaction. Every mailbox in `syncing`
-    /// gets a task per new address, even one that has decided nothing yet (its first full sync
-    /// may have read the contact addresses already; [`Store::forget_backfill_before_first_sync`]
-    /// drops what that sync covers). A mailbox in `paused` (sync off) gets one only if it has
-    /// decided mail before, to backfill when its sync is back on: until then, nothing of it is
-    /// read.
-    fn drain_contact_events(
-        &mut self,
-        syncing: &[String],
-        paused: &[String],
-    ) -> Result<ContactEvents, StoreError>;
+    /// The contact change events (written by triggers, whoever changed the contacts) after
+    /// the daemon's own mark, up to `limit` of them, counted. One indexed read: it runs every
+    /// few seconds, and usually finds nothing.
+    fn contact_events(&self, limit: usize) -> Result<ContactEvents, StoreError>;
 
-    /// Called as a full sync starts: if `user_email`'s mailbox has decided nothing yet, its
-    /// backfill tasks are removed, because this first sync sees every contact that exists now
-    /// (a task exists only once its address is stored), so a new mailbox does not search for
-    /// its contacts twice. A mailbox with decisions keeps its tasks: they cover mail the
-    /// earlier decisions made without the contact. Returns how many were removed.
-    fn forget_backfill_before_first_sync(&mut self, user_email: &str) -> Result<u64, StoreError>;
+    /// Moves the daemon's mark to `through` (never back), once the events up to there are
+    /// dealt with, and deletes the events every mark is past.
+    fn finish_contact_events(&mut self, through: i64) -> Result<(), StoreError>;
 
-    /// Up to `limit` addresses whose earlier mail `user_email`'s mailbox still has to backfill.
-    fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Called as a full sync starts, before it reads the contact addresses: a mailbox without
+    /// a backfill mark gets one at the current end of the contact change log, because this
+    /// sync sees every contact stored by now, and every address added after this point is
+    /// backfilled when it ends (one added while it runs, or before a crashed sync's retry,
+    /// included). A mailbox that has a mark keeps it: its earlier decisions were made without
+    /// the contacts after it. Returns whether a mark was placed.
+    fn place_backfill_mark(&mut self, user_email: &str) -> Result<bool, StoreError>;
 
-    /// Marks backfill tasks done.
-    fn finish_backfill(&mut self, user_email: &str, addresses: &[String])
-    -> Result<(), StoreError>;
+    /// The addresses added after `user_email`'s mark, reading at most `limit` events; `None`
+    /// when the mailbox has no mark. One indexed read when nothing is pending: it runs at
+    /// every poll of every mailbox. A paused mailbox keeps its mark and catches up when its
+    /// sync is back on.
+    fn pending_backfill(
+        &self,
+        user_email: &str,
+        limit: usize,
+    ) -> Result<Option<PendingBackfill>, StoreError>;
+
+    /// Moves `user_email`'s mark to `through` (never back) once the addresses up to there are
+    /// backfilled, and deletes the events every mark is past.
+    fn finish_backfill(&mut self, user_email: &str, through: i64) -> Result<(), StoreError>;
 
     /// The recorded reason (`synced`, `no_qualifying_party`, ...) of those of `source_ids` that
     /// have a decision.
@@ -558,8 +574,7 @@ pub trait Store {
 
     /// Removes everything that came from `user_email`'s mailbox: activities it alone
     /// contributed, its sources on shared ones, its decisions, sync state, notification
-    /// history, refresh token and pending backfill tasks, in one transaction. The access log
-    /// is kept.
+    /// history, refresh token and backfill mark, in one transaction. The access log is kept.
     fn purge_user(&mut self, user_email: &str) -> Result<Purged, StoreError>;
 
     /// The decision log of one user's mailbox, oldest first.

@@ -9,11 +9,12 @@ use rusqlite_migration::{M, Migrations};
 
 use super::files;
 use super::{AccessRecord, ActivityView, AttachmentView, Erased, ReadPath, StoreOptions};
-use super::{AppliedChanges, ContactEvents, LoggedDecision, Purged, SourceChange, StoredSource};
+use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
 use super::{
     Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
     SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
+use super::{SourceChange, StoredSource};
 use crate::rules::Visibility;
 use crate::rules::{ContactBook, Decision, MessageFacts};
 
@@ -35,7 +36,12 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!(
         "migrations/012_contact_addresses_lower_case.sql"
     )),
+    M::up(include_str!("migrations/013_backfill_marks.sql")),
 ];
+
+/// The daemon's mark in `contact_events` (table `event_marks`): how far never-sync changes
+/// have been applied to stored activities.
+const RULES_MARK: &str = "rules";
 
 /// How long a writer waits for another process (the CRM, a CLI run) to finish its write
 /// before giving up. Writes are short, so this is generous.
@@ -186,6 +192,19 @@ fn create_parent_folder(path: &Path) -> Result<(), StoreError> {
         }
         None => Ok(()),
     }
+}
+
+/// Deletes the contact change events that every mark is past: the daemon's, and every
+/// mailbox's (a paused or departed mailbox holds them back until it catches up or is purged).
+/// Two index lookups and a range delete. Without the daemon's mark nothing goes: the daemon
+/// has not seen those events yet.
+fn prune_contact_events(connection: &Connection) -> Result<u64, StoreError> {
+    Ok(connection.execute(
+        "DELETE FROM contact_events WHERE id <= min(
+             (SELECT covered_through FROM event_marks WHERE name = ?1),
+             COALESCE((SELECT min(covered_through) FROM backfill_marks), 9223372036854775807))",
+        [RULES_MARK],
+    )? as u64)
 }
 
 fn now() -> i64 {
@@ -398,86 +417,101 @@ impl Store for SqliteStore {
             .collect::<Result<_, _>>()?)
     }
 
-    fn drain_contact_events(
-        &mut self,
-        syncing: &[String],
-        paused: &[String],
-    ) -> Result<ContactEvents, StoreError> {
+    fn contact_events(&self, limit: usize) -> Result<ContactEvents, StoreError> {
+        // A missing mark (nothing has written it since the migration placed it) reads from
+        // the start: applying a never-sync change twice changes nothing.
+        let mut statement = self.connection.prepare_cached(
+            "SELECT count(*) FILTER (WHERE kind = 'address_added'),
+                    count(*) FILTER (WHERE kind = 'no_sync_changed'),
+                    max(id)
+             FROM (SELECT id, kind FROM contact_events
+                   WHERE id > COALESCE((SELECT covered_through FROM event_marks WHERE name = ?1), 0)
+                   ORDER BY id LIMIT ?2)",
+        )?;
+        let (addresses_added, no_sync_changed, through): (i64, i64, Option<i64>) = statement
+            .query_row(params![RULES_MARK, limit as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+        Ok(ContactEvents {
+            addresses_added: addresses_added as u64,
+            no_sync_changed: no_sync_changed as u64,
+            through,
+        })
+    }
+
+    fn finish_contact_events(&mut self, through: i64) -> Result<(), StoreError> {
         let transaction = self
             .connection
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut events = ContactEvents::default();
-        let rows: Vec<(i64, String, Option<String>)> = {
-            let mut statement = transaction
-                .prepare("SELECT id, kind, email FROM contact_events ORDER BY id LIMIT 10000")?;
-            statement
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        {
-            // A syncing mailbox may be in its first full sync, past reading the contact
-            // addresses: it gets the task, and a first sync that starts later drops it. A
-            // paused mailbox that has decided nothing will see the contact in its first sync.
-            let mut has_decisions = transaction
-                .prepare_cached("SELECT 1 FROM decisions WHERE user_email = ?1 LIMIT 1")?;
-            let mut users: Vec<&String> = syncing.iter().collect();
-            for user in paused {
-                if has_decisions.exists([user])? {
-                    users.push(user);
-                }
-            }
-            let mut insert = transaction.prepare_cached(
-                "INSERT OR IGNORE INTO backfill_tasks (user_email, email, created_at) VALUES (?1, ?2, ?3)",
-            )?;
-            for (_, kind, email) in &rows {
-                match (kind.as_str(), email) {
-                    ("address_added", Some(email)) => {
-                        events.addresses_added += 1;
-                        for user in &users {
-                            events.backfill_tasks +=
-                                insert.execute(params![user, email, now()])? as u64;
-                        }
-                    }
-                    _ => events.no_sync_changed += 1,
-                }
-            }
-        }
-        if let Some((last, _, _)) = rows.last() {
-            transaction.execute("DELETE FROM contact_events WHERE id <= ?1", [last])?;
-        }
-        transaction.commit()?;
-        Ok(events)
-    }
-
-    fn forget_backfill_before_first_sync(&mut self, user_email: &str) -> Result<u64, StoreError> {
-        Ok(self.connection.execute(
-            "DELETE FROM backfill_tasks WHERE user_email = ?1
-               AND NOT EXISTS (SELECT 1 FROM decisions WHERE user_email = ?1)",
-            [user_email],
-        )? as u64)
-    }
-
-    fn backfill_tasks(&self, user_email: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut statement = self.connection.prepare_cached(
-            "SELECT email FROM backfill_tasks WHERE user_email = ?1 ORDER BY created_at, email LIMIT ?2",
+        transaction.execute(
+            "INSERT INTO event_marks (name, covered_through) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE
+             SET covered_through = max(covered_through, excluded.covered_through)",
+            params![RULES_MARK, through],
         )?;
-        Ok(statement
-            .query_map(params![user_email, limit as i64], |row| row.get(0))?
-            .collect::<Result<_, _>>()?)
+        prune_contact_events(&transaction)?;
+        transaction.commit()?;
+        Ok(())
     }
 
-    fn finish_backfill(
-        &mut self,
+    fn place_backfill_mark(&mut self, user_email: &str) -> Result<bool, StoreError> {
+        // The sequence is the end of the log even when pruning has emptied the table; the
+        // largest id is there for a sequence row someone removed.
+        Ok(self.connection.execute(
+            "INSERT OR IGNORE INTO backfill_marks (user_email, covered_through)
+             VALUES (?1, max(
+                 COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'contact_events'), 0),
+                 COALESCE((SELECT max(id) FROM contact_events), 0)))",
+            [user_email],
+        )? == 1)
+    }
+
+    fn pending_backfill(
+        &self,
         user_email: &str,
-        addresses: &[String],
-    ) -> Result<(), StoreError> {
-        let transaction = self.connection.transaction()?;
-        for address in addresses {
-            transaction.execute(
-                "DELETE FROM backfill_tasks WHERE user_email = ?1 AND email = ?2",
-                params![user_email, address],
-            )?;
+        limit: usize,
+    ) -> Result<Option<PendingBackfill>, StoreError> {
+        // One statement for both answers: no row = no mark; one row without an event = a
+        // mark with nothing after it, which is what nearly every poll finds.
+        let mut statement = self.connection.prepare_cached(
+            "SELECT e.id, e.email
+             FROM backfill_marks m LEFT JOIN contact_events e ON e.id > m.covered_through
+             WHERE m.user_email = ?1
+             ORDER BY e.id LIMIT ?2",
+        )?;
+        let rows: Vec<(Option<i64>, Option<String>)> = statement
+            .query_map(params![user_email, limit.max(1) as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            return Ok(None);
         }
+        let mut pending = PendingBackfill::default();
+        let mut seen = HashSet::new();
+        for (id, email) in rows {
+            pending.through = id.or(pending.through);
+            // A never-sync change needs nothing from a mailbox: it is read only to move past.
+            if let Some(email) = email
+                && seen.insert(email.clone())
+            {
+                pending.addresses.push(email);
+            }
+        }
+        Ok(Some(pending))
+    }
+
+    fn finish_backfill(&mut self, user_email: &str, through: i64) -> Result<(), StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // An UPDATE, not an upsert: a mailbox purged meanwhile stays without a mark.
+        transaction.execute(
+            "UPDATE backfill_marks SET covered_through = max(covered_through, ?2)
+             WHERE user_email = ?1",
+            params![user_email, through],
+        )?;
+        prune_contact_events(&transaction)?;
         transaction.commit()?;
         Ok(())
     }
@@ -726,20 +760,21 @@ impl Store for SqliteStore {
         let decisions_removed = transaction
             .execute("DELETE FROM decisions WHERE user_email = ?1", [user_email])?
             as u64;
-        // A backfill task names a contact address for this mailbox: it goes with the mailbox.
-        // The access log stays, on purpose: who read what is the account's record, and holds
-        // no content.
+        // The backfill mark goes with the mailbox, and with it the contact changes it alone
+        // was holding back. The access log stays, on purpose: who read what is the account's
+        // record, and holds no content.
         for table in [
             "sync_state",
             "notifications",
             "oauth_tokens",
-            "backfill_tasks",
+            "backfill_marks",
         ] {
             transaction.execute(
                 &format!("DELETE FROM {table} WHERE user_email = ?1"),
                 [user_email],
             )?;
         }
+        prune_contact_events(&transaction)?;
         transaction.commit()?;
         let attachment_files_removed = self.remove_unreferenced_files(&candidates)?;
         Ok(Purged {
@@ -1155,7 +1190,9 @@ fn record_one<'a>(
             };
             let find = |key: &str| -> Result<Option<(i64, Option<String>)>, rusqlite::Error> {
                 transaction
-                    .prepare_cached("SELECT id, fingerprint FROM activities WHERE message_key = ?1")?
+                    .prepare_cached(
+                        "SELECT id, fingerprint FROM activities WHERE message_key = ?1",
+                    )?
                     .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()
             };

@@ -46,8 +46,9 @@ pub const MAX_QUERY_CHARS: usize = 1_500;
 /// did not name them: Gmail's search index can lag delivery by minutes.
 const NEWEST_ALWAYS_FETCHED: usize = 25;
 
-/// Addresses backfilled per search round; the rest wait for the next poll.
-const BACKFILL_ADDRESSES_PER_ROUND: usize = 200;
+/// Contact change events a backfill reads per round (so at most this many addresses); the
+/// rest wait for the next poll.
+const BACKFILL_EVENTS_PER_ROUND: usize = 200;
 
 /// The `detail` of a message decided without a fetch because the candidate search left it out.
 pub const DECIDED_BY_SEARCH: &str =
@@ -265,12 +266,12 @@ impl MailboxSync {
         };
         if self.write && !self.refetch_decided {
             // Before the contact addresses are read (for the candidate search, or by each
-            // decision): a first sync covers every contact whose task exists now.
+            // decision): a first sync covers every contact stored by now, and the backfill
+            // after it every contact added from here on, even while this sync runs or before
+            // a crashed attempt's retry. A re-sync (history expired) keeps its mark: it only
+            // covers the initial window, the backfill covers `backfill_days`.
             let email = self.user.email.clone();
-            with_store(&self.store, move |store| {
-                store.forget_backfill_before_first_sync(&email)
-            })
-            .await?;
+            with_store(&self.store, move |store| store.place_backfill_mark(&email)).await?;
         }
         let history_id = self.client.history_id().await?;
         // Oldest first, so an interrupted first sync has stored a contiguous stretch.
@@ -435,22 +436,31 @@ impl MailboxSync {
         Ok(Some(candidates))
     }
 
-    /// Backfill: for contact addresses that appeared since this mailbox first synced, searches
-    /// the last `backfill_days` for mail with them and decides it again (a message decided
-    /// `no_qualifying_party` may now qualify; a synced one gains a link to the new contact).
-    /// Each address is done once: its task is removed when its mail has been decided.
-    /// Returns how many addresses were backfilled.
+    /// Backfill: for contact addresses that appeared since this mailbox's backfill mark (placed
+    /// when its first sync started), searches the last `backfill_days` for mail with them and
+    /// decides it again (a message decided `no_qualifying_party` may now qualify; a synced one
+    /// gains a link to the new contact). Each address is done once: the mark then moves past
+    /// it. Returns how many addresses were backfilled.
     pub async fn backfill(&self, report: &mut SyncReport) -> Result<usize, SyncError> {
         let email = self.user.email.clone();
-        let tasks = with_store(&self.store, move |store| {
-            store.backfill_tasks(&email, BACKFILL_ADDRESSES_PER_ROUND)
+        let pending = with_store(&self.store, move |store| {
+            store.pending_backfill(&email, BACKFILL_EVENTS_PER_ROUND)
         })
         .await?;
-        if tasks.is_empty() {
+        let Some(pending) = pending else {
+            // A cursor but no mark, which only a mark removed behind mailsync's back leaves
+            // (the first sync places one, the migration to marks gave one to every mailbox
+            // with a cursor): what was missed cannot be told, so it backfills from now on.
+            let email = self.user.email.clone();
+            with_store(&self.store, move |store| store.place_backfill_mark(&email)).await?;
             return Ok(0);
-        }
+        };
+        let Some(through) = pending.through else {
+            return Ok(0);
+        };
+        let addresses = pending.addresses;
         let days = self.policy.config.gmail.backfill_days;
-        let (searchable, unsearchable): (Vec<String>, Vec<String>) = tasks
+        let (searchable, unsearchable): (Vec<String>, Vec<String>) = addresses
             .iter()
             .cloned()
             .partition(|address| is_searchable(address));
@@ -514,13 +524,14 @@ impl MailboxSync {
                 "backfilled new contacts' earlier mail"
             );
         }
+        // Never-sync changes among the events read need nothing from a mailbox: the mark
+        // moves past them too.
         let email = self.user.email.clone();
-        let done = tasks.clone();
         with_store(&self.store, move |store| {
-            store.finish_backfill(&email, &done)
+            store.finish_backfill(&email, through)
         })
         .await?;
-        Ok(tasks.len())
+        Ok(addresses.len())
     }
 
     /// Reads history from `start` page by page; each page's messages are written with the
