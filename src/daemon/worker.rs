@@ -364,7 +364,8 @@ mod tests {
                 .to_string(),
         )
         .expect("valid test config");
-        let (_policy_tx, policy) = watch::channel(Arc::new(Policy::new(config, RuleSet::default())));
+        let (_policy_tx, policy) =
+            watch::channel(Arc::new(Policy::new(config, RuleSet::default())));
         let secret = yup_oauth2::ApplicationSecret::default();
         let (_credentials_tx, credentials) =
             watch::channel(Credentials::InstalledApp(Arc::new(secret)));

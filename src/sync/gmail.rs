@@ -396,7 +396,14 @@ impl MailboxSync {
         window: &str,
     ) -> Result<Option<HashSet<String>>, SyncError> {
         let gmail = &self.policy.config.gmail;
-        if !gmail.candidate_search || self.refetch_decided || !self.user.sync {
+        // The newest messages are fetched whatever a search says, so a window no larger than
+        // that is fetched whole, and reading the contact addresses would be work for nothing
+        // (a new, empty mailbox is the common case: every user's first sync).
+        if !gmail.candidate_search
+            || self.refetch_decided
+            || !self.user.sync
+            || listed.len() <= NEWEST_ALWAYS_FETCHED
+        {
             return Ok(None);
         }
         let email = self.user.email.clone();
@@ -443,7 +450,7 @@ impl MailboxSync {
     /// it. Returns how many addresses were backfilled.
     pub async fn backfill(&self, report: &mut SyncReport) -> Result<usize, SyncError> {
         let email = self.user.email.clone();
-        let pending = with_store(&self.store, move |store| {
+        let pending = with_store_quick(&self.store, move |store| {
             store.pending_backfill(&email, BACKFILL_EVENTS_PER_ROUND)
         })
         .await?;
@@ -452,7 +459,7 @@ impl MailboxSync {
             // (the first sync places one, the migration to marks gave one to every mailbox
             // with a cursor): what was missed cannot be told, so it backfills from now on.
             let email = self.user.email.clone();
-            with_store(&self.store, move |store| store.place_backfill_mark(&email)).await?;
+            with_store_quick(&self.store, move |store| store.place_backfill_mark(&email)).await?;
             return Ok(0);
         };
         let Some(through) = pending.through else {
