@@ -161,6 +161,9 @@ pub struct TokenSource {
 struct TokenSourceInner {
     user_email: String,
     flow: Flow,
+    /// The token in use, whichever flow made it: every Gmail request asks for one, and
+    /// answering from here skips the flow's async lock and yup-oauth2's token store.
+    current: std::sync::Mutex<Option<CachedToken>>,
     http: OAuthClient,
     timeout: Duration,
 }
@@ -189,6 +192,7 @@ impl TokenSource {
             inner: Arc::new(TokenSourceInner {
                 user_email: user_email.to_string(),
                 flow,
+                current: std::sync::Mutex::new(None),
                 http,
                 timeout,
             }),
@@ -205,6 +209,15 @@ impl TokenSource {
     /// A bearer token for this user; `force_refresh` after Gmail answered 401.
     pub async fn access_token(&self, force_refresh: bool) -> Result<String, GmailError> {
         let inner = &self.inner;
+        {
+            let mut current = inner.current.lock().expect("never poisoned");
+            match current.as_ref() {
+                Some(cached) if !force_refresh && cached.usable_until > Instant::now() => {
+                    return Ok(cached.token.clone());
+                }
+                _ => *current = None,
+            }
+        }
         let work = async {
             match &inner.flow {
                 Flow::ServiceAccount { key, authenticator } => {
@@ -229,9 +242,21 @@ impl TokenSource {
                         authenticator.token(&[GMAIL_READONLY]).await
                     };
                     match token {
-                        Ok(token) => token.token().map(str::to_string).ok_or_else(|| {
-                            GmailError::Token("token endpoint returned no access token".to_string())
-                        }),
+                        Ok(token) => {
+                            let text = token.token().map(str::to_string).ok_or_else(|| {
+                                GmailError::Token(
+                                    "token endpoint returned no access token".to_string(),
+                                )
+                            })?;
+                            // Kept as long as yup-oauth2 would keep it, less the margin.
+                            if let Some(expires) =
+                                token.expiration_time().map(|time| time.unix_timestamp())
+                            {
+                                let left = expires - chrono::Utc::now().timestamp();
+                                self.keep(&text, Duration::from_secs(left.max(0) as u64));
+                            }
+                            Ok(text)
+                        }
                         Err(error) => Err(self.classify_yup_error(error)),
                     }
                 }
@@ -258,6 +283,10 @@ impl TokenSource {
                                 RefreshError::Other(message) => GmailError::Token(message),
                             })?;
                     let token = fresh.access_token.clone();
+                    self.keep(
+                        &token,
+                        Duration::from_secs(fresh.expires_in.unwrap_or(3600)),
+                    );
                     *cache = Some(CachedToken {
                         token: fresh.access_token,
                         usable_until: Instant::now()
@@ -276,6 +305,14 @@ impl TokenSource {
                     inner.timeout
                 ))
             })?
+    }
+
+    /// Makes `token`, valid for `lifetime`, the one handed out until it nearly expires.
+    fn keep(&self, token: &str, lifetime: Duration) {
+        *self.inner.current.lock().expect("never poisoned") = Some(CachedToken {
+            token: token.to_string(),
+            usable_until: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
+        });
     }
 
     fn classify_yup_error(&self, error: yup_oauth2::Error) -> GmailError {

@@ -218,6 +218,9 @@ pub struct SyncState {
     pub last_verify_at: Option<i64>,
     /// Listed messages it found without a decision (each then repaired by the daemon).
     pub verify_gaps: u64,
+    /// Contact addresses appeared after this mailbox's backfill mark, or it has no mark
+    /// yet: its next backfill has work to do.
+    pub backfill_due: bool,
 }
 
 /// One row of the decision log, as support reads it.

@@ -611,17 +611,17 @@ impl Store for SqliteStore {
         // Every poll of every user reads this: the statement is prepared once.
         Ok(self
             .connection
-            .prepare_cached(
-                "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at, last_verify_at, verify_gaps FROM sync_state WHERE user_email = ?1",
-            )?
+            .prepare_cached(&format!(
+                "SELECT {SYNC_STATE_COLUMNS} FROM sync_state s WHERE user_email = ?1"
+            ))?
             .query_row([user_email], sync_state_from_row)
             .optional()?)
     }
 
     fn sync_states(&self) -> Result<Vec<SyncState>, StoreError> {
-        let mut statement = self.connection.prepare(
-            "SELECT user_email, state, history_id, last_sync_at, last_error, consecutive_failures, next_poll_at, last_verify_at, verify_gaps FROM sync_state ORDER BY user_email",
-        )?;
+        let mut statement = self.connection.prepare(&format!(
+            "SELECT {SYNC_STATE_COLUMNS} FROM sync_state s ORDER BY user_email"
+        ))?;
         let states = statement
             .query_map([], sync_state_from_row)?
             .collect::<Result<_, _>>()?;
@@ -1408,6 +1408,15 @@ fn content_fingerprint(parsed: &crate::parse::ParsedMessage) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// What `sync_state_from_row` reads, from `sync_state s`. Whether a backfill is due comes
+/// with it, so that an idle poll learns it has nothing to backfill without asking again.
+const SYNC_STATE_COLUMNS: &str =
+    "s.user_email, s.state, s.history_id, s.last_sync_at, s.last_error,
+     s.consecutive_failures, s.next_poll_at, s.last_verify_at, s.verify_gaps,
+     NOT EXISTS (SELECT 1 FROM backfill_marks m WHERE m.user_email = s.user_email)
+       OR EXISTS (SELECT 1 FROM backfill_marks m JOIN contact_events e ON e.id > m.covered_through
+                  WHERE m.user_email = s.user_email)";
+
 fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::Error> {
     let state: String = row.get(1)?;
     Ok(SyncState {
@@ -1420,6 +1429,7 @@ fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::E
         next_poll_at: row.get(6)?,
         last_verify_at: row.get(7)?,
         verify_gaps: row.get::<_, i64>(8)? as u64,
+        backfill_due: row.get(9)?,
     })
 }
 

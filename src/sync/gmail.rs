@@ -229,8 +229,11 @@ impl MailboxSync {
     /// [`MailboxSync::run`] from the mailbox's sync state as the caller just read it (the
     /// daemon reads it at the start of every poll anyway: one store round trip less per poll).
     pub async fn run_from(&self, state: Option<SyncState>) -> Result<SyncReport, SyncError> {
+        // Read with the state, before this sync: a contact added during it is seen by the
+        // next poll's backfill.
+        let backfill_due = state.as_ref().is_none_or(|state| state.backfill_due);
         let mut report = self.sync_new_mail(state).await?;
-        if self.write && !self.refetch_decided {
+        if self.write && !self.refetch_decided && backfill_due {
             report.backfilled_addresses = self.backfill(&mut report).await?;
         }
         Ok(report)
