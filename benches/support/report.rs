@@ -119,7 +119,7 @@ impl Report {
     }
 }
 
-fn results_dir() -> PathBuf {
+pub fn results_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));

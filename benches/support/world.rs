@@ -18,6 +18,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub policy: Policy,
     pub store: SqliteStore,
+    /// Set when the world works on a kept store file rather than its own.
+    store_file: Option<PathBuf>,
 }
 
 /// The users of every benchmark world: an admin, two users and a CEO whose mail with the
@@ -74,11 +76,41 @@ impl World {
         let store = SqliteStore::open(&policy.config.store_path)
             .expect("store opens")
             .with_options(StoreOptions::from_config(&policy.config));
-        World { dir, policy, store }
+        World {
+            dir,
+            policy,
+            store,
+            store_file: None,
+        }
     }
 
     pub fn store_path(&self) -> PathBuf {
-        self.policy.config.store_path.clone()
+        self.store_file
+            .clone()
+            .unwrap_or_else(|| self.policy.config.store_path.clone())
+    }
+
+    /// Works on the store at `path` instead of this world's own (a kept benchmark store).
+    pub fn use_store(&mut self, path: &Path) {
+        self.store = SqliteStore::open(path)
+            .expect("kept store opens")
+            .with_options(StoreOptions::from_config(&self.policy.config));
+        self.store_file = Some(path.to_path_buf());
+    }
+
+    /// Copies this world's store to `path` for later runs, and goes on with the copy.
+    pub fn keep_store_as(&mut self, path: &Path) {
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).expect("results folder");
+        }
+        // Closing the last connection checkpoints the WAL into the file, which can then be
+        // copied whole.
+        let own = self.store_path();
+        self.store = SqliteStore::open_in_memory().expect("an in-memory store");
+        let temporary = path.with_extension("partial");
+        std::fs::copy(&own, &temporary).expect("the store copies");
+        std::fs::rename(&temporary, path).expect("the copy is kept");
+        self.use_store(path);
     }
 
     /// Adds contacts; every `restricted_every`-th one is visible only to the CEO.

@@ -37,6 +37,7 @@ const MIGRATIONS: &[M<'static>] = &[
         "migrations/012_contact_addresses_lower_case.sql"
     )),
     M::up(include_str!("migrations/013_backfill_marks.sql")),
+    M::up(include_str!("migrations/014_contact_feed_by_date.sql")),
 ];
 
 /// The daemon's mark in `contact_events` (table `event_marks`): how far never-sync changes
@@ -1336,8 +1337,9 @@ fn record_one<'a>(
                 ],
             )?;
             let mut link = transaction.prepare_cached(
-                "INSERT OR IGNORE INTO activity_contacts (activity_id, contact_id, address)
-                 SELECT ?1, contact_id, email FROM contact_emails WHERE email = ?2",
+                "INSERT OR IGNORE INTO activity_contacts (activity_id, contact_id, address, date)
+                 SELECT ?1, contact_id, email, (SELECT date FROM activities WHERE id = ?1)
+                 FROM contact_emails WHERE email = ?2",
             )?;
             for contact in approval.contacts() {
                 link.execute(params![activity_id, contact])?;
@@ -1532,14 +1534,30 @@ fn read_path_planned(
     plan: Option<SearchPlan>,
 ) -> Result<Vec<ActivityView>, StoreError> {
     // Rule 1: V sees an activity if it came from V's mailbox or V may see one of its contacts.
-    // With a contact filter, V must be able to see that contact on this activity.
-    let contact_filter = match query.contact {
-        Some(_) => format!(
-            "AND EXISTS (SELECT 1 FROM activity_contacts ac
-                          JOIN contact_emails ce ON ce.contact_id = ac.contact_id AND ce.email = ?3
-                          WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER})"
+    // With a contact filter, V must be able to see that contact on this activity, which
+    // implies rule 1; the feed is then read from the contact's own links, newest first
+    // (`activity_contacts_by_contact_date`), and stops at the limit, whether the contact is
+    // on three activities or on a tenth of the store. A contact with two addresses on one
+    // message has two links: only the first address's counts.
+    let (from, rule_one, contact_filter) = match query.contact {
+        Some(_) => (
+            "activity_contacts ac CROSS JOIN activities a ON a.id = ac.activity_id",
+            "1".to_string(),
+            format!(
+                "AND ac.contact_id = (SELECT contact_id FROM contact_emails WHERE email = ?3)
+                 AND ac.address = (SELECT min(x.address) FROM activity_contacts x
+                                   WHERE x.activity_id = ac.activity_id AND x.contact_id = ac.contact_id)
+                 AND {CONTACT_VISIBLE_TO_VIEWER}"
+            ),
         ),
-        None => "AND ?3 IS NULL".to_string(),
+        None => (
+            "activities a",
+            format!(
+                "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
+                  OR EXISTS (SELECT 1 FROM activity_contacts ac WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER}))"
+            ),
+            "AND ?3 IS NULL".to_string(),
+        ),
     };
     // Search: the words must be in content this viewer is shown (rule 2 below, as SQL), so
     // words inside withheld content never match for this viewer.
@@ -1577,21 +1595,21 @@ fn read_path_planned(
             ),
             "(is_owner OR any_visible) DESC, a.date DESC, a.id DESC",
         ),
-        None => (
-            "AND ?7 IS NULL".to_string(),
-            // NULL sorts lowest in SQLite, so undated activities come last, and this order is
-            // the `activities_by_date` index's: the newest page is read, not sorted.
-            "a.date DESC, a.id DESC",
-        ),
+        // NULL sorts lowest in SQLite, so undated activities come last, and these orders
+        // are the `activities_by_date` and `activity_contacts_by_contact_date` indexes': the
+        // newest page is read, not sorted.
+        None if query.contact.is_some() => {
+            ("AND ?7 IS NULL".to_string(), "ac.date DESC, ac.activity_id DESC")
+        }
+        None => ("AND ?7 IS NULL".to_string(), "a.date DESC, a.id DESC"),
     };
     let sql = format!(
         "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
                 EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1) AS is_owner,
                 EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible') AS any_visible,
                 a.content_erased_at
-         FROM activities a
-         WHERE (EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
-                OR EXISTS (SELECT 1 FROM activity_contacts ac WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER}))
+         FROM {from}
+         WHERE {rule_one}
            {contact_filter}
            {search_filter}
            {attachment_filter}
@@ -1773,10 +1791,10 @@ mod tests {
     use crate::source::SourceMessage;
     use crate::sync::{self, Mode};
 
-    /// Two mailboxes, one private and one visible user, mail that does and does not hold the
-    /// searched word: both search plans must give every viewer the same answer.
-    #[test]
-    fn both_search_plans_show_each_viewer_the_same() {
+    /// Two mailboxes (one private user, one visible), three viewers (the two and an admin),
+    /// 40 messages from alice@customer.com, every third about pineapple and every fourth
+    /// with bob@bigclient.io, a contact only eve may see, in copy.
+    fn small_world() -> SqliteStore {
         let config = Config::from_toml(
             Path::new("/cfg/mailsync.toml"),
             "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n\
@@ -1788,12 +1806,18 @@ mod tests {
         .expect("valid test config");
         let policy = Policy::new(config, RuleSet::default());
         let mut store = SqliteStore::open_in_memory().expect("store");
-        store
-            .add_contact(&NewContact {
-                emails: vec!["alice@customer.com".to_string()],
-                ..NewContact::default()
-            })
-            .expect("contact");
+        for (address, visible_to) in [
+            ("alice@customer.com", None),
+            ("bob@bigclient.io", Some(vec!["eve@abcorp.com".to_string()])),
+        ] {
+            store
+                .add_contact(&NewContact {
+                    emails: vec![address.to_string()],
+                    visible_to,
+                    ..NewContact::default()
+                })
+                .expect("contact");
+        }
         for index in 0..40 {
             let owner = if index % 2 == 0 { "dave" } else { "eve" };
             let word = if index % 3 == 0 {
@@ -1801,8 +1825,13 @@ mod tests {
             } else {
                 "banana"
             };
+            let cc = if index % 4 == 0 {
+                "Cc: bob@bigclient.io\n"
+            } else {
+                ""
+            };
             let raw = format!(
-                "From: alice@customer.com\nTo: {owner}@abcorp.com\nSubject: about {word}\n\
+                "From: alice@customer.com\nTo: {owner}@abcorp.com\n{cc}Subject: about {word}\n\
                  Date: Mon, 02 Sep 2024 09:{index:02}:00 +0000\nMessage-ID: <s{index}@customer.com>\n\n{word} {index}\n"
             );
             let user = policy
@@ -1817,12 +1846,26 @@ mod tests {
             };
             sync::process(&policy, &mut store, &user, "test", &message, Mode::Write).unwrap();
         }
-        for viewer in ["dave@abcorp.com", "eve@abcorp.com", "root@abcorp.com"] {
-            let viewer = Viewer {
+        store
+    }
+
+    fn small_world_viewers() -> Vec<Viewer> {
+        ["dave@abcorp.com", "eve@abcorp.com", "root@abcorp.com"]
+            .into_iter()
+            .map(|viewer| Viewer {
                 email: viewer.to_string(),
                 is_admin: viewer.starts_with("root"),
                 admins_see_private_emails: false,
-            };
+            })
+            .collect()
+    }
+
+    /// Mail that does and does not hold the searched word: both search plans must give every
+    /// viewer the same answer.
+    #[test]
+    fn both_search_plans_show_each_viewer_the_same() {
+        let store = small_world();
+        for viewer in small_world_viewers() {
             for limit in [None, Some(3)] {
                 let words = fts_query("pineapple").unwrap();
                 let query = ReadQuery {
@@ -1846,6 +1889,43 @@ mod tests {
                         .all(|view| view.subject.as_deref() == Some("about pineapple")),
                     "only matching content that this viewer is shown"
                 );
+            }
+        }
+    }
+
+    /// A contact's feed, read from the contact's links, is the full feed narrowed to that
+    /// contact, page for page: for a contact everyone may see, one only eve may see (asked in
+    /// another case), and every viewer.
+    #[test]
+    fn a_contacts_feed_is_the_feed_narrowed_to_that_contact() {
+        let store = small_world();
+        for viewer in small_world_viewers() {
+            let everything = store.feed(&viewer, None, None).unwrap();
+            for contact in ["alice@customer.com", "BOB@bigclient.io"] {
+                let address = contact.to_ascii_lowercase();
+                let narrowed: Vec<ActivityView> = everything
+                    .iter()
+                    .filter(|view| view.contacts.contains(&address))
+                    .cloned()
+                    .collect();
+                let may_see = contact.starts_with("alice")
+                    || viewer.email.starts_with("eve")
+                    || viewer.is_admin;
+                let expected_count = if contact.starts_with("alice") { 40 } else { 10 };
+                assert_eq!(
+                    narrowed.len(),
+                    if may_see { expected_count } else { 0 },
+                    "{viewer:?} {contact}"
+                );
+                for limit in [None, Some(3)] {
+                    let page = store.feed(&viewer, Some(contact), limit).unwrap();
+                    let wanted: Vec<ActivityView> = narrowed
+                        .iter()
+                        .take(limit.unwrap_or(usize::MAX))
+                        .cloned()
+                        .collect();
+                    assert_eq!(page, wanted, "{viewer:?} {contact} {limit:?}");
+                }
             }
         }
     }
