@@ -76,7 +76,11 @@ pub fn pipeline(smoke: bool) -> Report {
         let bytes = store_bytes(&world.store_path());
         (elapsed, ingested, bytes)
     };
-    let (pipeline, ingested, store_size) = run("");
+    // Best of three, as the floor is: this machine's speed wanders from run to run.
+    let (pipeline, ingested, store_size) = (0..3)
+        .map(|_| run(""))
+        .min_by_key(|(elapsed, _, _)| *elapsed)
+        .expect("three runs");
     let (with_files, _, _) = run("attachments_dir = \"attachments\"");
 
     report.fact(
