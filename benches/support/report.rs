@@ -55,7 +55,10 @@ impl Report {
         }
     }
 
+    /// A figure and its target; a smoke run's figures say nothing about a target, so they
+    /// are reported without one.
     pub fn figure(&mut self, name: &str, value: f64, unit: &str, target: Option<Target>) {
+        let target = target.filter(|_| !self.smoke);
         self.figures.push(Figure {
             name: name.to_string(),
             value,
