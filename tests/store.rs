@@ -780,25 +780,43 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
         .map(|d| d.source_id.as_str())
         .collect();
     assert_eq!(blocked, vec!["1", "3"]);
-    // Nothing more to do; an unscoped visible rule decides a departed user's visibility as
-    // it does anyone's.
+    // Nothing more to do.
     assert!(
         sync::retro::plan(&world.policy, &world.store)
             .unwrap()
             .changes
             .is_empty()
     );
-    world.policy = common::policy(
-        &departed,
-        "[[rule]]\nname = \"customer.org visible\"\nmatch = { domain = \"customer.org\" }\naction = \"visible\"\n",
+    // A departed user's visibility only narrows. An unscoped visible rule does not open mail
+    // that was private: what made it private (here her emails_visible = false; it could have
+    // been a private rule scoped to her) left with her and can no longer be weighed.
+    let visible = "[[rule]]\nname = \"customer.org visible\"\nmatch = { domain = \"customer.org\" }\naction = \"visible\"\n";
+    let private = visible.replace("visible", "private");
+    world.policy = common::policy(&departed, visible);
+    let changes = sync::retro::plan(&world.policy, &world.store)
+        .unwrap()
+        .changes;
+    assert!(changes.is_empty(), "private stays private: {changes:?}");
+    // Mail that was visible while she was here stays visible, and an unscoped private rule
+    // closes it.
+    world.policy = common::policy(CONFIG, visible);
+    sync::retro::apply(&world.policy, &mut world.store, false).unwrap();
+    world.policy = common::policy(&departed, visible);
+    assert!(
+        sync::retro::plan(&world.policy, &world.store)
+            .unwrap()
+            .changes
+            .is_empty(),
+        "visible stays visible"
     );
+    world.policy = common::policy(&departed, &private);
     let changes = sync::retro::plan(&world.policy, &world.store)
         .unwrap()
         .changes;
     assert!(
         matches!(
             changes.as_slice(),
-            [mailsync::store::SourceChange::SetVisibility { source, visibility: mailsync::rules::Visibility::Visible, .. }]
+            [mailsync::store::SourceChange::SetVisibility { source, visibility: mailsync::rules::Visibility::Private, .. }]
                 if source.message_id.as_deref() == Some("<kept-4@customer.org>")
         ),
         "{changes:?}"

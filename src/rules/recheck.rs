@@ -70,8 +70,10 @@ pub enum Mailbox<'a> {
     User(&'a User),
     /// A user who has left the config (their mail stays until `purge`). Rules without a
     /// `users` scope apply as to anyone's mailbox, since colleagues may still see the mail; a
-    /// scoped rule cannot name a user who is not configured. Where no rule decides visibility
-    /// the stored one stands: the user's `emails_visible` left with them.
+    /// scoped rule cannot name a user who is not configured. Visibility only narrows: an
+    /// unscoped rule can make stored mail private, never visible, because what made it
+    /// private (a rule scoped to the user, their `emails_visible`) left with them and can no
+    /// longer be weighed.
     Departed { stored_visibility: Visibility },
 }
 
@@ -178,6 +180,8 @@ pub fn recheck(
         .any(|rule| rule.action == Action::Private)
     {
         Visibility::Private
+    } else if let Mailbox::Departed { stored_visibility } = mailbox {
+        stored_visibility
     } else if visibility_rules
         .iter()
         .any(|rule| rule.action == Action::Visible)
