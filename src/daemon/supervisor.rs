@@ -175,14 +175,21 @@ async fn store_job<T: Send + 'static>(
 }
 
 /// The spec's retroactive rules, after start-up and every reload: stored activities a skip
-/// rule now matches are removed, visibility is recomputed.
-async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: &Arc<Policy>) {
+/// rule now matches are removed, visibility is recomputed. Returns whether that worked (a
+/// failure is logged by `store_job`).
+async fn apply_rules_to_stored(
+    store: &crate::sync::gmail::SharedStore,
+    policy: &Arc<Policy>,
+) -> bool {
     let policy = policy.clone();
     let applied = store_job(store, "apply rules to stored activities", move |store| {
         crate::sync::retro::apply(&policy, store, false)
     })
     .await;
-    match applied.and_then(|result| result.applied) {
+    let Some(result) = applied else {
+        return false;
+    };
+    match result.applied {
         Some(applied) => tracing::info!(
             sources_removed = applied.sources_removed,
             activities_removed = applied.activities_removed,
@@ -191,6 +198,7 @@ async fn apply_rules_to_stored(store: &crate::sync::gmail::SharedStore, policy: 
         ),
         None => tracing::debug!("no rule change applied to stored activities"),
     }
+    true
 }
 
 /// How often the daemon looks for contacts added or marked never-sync by anyone (the CLI or
@@ -228,11 +236,14 @@ async fn process_contact_events(store: &crate::sync::gmail::SharedStore, policy:
             contacts = events.no_sync_changed,
             "a contact's never-sync switch changed; applying it to stored activities"
         );
-        apply_rules_to_stored(store, policy).await;
+        // Until it has worked, the changes stay unhandled and the next turn (5 s later) tries
+        // again: a never-sync switch the CRM set during a busy moment must not leave that
+        // contact's mail readable until the next restart.
+        if !apply_rules_to_stored(store, policy).await {
+            return;
+        }
     }
-    // After applying, so a crash in between applies them again rather than never. A failed
-    // application is not retried here: it was logged, and the rules are applied again at
-    // every start and reload.
+    // After applying, so a crash in between applies them again rather than never.
     store_job(store, "mark contact changes handled", move |store| {
         store.finish_contact_events(through)
     })
