@@ -47,29 +47,45 @@ pub enum Stopped {
 
 /// A small store call (a state row, a notification mark), made on the async thread: when
 /// the store is free, which is almost always, that costs less than a hop to the blocking
-/// pool. When another mailbox's batch holds it, the wait happens in `block_in_place`, so the
-/// daemon's one async thread hands its other mailboxes to a new thread meanwhile.
+/// pool. It never waits there, though: when another mailbox's batch holds the store, or
+/// another process (the CRM) holds SQLite's write lock, it goes again in `block_in_place`, so
+/// the daemon's one async thread hands its other mailboxes to a new thread meanwhile. Every
+/// caller's work is a read or an idempotent write, so running it twice is safe.
 fn with_store_or_error<T>(
     store: &SharedStore,
-    work: impl FnOnce(&mut dyn Store) -> Result<T, crate::store::StoreError>,
+    mut work: impl FnMut(&mut dyn Store) -> Result<T, crate::store::StoreError>,
 ) -> Result<T, crate::store::StoreError> {
-    let mut store = match store.try_lock() {
-        Ok(guard) => guard,
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => tokio::task::block_in_place(|| {
-            store
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        }),
+    let inline = match store.try_lock() {
+        Ok(mut guard) => Some(guard.without_waiting(|store| work(store))),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+            Some(poisoned.into_inner().without_waiting(|store| work(store)))
+        }
+        Err(std::sync::TryLockError::WouldBlock) => None,
     };
-    work(&mut *store)
+    match inline {
+        Some(Err(error)) if error.is_busy() => {}
+        Some(result) => return result,
+        None => {}
+    }
+    let mut waiting = || {
+        let mut store = store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut *store)
+    };
+    // `block_in_place` needs a multi-thread runtime (the daemon's); anywhere else (a test on
+    // a current-thread runtime) the wait happens where it is.
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(waiting),
+        _ => waiting(),
+    }
 }
 
 /// [`with_store_or_error`] for the sync state's bookkeeping: a failure is logged, and the
 /// poll carries on.
 fn with_store<T>(
     store: &SharedStore,
-    work: impl FnOnce(&mut dyn Store) -> Result<T, crate::store::StoreError>,
+    work: impl FnMut(&mut dyn Store) -> Result<T, crate::store::StoreError>,
 ) -> Option<T> {
     match with_store_or_error(store, work) {
         Ok(value) => Some(value),
@@ -392,5 +408,57 @@ mod tests {
         let size = std::mem::size_of_val(&worker);
         println!("worker future: {size} bytes");
         assert!(size <= 2048, "a worker future of {size} bytes");
+    }
+
+    /// The CRM holding SQLite's write lock must not stop the daemon's one async thread: the
+    /// small write goes to `block_in_place` instead of SQLite's busy wait on that thread, the
+    /// other tasks keep running meanwhile, and the write lands once the lock is released.
+    #[test]
+    fn a_busy_store_never_holds_up_the_async_thread() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("crm.sqlite3");
+        let store: SharedStore = Arc::new(Mutex::new(SqliteStore::open(&path).expect("store")));
+        let crm = rusqlite::Connection::open(&path).expect("the CRM's connection");
+        crm.execute_batch("BEGIN IMMEDIATE")
+            .expect("the CRM takes the write lock");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (ticks, written) = runtime.block_on(async {
+            let ticker = tokio::spawn(async {
+                let mut ticks = 0;
+                let started = std::time::Instant::now();
+                while started.elapsed() < Duration::from_millis(600) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks += 1;
+                }
+                ticks
+            });
+            let writer = {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    with_store(&store, |store| {
+                        store.set_sync_status("dave@abcorp.com", SyncStatus::Ok, None)
+                    })
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            crm.execute_batch("COMMIT").expect("the CRM lets go");
+            (ticker.await.expect("ticker"), writer.await.expect("writer"))
+        });
+        assert_eq!(written, Some(()), "the write landed after the CRM let go");
+        assert!(
+            ticks >= 40,
+            "the async thread was held up: {ticks} ticks in 600 ms"
+        );
+        let state = store
+            .lock()
+            .unwrap()
+            .sync_state("dave@abcorp.com")
+            .unwrap()
+            .expect("a state row");
+        assert_eq!(state.status, SyncStatus::Ok);
     }
 }

@@ -307,7 +307,9 @@ impl TokenSource {
             })?
     }
 
-    /// Makes `token`, valid for `lifetime`, the one handed out until it nearly expires.
+    /// Makes `token`, valid for `lifetime`, the one handed out until it is within
+    /// `EXPIRY_MARGIN` of expiring, as Google's own clients count it (a token living less than
+    /// the margin is not kept at all).
     fn keep(&self, token: &str, lifetime: Duration) {
         *self.inner.current.lock().expect("never poisoned") = Some(CachedToken {
             token: token.to_string(),

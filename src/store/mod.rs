@@ -39,6 +39,18 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Another connection (the CRM, a command) holds the write lock and the store did not
+    /// wait: see [`SqliteStore::without_waiting`].
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(rusqlite::Error::SqliteFailure(error, _))
+                if matches!(error.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
 /// How the store treats content beyond the database: where attachment content is kept, how
 /// much of it, and how long subjects and bodies live. Taken from the config (`[store]`,
 /// `[retention]`); the default keeps no attachment content and erases nothing.

@@ -145,6 +145,20 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs `work` without waiting for another connection's write lock: a busy store fails
+    /// at once ([`StoreError::is_busy`]) instead of after `BUSY_TIMEOUT`. For small calls made
+    /// on the daemon's one async thread, which must never sit in SQLite's busy wait: on
+    /// `is_busy` the caller goes again where waiting is allowed.
+    pub fn without_waiting<T>(
+        &mut self,
+        work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.connection.busy_timeout(Duration::ZERO)?;
+        let result = work(self);
+        self.connection.busy_timeout(BUSY_TIMEOUT)?;
+        result
+    }
+
     /// Removes the attachment files among `candidates` that no activity keeping its content
     /// references. Runs under the write lock (an immediate transaction) because writers write
     /// files only while holding it: a file written for a row not yet committed cannot be
@@ -1489,16 +1503,21 @@ fn rfc3339(seconds: i64) -> Option<String> {
         .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-/// The one place that decides what a viewer sees; the spec's read path, rule by rule. It also
-/// keeps the access log, so no read command can forget it: private content shown to someone
-/// who is not among its owners (an admin with `admins_see_private_emails`), and any export
-/// that includes private content, each get one row per activity per read, written before the
-/// content is returned (if the row cannot be written, nothing is shown).
-/// From this many matching activities on, a search walks the activities by date instead of
-/// collecting the matches: collecting costs about 0.3 µs per match, asking the index about one
-/// activity about 10 µs, so the two cost the same near 20,000 matches in a 200,000-activity
-/// store when most matches are visible to the viewer.
-const COMMON_SEARCH_MATCHES: i64 = 20_000;
+/// From how many matching activities a search for a page walks the activities by date
+/// instead of collecting the matches. Collecting costs about 2 µs per match (checked against
+/// the read path's rules, then sorted); walking about 12 µs per activity read (the index is
+/// asked about each), and a walk reads about 50 × activities ÷ matches of them for a page of
+/// 50. The two cost the same near √(350 × activities) matches: 8,000 of 200,000, 1,300 of
+/// 5,000 (measured with the read-path benchmark and criterion's `read_path_5000`). A power
+/// of two, so the statement asking for it takes few shapes as the store grows. The newest id
+/// stands in for the number of activities (a count would read them all).
+fn common_search_matches(connection: &Connection) -> Result<i64, StoreError> {
+    let newest: i64 = connection
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM activities")?
+        .query_row([], |row| row.get(0))?;
+    let threshold = ((350.0 * newest as f64).sqrt() as u64).next_power_of_two();
+    Ok((threshold as i64).clamp(256, 32_768))
+}
 
 /// Whether an FTS5 query matches at least `count` activities; reads at most that many ids.
 fn matches_at_least(connection: &Connection, words: &str, count: i64) -> Result<bool, StoreError> {
@@ -1518,6 +1537,11 @@ enum SearchPlan {
     WalkByDate,
 }
 
+/// The one place that decides what a viewer sees; the spec's read path, rule by rule. It also
+/// keeps the access log, so no read command can forget it: private content shown to someone
+/// who is not among its owners (an admin with `admins_see_private_emails`), and any export
+/// that includes private content, each get one row per activity per read, written before the
+/// content is returned (if the row cannot be written, nothing is shown).
 fn read_path(
     connection: &Connection,
     viewer: &Viewer,
@@ -1568,7 +1592,11 @@ fn read_path_planned(
     // collecting a set as large as the store.
     let plan = match (query.search, plan) {
         (Some(_), Some(plan)) => plan,
-        (Some(words), None) if matches_at_least(connection, words, COMMON_SEARCH_MATCHES)? => {
+        // Without a limit every match is read anyway: collecting them is cheapest.
+        (Some(words), None)
+            if query.limit.is_some()
+                && matches_at_least(connection, words, common_search_matches(connection)?)? =>
+        {
             SearchPlan::WalkByDate
         }
         _ => SearchPlan::CollectMatches,

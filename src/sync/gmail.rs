@@ -195,18 +195,25 @@ async fn with_store<T: Send + 'static>(
 /// the store is free, which is almost always: a hop to the blocking pool and back costs more
 /// than the work, on every poll of every mailbox. When another mailbox's batch holds the
 /// store, it waits off the async threads like all other store work.
+/// In place, it never waits for another process's write lock either
+/// ([`SqliteStore::without_waiting`]); a busy store sends it to the blocking pool, where it
+/// runs again (every caller's work is a read or an idempotent write).
 async fn with_store_quick<T: Send + 'static>(
     store: &SharedStore,
-    work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    work: impl Fn(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
-    match store.try_lock() {
-        Ok(mut guard) => return work(&mut guard).map_err(SyncError::Store),
+    let inline = match store.try_lock() {
+        Ok(mut guard) => Some(guard.without_waiting(&work)),
         Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-            return work(&mut poisoned.into_inner()).map_err(SyncError::Store);
+            Some(poisoned.into_inner().without_waiting(&work))
         }
-        Err(std::sync::TryLockError::WouldBlock) => {}
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    match inline {
+        Some(Err(error)) if error.is_busy() => with_store(store, work).await,
+        Some(result) => result.map_err(SyncError::Store),
+        None => with_store(store, work).await,
     }
-    with_store(store, work).await
 }
 
 impl MailboxSync {
