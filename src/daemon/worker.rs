@@ -55,17 +55,8 @@ fn with_store_or_error<T>(
     store: &SharedStore,
     mut work: impl FnMut(&mut dyn Store) -> Result<T, crate::store::StoreError>,
 ) -> Result<T, crate::store::StoreError> {
-    let inline = match store.try_lock() {
-        Ok(mut guard) => Some(guard.without_waiting(|store| work(store))),
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-            Some(poisoned.into_inner().without_waiting(|store| work(store)))
-        }
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    };
-    match inline {
-        Some(Err(error)) if error.is_busy() => {}
-        Some(result) => return result,
-        None => {}
+    if let Some(result) = crate::sync::gmail::try_without_waiting(store, &mut |store| work(store)) {
+        return result;
     }
     let mut waiting = || {
         let mut store = store

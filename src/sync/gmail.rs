@@ -191,26 +191,36 @@ async fn with_store<T: Send + 'static>(
     .map_err(SyncError::Store)
 }
 
-/// Small store work (a state row, a cursor, a batch's "already decided?"), run at once when
-/// the store is free, which is almost always: a hop to the blocking pool and back costs more
-/// than the work, on every poll of every mailbox. When another mailbox's batch holds the
-/// store, it waits off the async threads like all other store work.
-/// In place, it never waits for another process's write lock either
-/// ([`SqliteStore::without_waiting`]); a busy store sends it to the blocking pool, where it
-/// runs again (every caller's work is a read or an idempotent write).
+/// Runs `work` at once if the store is free and SQLite's write lock is not held elsewhere;
+/// `None` when it would have had to wait (another mailbox's batch holds the store, or another
+/// process the write lock), and the caller goes again where waiting is allowed. For the small
+/// calls the async thread makes on every poll: a hop to the blocking pool costs more than
+/// they do, and the store is almost always free.
+pub(crate) fn try_without_waiting<T>(
+    store: &SharedStore,
+    work: &mut impl FnMut(&mut SqliteStore) -> Result<T, StoreError>,
+) -> Option<Result<T, StoreError>> {
+    let result = match store.try_lock() {
+        Ok(mut guard) => guard.without_waiting(work),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+            poisoned.into_inner().without_waiting(work)
+        }
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    match result {
+        Err(error) if error.is_busy() => None,
+        result => Some(result),
+    }
+}
+
+/// Small store work (a state row, a cursor, a batch's "already decided?"): in place when
+/// [`try_without_waiting`] can, else on the blocking pool, where it runs again (every
+/// caller's work is a read or an idempotent write).
 async fn with_store_quick<T: Send + 'static>(
     store: &SharedStore,
-    work: impl Fn(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    mut work: impl FnMut(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
-    let inline = match store.try_lock() {
-        Ok(mut guard) => Some(guard.without_waiting(&work)),
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-            Some(poisoned.into_inner().without_waiting(&work))
-        }
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    };
-    match inline {
-        Some(Err(error)) if error.is_busy() => with_store(store, work).await,
+    match try_without_waiting(store, &mut work) {
         Some(result) => result.map_err(SyncError::Store),
         None => with_store(store, work).await,
     }
