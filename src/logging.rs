@@ -1,31 +1,126 @@
 //! Log set-up. Logs go to standard error; standard output is for command results.
 //!
-//! What may be logged: user emails, source ids, counts, decisions and reasons. What may not,
-//! above `trace`: contact addresses, subjects, bodies, tokens and keys.
+//! What may be logged, at any level: user emails, source ids, counts, decisions and reasons.
+//! What may not, at any level: contact addresses, subjects, bodies, links, tokens and keys.
+//!
+//! Our own code keeps to that by what it writes. Other crates cannot be trusted to: html5ever
+//! (under html2text) logs every text node and attribute of HTML mail at debug and trace,
+//! html2text logs at info, yup-oauth2 logs whole token responses at debug, hyper and h2 log
+//! headers. So only targets of this project obey `RUST_LOG` below warn; every other crate is
+//! held at warn whatever `RUST_LOG` asks for. An allowlist, not a list of known offenders,
+//! so that a new dependency cannot open a leak.
 
+use std::io::IsTerminal;
+
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
 
-use crate::cli::LogFormat;
+/// How log lines on standard error are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
-/// Dependencies that log secrets below info: yup-oauth2 writes whole token responses (access
-/// tokens) at debug. They are capped at info whatever `RUST_LOG` asks for.
-const SECRET_LOGGING_TARGETS: &[&str] = &["yup_oauth2=info"];
+/// The most verbose level a crate outside this project may log at.
+pub const FOREIGN_CRATE_LEVEL: Level = Level::WARN;
 
-/// Installs the global subscriber; `RUST_LOG` overrides `default_level`, except that the
-/// targets above never log below info.
+/// Whether a log line from `target` at `level` may be written at all (before `RUST_LOG`).
+pub fn is_allowed(target: &str, level: &Level) -> bool {
+    is_own_target(target) || *level <= FOREIGN_CRATE_LEVEL
+}
+
+/// Targets of this project: the `mailsync` crate and its modules (`mailsync::daemon`, ...).
+fn is_own_target(target: &str) -> bool {
+    target == "mailsync" || target.starts_with("mailsync::") || target.starts_with("mailsync_")
+}
+
+/// Installs the global subscriber; `RUST_LOG` overrides `default_level`, within the cap above.
+/// Colours only when standard error is a terminal: journald and log files get plain text.
 pub fn init(format: LogFormat, default_level: &str) {
-    let mut filter =
+    let env_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    for directive in SECRET_LOGGING_TARGETS {
-        filter = filter.add_directive(directive.parse().expect("a valid directive"));
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = env_filter.and(filter_fn(|metadata| {
+        is_allowed(metadata.target(), metadata.level())
+    }));
+    let layer = fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false);
-    // A second initialisation (in tests) is harmless, so its error is ignored.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    let layer = match format {
+        LogFormat::Text => layer.with_filter(filter).boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).with_filter(filter).boxed(),
     };
+    // A second initialisation (in tests) is harmless, so its error is ignored.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// A fatal error, written the way the log is: one JSON object in JSON mode (so that every
+/// line on standard error parses), `mailsync: …` otherwise.
+pub fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("mailsync: {message}"),
+        LogFormat::Json => eprintln!("{}", json_line("ERROR", message)),
+    }
+}
+
+/// In JSON mode a panic is reported as one JSON line too (after the default hook's text
+/// would have broken the "every line is JSON" promise).
+pub fn install_panic_hook(format: LogFormat) {
+    if format == LogFormat::Json {
+        std::panic::set_hook(Box::new(|info| {
+            let location = info
+                .location()
+                .map(|location| format!(" at {}:{}", location.file(), location.line()))
+                .unwrap_or_default();
+            let payload = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string());
+            eprintln!(
+                "{}",
+                json_line("ERROR", &format!("panic{location}: {payload}"))
+            );
+        }));
+    }
+}
+
+fn json_line(level: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": level,
+        "message": message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_projects_targets_log_below_warn() {
+        let cases = [
+            ("mailsync", Level::TRACE, true),
+            ("mailsync::daemon::worker", Level::DEBUG, true),
+            ("mailsync_sandbox::http", Level::TRACE, true),
+            ("html5ever::tree_builder", Level::TRACE, false),
+            ("html5ever::tree_builder", Level::DEBUG, false),
+            ("html2text", Level::INFO, false),
+            ("yup_oauth2::installed", Level::DEBUG, false),
+            ("hyper_util::client", Level::INFO, false),
+            ("h2::codec", Level::TRACE, false),
+            ("rustls::client", Level::WARN, true),
+            ("html5ever::serialize", Level::ERROR, true),
+            ("mailsyncer", Level::DEBUG, false),
+        ];
+        for (target, level, allowed) in cases {
+            assert_eq!(is_allowed(target, &level), allowed, "{target} at {level}");
+        }
+    }
 }

@@ -4,22 +4,46 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mailsync::cli::{self, Cli, ExitStatus};
+use mailsync::logging::{self, LogFormat};
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
-    mailsync::logging::init(cli.log_format, cli.command.default_log_level());
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    let format = cli.log_format;
+    logging::install_panic_hook(format);
+    logging::init(format, cli.command.default_log_level());
     match cli::run(cli) {
         Ok(ExitStatus::Success) => ExitCode::SUCCESS,
         Ok(ExitStatus::SomeFailed) => ExitCode::from(1),
         Err(error) => {
             let code = error.exit_code();
             if code != 0 {
-                eprintln!("mailsync: {error}");
+                logging::fatal(format, &error.to_string());
             }
             ExitCode::from(code)
         }
     }
+}
+
+/// clap's own report (help and version on standard output, exit 0; mistakes exit 2), except
+/// that with `--log-format json` a mistake is one JSON line like every other line on
+/// standard error.
+fn usage_error(error: clap::Error) -> ExitCode {
+    let wants_json = std::env::args()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|pair| pair[0] == "--log-format" && pair[1] == "json")
+        || std::env::args().any(|arg| arg == "--log-format=json");
+    if wants_json && error.use_stderr() {
+        let rendered = error.render().to_string();
+        let message = rendered.lines().next().unwrap_or("invalid arguments");
+        logging::fatal(LogFormat::Json, message.trim_start_matches("error: "));
+        return ExitCode::from(2);
+    }
+    error.exit()
 }
 
 /// glibc's malloc gives every thread that allocates an arena of its own (up to eight per

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::logging::LogFormat;
 
 use context::{daemon_runtime, find_user, load_credentials, load_policy, open_store, runtime};
 pub use output::{CommandError, CommandResult, ExitStatus};
@@ -50,12 +51,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -269,11 +264,22 @@ pub enum NotifyCommand {
 pub enum AuthCommand {
     /// Run the OAuth consent flow for one user and keep the refresh token in the store.
     ///
-    /// Prints a URL to open in a browser; a local listener receives Google's answer.
+    /// Prints a URL to open in a browser; a listener on 127.0.0.1 receives Google's answer.
+    /// The grant is kept only if Gmail says it opens this user's mailbox (primary address or
+    /// an alias); consent given with another account stores nothing and exits 1. Run it with
+    /// the daemon's config, so the token lands in the daemon's store.
     Login {
         /// The user (primary address or alias).
         #[arg(long, value_name = "EMAIL")]
         user: String,
+        /// The listener's port, fixed (for an SSH tunnel: ssh -L N:127.0.0.1:N HOST); with
+        /// --no-browser, the port of the address the browser is sent back to.
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// Print the URL and read back, from standard input, the address the browser was sent
+        /// back to (or the code alone): for a machine without a browser.
+        #[arg(long)]
+        no_browser: bool,
     },
 }
 
@@ -282,7 +288,8 @@ pub struct SandboxArgs {
     /// A folder with one sub-folder of .eml files per mailbox, named by the user's email.
     #[arg(long, value_name = "DIR")]
     pub mailboxes: PathBuf,
-    /// Where to listen; port 0 picks a free port (printed on the first line).
+    /// Where to listen: a loopback address only (any other is refused); port 0 picks a free
+    /// port (printed on the first line).
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub listen: std::net::SocketAddr,
     /// An installed-app OAuth client the token endpoint accepts (with --client-secret).
@@ -497,9 +504,15 @@ pub fn run(cli: Cli) -> CommandResult {
             decisions::run(&load_policy(config_path)?, &user, limit, json)
         }
         Command::Status { json } => status::run(&load_policy(config_path)?, json),
-        Command::Auth(AuthCommand::Login { user }) => {
-            auth::login(&load_policy(config_path)?, &user)
-        }
+        Command::Auth(AuthCommand::Login {
+            user,
+            port,
+            no_browser,
+        }) => auth::login(
+            &load_policy(config_path)?,
+            &user,
+            auth::LoginOptions { port, no_browser },
+        ),
         Command::Sandbox(args) => sandbox::run(args),
         Command::Verify(args) => verify::run(&load_policy(config_path)?, args),
         Command::Notify(NotifyCommand::Test) => notify::test(&load_policy(config_path)?),
