@@ -8,7 +8,6 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::gmail::GmailError;
 use crate::gmail::auth::Credentials;
 use crate::gmail::client::GmailClient;
 use crate::gmail::http::{ApiClient, OAuthClient};
@@ -241,7 +240,7 @@ pub async fn run_worker(
                     }
                 }
                 Err(SyncError::Cancelled) => return Stopped::Cancelled,
-                Err(SyncError::Gmail(error @ GmailError::NeedsReauth { .. })) => {
+                Err(SyncError::Gmail(error)) if error.needs_reauth() => {
                     let message = error.to_string();
                     with_store(&shared.store, |store| {
                         store.record_poll(&user.email, SyncStatus::NeedsReauth, Some(&message), failures, None)

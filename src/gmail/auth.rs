@@ -44,6 +44,12 @@ pub enum CredentialsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} is not a valid {kind}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        kind: &'static str,
+        reason: String,
+    },
     #[error(
         "{path}: token_uri `{uri}` is not https (plain http is allowed only to this machine, for tests)"
     )]
@@ -81,6 +87,23 @@ pub fn check_private_file(path: &Path) -> Result<(), CredentialsError> {
     Ok(())
 }
 
+/// A secret file's content, after checking that only its owner can read it.
+fn read_private_file(path: &Path) -> Result<Vec<u8>, CredentialsError> {
+    check_private_file(path)?;
+    std::fs::read(path).map_err(|source| CredentialsError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, kind: &'static str, reason: String) -> CredentialsError {
+    CredentialsError::Invalid {
+        path: path.to_path_buf(),
+        kind,
+        reason,
+    }
+}
+
 /// How mailsync proves it may read a mailbox.
 #[derive(Clone)]
 pub enum Credentials {
@@ -99,33 +122,56 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Reads the configured credential file after checking its permissions.
+    /// Reads the configured credential file after checking its permissions, and checks that
+    /// it is usable (a service account's private key is parsed here, not at the first token).
     pub async fn load(
         service_account_key: Option<&Path>,
         client_secret: Option<&Path>,
     ) -> Result<Credentials, CredentialsError> {
-        let unreadable = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| CredentialsError::Unreadable { path, source }
-        };
         match (service_account_key, client_secret) {
             (Some(_), Some(_)) => Err(CredentialsError::Both),
             (None, None) => Err(CredentialsError::Missing),
-            (Some(path), None) => {
-                check_private_file(path)?;
-                let key = yup_oauth2::read_service_account_key(path)
-                    .await
-                    .map_err(unreadable(path))?;
-                check_token_uri(path, &key.token_uri)?;
-                Ok(Credentials::ServiceAccount(Arc::new(key)))
-            }
-            (None, Some(path)) => {
-                check_private_file(path)?;
-                let secret = yup_oauth2::read_application_secret(path)
-                    .await
-                    .map_err(unreadable(path))?;
-                check_token_uri(path, &secret.token_uri)?;
-                Ok(Credentials::InstalledApp(Arc::new(secret)))
+            (Some(path), None) => Credentials::load_service_account_key(path).await,
+            (None, Some(path)) => Credentials::load_client_secret(path).await,
+        }
+    }
+
+    pub async fn load_service_account_key(path: &Path) -> Result<Credentials, CredentialsError> {
+        const KIND: &str = "service account key (the JSON key file from the Google Cloud console)";
+        let text = read_private_file(path)?;
+        let key = yup_oauth2::parse_service_account_key(&text)
+            .map_err(|error| invalid(path, KIND, error.to_string()))?;
+        check_token_uri(path, &key.token_uri)?;
+        // Building the authenticator parses the PEM key; nothing is sent.
+        yup_oauth2::ServiceAccountAuthenticator::with_client(
+            key.clone(),
+            yup_oauth2::CustomHyperClientBuilder::from(super::http::oauth_client()),
+        )
+        .build()
+        .await
+        .map_err(|error| invalid(path, KIND, format!("private_key: {error}")))?;
+        Ok(Credentials::ServiceAccount(Arc::new(key)))
+    }
+
+    pub async fn load_client_secret(path: &Path) -> Result<Credentials, CredentialsError> {
+        const KIND: &str =
+            "OAuth client secret (the \"Desktop app\" JSON from the Google Cloud console)";
+        let text = read_private_file(path)?;
+        let secret = yup_oauth2::parse_application_secret(&text)
+            .map_err(|error| invalid(path, KIND, error.to_string()))?;
+        check_token_uri(path, &secret.token_uri)?;
+        Ok(Credentials::InstalledApp(Arc::new(secret)))
+    }
+
+    /// What kind of credentials these are, naming the account or client, never the secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Credentials::ServiceAccount(key) => format!(
+                "service account {} (domain-wide delegation)",
+                key.client_email
+            ),
+            Credentials::InstalledApp(secret) => {
+                format!("OAuth client {} (per-user consent)", secret.client_id)
             }
         }
     }

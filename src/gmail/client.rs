@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -186,6 +187,16 @@ pub struct GmailClient {
     settings: ClientSettings,
     stats: Mutex<RequestStats>,
     metrics: Option<crate::metrics::Metrics>,
+    /// Set once `users.getProfile` has shown that the grant opens this user's mailbox.
+    mailbox_confirmed: AtomicBool,
+}
+
+/// What `users.getProfile` says of a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// The mailbox's own (primary) address, whoever asked for it.
+    pub email_address: String,
+    pub history_id: u64,
 }
 
 impl GmailClient {
@@ -208,6 +219,7 @@ impl GmailClient {
             settings,
             stats: Mutex::new(RequestStats::default()),
             metrics: None,
+            mailbox_confirmed: AtomicBool::new(false),
         }
     }
 
@@ -336,8 +348,8 @@ impl GmailClient {
         }
     }
 
-    /// `users.getProfile`: the mailbox's current history id.
-    pub async fn history_id(&self) -> Result<u64, GmailError> {
+    /// `users.getProfile`: whose mailbox the grant opens, and its current history id.
+    pub async fn profile(&self) -> Result<Profile, GmailError> {
         let profile = self
             .execute(
                 Method::GetProfile,
@@ -355,9 +367,46 @@ impl GmailClient {
                 },
             )
             .await?;
-        profile
+        let history_id = profile
             .history_id
-            .ok_or_else(|| GmailError::BadResponse("profile without historyId".to_string()))
+            .ok_or_else(|| GmailError::BadResponse("profile without historyId".to_string()))?;
+        let email_address = profile
+            .email_address
+            .ok_or_else(|| GmailError::BadResponse("profile without emailAddress".to_string()))?;
+        Ok(Profile {
+            email_address,
+            history_id,
+        })
+    }
+
+    /// The mailbox's current history id.
+    pub async fn history_id(&self) -> Result<u64, GmailError> {
+        Ok(self.profile().await?.history_id)
+    }
+
+    /// Proves that the grant opens the mailbox of `addresses` (the user's primary address and
+    /// aliases) before anything is read from it: Gmail is always asked for `me`, and `me` is
+    /// whoever gave consent, which need not be the user the token is stored for. Asks Gmail
+    /// once per client; a client is built anew whenever credentials or settings change.
+    pub async fn confirm_mailbox<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), GmailError> {
+        if self.mailbox_confirmed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let reached = crate::address::normalize(&self.profile().await?.email_address);
+        if !addresses
+            .into_iter()
+            .any(|address| crate::address::normalize(address) == reached)
+        {
+            return Err(GmailError::WrongMailbox {
+                user: self.user_email.clone(),
+                reached,
+            });
+        }
+        self.mailbox_confirmed.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// One page of `users.messages.list` for a Gmail search.

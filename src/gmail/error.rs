@@ -32,6 +32,13 @@ pub enum GmailError {
         "authorization for {user} is revoked or not granted ({code}): run `mailsync auth login --user {user}` or fix the domain-wide delegation"
     )]
     NeedsReauth { user: String, code: String },
+    /// `users.getProfile` names a mailbox that is not the user's: a consent given with another
+    /// Google account, a refresh token stored under the wrong user, or a Workspace user renamed
+    /// since the config was written. Nothing is read from it.
+    #[error(
+        "the grant for {user} opens the mailbox of {reached}, which is neither {user} nor one of its aliases; nothing was read from it: run `mailsync auth login --user {user}` and sign in as {user} (or, if {reached} is this person's own address, add it to the user's aliases)"
+    )]
+    WrongMailbox { user: String, reached: String },
     /// 404 on `users.history.list`: the cursor is older than Gmail keeps history.
     #[error("history id {0} is no longer available")]
     HistoryExpired(u64),
@@ -60,6 +67,15 @@ impl GmailError {
         )
     }
 
+    /// Nothing will work for this user until someone authorises again (or fixes the config):
+    /// the user's sync stops instead of retrying.
+    pub fn needs_reauth(&self) -> bool {
+        matches!(
+            self,
+            GmailError::NeedsReauth { .. } | GmailError::WrongMailbox { .. }
+        )
+    }
+
     /// A short, stable label for metrics and `status` (`429`, `500`, `connection`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -70,6 +86,7 @@ impl GmailError {
             GmailError::Timeout(_) => "timeout",
             GmailError::Unauthorized => "unauthorized",
             GmailError::NeedsReauth { .. } => "needs_reauth",
+            GmailError::WrongMailbox { .. } => "wrong_mailbox",
             GmailError::HistoryExpired(_) => "history_expired",
             GmailError::MessageNotFound(_) => "not_found",
             GmailError::Refused { .. } => "refused",

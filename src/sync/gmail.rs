@@ -246,6 +246,7 @@ impl MailboxSync {
     /// [`MailboxSync::run`] from the mailbox's sync state as the caller just read it (the
     /// daemon reads it at the start of every poll anyway: one store round trip less per poll).
     pub async fn run_from(&self, state: Option<SyncState>) -> Result<SyncReport, SyncError> {
+        self.confirm_mailbox().await?;
         // Read with the state, before this sync: a contact added during it is seen by the
         // next poll's backfill.
         let backfill_due = state.as_ref().is_none_or(|state| state.backfill_due);
@@ -254,6 +255,12 @@ impl MailboxSync {
             report.backfilled_addresses = self.backfill(&mut report).await?;
         }
         Ok(report)
+    }
+
+    /// Every way into the mailbox starts here: nothing is read or stored from a mailbox that
+    /// is not this user's (the client asks Gmail once, then remembers).
+    async fn confirm_mailbox(&self) -> Result<(), SyncError> {
+        Ok(self.client.confirm_mailbox(self.user.addresses()).await?)
     }
 
     async fn sync_new_mail(&self, state: Option<SyncState>) -> Result<SyncReport, SyncError> {
@@ -280,6 +287,7 @@ impl MailboxSync {
     /// Lists the window and processes every message not decided yet, then sets the cursor to
     /// the history id read before listing.
     pub async fn full(&self) -> Result<SyncReport, SyncError> {
+        self.confirm_mailbox().await?;
         let mut report = SyncReport {
             full: true,
             ..SyncReport::default()
@@ -343,6 +351,7 @@ impl MailboxSync {
     /// `repair`, those go through the pipeline now. Listing omits spam and trash, as the full
     /// sync does, so they are never gaps.
     pub async fn verify(&self, repair: bool) -> Result<VerifyReport, SyncError> {
+        self.confirm_mailbox().await?;
         let ids = self.list_window(&self.window.query()).await?;
         let email = self.user.email.clone();
         let listed = ids.clone();
@@ -469,6 +478,7 @@ impl MailboxSync {
     /// gains a link to the new contact). Each address is done once: the mark then moves past
     /// it. Returns how many addresses were backfilled.
     pub async fn backfill(&self, report: &mut SyncReport) -> Result<usize, SyncError> {
+        self.confirm_mailbox().await?;
         let email = self.user.email.clone();
         let pending = with_store_quick(&self.store, move |store| {
             store.pending_backfill(&email, BACKFILL_EVENTS_PER_ROUND)
@@ -564,6 +574,7 @@ impl MailboxSync {
     /// Reads history from `start` page by page; each page's messages are written with the
     /// cursor that page reached.
     pub async fn incremental(&self, start: u64) -> Result<SyncReport, SyncError> {
+        self.confirm_mailbox().await?;
         let mut report = SyncReport::default();
         let mut page_token: Option<String> = None;
         let mut reached = start;

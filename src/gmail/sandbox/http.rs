@@ -352,7 +352,7 @@ fn answer(
     let now_ms = chrono::Utc::now().timestamp_millis();
     match method {
         GmailMethod::Profile => Ok(json!({
-            "emailAddress": mailbox.email,
+            "emailAddress": mailbox.primary_address(),
             "messagesTotal": mailbox.messages_total(),
             "threadsTotal": mailbox.threads_total(),
             "historyId": mailbox.history_id().to_string(),
@@ -698,6 +698,13 @@ async fn control(
                 Err(error) => failure(404, &error.to_string()),
             }
         }
+        (&Method::POST, "rename") => match params.get("address") {
+            Some(address) if !address.is_empty() => {
+                sandbox.rename(&user, address);
+                json_response(200, &json!({"ok": true}))
+            }
+            _ => failure(400, "rename needs address=NEW_PRIMARY_ADDRESS"),
+        },
         (&Method::POST, "revoke") => {
             sandbox.revoke(&user);
             json_response(200, &json!({"ok": true}))

@@ -151,7 +151,10 @@ pub enum MailboxError {
 /// One user's mailbox.
 #[derive(Debug)]
 pub struct Mailbox {
+    /// The address the mailbox was loaded under; grants and control routes name it.
     pub email: String,
+    /// What `users.getProfile` reports instead, once the Workspace "renamed" the user.
+    renamed_to: Option<String>,
     messages: HashMap<String, Message>,
     /// Message ids, newest first (internalDate descending, ties by id descending).
     order: Vec<String>,
@@ -168,6 +171,17 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// The mailbox's primary address as `users.getProfile` reports it.
+    pub fn primary_address(&self) -> &str {
+        self.renamed_to.as_deref().unwrap_or(&self.email)
+    }
+
+    /// A Workspace rename: Gmail goes on serving the mailbox to grants for the old address,
+    /// but its profile now names the new one.
+    pub fn rename(&mut self, new_primary_address: &str) {
+        self.renamed_to = Some(new_primary_address.to_ascii_lowercase());
+    }
+
     /// Builds a mailbox from its files. Ids depend only on (seed, user, file name), so they are
     /// stable across restarts; history ids are assigned oldest message first.
     pub fn new(email: &str, seed: u64, files: Vec<SourceFile>) -> Mailbox {
@@ -192,6 +206,7 @@ impl Mailbox {
             id_seed: seed,
             delivered_count: 0,
             rng,
+            renamed_to: None,
         };
         let mut parsed: Vec<(String, ParsedMessage, Vec<u8>)> = files
             .into_iter()

@@ -11,8 +11,10 @@
 //! per-user sliding-minute quota with Gmail's cost table and a concurrency cap; and switches for
 //! revocation, history expiry and random faults.
 //!
-//! Unauthenticated control routes under `/sandbox/` (deliver, revoke, expire-history, faults,
-//! refresh-token, stats) mirror the methods of [`Sandbox`]; bind the server to loopback only.
+//! Unauthenticated control routes under `/sandbox/` (deliver, revoke, expire-history, rename,
+//! faults, refresh-token, stats) mirror the methods of [`Sandbox`]. They hand out tokens and
+//! the API serves mail to whoever holds one, so [`Sandbox::serve`] refuses a listener on any
+//! address but loopback.
 //!
 //! Running it in a test:
 //! ```text
@@ -42,4 +44,4 @@ mod e2e_tests;
 pub use config::{MethodCosts, OAuthClient, SandboxConfig, SandboxError};
 pub use faults::{FaultConfig, FaultKind, Stats, UserStats};
 pub use oauth::{METADATA_SCOPE, READONLY_SCOPE};
-pub use server::{Sandbox, SpawnedSandbox, spawn};
+pub use server::{Sandbox, SpawnedSandbox, not_loopback_message, spawn};

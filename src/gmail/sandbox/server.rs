@@ -100,6 +100,13 @@ impl Sandbox {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let address = listener.local_addr()?;
+        if !address.ip().is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                not_loopback_message(address),
+            ));
+        }
         let (stop_sender, stop_receiver) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
@@ -173,6 +180,14 @@ impl Sandbox {
     /// 401, until a new refresh token is issued (re-consent).
     pub fn revoke(&self, user: &str) {
         lock(&self.shared.oauth).revoke(user);
+    }
+
+    /// The Workspace renames `user`: `users.getProfile` reports `new_primary_address` from now
+    /// on, while grants for `user` still open the mailbox.
+    pub fn rename(&self, user: &str, new_primary_address: &str) {
+        if let Some(mailbox) = lock(&self.shared.mailboxes).get_mut(&user.to_ascii_lowercase()) {
+            mailbox.rename(new_primary_address);
+        }
     }
 
     /// Every `startHistoryId` below the mailbox's current history id now answers 404.
@@ -307,4 +322,11 @@ pub async fn spawn(config: SandboxConfig) -> Result<SpawnedSandbox, SandboxError
         task,
         stop: Some(stop),
     })
+}
+
+/// Why the sandbox will not listen on `address`, and what to do instead.
+pub fn not_loopback_message(address: std::net::SocketAddr) -> String {
+    format!(
+        "the sandbox listens on loopback only (127.0.0.1 or [::1]), not {address}: its control routes hand out tokens without authentication and its API serves the mail; to reach it from another machine, use an SSH tunnel (ssh -L 8089:127.0.0.1:8089 HOST)"
+    )
 }
