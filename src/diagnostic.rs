@@ -54,14 +54,19 @@ impl Diagnostics {
     }
 
     /// `Ok(value)` when nothing was found, else every problem, sorted by file and line.
-    pub fn into_result<T>(mut self, value: T) -> Result<T, Diagnostics> {
+    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
         if self.0.is_empty() {
             Ok(value)
         } else {
-            self.0
-                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-            Err(self)
+            Err(self.sorted())
         }
+    }
+
+    /// The same problems, by file and line.
+    pub fn sorted(mut self) -> Diagnostics {
+        self.0
+            .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        self
     }
 }
 

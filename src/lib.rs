@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod notify;
 pub mod parse;
 pub mod rules;
+pub mod settings;
 pub mod source;
 pub mod store;
 pub mod sync;

@@ -92,6 +92,56 @@ impl TomlFile {
         }
     }
 
+    /// Deserializes each table of the top-level array `key` (`[[key]]` sections) on its own,
+    /// so that a type error in one does not hide the problems of the others (serde stops at
+    /// the first). Returns the items that deserialized, with their index, and every problem
+    /// of every item; the rest of the document is the caller's to check.
+    pub fn deserialize_items<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> (Vec<(usize, T)>, Diagnostics) {
+        let mut diagnostics = Diagnostics::default();
+        let mut items = Vec::new();
+        let root = match DeTable::parse(&self.text) {
+            Ok(root) => root,
+            Err(error) => {
+                diagnostics.push(self.error_diagnostic(&error));
+                return (items, diagnostics);
+            }
+        };
+        let array = root
+            .get_ref()
+            .iter()
+            .find(|(candidate, _)| candidate.get_ref().as_ref() == key)
+            .map(|(_, value)| value);
+        let Some(DeValue::Array(array)) = array.map(Spanned::get_ref) else {
+            return (items, diagnostics);
+        };
+        for (index, item) in array.iter().enumerate() {
+            let at = KeyPath::default().key(key).index(index);
+            let DeValue::Table(table) = item.get_ref() else {
+                diagnostics.push(self.diagnostic(&at, format!("`{at}` must be a table")));
+                continue;
+            };
+            let deserializer =
+                toml::de::Deserializer::from(Spanned::new(item.span(), table.clone()));
+            let mut unknown_keys = Vec::new();
+            let value = serde_ignored::deserialize(deserializer, |path| {
+                unknown_keys.push(key_path_of(&path));
+            });
+            for relative in unknown_keys {
+                let mut key_path = at.clone();
+                key_path.0.extend(relative.0);
+                diagnostics.push(self.diagnostic(&key_path, format!("unknown key `{key_path}`")));
+            }
+            match value {
+                Ok(value) => items.push((index, value)),
+                Err(error) => diagnostics.push(self.error_diagnostic(&error)),
+            }
+        }
+        (items, diagnostics)
+    }
+
     /// A problem about the value at `key_path`, located at that key's line.
     pub fn diagnostic(&self, key_path: &KeyPath, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(&self.path, self.line_of(key_path), message)
@@ -216,6 +266,34 @@ mod tests {
         let (value, problems) = load("name = \n");
         assert!(value.is_none());
         assert!(problems[0].starts_with("t.toml:1: "), "{problems:?}");
+    }
+
+    #[test]
+    fn each_item_reports_its_own_problems() {
+        let file = TomlFile::new(
+            Path::new("t.toml"),
+            "[[items]]\nvalue = \"one\"\n[[items]]\nvalue = 2\n[[items]]\nvalue = -3\nextra = 1\n[[items]]\nvalu = 4\n"
+                .to_string(),
+        );
+        let (items, diagnostics) = file.deserialize_items::<Item>("items");
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].0, 1);
+        // Every item's problems, in item order: a type error, an unknown key and a bad value,
+        // an unknown key and the missing field it should have been.
+        let lines: Vec<Option<usize>> = diagnostics.0.iter().map(|d| d.line).collect();
+        assert_eq!(
+            lines,
+            [Some(2), Some(7), Some(6), Some(9), Some(8)],
+            "{diagnostics}"
+        );
+        assert!(
+            diagnostics.0[1].message.contains("items[2].extra"),
+            "{diagnostics}"
+        );
+        assert!(
+            diagnostics.0[4].message.contains("missing field `value`"),
+            "{diagnostics}"
+        );
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! `mailsync check-config`: validate without side effects, report everything.
+//! `mailsync check-config`: validate without side effects, report everything. It loads what
+//! `run` loads, through the same function (`settings::load`): config, every rules file and the
+//! Gmail credentials, so a config that passes here is one the daemon starts with.
 
 use std::io::Write;
 use std::path::Path;
 
-use super::{CommandResult, ExitStatus, load_policy};
+use super::{CommandError, CommandResult, ExitStatus, runtime};
 
 pub fn run(config_path: &Path) -> CommandResult {
-    let policy = load_policy(config_path)?;
+    let (policy, credentials) = runtime()?
+        .block_on(crate::settings::load(config_path))
+        .map_err(CommandError::Config)?;
     let config = &policy.config;
     let syncing = config.users.iter().filter(|user| user.sync).count();
     let rule_files: std::collections::BTreeSet<_> =
@@ -15,7 +19,7 @@ pub fn run(config_path: &Path) -> CommandResult {
     writeln!(out, "{}: ok", config.source_path.display())?;
     writeln!(
         out,
-        "  users: {} ({syncing} with sync on)\n  company domains: {}\n  rules: {} from {} file(s){}\n  free-mail domains: {}\n  store: {}",
+        "  users: {} ({syncing} with sync on)\n  company domains: {}\n  rules: {} from {} file(s){}\n  free-mail domains: {}\n  credentials: {}\n  store: {}",
         config.users.len(),
         config.company_domains.join(", "),
         policy.rules.rules.len(),
@@ -26,6 +30,7 @@ pub fn run(config_path: &Path) -> CommandResult {
             .map(|dir| format!(" in {}", dir.display()))
             .unwrap_or_default(),
         config.freemail.len(),
+        credentials.describe(),
         config.store_path.display(),
     )?;
     Ok(ExitStatus::Success)

@@ -40,7 +40,6 @@ pub fn run(config_path: &std::path::Path, args: RunArgs) -> CommandResult {
             Ok(RunOutcome::Clean) => Ok(ExitStatus::Success),
             Ok(RunOutcome::SomeFailed) => Ok(ExitStatus::SomeFailed),
             Err(DaemonError::Config(diagnostics)) => Err(CommandError::Config(diagnostics)),
-            Err(DaemonError::Credentials(error)) => Err(CommandError::Usage(error.to_string())),
             Err(error) => Err(CommandError::Failed(error.into())),
         }
     })

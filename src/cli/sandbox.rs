@@ -10,6 +10,11 @@ use super::{CommandResult, ExitStatus, SandboxArgs, runtime};
 use crate::gmail::sandbox::{FaultConfig, FaultKind, OAuthClient, Sandbox, SandboxConfig};
 
 pub fn run(args: SandboxArgs) -> CommandResult {
+    if !args.listen.ip().is_loopback() {
+        return Err(super::CommandError::Usage(
+            crate::gmail::sandbox::not_loopback_message(args.listen),
+        ));
+    }
     let kinds = args
         .fault_kinds
         .iter()

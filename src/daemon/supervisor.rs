@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::worker::{Shared, Stopped, run_worker};
 use crate::diagnostic::Diagnostics;
-use crate::gmail::auth::{Credentials, CredentialsError};
+use crate::gmail::auth::Credentials;
 use crate::gmail::http;
 use crate::metrics::Metrics;
 use crate::rules::Policy;
@@ -42,8 +42,6 @@ pub enum DaemonError {
     #[error("{0}")]
     Config(Diagnostics),
     #[error(transparent)]
-    Credentials(#[from] CredentialsError),
-    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Metrics(String),
@@ -52,14 +50,9 @@ pub enum DaemonError {
 /// Loads settings the same way at start-up and on reload: one code path, so a config that
 /// starts also reloads and vice versa.
 async fn load(config_path: &Path) -> Result<(Policy, Credentials), DaemonError> {
-    let policy = Policy::load(config_path).map_err(DaemonError::Config)?;
-    let gmail = &policy.config.gmail;
-    let credentials = Credentials::load(
-        gmail.service_account_key.as_deref(),
-        gmail.client_secret.as_deref(),
-    )
-    .await?;
-    Ok((policy, credentials))
+    crate::settings::load(config_path)
+        .await
+        .map_err(DaemonError::Config)
 }
 
 fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {

@@ -10,10 +10,14 @@ use crate::config::Config;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::tomlfile::{KeyPath, TomlFile};
 
+/// The document around the rules: its other keys are unknown, and `rule` must be an array.
+/// Each rule is deserialized on its own ([`TomlFile::deserialize_items`]), so every rule's
+/// problems are reported, not only the first rule's.
 #[derive(Debug, Deserialize)]
 struct RawRulesFile {
     #[serde(default)]
-    rule: Vec<RawRule>,
+    #[allow(dead_code)]
+    rule: Vec<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,8 +243,12 @@ impl RuleSet {
             let file = TomlFile::new(&path, text);
             let (raw, problems) = file.deserialize::<RawRulesFile>();
             diagnostics.extend(problems);
-            let Some(raw) = raw else { continue };
-            for (index, raw_rule) in raw.rule.into_iter().enumerate() {
+            if raw.is_none() {
+                continue;
+            }
+            let (raw_rules, problems) = file.deserialize_items::<RawRule>("rule");
+            diagnostics.extend(problems);
+            for (index, raw_rule) in raw_rules {
                 let at = KeyPath::default().key("rule").index(index);
                 let line = file.line_of(&at.clone().key("name")).unwrap_or(1);
                 if let Some(rule) =

@@ -1782,7 +1782,16 @@ pub struct StoreLock {
 }
 
 impl StoreLock {
+    /// Locks the store's canonical path (symlinks resolved), so that two configs reaching one
+    /// store by different paths still find each other's lock.
     pub fn acquire(store_path: &Path) -> Result<StoreLock, StoreError> {
+        create_parent_folder(store_path)?;
+        let store_path = canonical_store_path(store_path).map_err(|error| {
+            StoreError::Conflict(format!(
+                "cannot resolve the store path {}: {error}",
+                store_path.display()
+            ))
+        })?;
         let mut name = store_path.as_os_str().to_owned();
         name.push(".lock");
         let path = std::path::PathBuf::from(name);
@@ -1806,6 +1815,23 @@ impl StoreLock {
                 path.display()
             ))),
         }
+    }
+}
+
+/// The store file's path with every symlink resolved: the file itself when it exists (it may
+/// be a link), else its folder's canonical path joined with its name.
+fn canonical_store_path(store_path: &Path) -> std::io::Result<std::path::PathBuf> {
+    match std::fs::canonicalize(store_path) {
+        Ok(path) => Ok(path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let folder = match store_path.parent() {
+                Some(folder) if !folder.as_os_str().is_empty() => folder,
+                _ => Path::new("."),
+            };
+            let name = store_path.file_name().ok_or(error)?;
+            Ok(std::fs::canonicalize(folder)?.join(name))
+        }
+        Err(error) => Err(error),
     }
 }
 
