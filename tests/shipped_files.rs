@@ -73,6 +73,7 @@ fn systemd_unit_is_hardened_and_valid() {
         "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
+        "RestartPreventExitStatus=2",
         "User=mailsync",
         "StateDirectory=mailsync",
         "ProtectSystem=strict",
