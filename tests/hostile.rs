@@ -568,7 +568,13 @@ fn nul_bytes_anywhere() {
     ));
     let mut raw = vec![0u8; 100];
     raw.extend_from_slice(b"\r\nSubject: after nuls\r\n\r\nbody");
-    let _ = parse_timed("NULs before the headers", &raw);
+    // The NULs are dropped like any others, and what follows them is read as usual.
+    let after = parse_ok("NULs before the headers", &raw);
+    assert_eq!(after.subject.as_deref(), Some("after nuls"));
+    assert_eq!(after.body_text.as_deref(), Some("body"));
+    for text in all_strings(&after) {
+        assert!(!text.contains('\0'), "a NUL in the output: {text:?}");
+    }
 }
 
 #[test]

@@ -461,9 +461,19 @@ fn the_access_log_records_exactly_admin_reads_of_private_content_and_exports() {
     // A non-admin sees no content and leaves no row.
     let erin = world.viewer("erin@abcorp.com");
     let seen = world.store.feed(&erin, None, None).unwrap();
+    assert!(seen.iter().any(|a| a.private), "erin sees the private activity's metadata");
     assert!(seen.iter().all(|a| !a.private || a.subject.is_none()));
-    world.store.search(&erin, "marmalade", None).unwrap();
-    world.store.export(&erin, None).unwrap();
+    assert!(
+        world.store.search(&erin, "marmalade", None).unwrap().is_empty(),
+        "words of content withheld from erin never match"
+    );
+    let exported = world.store.export(&erin, None).unwrap();
+    assert!(exported.iter().any(|a| a.private));
+    assert!(
+        exported
+            .iter()
+            .all(|a| !a.private || (a.subject.is_none() && a.body.is_none()))
+    );
     assert!(world.access_rows().is_empty());
 
     // The admin with admins_see_private_emails: one row per read, naming the path.
@@ -513,7 +523,9 @@ fn the_access_log_records_exactly_admin_reads_of_private_content_and_exports() {
         admins_see_private_emails: false,
         ..michelle.clone()
     };
-    world.store.feed(&without, None, None).unwrap();
+    let feed = world.store.feed(&without, None, None).unwrap();
+    assert!(feed.iter().any(|a| a.private));
+    assert!(feed.iter().all(|a| !a.private || a.subject.is_none()));
     assert_eq!(
         world
             .store
