@@ -298,6 +298,267 @@ fn replay_reads_takeout_mbox_and_honours_its_labels() {
     );
 }
 
+/// An mbox whose separators have no blank line before them (as git format-patch writes
+/// them), with a note before the first one and a body line that starts with "From".
+#[test]
+fn replay_mbox_starts_a_message_at_every_separator_and_reports_text_before_the_first() {
+    let playground = Playground::new();
+    let mbox = common::fixtures().join("mbox/no-blank-lines.mbox");
+    let source = format!("mbox:{}", mbox.display());
+    let args = [
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &source,
+    ];
+    let output = playground
+        .run(&args)
+        .args(["--dry-run", "--json", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let message_ids: Vec<String> = json_lines(&String::from_utf8(output.stdout).unwrap())
+        .iter()
+        .map(|line| line["message_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        message_ids,
+        [
+            "<nb-1@customer.com>",
+            "<nb-2@customer.com>",
+            "<nb-3@customer.com>"
+        ]
+    );
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    let preamble_bytes = text.find("From alice").unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("text before the first `From ` separator")
+            && stderr.contains(&format!("\"bytes\":{preamble_bytes},\"lines\":2"))
+            && !stderr.contains("export tool"),
+        "a warning with the size, never the text: {stderr}"
+    );
+    let summary = playground.stdout(&[&args[..], &["--dry-run"]].concat());
+    assert!(
+        summary.contains(&format!(
+            "{preamble_bytes} byte(s) in 2 line(s) before the first `From ` separator were not read"
+        )),
+        "{summary}"
+    );
+}
+
+#[test]
+fn replay_refuses_what_is_not_an_mbox_file() {
+    let playground = Playground::new();
+    let replay = |path: &Path| {
+        let mut command = playground.run(&[
+            "replay",
+            "--user",
+            "michelle@abcorp.com",
+            "--source",
+            &format!("mbox:{}", path.display()),
+            "--dry-run",
+        ]);
+        // A FIFO used to block forever.
+        command.timeout(std::time::Duration::from_secs(60));
+        command
+    };
+    let text = playground.dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "Subject: notes\n\nFrom the start, this was never an mbox.\n",
+    )
+    .unwrap();
+    replay(&text)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains(format!(
+            "mbox {} is not an mbox: none of its 3 line(s) is a `From ` separator line",
+            text.display()
+        )));
+    replay(Path::new("/dev/zero"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "mbox /dev/zero is a device, not a regular file",
+        ));
+    let fifo = playground.dir.path().join("export.mbox");
+    make_fifo(&fifo);
+    replay(&fifo)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is a FIFO, not a regular file"));
+    replay(playground.dir.path())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is a folder, not a regular file"));
+    // An empty file is an empty mailbox: nothing in it goes unread.
+    let empty = playground.dir.path().join("empty.mbox");
+    std::fs::write(&empty, "").unwrap();
+    replay(&empty)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 message(s) in"));
+}
+
+fn make_fifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+}
+
+/// A 1 GiB message (sparse: it costs no disk) in an mbox and in a folder, replayed with
+/// `max_message_bytes = 65536` by a process allowed 512 MiB of address space: it becomes a
+/// `parse_error` and the messages after it are read. Reading it whole used to abort.
+#[test]
+fn replay_reads_past_a_message_over_the_limit_without_holding_it() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::process::CommandExt;
+    let playground = Playground::new();
+    let mut config = std::fs::read_to_string(playground.config()).unwrap();
+    config.push_str("\n[limits]\nmax_message_bytes = 65536\n");
+    std::fs::write(playground.config(), config).unwrap();
+    let huge = 1u64 << 30;
+    let separator = "From alice@customer.com Mon Sep  2 09:00:00 2024\n";
+
+    let mbox_path = playground.dir.path().join("huge.mbox");
+    let mut mbox = std::fs::File::create(&mbox_path).unwrap();
+    write!(mbox, "{separator}{PERSON}\n{separator}Subject: huge\n\n").unwrap();
+    mbox.seek(SeekFrom::Current(huge as i64)).unwrap();
+    write!(mbox, "\n\n{separator}{BOTH}").unwrap();
+    drop(mbox);
+    let (folder_source, folder) = mailbox_of(&playground, &[("1.eml", PERSON), ("3.eml", BOTH)]);
+    std::fs::File::create(folder.join("2.eml"))
+        .unwrap()
+        .set_len(huge)
+        .unwrap();
+
+    for source in [format!("mbox:{}", mbox_path.display()), folder_source] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mailsync"));
+        command
+            .env_remove("MAILSYNC_CONFIG")
+            .env("RUST_LOG", "warn")
+            .arg("--config")
+            .arg(playground.config())
+            .args([
+                "replay",
+                "--user",
+                "michelle@abcorp.com",
+                "--source",
+                &source,
+            ]);
+        // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 512 << 20,
+                    rlim_max: 512 << 20,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{source}: {output:?}\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let rows: Vec<&str> = stdout.lines().skip(1).take(3).collect();
+        assert!(rows[0].contains("synced"), "{source}:\n{stdout}");
+        assert!(
+            rows[1].contains("parse_error")
+                && rows[1].contains("over the 65536-byte limit ([limits] max_message_bytes)"),
+            "{source}:\n{stdout}"
+        );
+        assert!(rows[2].contains("synced"), "{source}:\n{stdout}");
+    }
+}
+
+/// Two file names that differ only in bytes that are not UTF-8 used to share one source id,
+/// so each replay wrote one decision over the other; every row must now stay as it was,
+/// the decision log's `decided_at` included (it has a resolution of one second, hence the
+/// pause).
+#[test]
+fn replaying_a_folder_twice_changes_no_row_decided_at_included() {
+    use std::os::unix::ffi::OsStrExt;
+    let playground = Playground::new();
+    let (source, folder) = mailbox_of(
+        &playground,
+        &[("person.eml", PERSON), ("newsletter.eml", NEWSLETTER)],
+    );
+    let name = |bytes: &[u8]| folder.join(std::ffi::OsStr::from_bytes(bytes));
+    std::fs::write(name(b"m\xff.eml"), BOTH).unwrap();
+    std::fs::write(name(b"m\xfe.eml"), "not a message at all").unwrap();
+    let replay = [
+        "replay",
+        "--user",
+        "michelle@abcorp.com",
+        "--source",
+        &source,
+    ];
+    let first = json_lines(&playground.stdout(&[&replay[..], &["--json"]].concat()));
+    let store = playground.dir.path().join("crm.sqlite3");
+    let after_first = common::dump_store(&store);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    playground.stdout(&replay);
+    assert_eq!(common::dump_store(&store), after_first);
+    let ids: Vec<(&str, &str)> = first
+        .iter()
+        .map(|line| {
+            (
+                line["source_id"].as_str().unwrap(),
+                line["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (r"m\xfe.eml", "parse_error"),
+            (r"m\xff.eml", "synced"),
+            ("newsletter.eml", "blocked_by_rule"),
+            ("person.eml", "synced"),
+        ]
+    );
+}
+
+#[test]
+fn replay_reads_only_a_folders_message_files_and_counts_the_rest() {
+    let playground = Playground::new();
+    let (source, folder) = mailbox_of(&playground, &[("person.eml", PERSON), (".DS_Store", "")]);
+    std::fs::create_dir(folder.join("attachments")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", folder.join("zero.eml")).unwrap();
+    make_fifo(&folder.join("pipe.eml"));
+    let output = playground
+        .run(&[
+            "replay",
+            "--user",
+            "michelle@abcorp.com",
+            "--source",
+            &source,
+        ])
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("1 message(s) in"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "not read, as not message files: 1 FIFO, 1 folder, 1 hidden file, 1 symbolic link"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn explain_names_each_verdict_and_the_rule_with_its_file_and_line() {
     let playground = Playground::new();

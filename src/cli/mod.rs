@@ -384,8 +384,9 @@ pub struct ReplayArgs {
     /// The user whose mailbox this is (primary address or alias).
     #[arg(long, value_name = "EMAIL")]
     pub user: String,
-    /// dir:PATH (every file in the folder, by name), mbox:PATH (mboxrd, e.g. Google
-    /// Takeout, whose X-Gmail-Labels are honoured), or gmail (the user's mailbox through the
+    /// dir:PATH (every regular file in the folder, by name; links, FIFOs, folders and
+    /// hidden files are counted, not read), mbox:PATH (an mbox file, e.g. a Google Takeout
+    /// export, whose X-Gmail-Labels are honoured), or gmail (the user's mailbox through the
     /// API, re-fetching every message of the window).
     #[arg(long, value_name = "SOURCE")]
     pub source: crate::source::SourceSpec,

@@ -13,7 +13,10 @@ use super::{CommandResult, ExitStatus, ReplayArgs, find_user, open_store};
 use crate::config::User;
 use crate::gmail::{GmailClient, http};
 use crate::rules::{Outcome, Policy};
-use crate::source::{MboxReader, SourceError, SourceMessage, SourceSpec};
+use crate::source::{
+    DirReader, MboxOpenError, MboxReader, Preamble, SourceError, SourceMessage, SourceProblem,
+    SourceSpec,
+};
 use crate::store::{Recorded, SqliteStore, Store};
 use crate::sync::gmail::{MailboxSync, Window};
 use crate::sync::{self, DecisionRecord, Mode, Processed};
@@ -26,6 +29,10 @@ pub struct Summary {
     pub new_activities: usize,
     pub skipped_by_reason: BTreeMap<&'static str, usize>,
     pub unreadable: usize,
+    /// Folder entries that are not message files, by kind.
+    pub skipped_entries: BTreeMap<&'static str, usize>,
+    /// Text before an mbox's first separator.
+    pub preamble: Option<Preamble>,
 }
 
 impl Summary {
@@ -74,21 +81,58 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
         Mode::Write
     };
     let source_name = args.source.store_name();
-    let messages: Box<dyn Iterator<Item = Result<SourceMessage, SourceError>>> = match &args.source
-    {
-        SourceSpec::Dir(path) => Box::new(
-            crate::source::read_dir(path)
+    let limits = &policy.config.limits;
+    let mut reader = match &args.source {
+        SourceSpec::Dir(path) => Reader::Dir(
+            crate::source::read_dir(path, limits)
                 .with_context(|| format!("cannot read folder {}", path.display()))?,
         ),
         SourceSpec::Mbox(path) => {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open mbox {}", path.display()))?;
-            Box::new(MboxReader::new(std::io::BufReader::new(file)))
+            Reader::Mbox(
+                crate::source::open_mbox(path, limits).map_err(|error| match error {
+                    // The command line names something that cannot be a mailbox dump.
+                    MboxOpenError::NotAFile { .. } => super::CommandError::Usage(error.to_string()),
+                    MboxOpenError::Io { .. } => super::CommandError::Failed(error.into()),
+                })?,
+            )
         }
         SourceSpec::Gmail => unreachable!("gmail replays return above"),
     };
     let span = tracing::info_span!("replay", user = %user.email, source = %source_name, dry_run = args.dry_run);
     let _entered = span.enter();
+
+    // The first message is read before anything is printed, so a file that is not an mbox
+    // is refused without a table, and text before the first separator is known.
+    let first = reader.next();
+    let mut summary = Summary::default();
+    if let (Reader::Mbox(mbox), SourceSpec::Mbox(path)) = (&reader, &args.source) {
+        if mbox.is_not_an_mbox() {
+            let preamble = mbox.preamble().unwrap_or_default();
+            return Err(anyhow::anyhow!(
+                "mbox {} is not an mbox: none of its {} line(s) is a `From ` separator line, which starts each message; nothing was replayed",
+                path.display(),
+                preamble.lines
+            )
+            .into());
+        }
+        summary.preamble = mbox.preamble();
+        if let Some(preamble) = summary.preamble {
+            tracing::warn!(
+                bytes = preamble.bytes,
+                lines = preamble.lines,
+                "text before the first `From ` separator is not part of any message and was not replayed"
+            );
+        }
+    }
+    if let Reader::Dir(dir) = &reader
+        && !dir.skipped().is_empty()
+    {
+        summary.skipped_entries = dir.skipped().clone();
+        tracing::warn!(
+            skipped = %entry_counts(&summary.skipped_entries),
+            "folder entries that are not message files were not read"
+        );
+    }
 
     let mut out = std::io::stdout().lock();
     if !args.json {
@@ -98,23 +142,35 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
             "SOURCE ID", "DECISION", "REASON", "VISIBILITY"
         )?;
     }
-    let mut summary = Summary::default();
-    for message in messages {
-        let message = match message {
-            Ok(message) => message,
+    for message in first.into_iter().chain(&mut reader) {
+        let (source_id, processed) = match message {
+            Ok(message) => (
+                message.source_id.clone(),
+                sync::process(policy, store.as_mut(), user, &source_name, &message, mode),
+            ),
+            Err(SourceError {
+                source_id,
+                problem: SourceProblem::TooLarge(too_large),
+            }) => {
+                let processed = sync::process_too_large(
+                    policy,
+                    store.as_mut(),
+                    user,
+                    &source_name,
+                    &source_id,
+                    &too_large,
+                    mode,
+                );
+                (source_id, processed)
+            }
             Err(error) => {
                 summary.unreadable += 1;
-                tracing::error!(source_id = %error.source_id, error = %error.error, "cannot read message; continuing");
+                tracing::error!(source_id = %error.source_id, error = %error.problem, "cannot read message; continuing");
                 continue;
             }
         };
-        let processed = sync::process(policy, store.as_mut(), user, &source_name, &message, mode)
-            .with_context(|| {
-            format!(
-                "cannot record the decision for message {}",
-                message.source_id
-            )
-        })?;
+        let processed = processed
+            .with_context(|| format!("cannot record the decision for message {source_id}"))?;
         tracing::debug!(
             source_id = %processed.source_id,
             decision = processed.decision.outcome().as_str(),
@@ -137,6 +193,8 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
         new_activities = summary.new_activities,
         skipped = summary.skipped(),
         unreadable = summary.unreadable,
+        skipped_entries = summary.skipped_entries.values().sum::<usize>(),
+        preamble_bytes = summary.preamble.map_or(0, |preamble| preamble.bytes),
         "replay finished"
     );
     Ok(if summary.unreadable > 0 {
@@ -144,6 +202,24 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
     } else {
         ExitStatus::Success
     })
+}
+
+/// A `dir:` or `mbox:` source, kept whole so that what it read past can be asked after its
+/// messages.
+enum Reader {
+    Dir(DirReader),
+    Mbox(MboxReader<std::io::BufReader<std::fs::File>>),
+}
+
+impl Iterator for Reader {
+    type Item = Result<SourceMessage, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Reader::Dir(dir) => dir.next(),
+            Reader::Mbox(mbox) => mbox.next(),
+        }
+    }
 }
 
 /// Re-fetches the user's Gmail window through the same sync engine the daemon runs, deciding
@@ -329,7 +405,30 @@ pub fn write_summary(
             summary.unreadable
         )?;
     }
+    if !summary.skipped_entries.is_empty() {
+        writeln!(
+            out,
+            "  not read, as not message files: {}",
+            entry_counts(&summary.skipped_entries)
+        )?;
+    }
+    if let Some(preamble) = summary.preamble {
+        writeln!(
+            out,
+            "  {} byte(s) in {} line(s) before the first `From ` separator were not read: they are not part of any message",
+            preamble.bytes, preamble.lines
+        )?;
+    }
     Ok(())
+}
+
+/// `1 folder, 2 symbolic links`.
+fn entry_counts(counts: &BTreeMap<&'static str, usize>) -> String {
+    counts
+        .iter()
+        .map(|(kind, count)| format!("{count} {kind}{}", if *count == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn truncate(text: &str, width: usize) -> String {

@@ -8,4 +8,5 @@ pub mod retro;
 
 pub use pipeline::{
     DecisionRecord, Mode, PartyRecord, Prepared, Processed, company_direction, prepare, process,
+    process_too_large,
 };

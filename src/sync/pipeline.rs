@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use crate::config::User;
 use crate::parse::{self, ParsedMessage};
 use crate::rules::{self, Decision, Direction, Policy};
-use crate::source::SourceMessage;
+use crate::source::{SourceMessage, TooLarge};
 use crate::store::{MessageToStore, Record, Recorded, SourceRef, Store, StoreError};
 
 /// What the pipeline did with one message.
@@ -149,6 +149,37 @@ pub fn process(
     mode: Mode,
 ) -> Result<Processed, StoreError> {
     let prepared = prepare(policy, store, user, source, message)?;
+    record(store, prepared, mode)
+}
+
+/// Decides a message its source did not hand over because it is over `[limits]
+/// max_message_bytes`, of which only the size and the labels are known: a `parse_error`, as
+/// `parse` makes of any message over the limit, unless the labels decide it first.
+pub fn process_too_large(
+    policy: &Policy,
+    store: &mut dyn Store,
+    user: &User,
+    source: &str,
+    source_id: &str,
+    message: &TooLarge,
+    mode: Mode,
+) -> Result<Processed, StoreError> {
+    let decision = rules::decide(
+        policy,
+        user,
+        &message.labels,
+        Err(&message.parse_error()),
+        &Default::default(),
+    );
+    let source = SourceRef {
+        user_email: user.email.clone(),
+        source: source.to_string(),
+        source_id: source_id.to_string(),
+    };
+    record(store, Prepared::without_message(source, decision), mode)
+}
+
+fn record(store: &mut dyn Store, prepared: Prepared, mode: Mode) -> Result<Processed, StoreError> {
     let recorded = match mode {
         Mode::Write if prepared.is_recorded() => {
             Some(store.record_all(&[prepared.record()], None)?[0])
