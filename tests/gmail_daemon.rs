@@ -53,29 +53,141 @@ fn assert_exactly_once(setup: &Setup) {
     assert_eq!(duplicated_messages, 0);
 }
 
-/// The log holds no message content, contact address, token or key (checked at debug level).
-fn assert_log_is_clean(log: &str) {
-    for forbidden in [
-        "Secret subject",
-        "Body of message",
-        ALICE,
-        BOB,
-        "stranger@vendor.example",
-        "ya29.",
-        "1//sandbox-",
-        "refresh_token",
-        "PRIVATE KEY",
-        "access_token",
-    ] {
+/// What must never be in a log: message content, contact addresses, tokens and keys. The
+/// marker words come from the messages of `fill_mailbox` and `tests/fixtures/logscan/`.
+const NEVER_LOGGED: &[&str] = &[
+    "Secret subject",
+    "Body of message",
+    ALICE,
+    BOB,
+    "stranger@vendor.example",
+    "ya29.",
+    "1//sandbox-",
+    "refresh_token",
+    "PRIVATE KEY",
+    "access_token",
+    // tests/fixtures/logscan: subjects, body words (plain, HTML text, attributes), links and
+    // their tokens, decoded words, attachment names.
+    "zebracorn",
+    "marzipanword",
+    "quokkatitle",
+    "gnomealt",
+    "tracker.example",
+    "LINKTOKEN123",
+    "img.example",
+    "tapirsubject",
+    "okapiword",
+    "ALTSIG999",
+    "pangolin",
+    "U2VjcmV0IHBhbmdvbGlu",
+    "wombatword",
+    "narwhalsubject",
+    "axolotlword",
+    "salary-review-ocelot",
+];
+
+/// The log holds none of [`NEVER_LOGGED`].
+fn assert_nothing_private(log: &str) {
+    for forbidden in NEVER_LOGGED {
         assert!(
             !log.contains(forbidden),
-            "the daemon log contains {forbidden:?}:\n{log}"
+            "the log contains {forbidden:?}:\n{log}"
         );
     }
+}
+
+/// A daemon's log, written at trace in JSON, holds none of [`NEVER_LOGGED`], and its
+/// debug lines were there to scan.
+fn assert_log_is_clean(log: &str) {
+    assert_nothing_private(log);
     assert!(
         log.contains("\"level\":\"DEBUG\""),
         "the scan covered debug lines"
     );
+}
+
+/// Every line of `log` is one JSON object.
+fn assert_every_line_is_json(log: &str) {
+    for line in log.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).is_ok(),
+            "not a JSON log line: {line:?}"
+        );
+    }
+}
+
+/// Copies the log-scan fixtures into `user`'s sandbox mailbox.
+fn fill_with_logscan_fixtures(mailboxes: &Path, user: &str) -> std::path::PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logscan");
+    let folder = mailboxes.join(user);
+    std::fs::create_dir_all(&folder).unwrap();
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "eml") {
+            std::fs::copy(&path, folder.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    fixtures
+}
+
+/// HTML-only, multipart, encoded and attachment-bearing mail, synced by the daemon and
+/// replayed from Gmail and from files, everything at `RUST_LOG=trace`: no subject, body word,
+/// link, contact address or token reaches standard error. html5ever (under html2text) logs
+/// every text node and attribute of HTML mail at debug and trace unless it is capped.
+#[test]
+fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    let fixtures = fill_with_logscan_fixtures(mailboxes.path(), MICHELLE);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "",
+    );
+    let mut daemon = setup.start_daemon();
+    wait_until("the four messages decided", WAIT, || {
+        setup.decisions(MICHELLE) == 4
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+    let log = daemon.log_text();
+    assert_log_is_clean(&log);
+    assert_every_line_is_json(&log);
+
+    // The HTML went through html2text (its words are in the store), so the scan above saw
+    // what html5ever would have logged.
+    let feed = setup.mailsync(&["feed", "--as", MICHELLE, "--json"]);
+    let feed = String::from_utf8_lossy(&feed.stdout);
+    for stored in ["marzipanword", "okapiword", "wombatword", "salary-review-ocelot"] {
+        assert!(feed.contains(stored), "{stored} was not stored: {feed}");
+    }
+
+    let fixtures = fixtures.to_str().unwrap();
+    let dir_source = format!("dir:{fixtures}");
+    let html_file = format!("{fixtures}/01-html-only.eml");
+    for args in [
+        &["--log-format", "json", "replay", "--user", MICHELLE, "--source", "gmail"][..],
+        &["--log-format", "json", "replay", "--user", MICHELLE, "--source", &dir_source],
+        &["--log-format", "json", "explain", "--user", MICHELLE, &html_file],
+    ] {
+        let output = setup.mailsync_logging(args, "trace");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert_nothing_private(&log);
+        assert_every_line_is_json(&log);
+    }
+
+    // Text logs to a pipe (journald, a file) carry no terminal colour codes.
+    let output = setup.mailsync_logging(
+        &["replay", "--user", MICHELLE, "--source", &dir_source, "--dry-run"],
+        "trace",
+    );
+    assert!(output.status.success());
+    let text_log = String::from_utf8_lossy(&output.stderr);
+    assert!(text_log.contains("DEBUG"), "{text_log}");
+    assert!(!text_log.contains('\u{1b}'), "ANSI escapes in {text_log:?}");
 }
 
 #[test]

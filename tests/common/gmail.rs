@@ -289,11 +289,16 @@ impl Setup {
     }
 
     pub fn mailsync(&self, args: &[&str]) -> std::process::Output {
+        self.mailsync_logging(args, "warn")
+    }
+
+    /// `mailsync` with `RUST_LOG` set to `rust_log`, for tests that read its log.
+    pub fn mailsync_logging(&self, args: &[&str], rust_log: &str) -> std::process::Output {
         Command::new(binary())
             .arg("--config")
             .arg(&self.config)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .output()
             .unwrap()
     }
@@ -352,9 +357,9 @@ impl Setup {
             .arg("--config")
             .arg(&self.config)
             .args(["--log-format", "json", "run"])
-            // Debug, not info: the privacy promise (no contact address, subject, body, token
-            // or key) holds for every level above trace, and the tests scan these logs.
-            .env("RUST_LOG", "debug")
+            // Trace: the privacy promise (no contact address, subject, body, link, token or
+            // key) holds at every level, and the tests scan these logs.
+            .env("RUST_LOG", "trace")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
