@@ -160,7 +160,12 @@ fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
     // what html5ever would have logged.
     let feed = setup.mailsync(&["feed", "--as", MICHELLE, "--json"]);
     let feed = String::from_utf8_lossy(&feed.stdout);
-    for stored in ["marzipanword", "okapiword", "wombatword", "salary-review-ocelot"] {
+    for stored in [
+        "marzipanword",
+        "okapiword",
+        "wombatword",
+        "salary-review-ocelot",
+    ] {
         assert!(feed.contains(stored), "{stored} was not stored: {feed}");
     }
 
@@ -168,9 +173,32 @@ fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
     let dir_source = format!("dir:{fixtures}");
     let html_file = format!("{fixtures}/01-html-only.eml");
     for args in [
-        &["--log-format", "json", "replay", "--user", MICHELLE, "--source", "gmail"][..],
-        &["--log-format", "json", "replay", "--user", MICHELLE, "--source", &dir_source],
-        &["--log-format", "json", "explain", "--user", MICHELLE, &html_file],
+        &[
+            "--log-format",
+            "json",
+            "replay",
+            "--user",
+            MICHELLE,
+            "--source",
+            "gmail",
+        ][..],
+        &[
+            "--log-format",
+            "json",
+            "replay",
+            "--user",
+            MICHELLE,
+            "--source",
+            &dir_source,
+        ],
+        &[
+            "--log-format",
+            "json",
+            "explain",
+            "--user",
+            MICHELLE,
+            &html_file,
+        ],
     ] {
         let output = setup.mailsync_logging(args, "trace");
         assert!(output.status.success(), "{args:?}: {output:?}");
@@ -181,7 +209,14 @@ fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
 
     // Text logs to a pipe (journald, a file) carry no terminal colour codes.
     let output = setup.mailsync_logging(
-        &["replay", "--user", MICHELLE, "--source", &dir_source, "--dry-run"],
+        &[
+            "replay",
+            "--user",
+            MICHELLE,
+            "--source",
+            &dir_source,
+            "--dry-run",
+        ],
         "trace",
     );
     assert!(output.status.success());
@@ -741,26 +776,29 @@ fn run_once_and_replay_from_gmail() {
     );
 }
 
-#[test]
-fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
-    use std::io::{BufRead, BufReader};
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
-    std::fs::remove_file(&setup.store).unwrap();
+/// How the person answers the consent page in [`consent`].
+enum Answer<'a> {
+    /// Signs in as this account, and the browser follows the redirect to the listener.
+    Browser { account: &'a str },
+    /// `--no-browser`: signs in as this account and pastes the address the browser was sent
+    /// back to.
+    Paste { account: &'a str },
+}
+
+/// Runs `auth login --user USER EXTRA...` and answers the consent page as `answer` says.
+/// Returns the consent URL that was printed, the exit code and the rest of standard output
+/// and error.
+fn consent(setup: &Setup, user: &str, extra: &[&str], answer: Answer) -> (String, i32, String) {
+    use std::io::{BufRead, BufReader, Write};
     let mut login = std::process::Command::new(common::gmail::binary())
         .arg("--config")
         .arg(&setup.config)
-        .args(["auth", "login", "--user", MICHELLE])
+        .args(["auth", "login", "--user", user])
+        .args(extra)
         .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(login.stdout.take().unwrap());
@@ -772,9 +810,15 @@ fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
             "auth login printed no URL"
         );
     }
-    // The person clicks "allow": the consent page redirects to the local listener.
-    let (status, _, head) =
-        common::gmail::http("GET", &format!("{}&login_hint={MICHELLE}", url.trim()), b"");
+    let url = url.trim().to_string();
+    let account = match answer {
+        Answer::Browser { account } | Answer::Paste { account } => account,
+    };
+    // The sandbox gives consent at once for the account named by `login_hint`; a person who
+    // picks another account in Google's chooser is a different hint.
+    let hint = |address: &str| format!("login_hint={}", address.replace('@', "%40"));
+    let chosen = url.replace(&hint(user), &hint(account));
+    let (status, _, head) = common::gmail::http("GET", &chosen, b"");
     assert_eq!(status, 302, "{head}");
     let location = head
         .lines()
@@ -782,16 +826,43 @@ fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
             line.strip_prefix("location: ")
                 .or_else(|| line.strip_prefix("Location: "))
         })
-        .unwrap();
-    let (status, _, _) = common::gmail::http(
-        "GET",
-        &location.trim().replace("localhost", "127.0.0.1"),
-        b"",
-    );
-    assert_eq!(status, 200);
-    assert!(login.wait().unwrap().success());
+        .unwrap()
+        .trim()
+        .to_string();
+    match answer {
+        Answer::Browser { .. } => {
+            let (status, _, _) =
+                common::gmail::http("GET", &location.replace("localhost", "127.0.0.1"), b"");
+            assert_eq!(status, 200);
+        }
+        Answer::Paste { .. } => {
+            let mut stdin = login.stdin.take().unwrap();
+            writeln!(stdin, "{location}").unwrap();
+        }
+    }
+    let output = login.wait_with_output().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    rest.push_str(&String::from_utf8_lossy(&output.stderr));
+    (url, output.status.code().unwrap_or(-1), rest)
+}
+
+#[test]
+fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    std::fs::remove_file(&setup.store).unwrap();
+    let (url, code, rest) = consent(&setup, MICHELLE, &[], Answer::Browser { account: MICHELLE });
+    assert!(url.contains("login_hint=michelle%40abcorp.com"), "{url}");
+    assert_eq!(code, 0, "{rest}");
     assert!(rest.contains(&format!("authorized {MICHELLE}")), "{rest}");
     assert_eq!(
         setup.count("oauth_tokens", &format!("user_email = '{MICHELLE}'")),
@@ -804,5 +875,154 @@ fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
         "{}",
         String::from_utf8_lossy(&once.stderr)
     );
+    assert_eq!(setup.decisions(MICHELLE), 3);
+}
+
+/// Consent given in the browser with another signed-in account (the CEO's, say) stores
+/// nothing: the grant would have put that mailbox under this user's name.
+#[test]
+fn auth_login_refuses_consent_given_with_another_account() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
+    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    std::fs::remove_file(&setup.store).unwrap();
+    let (_, code, rest) = consent(&setup, MICHELLE, &[], Answer::Browser { account: DAVE });
+    assert_eq!(code, 1, "{rest}");
+    assert!(
+        rest.contains(&format!("consent was given for {DAVE}, not for {MICHELLE}")),
+        "{rest}"
+    );
+    assert!(rest.contains("nothing was stored"), "{rest}");
+    assert!(!rest.contains("authorized"), "{rest}");
+    assert_eq!(setup.count("oauth_tokens", "1"), 0);
+    // Only the profile was asked for: no message of the other mailbox was read.
+    assert_eq!(sandbox.answers(DAVE, "getProfile", "200"), 1);
+    assert_eq!(sandbox.answers(DAVE, "messages.list", "200"), 0);
+}
+
+/// Headless consent: `--no-browser` reads back the address the browser was sent to; `--port`
+/// fixes the listener's port (for an SSH tunnel).
+#[test]
+fn auth_login_without_a_browser_and_on_a_fixed_port() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
+    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true), (DAVE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    std::fs::remove_file(&setup.store).unwrap();
+    let (url, code, rest) = consent(
+        &setup,
+        MICHELLE,
+        &["--no-browser"],
+        Answer::Paste { account: MICHELLE },
+    );
+    assert_eq!(code, 0, "{rest}");
+    assert!(url.contains("redirect_uri=http://localhost:1/"), "{url}");
+    assert!(rest.contains(&format!("authorized {MICHELLE}")), "{rest}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (url, code, rest) = consent(
+        &setup,
+        DAVE,
+        &["--port", &port.to_string()],
+        Answer::Browser { account: DAVE },
+    );
+    assert_eq!(code, 0, "{rest}");
+    assert!(
+        url.contains(&format!("redirect_uri=http://localhost:{port}")),
+        "{url}"
+    );
+    assert_eq!(setup.count("oauth_tokens", "1"), 2);
+    let once = setup.mailsync(&["run", "--once"]);
+    assert!(once.status.success(), "{once:?}");
+    assert_eq!(setup.decisions(MICHELLE), 3);
+    assert_eq!(setup.decisions(DAVE), 3);
+}
+
+/// A refresh token that opens someone else's mailbox (stored under the wrong user), and a
+/// service account whose user the Workspace renamed: the daemon reads nothing from either
+/// mailbox and puts the user in needs_reauth with the reason; an alias makes a rename fine.
+#[test]
+fn the_daemon_reads_nothing_from_a_mailbox_that_is_not_the_users() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
+    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true), (DAVE, true)],
+        &[ALICE, BOB],
+        Auth::RefreshTokens,
+        "",
+    );
+    // Michelle's row now holds a grant Dave gave.
+    let connection = rusqlite::Connection::open(&setup.store).unwrap();
+    connection
+        .execute(
+            "UPDATE oauth_tokens SET refresh_token = (SELECT refresh_token FROM oauth_tokens WHERE user_email = ?1) WHERE user_email = ?2",
+            [DAVE, MICHELLE],
+        )
+        .unwrap();
+    drop(connection);
+    let once = setup.mailsync(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(1), "{once:?}");
+    let michelle = setup.status_of(MICHELLE);
+    assert_eq!(michelle["state"], "needs_reauth");
+    let reason = michelle["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("opens the mailbox of {DAVE}")),
+        "{reason}"
+    );
+    assert_eq!(setup.decisions(MICHELLE), 0);
+    assert_eq!(setup.decisions(DAVE), 3, "dave's own sync goes on");
+    assert_eq!(
+        setup.count("activity_sources", &format!("user_email = '{MICHELLE}'")),
+        0
+    );
+
+    // Service account: the Workspace renames michelle; the same grant now opens a mailbox
+    // whose profile names another address.
+    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
+    let setup = Setup::new(
+        &sandbox,
+        &[(MICHELLE, true)],
+        &[ALICE, BOB],
+        Auth::ServiceAccount,
+        "",
+    );
+    let renamed = "michelle.new@abcorp.com";
+    sandbox.control("rename", &format!("user={MICHELLE}&address={renamed}"), b"");
+    let once = setup.mailsync(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(1), "{once:?}");
+    assert_eq!(setup.state_of(MICHELLE), "needs_reauth");
+    assert_eq!(setup.decisions(MICHELLE), 0);
+    assert_eq!(sandbox.answers(MICHELLE, "messages.list", "200"), 0);
+
+    // The new address is hers: as an alias, the mailbox is hers again.
+    let config = std::fs::read_to_string(&setup.config).unwrap().replace(
+        &format!("email = \"{MICHELLE}\"\n"),
+        &format!("email = \"{MICHELLE}\"\naliases = [\"{renamed}\"]\n"),
+    );
+    std::fs::write(&setup.config, config).unwrap();
+    let once = setup.mailsync(&["run", "--once"]);
+    assert!(once.status.success(), "{once:?}");
     assert_eq!(setup.decisions(MICHELLE), 3);
 }

@@ -461,10 +461,17 @@ fn the_access_log_records_exactly_admin_reads_of_private_content_and_exports() {
     // A non-admin sees no content and leaves no row.
     let erin = world.viewer("erin@abcorp.com");
     let seen = world.store.feed(&erin, None, None).unwrap();
-    assert!(seen.iter().any(|a| a.private), "erin sees the private activity's metadata");
+    assert!(
+        seen.iter().any(|a| a.private),
+        "erin sees the private activity's metadata"
+    );
     assert!(seen.iter().all(|a| !a.private || a.subject.is_none()));
     assert!(
-        world.store.search(&erin, "marmalade", None).unwrap().is_empty(),
+        world
+            .store
+            .search(&erin, "marmalade", None)
+            .unwrap()
+            .is_empty(),
         "words of content withheld from erin never match"
     );
     let exported = world.store.export(&erin, None).unwrap();
