@@ -48,6 +48,24 @@ impl Playground {
         self.dir.path().join("mailsync.toml")
     }
 
+    /// Per-user OAuth credentials, as `run` and `check-config` need.
+    fn add_client_secret(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let secret = self.dir.path().join("client_secret.json");
+        std::fs::write(
+            &secret,
+            r#"{"installed": {"client_id": "c.apps.example", "client_secret": "s", "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": "https://oauth2.googleapis.com/token", "redirect_uris": ["http://127.0.0.1"]}}"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = std::fs::read_to_string(self.config()).unwrap();
+        std::fs::write(
+            self.config(),
+            format!("{config}\n[gmail]\nclient_secret = \"client_secret.json\"\n"),
+        )
+        .unwrap();
+    }
+
     fn run(&self, args: &[&str]) -> Command {
         let mut command = mailsync();
         command.arg("--config").arg(self.config()).args(args);
@@ -811,9 +829,153 @@ fn check_config_reports_every_problem_and_exits_2() {
     assert!(stderr.contains("r.toml:4:"), "{stderr}");
 }
 
+/// `check-config` loads what `run` loads: credential files present, readable, valid, private
+/// and of one kind, and every problem of every rule. Each case is a `[gmail]` section (with
+/// its files) and what both commands must say, with the config line.
+#[test]
+fn check_config_refuses_what_run_refuses_with_file_and_line() {
+    use std::os::unix::fs::PermissionsExt;
+    struct Case {
+        gmail: &'static str,
+        files: &'static [(&'static str, &'static str, u32)],
+        expected: &'static [&'static str],
+    }
+    const KEY: &str = "@KEY@";
+    let cases = [
+        Case {
+            gmail: "",
+            files: &[],
+            expected: &["mailsync.toml:7: no Gmail credentials"],
+        },
+        Case {
+            gmail: "service_account_key = \"missing.json\"",
+            files: &[],
+            expected: &["mailsync.toml:8: cannot read", "missing.json"],
+        },
+        Case {
+            gmail: "service_account_key = \"key.json\"",
+            files: &[("key.json", KEY, 0o644)],
+            expected: &[
+                "mailsync.toml:8: ",
+                "key.json is readable by group or others (mode 644)",
+            ],
+        },
+        Case {
+            gmail: "service_account_key = \"key.json\"",
+            files: &[("key.json", "{\"type\": \"service_account\"}", 0o600)],
+            expected: &[
+                "mailsync.toml:8: ",
+                "key.json is not a valid service account key",
+            ],
+        },
+        Case {
+            gmail: "service_account_key = \"key.json\"",
+            files: &[(
+                "key.json",
+                "{\"type\": \"service_account\", \"private_key\": \"not a key\", \"client_email\": \"a@b\", \"token_uri\": \"https://oauth2.googleapis.com/token\"}",
+                0o600,
+            )],
+            expected: &[
+                "mailsync.toml:8: ",
+                "key.json is not a valid service account key",
+                "private_key",
+            ],
+        },
+        Case {
+            gmail: "service_account_key = \"key.json\"\nclient_secret = \"secret.json\"",
+            files: &[("key.json", KEY, 0o600), ("secret.json", "{}", 0o640)],
+            expected: &[
+                "mailsync.toml:9: set only one of [gmail] service_account_key and [gmail] client_secret",
+                "mailsync.toml:9: ",
+                "secret.json is readable by group or others (mode 640)",
+            ],
+        },
+    ];
+    let key = serde_json::json!({
+        "type": "service_account",
+        "private_key": common::gmail::test_rsa_key(),
+        "client_email": "mailsync@test.iam.example",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    })
+    .to_string();
+    for case in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mailsync.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"x.sqlite3\"\n[[users]]\nemail = \"a@abcorp.com\"\n[gmail]\n{}\n",
+                case.gmail
+            ),
+        )
+        .unwrap();
+        for (name, content, mode) in case.files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content.replace(KEY, &key)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        for command in [&["check-config"][..], &["run", "--once"]] {
+            let output = mailsync()
+                .arg("--config")
+                .arg(&config)
+                .args(command)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{}: {command:?}: {stderr}",
+                case.gmail
+            );
+            for expected in case.expected {
+                assert!(
+                    stderr.contains(expected),
+                    "{}: {command:?}: missing {expected:?} in:\n{stderr}",
+                    case.gmail
+                );
+            }
+        }
+        assert!(
+            !dir.path().join("x.sqlite3").exists(),
+            "{}: a refused start created the store",
+            case.gmail
+        );
+    }
+}
+
+/// A type error in one rule does not hide the problems of the rules after it, nor the
+/// credentials' problems.
+#[test]
+fn check_config_reports_every_rules_problem_not_only_the_first_type_error() {
+    let playground = Playground::new();
+    std::fs::write(
+        playground.dir.path().join("rules/zz-broken.toml"),
+        "[[rule]]\nname = \"one\"\nmatch = { domain = \"a.com\" }\naction = \"delete\"\n\n[[rule]]\nname = 5\nmatch = { domain = \"b.com\" }\naction = \"skip\"\n\n[[rule]]\nname = \"three\"\nmatch = { domain = \"c.com\" }\naction = \"skip\"\nusers = [\"nobody@abcorp.com\"]\ncolour = \"red\"\n",
+    )
+    .unwrap();
+    let output = playground.run(&["check-config"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "zz-broken.toml:4: unknown variant `delete`",
+        "zz-broken.toml:7: invalid type: integer `5`",
+        "zz-broken.toml:15: rule `three`: `nobody@abcorp.com` is not a user",
+        "zz-broken.toml:16: unknown key `rule[2].colour`",
+        // Credential problems come in the same report, not after the rules are fixed.
+        "mailsync.toml: no Gmail credentials",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
 #[test]
 fn check_config_accepts_the_demo_and_the_config_can_come_from_the_environment() {
     let playground = Playground::new();
+    playground.add_client_secret();
     mailsync()
         .env("MAILSYNC_CONFIG", playground.config())
         .arg("check-config")
@@ -843,6 +1005,23 @@ fn usage_errors_exit_2_with_a_clear_message() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("cannot read config file"));
+}
+
+/// The test server's control routes hand out tokens and its API serves mail: it refuses to
+/// listen anywhere but loopback.
+#[test]
+fn the_sandbox_refuses_addresses_other_than_loopback() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    for address in ["0.0.0.0:0", "[::]:0", "192.0.2.1:8089"] {
+        mailsync()
+            .args(["sandbox", "--mailboxes"])
+            .arg(mailboxes.path())
+            .args(["--listen", address])
+            .timeout(std::time::Duration::from_secs(30))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("listens on loopback only"));
+    }
 }
 
 #[test]

@@ -691,6 +691,39 @@ fn a_second_daemon_on_the_same_store_refuses_to_start() {
         String::from_utf8_lossy(&second.stderr)
             .contains("another mailsync daemon is already running")
     );
+
+    // Another config whose store path is a symlink to the same store, and the same config
+    // reached through a symlinked folder: the lock is on the canonical path, so both refuse.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&setup.store, elsewhere.path().join("link.sqlite3")).unwrap();
+    let other_config = elsewhere.path().join("mailsync.toml");
+    std::fs::write(
+        &other_config,
+        std::fs::read_to_string(&setup.config)
+            .unwrap()
+            .replace("path = \"crm.sqlite3\"", "path = \"link.sqlite3\"")
+            .replace(
+                "service_account_key = \"",
+                &format!("service_account_key = \"{}/", setup.dir.path().display()),
+            ),
+    )
+    .unwrap();
+    let linked_folder = elsewhere.path().join("folder");
+    std::os::unix::fs::symlink(setup.dir.path(), &linked_folder).unwrap();
+    for config in [other_config, linked_folder.join("mailsync.toml")] {
+        let second = std::process::Command::new(common::gmail::binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .output()
+            .unwrap();
+        assert_eq!(second.status.code(), Some(1), "{second:?}");
+        assert!(
+            String::from_utf8_lossy(&second.stderr)
+                .contains("another mailsync daemon is already running"),
+            "{second:?}"
+        );
+    }
     drop(first);
 }
 

@@ -731,3 +731,24 @@ async fn quota_and_concurrency_limits_answer_429() {
         (429, Some("Too many concurrent requests for user"))
     );
 }
+
+/// `serve` itself refuses a listener on an address other than loopback, whoever built it: its
+/// control routes hand out tokens without authentication.
+#[tokio::test]
+async fn serve_refuses_a_listener_that_is_not_on_loopback() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sandbox = super::Sandbox::load(SandboxConfig {
+        mailboxes_dir: dir.path().to_path_buf(),
+        ..SandboxConfig::default()
+    })
+    .expect("an empty sandbox");
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let error = sandbox
+        .serve(listener, std::future::pending())
+        .await
+        .expect_err("a listener on every address is refused");
+    assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(error.to_string().contains("loopback only"), "{error}");
+}
