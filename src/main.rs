@@ -15,7 +15,12 @@ fn main() -> ExitCode {
         Err(error) => {
             let code = error.exit_code();
             if code != 0 {
-                eprintln!("mailsync: {error}");
+                // Errors name files, message ids and rows of files others wrote.
+                let message = error.to_string();
+                eprintln!(
+                    "mailsync: {}",
+                    mailsync::printable::escape_keeping_line_breaks(&message)
+                );
             }
             ExitCode::from(code)
         }

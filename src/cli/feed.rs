@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use super::output::json_line;
 use super::{CommandResult, ExitStatus, ExportArgs, ExportFormat, FeedArgs, find_user, open_store};
+use crate::printable;
 use crate::rules::Policy;
 use crate::store::{ActivityView, Store, Viewer};
 
@@ -49,17 +50,17 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
             out,
             "#{} {} {} {} — {}",
             activity.activity_id,
-            activity.date.as_deref().unwrap_or("(no date)"),
-            activity.direction,
-            activity.contacts.join(", "),
-            activity.sources.join(", "),
+            printable::escape(activity.date.as_deref().unwrap_or("(no date)")),
+            printable::escape(&activity.direction),
+            printable::escape(&activity.contacts.join(", ")),
+            printable::escape(&activity.sources.join(", ")),
         )?;
         match &activity.subject {
-            Some(subject) => writeln!(out, "    {subject}")?,
+            Some(subject) => writeln!(out, "    {}", printable::escape(subject))?,
             None if activity.content_erased_at.is_some() => writeln!(
                 out,
                 "    (content erased by retention on {})",
-                activity.content_erased_at.as_deref().unwrap_or_default()
+                printable::escape(activity.content_erased_at.as_deref().unwrap_or_default())
             )?,
             None if activity.private => writeln!(out, "    (private: content withheld)")?,
             None => writeln!(out, "    (no subject)")?,
@@ -71,7 +72,7 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
             "{} activit{} visible to {}",
             activities.len(),
             if activities.len() == 1 { "y" } else { "ies" },
-            viewer.email
+            printable::escape(&viewer.email)
         )?;
     }
     Ok(ExitStatus::Success)
