@@ -5,10 +5,12 @@
 //! or makes a link), and a bidi control makes `invoice<U+202E>fdp.exe` read as
 //! `invoiceexe.pdf`.
 //!
-//! So every command prints data only through this module: [`escape`] for text on a terminal.
-//! It knows the characters that deceive, [`is_deceptive`], and escapes them instead of
-//! removing them, so that whoever reads the output sees that a trick was tried.
+//! So every command prints data only through this module: [`escape`] for text on a terminal,
+//! [`json::to_writer`] for JSON. They share one list of the characters that deceive,
+//! [`is_deceptive`], and escape them instead of removing them, so that whoever reads the
+//! output sees that a trick was tried.
 
+pub mod json;
 mod text;
 
 pub use text::{escape, escape_keeping_line_breaks, is_deceptive};
