@@ -1563,10 +1563,17 @@ fn export_csv_cells_never_run_as_formulas() {
     let playground = Playground::new();
     let (source, _) = mailbox_of(
         &playground,
-        &[(
-            "1.eml",
-            "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =HYPERLINK(\"http://evil.example\",\"open\")\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <formula@customer.com>\n\n@SUM(1+1)\n",
-        )],
+        &[
+            (
+                "1.eml",
+                "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =HYPERLINK(\"http://evil.example\",\"open\")\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <formula@customer.com>\n\n@SUM(1+1)\n",
+            ),
+            // Full-width forms, and a formula behind blanks that some spreadsheets trim.
+            (
+                "2.eml",
+                "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =?UTF-8?Q?=EF=BC=9DHYPERLINK(1)?=\nDate: Mon, 02 Sep 2024 10:00:00 +0000\nMessage-ID: <wide@customer.com>\nContent-Type: text/plain; charset=utf-8\n\n  -2+3\n",
+            ),
+        ],
     );
     playground.stdout(&[
         "replay",
@@ -1584,6 +1591,13 @@ fn export_csv_cells_never_run_as_formulas() {
     assert_eq!(&row[6], "'=HYPERLINK(\"http://evil.example\",\"open\")");
     assert_eq!(&row[7], "'@SUM(1+1)\n");
     assert_eq!(&row[4], "alice@customer.com", "plain cells are untouched");
+    let row = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(|r| r.unwrap())
+        .find(|r| &r[1] == "<wide@customer.com>")
+        .expect("the message is exported");
+    assert_eq!(&row[6], "'\u{FF1D}HYPERLINK(1)");
+    assert_eq!(&row[7], "'  -2+3\n");
     let json = json_lines(&playground.stdout(&[
         "export",
         "--as",

@@ -92,18 +92,6 @@ pub const CSV_HEADER: [&str; 9] = [
     "sources",
 ];
 
-/// A CSV cell that a spreadsheet will not run as a formula: subjects and bodies come from
-/// whoever sent the mail, and `=HYPERLINK(...)` in a subject must stay text when someone
-/// opens the export. A cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets a
-/// leading `'` (OWASP's advice), which spreadsheets show as text and hide.
-fn csv_cell(text: String) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text
-    }
-}
-
 pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
     let viewer = viewer(policy, &args.viewer)?;
     let activities = open_store(policy)?.export(&viewer, args.contact.as_deref())?;
@@ -128,42 +116,12 @@ pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
                     activity.sources.join(";"),
                 ];
                 writer
-                    .write_record(record.map(csv_cell))
+                    .write_record(record.map(|field| printable::spreadsheet::cell(&field)))
                     .context("cannot write the export")?;
             }
             writer.flush()?;
             tracing::info!(viewer = %viewer.email, activities = activities.len(), "exported");
             Ok(ExitStatus::Success)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_cell;
-
-    #[test]
-    fn cells_a_spreadsheet_would_run_get_a_leading_quote() {
-        for formula in [
-            "=1+1",
-            "+1",
-            "-2",
-            "@SUM(A1)",
-            "\tx",
-            "\rx",
-            "=HYPERLINK(\"x\")",
-        ] {
-            assert_eq!(csv_cell(formula.to_string()), format!("'{formula}"));
-        }
-        for text in [
-            "",
-            "Renewal terms",
-            "<a@b>",
-            "2024-09-02T09:15:00Z",
-            "a=b",
-            "'quoted",
-        ] {
-            assert_eq!(csv_cell(text.to_string()), text);
         }
     }
 }

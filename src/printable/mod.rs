@@ -6,11 +6,12 @@
 //! `invoiceexe.pdf`.
 //!
 //! So every command prints data only through this module: [`escape`] for text on a terminal,
-//! [`json::to_writer`] for JSON. They share one list of the characters that deceive,
-//! [`is_deceptive`], and escape them instead of removing them, so that whoever reads the
-//! output sees that a trick was tried.
+//! [`json::to_writer`] for JSON, [`spreadsheet::cell`] for CSV. They share one list of the
+//! characters that deceive, [`is_deceptive`], and escape them instead of removing them, so
+//! that whoever reads the output sees that a trick was tried.
 
 pub mod json;
+pub mod spreadsheet;
 mod text;
 
 pub use text::{escape, escape_keeping_line_breaks, is_deceptive};
