@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod parse;
+pub mod printable;
 pub mod rules;
 pub mod settings;
 pub mod source;

@@ -60,11 +60,23 @@ pub fn init(format: LogFormat, default_level: &str) {
 }
 
 /// A fatal error, written the way the log is: one JSON object in JSON mode (so that every
-/// line on standard error parses), `mailsync: …` otherwise.
+/// line on standard error parses), `mailsync: …` otherwise. Errors name files, message ids and
+/// rows of files others wrote, so control and bidi characters are escaped either way.
 pub fn fatal(format: LogFormat, message: &str) {
     match format {
-        LogFormat::Text => eprintln!("mailsync: {message}"),
-        LogFormat::Json => eprintln!("{}", json_line("ERROR", message)),
+        LogFormat::Text => eprintln!(
+            "mailsync: {}",
+            crate::printable::escape_keeping_line_breaks(message)
+        ),
+        LogFormat::Json => write_json_line(&json_line("ERROR", message)),
+    }
+}
+
+fn write_json_line(value: &serde_json::Value) {
+    let mut line = Vec::new();
+    if crate::printable::json::to_writer(&mut line, value).is_ok() {
+        line.push(b'\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &line);
     }
 }
 

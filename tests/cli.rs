@@ -2003,10 +2003,17 @@ fn export_csv_cells_never_run_as_formulas() {
     let playground = Playground::new();
     let (source, _) = mailbox_of(
         &playground,
-        &[(
-            "1.eml",
-            "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =HYPERLINK(\"http://evil.example\",\"open\")\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <formula@customer.com>\n\n@SUM(1+1)\n",
-        )],
+        &[
+            (
+                "1.eml",
+                "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =HYPERLINK(\"http://evil.example\",\"open\")\nDate: Mon, 02 Sep 2024 09:00:00 +0000\nMessage-ID: <formula@customer.com>\n\n@SUM(1+1)\n",
+            ),
+            // Full-width forms, and a formula behind blanks that some spreadsheets trim.
+            (
+                "2.eml",
+                "From: Alice <alice@customer.com>\nTo: michelle@abcorp.com\nSubject: =?UTF-8?Q?=EF=BC=9DHYPERLINK(1)?=\nDate: Mon, 02 Sep 2024 10:00:00 +0000\nMessage-ID: <wide@customer.com>\nContent-Type: text/plain; charset=utf-8\n\n  -2+3\n",
+            ),
+        ],
     );
     playground.stdout(&[
         "replay",
@@ -2024,6 +2031,13 @@ fn export_csv_cells_never_run_as_formulas() {
     assert_eq!(&row[6], "'=HYPERLINK(\"http://evil.example\",\"open\")");
     assert_eq!(&row[7], "'@SUM(1+1)\n");
     assert_eq!(&row[4], "alice@customer.com", "plain cells are untouched");
+    let row = csv::Reader::from_reader(csv.as_bytes())
+        .records()
+        .map(|r| r.unwrap())
+        .find(|r| &r[1] == "<wide@customer.com>")
+        .expect("the message is exported");
+    assert_eq!(&row[6], "'\u{FF1D}HYPERLINK(1)");
+    assert_eq!(&row[7], "'  -2+3\n");
     let json = json_lines(&playground.stdout(&[
         "export",
         "--as",
@@ -2039,4 +2053,164 @@ fn export_csv_cells_never_run_as_formulas() {
         activity["subject"],
         "=HYPERLINK(\"http://evil.example\",\"open\")"
     );
+}
+
+/// A character that can change what a terminal shows: a control other than the line feed
+/// that ends each line (C0, DEL, C1), or a bidi control. Written out here rather than taken
+/// from `mailsync::printable`, so that a hole in its list cannot hide from this test.
+fn spoofing_character(text: &str) -> Option<char> {
+    text.chars().find(|&c| {
+        (c.is_control() && c != '\n')
+            || matches!(
+                c,
+                '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+            )
+    })
+}
+
+/// `tests/fixtures/spoof/spoofed.eml` carries a right-to-left override (U+202E) and terminal
+/// escapes (a colour, an OSC 8 hyperlink, an 8-bit CSI) in its sender's name and address, its
+/// Message-ID, subject, body and attachment name; its file name, a contact's name and a rule's
+/// name carry them too. Every command that prints them shows the escape, `\u{202e}`, and
+/// never the character; JSON writes `\u202e`, which decodes to the exact original.
+#[test]
+fn no_command_prints_a_raw_control_or_bidi_character() {
+    let playground = Playground::new();
+    let address = "ann\u{202e}gpj.exe@customer.com";
+    playground.stdout(&[
+        "contacts",
+        "add",
+        address,
+        "--name",
+        "Ann \u{202e}\u{1b}[31mC",
+    ]);
+    std::fs::write(
+        playground.dir.path().join("rules/spoof.toml"),
+        "[[rule]]\nname = \"vip \\u202E\\u001B[2J\"\nmatch = { address = \"ann\\u202Egpj.exe@customer.com\" }\naction = \"visible\"\n",
+    )
+    .unwrap();
+    let raw = std::fs::read_to_string(common::fixtures().join("spoof/spoofed.eml")).unwrap();
+    let file_name = "spoof\u{202e}lme.\u{1b}[31m.eml";
+    let (source, folder) = mailbox_of(&playground, &[(file_name, &raw)]);
+    let message = folder.join(file_name);
+    let michelle = "michelle@abcorp.com";
+    let shown_address = "ann\\u{202e}gpj.exe@customer.com";
+    let shown_rule = "vip \\u{202e}\\u{1b}[2J";
+    let shown_subject = "Invoice \\u{202e}fdp.exe";
+    // (the command, what it must show), in order: the replay stores what the others read.
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["replay", "--user", michelle, "--source", &source],
+            &["spoof\\u{202e}lme.\\u{1b}[31m", shown_address, shown_rule],
+        ),
+        (
+            &["explain", "--user", michelle, message.to_str().unwrap()],
+            &[
+                "message:    spoof\\u{202e}lme.\\u{1b}[31m.eml",
+                "message-id: <spoof\\u{202e}1@customer.com>",
+                shown_address,
+                shown_rule,
+            ],
+        ),
+        (&["feed", "--as", michelle], &[shown_address, shown_subject]),
+        (
+            &["search", "--as", michelle, "invoice"],
+            &[shown_address, shown_subject],
+        ),
+        (
+            &["decisions", "--user", michelle],
+            &[
+                "spoof\\u{202e}lme.\\u{1b}[31m.eml",
+                shown_address,
+                shown_rule,
+            ],
+        ),
+        (
+            &["export", "--as", michelle, "--format", "csv"],
+            &[
+                shown_address,
+                shown_subject,
+                "Pay \\u{202e}now \\u{1b}[31mred\\u{1b}[0m \\u{9b}2J",
+            ],
+        ),
+        (
+            &["contacts", "list"],
+            &["Ann \\u{202e}\\u{1b}[31mC", shown_address],
+        ),
+        (&["rules", "check"], &[shown_rule, shown_address]),
+        (
+            &["feed", "--as", michelle, "--json"],
+            &["ann\\u202egpj.exe", "\\u009b2J"],
+        ),
+        (
+            &["export", "--as", michelle, "--format", "json"],
+            &["ann\\u202egpj.exe", "\\u009b2J"],
+        ),
+        (
+            &["decisions", "--user", michelle, "--json"],
+            &["vip \\u202e\\u001b[2J"],
+        ),
+    ];
+    // Every command is checked before failing, so a failure lists all that print raw.
+    let mut failures = Vec::new();
+    let mut check = |args: &[&str], shown: &[&str]| {
+        let output = playground.stdout(args);
+        if let Some(c) = spoofing_character(&output) {
+            failures.push(format!("{args:?} printed a raw {c:?}:\n{output}"));
+        }
+        for escaped in shown {
+            if !output.contains(escaped) {
+                failures.push(format!("{args:?} does not show {escaped}:\n{output}"));
+            }
+        }
+    };
+    for (args, shown) in cases {
+        check(args, shown);
+    }
+    // The rule turned private: `rules apply` lists the change with the message and rule.
+    let rule_file = playground.dir.path().join("rules/spoof.toml");
+    let rule = std::fs::read_to_string(&rule_file).unwrap();
+    std::fs::write(&rule_file, rule.replace("\"visible\"", "\"private\"")).unwrap();
+    check(
+        &["rules", "apply", "--dry-run"],
+        &["<spoof\\u{202e}1@customer.com>", shown_rule],
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    for json in [
+        vec!["feed", "--as", michelle, "--json"],
+        vec!["export", "--as", michelle, "--format", "json"],
+    ] {
+        let lines = json_lines(&playground.stdout(&json));
+        let activity = &lines[0];
+        assert_eq!(
+            activity["contacts"],
+            serde_json::json!([address]),
+            "{json:?}"
+        );
+        assert_eq!(activity["message_id"], "<spoof\u{202e}1@customer.com>");
+        assert!(
+            activity["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Invoice \u{202e}fdp.exe"),
+            "{activity}"
+        );
+        assert_eq!(
+            activity["body"],
+            "Pay \u{202e}now \u{1b}[31mred\u{1b}[0m \u{9b}2J"
+        );
+        assert_eq!(
+            activity["attachments"][0]["file_name"],
+            "invoice\u{202e}fdp.exe[31m"
+        );
+    }
+    // Errors name files too.
+    let missing = folder.join("gone\u{202e}\u{1b}[2J.eml");
+    let output = playground
+        .run(&["explain", "--user", michelle, missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(spoofing_character(&stderr), None, "{stderr}");
+    assert!(stderr.contains("gone\\u{202e}\\u{1b}[2J.eml"), "{stderr}");
 }

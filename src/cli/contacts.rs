@@ -8,6 +8,7 @@ use anyhow::Context;
 use super::output::json_line;
 use super::{CommandError, CommandResult, ContactsCommand, ExitStatus, open_store};
 use crate::address;
+use crate::printable;
 use crate::rules::Policy;
 use crate::store::{ContactChange, NewContact, Store};
 
@@ -82,7 +83,7 @@ fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -
     println!(
         "contact {} ({}): {}; {} stored source(s) removed ({} activities gone)",
         contact.id,
-        contact.emails.join(", "),
+        printable::escape(&contact.emails.join(", ")),
         if contact.no_sync {
             "never synced"
         } else {
@@ -237,7 +238,11 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
             Ok(ContactChange::Unchanged(_)) => unchanged += 1,
             Err(problem) => {
                 failed += 1;
-                eprintln!("{}:{line}: {problem}", file.display());
+                eprintln!(
+                    "{}:{line}: {}",
+                    printable::escape(&file.display().to_string()),
+                    printable::escape(&problem)
+                );
             }
         }
     }
@@ -280,7 +285,10 @@ fn add(
     let contact = build_contact(policy, name, &emails, &visible_to).map_err(CommandError::Usage)?;
     let mut store = open_store(policy)?;
     let id = store.add_contact(&contact)?;
-    println!("added contact {id}: {}", contact.emails.join(", "));
+    println!(
+        "added contact {id}: {}",
+        printable::escape(&contact.emails.join(", "))
+    );
     Ok(ExitStatus::Success)
 }
 
@@ -303,14 +311,14 @@ fn list(policy: &Policy, json: bool) -> CommandResult {
         let visible_to = if contact.visible_to.is_empty() {
             "everyone".to_string()
         } else {
-            contact.visible_to.join(", ")
+            printable::escape(&contact.visible_to.join(", ")).into_owned()
         };
         writeln!(
             out,
             "{:<5} {:<24} {:<40} {:<7} {visible_to}",
             contact.id,
-            contact.name.as_deref().unwrap_or("-"),
-            contact.emails.join(", "),
+            printable::escape(contact.name.as_deref().unwrap_or("-")),
+            printable::escape(&contact.emails.join(", ")),
             if contact.no_sync { "never" } else { "yes" },
         )?;
     }

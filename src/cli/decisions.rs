@@ -6,6 +6,7 @@ use std::io::Write;
 
 use super::output::json_line;
 use super::{CommandResult, ExitStatus, find_user, open_store};
+use crate::printable;
 use crate::rules::Policy;
 use crate::store::{LoggedDecision, Store};
 
@@ -37,10 +38,10 @@ pub fn write_table(out: &mut impl Write, log: &[LoggedDecision]) -> std::io::Res
         writeln!(
             out,
             "{:<18} {:<8} {:<20} {}",
-            entry.source_id,
-            entry.decision,
-            entry.reason,
-            what.join(" ")
+            printable::escape(&entry.source_id),
+            printable::escape(&entry.decision),
+            printable::escape(&entry.reason),
+            printable::escape(&what.join(" "))
         )?;
     }
     let synced = log

@@ -8,6 +8,7 @@ use super::output::json_line;
 use super::{CommandResult, ExitStatus, ExplainArgs, find_user};
 use crate::address;
 use crate::config::User;
+use crate::printable;
 use crate::rules::{NO_SYNC_RULE_NAME, Policy, Reason, Verdict, Visibility};
 use crate::source::SourceMessage;
 use crate::store::SqliteStore;
@@ -45,16 +46,20 @@ fn write_explanation(
     processed: &Processed,
 ) -> std::io::Result<()> {
     let decision = &processed.decision;
-    writeln!(out, "message:    {}", processed.source_id)?;
+    writeln!(
+        out,
+        "message:    {}",
+        printable::escape(&processed.source_id)
+    )?;
     writeln!(
         out,
         "message-id: {}",
-        processed.message_id.as_deref().unwrap_or("(none)")
+        printable::escape(processed.message_id.as_deref().unwrap_or("(none)"))
     )?;
     writeln!(
         out,
         "mailbox:    {}{}",
-        user.email,
+        printable::escape(&user.email),
         decision
             .direction
             .map(|d| format!(" ({})", d.as_str()))
@@ -84,16 +89,16 @@ fn write_explanation(
     let why = match decision.reason {
         Reason::SyncDisabled => format!(
             "sync is off for {} in {} (users.sync = false): nothing of this mailbox is read or stored",
-            user.email,
-            policy.config.source_path.display()
+            printable::escape(&user.email),
+            printable::escape(&policy.config.source_path.display().to_string())
         ),
         Reason::ExcludedLabel => format!(
             "the message carries an excluded label ({}): drafts, spam, trash and chats are never synced",
-            decision.detail.as_deref().unwrap_or("?")
+            printable::escape(decision.detail.as_deref().unwrap_or("?"))
         ),
         Reason::ParseError => format!(
             "the message headers cannot be read ({})",
-            decision.detail.as_deref().unwrap_or("?")
+            printable::escape(decision.detail.as_deref().unwrap_or("?"))
         ),
         Reason::BlockedByRule if decision.rules.iter().all(|rule| rule.name == NO_SYNC_RULE_NAME) => {
             "a party is a contact marked never-sync (`contacts set --no-sync`); one blocked party keeps the whole message out".to_string()
@@ -114,9 +119,14 @@ fn write_explanation(
             writeln!(
                 out,
                 "  {:<36} {:<14} {}",
-                party.address,
+                printable::escape(&party.address),
                 party.verdict.as_str(),
-                verdict_reason(policy, decision, &party.address, party.verdict)
+                printable::escape(&verdict_reason(
+                    policy,
+                    decision,
+                    &party.address,
+                    party.verdict
+                ))
             )?;
         }
     }
@@ -147,7 +157,8 @@ fn write_explanation(
                 writeln!(
                     out,
                     "  \"{}\" (contact setting) — skip: {} is marked never-sync",
-                    rule.name, rule.party
+                    printable::escape(&rule.name),
+                    printable::escape(&rule.party)
                 )?;
                 continue;
             }
@@ -161,19 +172,19 @@ fn write_explanation(
             writeln!(
                 out,
                 "  \"{}\" ({}:{}) — {} {} matched {}",
-                rule.name,
-                rule.file.display(),
+                printable::escape(&rule.name),
+                printable::escape(&rule.file.display().to_string()),
                 rule.line,
                 rule.action.as_str(),
-                matcher,
-                rule.party
+                printable::escape(&matcher),
+                printable::escape(&rule.party)
             )?;
         }
     }
     if !processed.problems.is_empty() {
         writeln!(out, "parse notes (best effort, not errors):")?;
         for problem in &processed.problems {
-            writeln!(out, "  {problem}")?;
+            writeln!(out, "  {}", printable::escape(problem))?;
         }
     }
     Ok(())

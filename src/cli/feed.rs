@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use super::output::json_line;
 use super::{CommandResult, ExitStatus, ExportArgs, ExportFormat, FeedArgs, find_user, open_store};
+use crate::printable;
 use crate::rules::Policy;
 use crate::store::{ActivityView, Store, Viewer};
 
@@ -49,17 +50,17 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
             out,
             "#{} {} {} {} — {}",
             activity.activity_id,
-            activity.date.as_deref().unwrap_or("(no date)"),
-            activity.direction,
-            activity.contacts.join(", "),
-            activity.sources.join(", "),
+            printable::escape(activity.date.as_deref().unwrap_or("(no date)")),
+            printable::escape(&activity.direction),
+            printable::escape(&activity.contacts.join(", ")),
+            printable::escape(&activity.sources.join(", ")),
         )?;
         match &activity.subject {
-            Some(subject) => writeln!(out, "    {subject}")?,
+            Some(subject) => writeln!(out, "    {}", printable::escape(subject))?,
             None if activity.content_erased_at.is_some() => writeln!(
                 out,
                 "    (content erased by retention on {})",
-                activity.content_erased_at.as_deref().unwrap_or_default()
+                printable::escape(activity.content_erased_at.as_deref().unwrap_or_default())
             )?,
             None if activity.private => writeln!(out, "    (private: content withheld)")?,
             None => writeln!(out, "    (no subject)")?,
@@ -71,7 +72,7 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
             "{} activit{} visible to {}",
             activities.len(),
             if activities.len() == 1 { "y" } else { "ies" },
-            viewer.email
+            printable::escape(&viewer.email)
         )?;
     }
     Ok(ExitStatus::Success)
@@ -90,18 +91,6 @@ pub const CSV_HEADER: [&str; 9] = [
     "body",
     "sources",
 ];
-
-/// A CSV cell that a spreadsheet will not run as a formula: subjects and bodies come from
-/// whoever sent the mail, and `=HYPERLINK(...)` in a subject must stay text when someone
-/// opens the export. A cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets a
-/// leading `'` (OWASP's advice), which spreadsheets show as text and hide.
-fn csv_cell(text: String) -> String {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text
-    }
-}
 
 pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
     let viewer = viewer(policy, &args.viewer)?;
@@ -127,42 +116,12 @@ pub fn export(policy: &Policy, args: ExportArgs) -> CommandResult {
                     activity.sources.join(";"),
                 ];
                 writer
-                    .write_record(record.map(csv_cell))
+                    .write_record(record.map(|field| printable::spreadsheet::cell(&field)))
                     .context("cannot write the export")?;
             }
             writer.flush()?;
             tracing::info!(viewer = %viewer.email, activities = activities.len(), "exported");
             Ok(ExitStatus::Success)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_cell;
-
-    #[test]
-    fn cells_a_spreadsheet_would_run_get_a_leading_quote() {
-        for formula in [
-            "=1+1",
-            "+1",
-            "-2",
-            "@SUM(A1)",
-            "\tx",
-            "\rx",
-            "=HYPERLINK(\"x\")",
-        ] {
-            assert_eq!(csv_cell(formula.to_string()), format!("'{formula}"));
-        }
-        for text in [
-            "",
-            "Renewal terms",
-            "<a@b>",
-            "2024-09-02T09:15:00Z",
-            "a=b",
-            "'quoted",
-        ] {
-            assert_eq!(csv_cell(text.to_string()), text);
         }
     }
 }

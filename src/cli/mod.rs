@@ -155,9 +155,11 @@ pub enum Command {
 
     /// Export the activities a user may see, one row each, withheld fields empty (CSV header:
     /// activity_id,message_id,date,direction,contacts,private,subject,body,sources; a cell
-    /// starting with =, +, -, @, tab or CR gets a leading ' so spreadsheets do not run it).
-    /// JSON holds the `feed --json` objects, attachments included. An export that includes
-    /// private content is recorded in the access log.
+    /// whose first non-blank character is =, +, -, @ or a full-width form of them, or that
+    /// starts with a tab or CR, gets a leading ' so spreadsheets do not run it; control and
+    /// bidi characters are written as \u{202e}). JSON holds the `feed --json` objects,
+    /// attachments included. An export that includes private content is recorded in the
+    /// access log.
     Export(ExportArgs),
 
     /// Retention: erase subjects, bodies and attachment content of activities older than

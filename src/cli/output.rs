@@ -61,11 +61,12 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-/// Prints one JSON value as one line.
+/// Prints one JSON value as one line. Every command's JSON goes through here, so none can
+/// print a raw control or bidi character (they are `\uXXXX` escapes, which parsers decode).
 pub fn json_line(
     out: &mut impl std::io::Write,
     value: &impl serde::Serialize,
 ) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, value)?;
+    crate::printable::json::to_writer(out, value)?;
     writeln!(out)
 }

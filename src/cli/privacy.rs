@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use super::output::json_line;
 use super::{CommandError, CommandResult, ExitStatus, open_store};
+use crate::printable;
 use crate::rules::Policy;
 use crate::store::{Erased, Store};
 
@@ -92,11 +93,11 @@ pub fn audit(
         writeln!(
             out,
             "{:<20}  {:<32}  {:>8}  {:<10}  {}",
-            record.at,
-            record.viewer,
+            printable::escape(&record.at),
+            printable::escape(&record.viewer),
             record.activity_id,
-            path,
-            record.message_id.as_deref().unwrap_or("-")
+            printable::escape(&path),
+            printable::escape(record.message_id.as_deref().unwrap_or("-"))
         )?;
     }
     writeln!(out, "{} accesses", records.len())?;

@@ -357,11 +357,11 @@ fn write_row(out: &mut impl Write, processed: &Processed) -> std::io::Result<()>
     writeln!(
         out,
         "{:<28} {:<8} {:<20} {:<10} {}",
-        truncate(&processed.source_id, 28),
+        truncate(&crate::printable::escape(&processed.source_id), 28),
         decision.outcome().as_str(),
         decision.reason.as_str(),
         decision.visibility().map_or("-", |v| v.as_str()),
-        what.join(" ")
+        crate::printable::escape(&what.join(" "))
     )
 }
 

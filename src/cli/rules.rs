@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::output::json_line;
 use super::{CommandResult, ExitStatus, open_store};
+use crate::printable;
 use crate::rules::Policy;
 use crate::store::SourceChange;
 use crate::sync::retro;
@@ -76,9 +77,9 @@ pub fn apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
                 out,
                 "activity #{} {} in {}'s mailbox: {what} [{}]",
                 line.activity_id,
-                line.message_id.unwrap_or("(no message-id)"),
-                line.user,
-                line.rules.join(", ")
+                printable::escape(line.message_id.unwrap_or("(no message-id)")),
+                printable::escape(line.user),
+                printable::escape(&line.rules.join(", "))
             )?;
         }
     }
@@ -135,22 +136,22 @@ pub fn check(policy: &Policy) -> CommandResult {
     writeln!(
         out,
         "{}: {} rule(s), all valid",
-        dir.display(),
+        printable::escape(&dir.display().to_string()),
         policy.rules.rules.len()
     )?;
     for rule in &policy.rules.rules {
         let scope = match &rule.users {
-            Some(users) => format!(" (only {})", users.join(", ")),
+            Some(users) => format!(" (only {})", printable::escape(&users.join(", "))),
             None => String::new(),
         };
         writeln!(
             out,
             "  {}:{}  \"{}\"  {} {}{scope}",
-            rule.file.display(),
+            printable::escape(&rule.file.display().to_string()),
             rule.line,
-            rule.name,
+            printable::escape(&rule.name),
             rule.action.as_str(),
-            rule.matcher
+            printable::escape(&rule.matcher.to_string())
         )?;
     }
     Ok(ExitStatus::Success)

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use super::output::json_line;
 use super::{CommandResult, ExitStatus, open_store};
+use crate::printable;
 use crate::rules::Policy;
 use crate::store::{Store, SyncStatus};
 
@@ -83,13 +84,13 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
         writeln!(
             out,
             "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}  {}",
-            row.user,
+            printable::escape(&row.user),
             if row.sync { "on" } else { "off" },
             row.state.as_str(),
-            row.history_id.as_deref().unwrap_or("-"),
+            printable::escape(row.history_id.as_deref().unwrap_or("-")),
             row.last_sync_at.as_deref().unwrap_or("never"),
             row.activities,
-            row.last_error.as_deref().unwrap_or(""),
+            printable::escape(row.last_error.as_deref().unwrap_or("")),
         )?;
     }
     Ok(ExitStatus::Success)

@@ -72,7 +72,7 @@ pub fn run(policy: &Policy, args: VerifyArgs) -> CommandResult {
             report.gaps.len()
         )?;
         for id in &report.gaps {
-            writeln!(out, "  never decided: {id}")?;
+            writeln!(out, "  never decided: {}", crate::printable::escape(id))?;
         }
         if args.repair {
             writeln!(
