@@ -19,8 +19,8 @@ use super::{
     runtime,
 };
 use crate::daemon::{self, Controls, RunOutcome};
-use crate::gmail::sandbox::{self, OAuthClient, SandboxConfig};
 use crate::store::Store;
+use mailsync_sandbox::{self as sandbox, OAuthClient, SandboxConfig};
 
 /// Every file of the demo, by path inside the demo folder.
 const DEMO_FILES: &[(&str, &[u8])] = &[

@@ -6,6 +6,7 @@ mod check_config;
 mod contacts;
 mod context;
 mod decisions;
+#[cfg(feature = "sandbox")]
 mod demo;
 mod explain;
 mod feed;
@@ -123,7 +124,7 @@ pub enum Command {
 
     /// Serve mailboxes from folders of .eml files over a Gmail-compatible API (with OAuth,
     /// quota, history and fault injection), for tests and demos. Loopback only.
-    Sandbox(SandboxArgs),
+    Sandbox(sandbox::SandboxArgs),
 
     /// Full-text search (subject, body, attachment names) over what a user may see; words in
     /// content withheld from that user never match. Same JSON objects as `feed`.
@@ -283,37 +284,6 @@ pub enum AuthCommand {
         #[arg(long)]
         no_browser: bool,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct SandboxArgs {
-    /// A folder with one sub-folder of .eml files per mailbox, named by the user's email.
-    #[arg(long, value_name = "DIR")]
-    pub mailboxes: PathBuf,
-    /// Where to listen: a loopback address only (any other is refused); port 0 picks a free
-    /// port (printed on the first line).
-    #[arg(long, default_value = "127.0.0.1:8089")]
-    pub listen: std::net::SocketAddr,
-    /// An installed-app OAuth client the token endpoint accepts (with --client-secret).
-    #[arg(long)]
-    pub client_id: Option<String>,
-    #[arg(long)]
-    pub client_secret: Option<String>,
-    /// Probability (0 to 1) that a Gmail API request gets an injected fault.
-    #[arg(long, default_value_t = 0.0)]
-    pub fault_rate: f64,
-    /// Which faults: 500, 503, 429, 403, drop, slow, truncate, 404new (repeatable; default all).
-    #[arg(long = "fault-kind", value_name = "KIND")]
-    pub fault_kinds: Vec<String>,
-    /// Per-user quota (default: Gmail's 6,000 units per minute).
-    #[arg(long)]
-    pub quota_units_per_minute: Option<u32>,
-    /// Lifetime of issued access tokens (default 3599).
-    #[arg(long)]
-    pub access_token_lifetime_secs: Option<u64>,
-    /// Seed for ids, history gaps and faults.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
 }
 
 impl Command {
@@ -519,6 +489,9 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Verify(args) => verify::run(&load_policy(config_path)?, args),
         Command::Notify(NotifyCommand::Test) => notify::test(&load_policy(config_path)?),
+        #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(not(feature = "sandbox"))]
+        Command::Demo(_) => Err(CommandError::Usage(sandbox::WITHOUT_SANDBOX.to_string())),
     }
 }

@@ -1,80 +1,37 @@
-//! `mailsync sandbox`: the Gmail-compatible server, for tests, demos and trying mailsync
-//! without a Google account. Bind it to loopback only: its control routes have no auth.
+//! `mailsync sandbox`: the Gmail-compatible server of the `mailsync-sandbox` crate, for tests,
+//! demos and trying mailsync without a Google account. A build without the `sandbox` feature
+//! (a production build) says how to get it.
 
-use std::io::Write;
+use super::{CommandError, CommandResult};
 
-use anyhow::Context;
-use tokio::signal::unix::{SignalKind, signal};
+#[cfg(feature = "sandbox")]
+pub use mailsync_sandbox::cli::SandboxArgs;
 
-use super::{CommandResult, ExitStatus, SandboxArgs, runtime};
-use crate::gmail::sandbox::{FaultConfig, FaultKind, OAuthClient, Sandbox, SandboxConfig};
-
+#[cfg(feature = "sandbox")]
 pub fn run(args: SandboxArgs) -> CommandResult {
-    if !args.listen.ip().is_loopback() {
-        return Err(super::CommandError::Usage(
-            crate::gmail::sandbox::not_loopback_message(args.listen),
-        ));
+    use mailsync_sandbox::cli::CliError;
+
+    use super::ExitStatus;
+    match mailsync_sandbox::cli::run(args) {
+        Ok(()) => Ok(ExitStatus::Success),
+        Err(CliError::Usage(message)) => Err(CommandError::Usage(message)),
+        Err(CliError::Failed(error)) => Err(CommandError::Failed(error)),
     }
-    let kinds = args
-        .fault_kinds
-        .iter()
-        .map(|kind| kind.parse::<FaultKind>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| super::CommandError::Usage(error.to_string()))?;
-    let mut config = SandboxConfig {
-        mailboxes_dir: args.mailboxes.clone(),
-        faults: FaultConfig {
-            rate: args.fault_rate,
-            kinds: if kinds.is_empty() {
-                FaultKind::ALL.to_vec()
-            } else {
-                kinds
-            },
-        },
-        seed: args.seed,
-        ..SandboxConfig::default()
-    };
-    if let Some(units) = args.quota_units_per_minute {
-        config.quota_units_per_minute = units;
-    }
-    if let Some(lifetime) = args.access_token_lifetime_secs {
-        config.access_token_lifetime_secs = lifetime;
-    }
-    if let (Some(client_id), Some(client_secret)) = (&args.client_id, &args.client_secret) {
-        config.oauth_clients.push(OAuthClient {
-            client_id: client_id.clone(),
-            client_secret: client_secret.clone(),
-        });
-    }
-    let sandbox = Sandbox::load(config)
-        .with_context(|| format!("cannot load mailboxes from {}", args.mailboxes.display()))?;
-    runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let address = listener.local_addr()?;
-        {
-            // Tests and scripts read the first line to learn the port, and may close the pipe
-            // after it: that must not stop the server, so a failed write is ignored.
-            let banner = format!(
-                "listening on http://{address}/\nmailboxes: {}\n",
-                sandbox.users().join(", ")
-            );
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
-        }
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
-            }
-        };
-        sandbox
-            .serve(listener, shutdown)
-            .await
-            .context("sandbox server failed")?;
-        Ok(ExitStatus::Success)
-    })
 }
+
+/// Without the feature the command still parses (so its help is honest), and refuses.
+#[cfg(not(feature = "sandbox"))]
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    ignored: Vec<String>,
+}
+
+#[cfg(not(feature = "sandbox"))]
+pub fn run(_args: SandboxArgs) -> CommandResult {
+    Err(CommandError::Usage(WITHOUT_SANDBOX.to_string()))
+}
+
+/// What `demo` and `sandbox` say in a build without the test server.
+#[cfg(not(feature = "sandbox"))]
+pub const WITHOUT_SANDBOX: &str = "this mailsync was built without the Gmail-compatible test server (cargo feature `sandbox`): build it with the default features (`cargo install --locked --path .`), or run the stand-alone `mailsync-sandbox` (`cargo install --locked --path crates/sandbox`)";

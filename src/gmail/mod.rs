@@ -3,13 +3,11 @@
 //! - [`client`] — one user's mailbox through google-gmail1, paced to the quota, with retries.
 //! - [`auth`] — access tokens (service account with domain-wide delegation, or per-user OAuth).
 //! - [`error`] — failures sorted by what to do about them.
-//! - [`sandbox`] — the Gmail-compatible server the tests and the demo run against.
 
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod http;
-pub mod sandbox;
 
 pub use client::{GmailClient, Method};
 pub use error::GmailError;

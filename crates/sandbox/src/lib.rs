@@ -1,7 +1,9 @@
-//! A Gmail-compatible HTTP server ("the sandbox") for integration tests and the demo.
+//! A Gmail-compatible HTTP server ("the sandbox") for integration tests and the demo: its own
+//! crate, so that the product binary carries it only through the `sandbox` cargo feature
+//! (`mailsync demo` and `mailsync sandbox`), and a production build can leave it out.
 //!
 //! The real Gmail API cannot be reached from our machines, so this server stands in for it and
-//! behaves like it in everything a sync client depends on (see `shared/spec/gmail-api.md`):
+//! behaves like it in everything a sync client depends on (see `docs/spec/gmail-api.md`):
 //! the REST routes `profile`, `messages` (list), `messages/{id}` (get), `history` and `labels`
 //! under `/gmail/v1/users/{userId}/`; bearer tokens from its own `POST /token` (refresh,
 //! service-account JWT and authorization-code grants) and consent page `GET /o/oauth2/auth`;
@@ -18,7 +20,7 @@
 //!
 //! Running it in a test:
 //! ```text
-//! let server = sandbox::spawn(SandboxConfig { mailboxes_dir, oauth_clients, ..Default::default() }).await?;
+//! let server = mailsync_sandbox::spawn(SandboxConfig { mailboxes_dir, oauth_clients, ..Default::default() }).await?;
 //! let refresh = server.sandbox.issue_refresh_token("me@example.com", "client-id");
 //! // point the client at server.base_url() and server.token_url() ...
 //! server.shutdown().await?;
@@ -26,10 +28,12 @@
 //!
 //! Architecture invariants:
 //! - `mailbox` and `query` do no I/O and never fail on message bytes or query text.
-//! - Only `http` knows the wire format; only `server` touches the file system and sockets.
+//! - Only `http` knows the wire format; only `server` (and `cli`, which binds the listener)
+//!   touches the file system and sockets.
 //! - No lock is held across an `.await`; one connection's failure never reaches the accept loop.
 //! - Faults and quota apply to Gmail API routes only, never to OAuth or control routes.
 
+pub mod cli;
 mod config;
 mod faults;
 mod http;
