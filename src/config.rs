@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::address;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::rules::freemail::FreemailDomains;
+use crate::freemail::FreemailDomains;
 use crate::tomlfile::{KeyPath, TomlFile};
 
 /// Where the config lives when neither `--config` nor `MAILSYNC_CONFIG` says otherwise.
@@ -611,7 +611,7 @@ fn validate_notify(
     }
     if let Some(password_file) = &raw.smtp_password_file {
         let path = base_dir.join(password_file);
-        if let Err(problem) = crate::gmail::auth::check_private_file(&path) {
+        if let Err(problem) = crate::secret_file::check(&path) {
             diagnostics.push(file.diagnostic(&at("smtp_password_file"), problem.to_string()));
         }
     }

@@ -132,16 +132,16 @@ impl Notifier {
         if let (Some(username), Some(password_file)) =
             (&config.smtp_username, &config.smtp_password_file)
         {
-            crate::gmail::auth::check_private_file(password_file).map_err(|error| {
-                NotifyError::Password {
+            let password = crate::secret_file::read(password_file)
+                .map_err(|error| NotifyError::Password {
                     path: password_file.clone(),
                     source: std::io::Error::other(error.to_string()),
-                }
-            })?;
-            let password =
-                std::fs::read_to_string(password_file).map_err(|source| NotifyError::Password {
-                    path: password_file.clone(),
-                    source,
+                })
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|_| NotifyError::Password {
+                        path: password_file.clone(),
+                        source: std::io::Error::other("the password file is not UTF-8"),
+                    })
                 })?;
             builder = builder.credentials(Credentials::new(
                 username.clone(),

@@ -35,15 +35,8 @@ pub enum CredentialsError {
     Missing,
     #[error("set only one of [gmail] service_account_key and [gmail] client_secret")]
     Both,
-    #[error(
-        "{path} is readable by group or others (mode {mode:o}): it holds a secret; run `chmod 600 {path}`"
-    )]
-    TooOpen { path: PathBuf, mode: u32 },
-    #[error("cannot read {path}: {source}")]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::secret_file::SecretFileError),
     #[error("{path} is not a valid {kind}: {reason}")]
     Invalid {
         path: PathBuf,
@@ -68,32 +61,6 @@ fn check_token_uri(path: &Path, uri: &str) -> Result<(), CredentialsError> {
             uri: uri.to_string(),
         })
     }
-}
-
-/// Refuses a secret file that anyone but its owner can read.
-pub fn check_private_file(path: &Path) -> Result<(), CredentialsError> {
-    use std::os::unix::fs::PermissionsExt;
-    let metadata = std::fs::metadata(path).map_err(|source| CredentialsError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(CredentialsError::TooOpen {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-/// A secret file's content, after checking that only its owner can read it.
-fn read_private_file(path: &Path) -> Result<Vec<u8>, CredentialsError> {
-    check_private_file(path)?;
-    std::fs::read(path).map_err(|source| CredentialsError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 fn invalid(path: &Path, kind: &'static str, reason: String) -> CredentialsError {
@@ -138,7 +105,7 @@ impl Credentials {
 
     pub async fn load_service_account_key(path: &Path) -> Result<Credentials, CredentialsError> {
         const KIND: &str = "service account key (the JSON key file from the Google Cloud console)";
-        let text = read_private_file(path)?;
+        let text = crate::secret_file::read(path)?;
         let key = yup_oauth2::parse_service_account_key(&text)
             .map_err(|error| invalid(path, KIND, error.to_string()))?;
         check_token_uri(path, &key.token_uri)?;
@@ -156,7 +123,7 @@ impl Credentials {
     pub async fn load_client_secret(path: &Path) -> Result<Credentials, CredentialsError> {
         const KIND: &str =
             "OAuth client secret (the \"Desktop app\" JSON from the Google Cloud console)";
-        let text = read_private_file(path)?;
+        let text = crate::secret_file::read(path)?;
         let secret = yup_oauth2::parse_application_secret(&text)
             .map_err(|error| invalid(path, KIND, error.to_string()))?;
         check_token_uri(path, &secret.token_uri)?;
@@ -472,7 +439,6 @@ async fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn token_uris_must_be_https_unless_local() {
@@ -494,22 +460,5 @@ mod tests {
         let debug = format!("{:?}", Credentials::InstalledApp(Arc::new(secret)));
         assert!(debug.contains("id.apps.example"));
         assert!(!debug.contains("very-secret-value"), "{debug}");
-    }
-
-    #[test]
-    fn secret_files_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("key.json");
-        std::fs::write(&path, "{}").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let error = check_private_file(&path).unwrap_err().to_string();
-        assert!(
-            error.contains("key.json") && error.contains("readable by group or others"),
-            "{error}"
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(check_private_file(&path).is_ok());
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(check_private_file(&path).is_err());
     }
 }

@@ -7,7 +7,6 @@
 //! decisions carry their glob, so `mailsync explain` can say *why*.
 
 mod decide;
-pub mod freemail;
 mod recheck;
 mod ruleset;
 

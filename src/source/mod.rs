@@ -180,6 +180,9 @@ impl std::str::FromStr for SourceSpec {
     }
 }
 
+/// The `source` name of every decision that came from Gmail.
+pub const GMAIL_SOURCE: &str = "gmail";
+
 impl SourceSpec {
     /// The name recorded in the store's decision log: the kind and the absolute path, so two
     /// folders with the same file names stay apart.
@@ -189,7 +192,7 @@ impl SourceSpec {
             SourceSpec::Mbox(path) => ("mbox", path),
             // Decisions from Gmail are keyed by Gmail message id, whichever path fetched them
             // (daemon or replay), so the two never decide the same message twice.
-            SourceSpec::Gmail => return crate::sync::gmail::GMAIL_SOURCE.to_string(),
+            SourceSpec::Gmail => return GMAIL_SOURCE.to_string(),
         };
         let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         format!("{kind}:{}", absolute.display())

@@ -28,11 +28,8 @@ use crate::config::User;
 use crate::gmail::GmailError;
 use crate::gmail::client::{AddedMessage, GmailClient, RawMessage};
 use crate::rules::{self, Policy};
-use crate::source::SourceMessage;
+use crate::source::{GMAIL_SOURCE, SourceMessage};
 use crate::store::{Cursor, SourceRef, SqliteStore, Store, StoreError, SyncState};
-
-/// The `source` name of every decision that came from Gmail.
-pub const GMAIL_SOURCE: &str = "gmail";
 
 /// Messages written per transaction: small enough that a crash loses little work, large
 /// enough that SQLite's commit cost stays negligible.

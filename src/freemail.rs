@@ -8,7 +8,7 @@ use crate::address;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 
 /// The list shipped in `rules/freemail.txt`, compiled in so the binary works without files.
-const BUILTIN_LIST: &str = include_str!("../../rules/freemail.txt");
+const BUILTIN_LIST: &str = include_str!("../rules/freemail.txt");
 
 /// The file name that, in the configured rules folder, adds domains to the built-in list.
 pub const ADDITIONS_FILE_NAME: &str = "freemail.txt";
