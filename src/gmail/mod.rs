@@ -3,11 +3,13 @@
 //! - [`client`] — one user's mailbox through google-gmail1, paced to the quota, with retries.
 //! - [`auth`] — access tokens (service account with domain-wide delegation, or per-user OAuth).
 //! - [`error`] — failures sorted by what to do about them.
+//! - [`search`] — Gmail's search syntax: the window and the candidate searches.
 
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod http;
+pub mod search;
 
 pub use client::{GmailClient, Method};
 pub use error::GmailError;
