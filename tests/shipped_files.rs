@@ -1,5 +1,6 @@
-//! The files the repository ships for operators (example rules, the README's example
-//! config) must be valid: a broken example is a broken first impression.
+//! The files the repository ships for operators (the example config, example rules, the
+//! privacy example, the systemd unit) must be valid: a broken example is a broken first
+//! impression.
 
 mod common;
 
@@ -12,25 +13,53 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-/// The first ```toml block under the README's "Configuration" heading.
-fn readme_example_config() -> String {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme
-        .split("## Configuration")
+/// The first ```toml block under `heading` in a Markdown file of the repository.
+fn toml_block_under(file: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
+    let section = text
+        .split(&format!("\n{heading}\n"))
         .nth(1)
-        .expect("README has a Configuration section");
+        .unwrap_or_else(|| panic!("{file} has a section `{heading}`"));
     let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
     let end = section[start..].find("```").unwrap() + start;
     section[start..end].to_string()
 }
 
+/// `examples/mailsync.toml`, the config the README's quick start installs, is valid as it
+/// would be read from `/etc/mailsync/mailsync.toml`, and shows what a real Workspace needs.
 #[test]
-fn readme_example_config_is_valid() {
-    let config = Config::from_toml(
-        Path::new("/etc/mailsync/mailsync.toml"),
-        readme_example_config(),
-    )
-    .unwrap_or_else(|problems| panic!("README example config:\n{problems}"));
+fn example_config_is_valid() {
+    let text = std::fs::read_to_string(repo().join("examples/mailsync.toml")).unwrap();
+    let config = Config::from_toml(Path::new("/etc/mailsync/mailsync.toml"), text)
+        .unwrap_or_else(|problems| panic!("examples/mailsync.toml:\n{problems}"));
+    assert_eq!(
+        config.gmail.service_account_key.as_deref(),
+        Some(Path::new("/etc/mailsync/service-account.json"))
+    );
+    assert!(config.gmail.client_secret.is_none());
+    assert!(config.store_path.starts_with("/var/lib/mailsync"));
+    assert!(
+        config
+            .attachments_dir
+            .as_ref()
+            .is_some_and(|dir| dir.starts_with("/var/lib/mailsync")),
+        "the unit lets the daemon write only under /var/lib/mailsync"
+    );
+    assert_eq!(
+        config.rules_dir.as_deref(),
+        Some(Path::new("/etc/mailsync/rules"))
+    );
+    assert!(config.notify.is_some() && config.metrics.is_some());
+    assert!(config.users.iter().any(|user| user.sync));
+    assert!(config.users.iter().any(|user| !user.sync));
+}
+
+/// The short config in the configuration reference is valid too.
+#[test]
+fn configuration_reference_example_is_valid() {
+    let text = toml_block_under("docs/configuration.md", "## A short config");
+    let config = Config::from_toml(Path::new("/etc/mailsync/mailsync.toml"), text)
+        .unwrap_or_else(|problems| panic!("docs/configuration.md example:\n{problems}"));
     assert!(!config.users.is_empty());
 }
 
@@ -114,21 +143,13 @@ fn systemd_unit_is_hardened_and_valid() {
     );
 }
 
-/// The README's privacy-model example is a valid rules file for the demo's users.
+/// The privacy model's CEO example (`docs/privacy.md`) is a valid rules file for the demo's
+/// users.
 #[test]
-fn readme_privacy_example_rules_are_valid() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme
-        .split("## Privacy model")
-        .nth(1)
-        .expect("README has a Privacy model section");
-    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
-    let end = section[start..].find("```").unwrap() + start;
+fn privacy_example_rules_are_valid() {
+    let example = toml_block_under("docs/privacy.md", "## The CEO example");
     let config = Config::load(&common::fixtures().join("demo/mailsync.toml")).unwrap();
-    let rules = RuleSet::from_files(
-        vec![(PathBuf::from("README.md"), section[start..end].to_string())],
-        &config,
-    )
-    .unwrap_or_else(|problems| panic!("{problems}"));
+    let rules = RuleSet::from_files(vec![(PathBuf::from("docs/privacy.md"), example)], &config)
+        .unwrap_or_else(|problems| panic!("{problems}"));
     assert_eq!(rules.rules.len(), 5);
 }
