@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Fills fuzz/corpus/<target>/ with seed inputs:
-#   parse_and_decide  every mail-looking file of tests/fixtures and of ../shared/corpus
+#   parse_and_decide  every mail-looking file of tests/fixtures and of $MAILSYNC_CORPUS
 #   mbox              every *.mbox file, and each fixture mail behind a `From ` line
-#   config_and_rules  every *.toml of tests/fixtures and rules/, and the README's TOML examples
+#   config_and_rules  every *.toml of tests/fixtures, rules/ and examples/, and the TOML
+#                     examples of README.md and docs/
 # Files of 1 MB or more are left out. Seeds are named by their SHA-1, as libFuzzer names the
 # inputs it adds, so running this again (or after a fuzz run grew the corpus) adds no
 # duplicates and removes nothing.
 #
-# The shared corpus is ../shared/corpus beside the repository, or MAILSYNC_SHARED_CORPUS; it is
-# optional unless MAILSYNC_REQUIRE_CORPUS=1 (as in CI). Usage: fuzz/seed.sh (from anywhere).
+# MAILSYNC_CORPUS=DIR adds a larger corpus of real mail (CI sets it); when it is set, DIR must
+# exist. Without it only the repository's files are used. Usage: fuzz/seed.sh (from anywhere).
 set -euo pipefail
 
 fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_dir="$(dirname "${fuzz_dir}")"
 fixtures="${repo_dir}/tests/fixtures"
-shared="${MAILSYNC_SHARED_CORPUS:-${repo_dir}/../shared/corpus}"
+larger_corpus="${MAILSYNC_CORPUS:-}"
 corpus="${fuzz_dir}/corpus"
 max_bytes=$((1024 * 1024))
 
@@ -82,31 +83,32 @@ seed_mail_dir() {
 }
 
 seed_mail_dir "${fixtures}" 1
-if [[ -d "${shared}" ]]; then
-  seed_mail_dir "${shared}" 0
-elif [[ "${MAILSYNC_REQUIRE_CORPUS:-0}" == 1 ]]; then
-  echo "seed: no shared corpus at ${shared} (MAILSYNC_REQUIRE_CORPUS=1)" >&2
-  exit 1
+if [[ -n "${larger_corpus}" ]]; then
+  if [[ ! -d "${larger_corpus}" ]]; then
+    echo "seed: MAILSYNC_CORPUS=${larger_corpus} is not a folder" >&2
+    exit 1
+  fi
+  seed_mail_dir "${larger_corpus}" 0
 else
-  echo "seed: no shared corpus at ${shared}; seeding from tests/fixtures only" >&2
+  echo "seed: MAILSYNC_CORPUS is not set; seeding from the repository's files only" >&2
 fi
 
-# Config and rules: every TOML file the project ships, and the README's examples.
+# Config and rules: every TOML file the project ships, and the TOML examples of the docs.
 while IFS= read -r -d '' file; do
   small_enough "${file}" && add_seed config_and_rules "${file}"
-done < <(find "${fixtures}" "${repo_dir}/rules" -type f -name '*.toml' -print0 2>/dev/null | sort -z)
-if [[ -f "${repo_dir}/README.md" ]]; then
-  readme_blocks="$(mktemp -d)"
-  awk -v out="${readme_blocks}" '
-    /^```toml[[:space:]]*$/ { n++; inside = 1; next }
-    /^```/ { inside = 0; next }
-    inside { print > (out "/block-" n ".toml") }
-  ' "${repo_dir}/README.md"
-  for file in "${readme_blocks}"/*.toml; do
-    [[ -e "${file}" ]] && add_seed config_and_rules "${file}"
-  done
-  rm -rf "${readme_blocks}"
-fi
+done < <(find "${fixtures}" "${repo_dir}/rules" "${repo_dir}/examples" -type f -name '*.toml' -print0 2>/dev/null | sort -z)
+doc_blocks="$(mktemp -d)"
+while IFS= read -r -d '' doc; do
+  awk -v out="${doc_blocks}" -v name="$(basename "${doc}" .md)" '
+    /^[[:space:]]*```toml[[:space:]]*$/ { n++; inside = 1; next }
+    /^[[:space:]]*```/ { inside = 0; next }
+    inside { print > (out "/" name "-" n ".toml") }
+  ' "${doc}"
+done < <(find "${repo_dir}/README.md" "${repo_dir}/docs" -name '*.md' -print0 2>/dev/null | sort -z)
+for file in "${doc_blocks}"/*.toml; do
+  [[ -e "${file}" ]] && add_seed config_and_rules "${file}"
+done
+rm -rf "${doc_blocks}"
 
 for target in parse_and_decide mbox config_and_rules; do
   count="$(find "${corpus}/${target}" -type f | wc -l)"

@@ -1,4 +1,4 @@
-//! What gets synced, and how visible it is: the decision spec (`shared/spec/decisions.md`)
+//! What gets synced, and how visible it is: the decision spec (`docs/spec/decisions.md`)
 //! as code.
 //!
 //! Everything here is pure: rule files are read by the caller (or by [`RuleSet::load`], the one
