@@ -321,8 +321,7 @@ fn every_relative_link_in_the_markdown_files_resolves() {
 
 /// References to the project's shared folder that live in files other sessions own and have
 /// not changed yet. Tolerated, not required: an entry whose reference is gone is fine.
-const SHARED_REFERENCES_NOT_YET_REMOVED: &[&str] =
-    &["tests/decision_table.rs"];
+const SHARED_REFERENCES_NOT_YET_REMOVED: &[&str] = &["tests/decision_table.rs"];
 
 /// No file of the repository outside `.ci/` points at the project's shared folder beside it
 /// (its spec or corpus, by a relative path or by name) or at an absolute path of the machine

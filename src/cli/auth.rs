@@ -14,6 +14,31 @@ use crate::gmail::{GmailClient, GmailError, http};
 use crate::rules::Policy;
 use crate::store::Store;
 
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Run the OAuth consent flow for one user and keep the refresh token in the store.
+    ///
+    /// Prints a URL to open in a browser; a listener on 127.0.0.1 receives Google's answer.
+    /// The grant is kept only if Gmail says it opens this user's mailbox (primary address or
+    /// an alias); consent given with another account stores nothing and exits 1. Run it with
+    /// the daemon's config, so the token lands in the daemon's store.
+    Login {
+        /// The user (primary address or alias).
+        #[arg(long, value_name = "EMAIL")]
+        user: String,
+        /// The listener's port, fixed (for an SSH tunnel: ssh -L N:127.0.0.1:N HOST); with
+        /// --no-browser, the port of the address the browser is sent back to.
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// Print the URL and read back, from standard input, the address the browser was sent
+        /// back to (or the code alone): for a machine without a browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+}
+
 /// How the consent's answer comes back from the browser.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoginOptions {

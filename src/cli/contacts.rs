@@ -6,11 +6,68 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::output::json_line;
-use super::{CommandError, CommandResult, ContactsCommand, ExitStatus, open_store};
+use super::{CommandError, CommandResult, ExitStatus, open_store};
 use crate::address;
 use crate::printable;
 use crate::rules::Policy;
 use crate::store::{ContactChange, NewContact, Store};
+
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Import contacts from a CSV file with the header `name,email,visible_to[,no_sync]`.
+    ///
+    /// Several emails (or visible_to users) in one field are separated by `;`. A row whose
+    /// addresses belong to an existing contact updates it; an empty field (or a missing
+    /// column) leaves that contact's setting as it is. visible_to lists the users who may see
+    /// the contact: empty means every user for a new contact, `*` means every user (and
+    /// clears an existing list). `no_sync` is `true`/`false` (or `yes`/`no`, `1`/`0`): true
+    /// never syncs the contact's mail and removes what is stored. Bad rows are reported with
+    /// their line; the others are imported.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// Add one contact with one or more addresses.
+    Add {
+        /// The contact's email addresses.
+        #[arg(required = true, value_name = "EMAIL")]
+        emails: Vec<String>,
+        /// The contact's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A user allowed to see this contact (repeatable). Without it, every user may.
+        #[arg(long = "visible-to", value_name = "USER")]
+        visible_to: Vec<String>,
+    },
+    /// List the contacts.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a contact's settings: `--no-sync` never syncs its mail (in any mailbox, and
+    /// what is stored is removed now), `--sync` lifts that.
+    ///
+    /// Mail removed by `--no-sync` comes back with `--sync` only through a backfill (the daemon
+    /// does one for new addresses) or a `replay`: what was removed is not kept anywhere.
+    Set {
+        /// Any address of the contact.
+        #[arg(value_name = "EMAIL")]
+        email: String,
+        /// Never sync this contact's mail.
+        #[arg(long, conflicts_with = "sync")]
+        no_sync: bool,
+        /// Sync this contact's mail again.
+        #[arg(long)]
+        sync: bool,
+        /// Show what `--no-sync` would remove, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
 
 pub fn run(policy: &Policy, command: ContactsCommand) -> CommandResult {
     match command {

@@ -10,8 +10,24 @@ use crate::printable;
 use crate::rules::Policy;
 use crate::store::{LoggedDecision, Store};
 
-pub fn run(policy: &Policy, user: &str, limit: Option<usize>, json: bool) -> CommandResult {
-    let user = find_user(policy, user)?;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct DecisionsArgs {
+    /// The user (primary address or alias).
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// At most this many decisions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(policy: &Policy, args: DecisionsArgs) -> CommandResult {
+    let DecisionsArgs { user, limit, json } = args;
+    let user = find_user(policy, &user)?;
     let store = open_store(policy)?;
     let log = store.decision_log(&user.email, limit)?;
     let mut out = std::io::stdout().lock();

@@ -14,10 +14,9 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    CommandResult, ContactsCommand, DemoArgs, ExitStatus, FeedArgs, load_policy, open_store,
-    runtime,
-};
+use super::contacts::ContactsCommand;
+use super::feed::FeedArgs;
+use super::{CommandResult, DemoArgs, ExitStatus, load_policy, open_store, runtime};
 use crate::daemon::{self, Controls, RunOutcome};
 use crate::store::Store;
 use mailsync_sandbox::{self as sandbox, OAuthClient, SandboxConfig};

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::output::json_line;
-use super::{CommandResult, ExitStatus, ExplainArgs, find_user};
+use super::{CommandResult, ExitStatus, find_user};
 use crate::address;
 use crate::config::User;
 use crate::printable;
@@ -13,6 +13,21 @@ use crate::rules::{NO_SYNC_RULE_NAME, Policy, Reason, Verdict, Visibility};
 use crate::source::SourceMessage;
 use crate::store::SqliteStore;
 use crate::sync::{self, DecisionRecord, Mode, Processed};
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The user whose mailbox the message is in.
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// The message file (.eml).
+    pub file: PathBuf,
+    /// The decision object of the spec instead of the readable explanation.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(policy: &Policy, args: ExplainArgs) -> CommandResult {
     let user = find_user(policy, &args.user)?;

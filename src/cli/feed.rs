@@ -7,10 +7,61 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::output::json_line;
-use super::{CommandResult, ExitStatus, ExportArgs, ExportFormat, FeedArgs, find_user, open_store};
+use super::{CommandResult, ExitStatus, find_user, open_store};
 use crate::printable;
 use crate::rules::Policy;
 use crate::store::{ActivityView, Store, Viewer};
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The user looking.
+    #[arg(long = "as", value_name = "EMAIL")]
+    pub viewer: String,
+    /// The words to find (all of them).
+    #[arg(required = true)]
+    pub query: Vec<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    /// The user looking.
+    #[arg(long = "as", value_name = "EMAIL")]
+    pub viewer: String,
+    /// Only activities linked to the contact with this address.
+    #[arg(long, value_name = "ADDR")]
+    pub contact: Option<String>,
+    /// At most this many activities.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The user the export is for.
+    #[arg(long = "as", value_name = "EMAIL")]
+    pub viewer: String,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Only activities linked to the contact with this address.
+    #[arg(long, value_name = "ADDR")]
+    pub contact: Option<String>,
+}
 
 pub(super) fn viewer(policy: &Policy, address: &str) -> Result<Viewer, super::CommandError> {
     let user = find_user(policy, address)?;
@@ -27,16 +78,10 @@ pub fn run(policy: &Policy, args: FeedArgs) -> CommandResult {
     print(&activities, &viewer, args.json)
 }
 
-pub fn search(
-    policy: &Policy,
-    viewer_address: &str,
-    query: &str,
-    limit: Option<usize>,
-    json: bool,
-) -> CommandResult {
-    let viewer = viewer(policy, viewer_address)?;
-    let activities = open_store(policy)?.search(&viewer, query, limit)?;
-    print(&activities, &viewer, json)
+pub fn search(policy: &Policy, args: SearchArgs) -> CommandResult {
+    let viewer = viewer(policy, &args.viewer)?;
+    let activities = open_store(policy)?.search(&viewer, &args.query.join(" "), args.limit)?;
+    print(&activities, &viewer, args.json)
 }
 
 fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandResult {

@@ -23,13 +23,26 @@ mod verify;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::logging::LogFormat;
 
+pub use auth::AuthCommand;
+pub use contacts::ContactsCommand;
 use context::{daemon_runtime, find_user, load_credentials, load_policy, open_store, runtime};
+pub use decisions::DecisionsArgs;
+pub use explain::ExplainArgs;
+pub use feed::{ExportArgs, ExportFormat, FeedArgs, SearchArgs};
+pub use notify::NotifyCommand;
 pub use output::{CommandError, CommandResult, ExitStatus};
+pub use privacy::{AttachmentArgs, AuditArgs, RetentionCommand};
+pub use purge::PurgeArgs;
+pub use replay::ReplayArgs;
+pub use rules::RulesCommand;
+pub use run::RunArgs;
+pub use status::StatusArgs;
+pub use verify::VerifyArgs;
 
 /// mailsync reads CRM users' mailboxes, decides which messages belong in the CRM and who may
 /// see them, and writes them as activities into the CRM store.
@@ -91,28 +104,14 @@ pub enum Command {
 
     /// Show the decision log of one user's mailbox: each message's decision, reason, rules and
     /// (when synced) contacts.
-    Decisions {
-        /// The user (primary address or alias).
-        #[arg(long, value_name = "EMAIL")]
-        user: String,
-        /// At most this many decisions.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Decisions(DecisionsArgs),
 
     /// Find messages Gmail has that were never decided (silent gaps), and with --repair decide
     /// them now. Exits 1 while gaps remain.
     Verify(VerifyArgs),
 
     /// Show each user's sync state: on/off, health, cursor, last sync, last error, activities.
-    Status {
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
 
     /// Email notifications to ops.
     #[command(subcommand)]
@@ -128,31 +127,12 @@ pub enum Command {
 
     /// Full-text search (subject, body, attachment names) over what a user may see; words in
     /// content withheld from that user never match. Same JSON objects as `feed`.
-    Search {
-        /// The user looking.
-        #[arg(long = "as", value_name = "EMAIL")]
-        viewer: String,
-        /// The words to find (all of them).
-        #[arg(required = true)]
-        query: Vec<String>,
-        #[arg(long)]
-        limit: Option<usize>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Search(SearchArgs),
 
     /// Remove everything that came only from one user's mailbox (offboarding, a deletion
     /// request); activities other mailboxes also saw lose only that source. Asks for
     /// confirmation unless --yes.
-    Purge {
-        /// The user whose mailbox's contribution goes (may already be gone from the config).
-        #[arg(long, value_name = "EMAIL")]
-        user: String,
-        /// Do not ask.
-        #[arg(long)]
-        yes: bool,
-    },
+    Purge(PurgeArgs),
 
     /// Export the activities a user may see, one row each, withheld fields empty (CSV header:
     /// activity_id,message_id,date,direction,contacts,private,subject,body,sources; a cell
@@ -170,31 +150,12 @@ pub enum Command {
 
     /// The access log: private content shown to someone other than its owners (an admin with
     /// admins_see_private_emails), and exports that included private content.
-    Audit {
-        /// Only accesses at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z).
-        #[arg(long, value_name = "RFC3339")]
-        since: Option<chrono::DateTime<chrono::FixedOffset>>,
-        /// Only this viewer's accesses.
-        #[arg(long, value_name = "EMAIL")]
-        viewer: Option<String>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
+    Audit(AuditArgs),
 
     /// Write an attachment's content (by its SHA-256, as feed --json shows it), if the user
     /// may see the content of at least one activity carrying it. Needs [store]
     /// attachments_dir. Exits 1 otherwise, without saying whether it exists.
-    Attachment {
-        /// The user asking.
-        #[arg(long = "as", value_name = "EMAIL")]
-        viewer: String,
-        /// The attachment's SHA-256 (64 hex digits).
-        sha256: String,
-        /// Write to this file (created 0600) instead of standard output.
-        #[arg(long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
+    Attachment(AttachmentArgs),
 
     /// Start the Gmail-compatible sandbox with bundled mailboxes, run the daemon's sync against
     /// it into a local SQLite file, and print what was synced and skipped and what two users
@@ -202,88 +163,6 @@ pub enum Command {
     ///
     /// Ignores --config: the demo writes and uses its own.
     Demo(DemoArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Sync every enabled mailbox once and exit (1 if any failed), instead of polling.
-    #[arg(long)]
-    pub once: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct VerifyArgs {
-    /// The user whose mailbox to check.
-    #[arg(long, value_name = "EMAIL")]
-    pub user: String,
-    /// The window start (YYYY-MM-DD); default: the initial_sync_days window.
-    #[arg(long, value_name = "DATE")]
-    pub since: Option<chrono::NaiveDate>,
-    /// Run every undecided message through the pipeline now.
-    #[arg(long)]
-    pub repair: bool,
-    /// The report as one JSON object.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum RulesCommand {
-    /// Decide the stored activities again against the current rules: sources a skip rule now
-    /// matches are removed (the activity with its last source), visibility is recomputed.
-    /// The daemon does the same on every reload.
-    Apply {
-        /// Show exactly what would change, as a list and counts, and write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// One JSON object per change.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check the rules folder (every problem with its file and line) and list the rules.
-    Check,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum RetentionCommand {
-    /// Erase the content that is due now, and remove attachment files nothing else keeps.
-    Apply {
-        /// Count what would be erased, and write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// The counts as one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum NotifyCommand {
-    /// Send one test email to the [notify] ops recipients through the configured relay.
-    Test,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuthCommand {
-    /// Run the OAuth consent flow for one user and keep the refresh token in the store.
-    ///
-    /// Prints a URL to open in a browser; a listener on 127.0.0.1 receives Google's answer.
-    /// The grant is kept only if Gmail says it opens this user's mailbox (primary address or
-    /// an alias); consent given with another account stores nothing and exits 1. Run it with
-    /// the daemon's config, so the token lands in the daemon's store.
-    Login {
-        /// The user (primary address or alias).
-        #[arg(long, value_name = "EMAIL")]
-        user: String,
-        /// The listener's port, fixed (for an SSH tunnel: ssh -L N:127.0.0.1:N HOST); with
-        /// --no-browser, the port of the address the browser is sent back to.
-        #[arg(long, value_name = "N")]
-        port: Option<u16>,
-        /// Print the URL and read back, from standard input, the address the browser was sent
-        /// back to (or the code alone): for a machine without a browser.
-        #[arg(long)]
-        no_browser: bool,
-    },
 }
 
 impl Command {
@@ -295,129 +174,6 @@ impl Command {
             _ => "warn",
         }
     }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ContactsCommand {
-    /// Import contacts from a CSV file with the header `name,email,visible_to[,no_sync]`.
-    ///
-    /// Several emails (or visible_to users) in one field are separated by `;`. A row whose
-    /// addresses belong to an existing contact updates it; an empty field (or a missing
-    /// column) leaves that contact's setting as it is. visible_to lists the users who may see
-    /// the contact: empty means every user for a new contact, `*` means every user (and
-    /// clears an existing list). `no_sync` is `true`/`false` (or `yes`/`no`, `1`/`0`): true
-    /// never syncs the contact's mail and removes what is stored. Bad rows are reported with
-    /// their line; the others are imported.
-    Import {
-        /// The CSV file.
-        file: PathBuf,
-    },
-    /// Add one contact with one or more addresses.
-    Add {
-        /// The contact's email addresses.
-        #[arg(required = true, value_name = "EMAIL")]
-        emails: Vec<String>,
-        /// The contact's name.
-        #[arg(long)]
-        name: Option<String>,
-        /// A user allowed to see this contact (repeatable). Without it, every user may.
-        #[arg(long = "visible-to", value_name = "USER")]
-        visible_to: Vec<String>,
-    },
-    /// List the contacts.
-    List {
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Change a contact's settings: `--no-sync` never syncs its mail (in any mailbox, and
-    /// what is stored is removed now), `--sync` lifts that.
-    ///
-    /// Mail removed by `--no-sync` comes back with `--sync` only through a backfill (the daemon
-    /// does one for new addresses) or a `replay`: what was removed is not kept anywhere.
-    Set {
-        /// Any address of the contact.
-        #[arg(value_name = "EMAIL")]
-        email: String,
-        /// Never sync this contact's mail.
-        #[arg(long, conflicts_with = "sync")]
-        no_sync: bool,
-        /// Sync this contact's mail again.
-        #[arg(long)]
-        sync: bool,
-        /// Show what `--no-sync` would remove, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// The user whose mailbox this is (primary address or alias).
-    #[arg(long, value_name = "EMAIL")]
-    pub user: String,
-    /// dir:PATH (every regular file in the folder, by name; links, FIFOs, folders and
-    /// hidden files are counted, not read), mbox:PATH (an mbox file, e.g. a Google Takeout
-    /// export, whose X-Gmail-Labels are honoured), or gmail (the user's mailbox through the
-    /// API, re-fetching every message of the window).
-    #[arg(long, value_name = "SOURCE")]
-    pub source: crate::source::SourceSpec,
-    /// With --source gmail: messages since this date (YYYY-MM-DD); default: the
-    /// initial_sync_days window.
-    #[arg(long, value_name = "DATE")]
-    pub since: Option<chrono::NaiveDate>,
-    /// Decide but write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// One decision object per line instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ExplainArgs {
-    /// The user whose mailbox the message is in.
-    #[arg(long, value_name = "EMAIL")]
-    pub user: String,
-    /// The message file (.eml).
-    pub file: PathBuf,
-    /// The decision object of the spec instead of the readable explanation.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct FeedArgs {
-    /// The user looking.
-    #[arg(long = "as", value_name = "EMAIL")]
-    pub viewer: String,
-    /// Only activities linked to the contact with this address.
-    #[arg(long, value_name = "ADDR")]
-    pub contact: Option<String>,
-    /// At most this many activities.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// One JSON object per line.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ExportFormat {
-    Csv,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    /// The user the export is for.
-    #[arg(long = "as", value_name = "EMAIL")]
-    pub viewer: String,
-    #[arg(long, value_enum)]
-    pub format: ExportFormat,
-    /// Only activities linked to the contact with this address.
-    #[arg(long, value_name = "ADDR")]
-    pub contact: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -436,47 +192,21 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Replay(args) => replay::run(&load_policy(config_path)?, args),
         Command::Explain(args) => explain::run(&load_policy(config_path)?, args),
         Command::Feed(args) => feed::run(&load_policy(config_path)?, args),
-        Command::Search {
-            viewer,
-            query,
-            limit,
-            json,
-        } => feed::search(
-            &load_policy(config_path)?,
-            &viewer,
-            &query.join(" "),
-            limit,
-            json,
-        ),
+        Command::Search(args) => feed::search(&load_policy(config_path)?, args),
         Command::Export(args) => feed::export(&load_policy(config_path)?, args),
-        Command::Purge { user, yes } => purge::run(&load_policy(config_path)?, &user, yes),
+        Command::Purge(args) => purge::run(&load_policy(config_path)?, args),
         Command::Retention(RetentionCommand::Apply { dry_run, json }) => {
             privacy::retention_apply(&load_policy(config_path)?, dry_run, json)
         }
-        Command::Audit {
-            since,
-            viewer,
-            json,
-        } => privacy::audit(&load_policy(config_path)?, since, viewer.as_deref(), json),
-        Command::Attachment {
-            viewer,
-            sha256,
-            output,
-        } => privacy::attachment(
-            &load_policy(config_path)?,
-            &viewer,
-            &sha256,
-            output.as_deref(),
-        ),
+        Command::Audit(args) => privacy::audit(&load_policy(config_path)?, args),
+        Command::Attachment(args) => privacy::attachment(&load_policy(config_path)?, args),
         Command::Run(args) => run::run(config_path, args),
         Command::Rules(RulesCommand::Apply { dry_run, json }) => {
             rules::apply(&load_policy(config_path)?, dry_run, json)
         }
         Command::Rules(RulesCommand::Check) => rules::check(&load_policy(config_path)?),
-        Command::Decisions { user, limit, json } => {
-            decisions::run(&load_policy(config_path)?, &user, limit, json)
-        }
-        Command::Status { json } => status::run(&load_policy(config_path)?, json),
+        Command::Decisions(args) => decisions::run(&load_policy(config_path)?, args),
+        Command::Status(args) => status::run(&load_policy(config_path)?, args.json),
         Command::Auth(AuthCommand::Login {
             user,
             port,

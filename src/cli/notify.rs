@@ -4,6 +4,14 @@ use super::{CommandError, CommandResult, ExitStatus, runtime};
 use crate::notify::Notifier;
 use crate::rules::Policy;
 
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test email to the [notify] ops recipients through the configured relay.
+    Test,
+}
+
 pub fn test(policy: &Policy) -> CommandResult {
     let Some(config) = policy.config.notify.clone() else {
         return Err(CommandError::Usage(format!(

@@ -12,6 +12,49 @@ use crate::printable;
 use crate::rules::Policy;
 use crate::store::{Erased, Store};
 
+use clap::Subcommand;
+
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only accesses at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Only this viewer's accesses.
+    #[arg(long, value_name = "EMAIL")]
+    pub viewer: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachmentArgs {
+    /// The user asking.
+    #[arg(long = "as", value_name = "EMAIL")]
+    pub viewer: String,
+    /// The attachment's SHA-256 (64 hex digits).
+    pub sha256: String,
+    /// Write to this file (created 0600) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Erase the content that is due now, and remove attachment files nothing else keeps.
+    Apply {
+        /// Count what would be erased, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The counts as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Erases the content of activities older than `[retention] body_days`.
 pub fn retention_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
     let Some(days) = policy.config.retention_body_days else {
@@ -63,13 +106,13 @@ fn print_erased(erased: &Erased, days: u32, dry_run: bool, json: bool) -> std::i
 }
 
 /// Lists the access log.
-pub fn audit(
-    policy: &Policy,
-    since: Option<chrono::DateTime<chrono::FixedOffset>>,
-    viewer: Option<&str>,
-    json: bool,
-) -> CommandResult {
-    let viewer = viewer.map(crate::address::normalize);
+pub fn audit(policy: &Policy, args: AuditArgs) -> CommandResult {
+    let AuditArgs {
+        since,
+        viewer,
+        json,
+    } = args;
+    let viewer = viewer.as_deref().map(crate::address::normalize);
     let store = open_store(policy)?;
     let records = store.access_log(since.map(|at| at.timestamp()), viewer.as_deref())?;
     let mut out = std::io::stdout().lock();
@@ -105,13 +148,14 @@ pub fn audit(
 }
 
 /// Writes an attachment's content, if the viewer may see it.
-pub fn attachment(
-    policy: &Policy,
-    viewer_address: &str,
-    sha256: &str,
-    output: Option<&Path>,
-) -> CommandResult {
-    let viewer = super::feed::viewer(policy, viewer_address)?;
+pub fn attachment(policy: &Policy, args: AttachmentArgs) -> CommandResult {
+    let AttachmentArgs {
+        viewer,
+        sha256,
+        output,
+    } = args;
+    let output: Option<&Path> = output.as_deref();
+    let viewer = super::feed::viewer(policy, &viewer)?;
     if policy.config.attachments_dir.is_none() {
         return Err(CommandError::Usage(format!(
             "attachment content is not kept: set `[store] attachments_dir` in {}",

@@ -8,7 +8,21 @@ use crate::address;
 use crate::rules::Policy;
 use crate::store::Store;
 
-pub fn run(policy: &Policy, user: &str, yes: bool) -> CommandResult {
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// The user whose mailbox's contribution goes (may already be gone from the config).
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// Do not ask.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub fn run(policy: &Policy, args: PurgeArgs) -> CommandResult {
+    let PurgeArgs { user, yes } = args;
+    let user = user.as_str();
     // The user may already have left the config; their mail must still be purgeable.
     let email = policy
         .config

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use anyhow::Context;
 
 use super::output::json_line;
-use super::{CommandResult, ExitStatus, ReplayArgs, find_user, open_store};
+use super::{CommandResult, ExitStatus, find_user, open_store};
 use crate::config::User;
 use crate::gmail::{GmailClient, http};
 use crate::rules::{Outcome, Policy};
@@ -20,6 +20,31 @@ use crate::source::{
 use crate::store::{Recorded, SqliteStore, Store};
 use crate::sync::gmail::{MailboxSync, Window};
 use crate::sync::{self, DecisionRecord, Mode, Processed};
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The user whose mailbox this is (primary address or alias).
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// dir:PATH (every regular file in the folder, by name; links, FIFOs, folders and
+    /// hidden files are counted, not read), mbox:PATH (an mbox file, e.g. a Google Takeout
+    /// export, whose X-Gmail-Labels are honoured), or gmail (the user's mailbox through the
+    /// API, re-fetching every message of the window).
+    #[arg(long, value_name = "SOURCE")]
+    pub source: crate::source::SourceSpec,
+    /// With --source gmail: messages since this date (YYYY-MM-DD); default: the
+    /// initial_sync_days window.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<chrono::NaiveDate>,
+    /// Decide but write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One decision object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Totals for the closing summary.
 #[derive(Debug, Default)]

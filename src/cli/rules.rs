@@ -9,6 +9,25 @@ use crate::rules::Policy;
 use crate::store::SourceChange;
 use crate::sync::retro;
 
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Decide the stored activities again against the current rules: sources a skip rule now
+    /// matches are removed (the activity with its last source), visibility is recomputed.
+    /// The daemon does the same on every reload.
+    Apply {
+        /// Show exactly what would change, as a list and counts, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object per change.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the rules folder (every problem with its file and line) and list the rules.
+    Check,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct ChangeLine<'a> {
     change: &'static str,

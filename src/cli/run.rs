@@ -4,8 +4,17 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, CommandResult, ExitStatus, RunArgs, daemon_runtime};
+use super::{CommandError, CommandResult, ExitStatus, daemon_runtime};
 use crate::daemon::{self, Controls, DaemonError, RunOutcome};
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sync every enabled mailbox once and exit (1 if any failed), instead of polling.
+    #[arg(long)]
+    pub once: bool,
+}
 
 pub fn run(config_path: &std::path::Path, args: RunArgs) -> CommandResult {
     daemon_runtime()?.block_on(async {

@@ -8,6 +8,15 @@ use crate::printable;
 use crate::rules::Policy;
 use crate::store::{Store, SyncStatus};
 
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct UserStatus {
     user: String,

@@ -9,11 +9,29 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::output::json_line;
-use super::{CommandError, CommandResult, ExitStatus, VerifyArgs, find_user, open_store, runtime};
+use super::{CommandError, CommandResult, ExitStatus, find_user, open_store, runtime};
 use crate::gmail::{GmailClient, http};
 use crate::rules::Policy;
 use crate::store::Store;
 use crate::sync::gmail::{MailboxSync, Window};
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The user whose mailbox to check.
+    #[arg(long, value_name = "EMAIL")]
+    pub user: String,
+    /// The window start (YYYY-MM-DD); default: the initial_sync_days window.
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<chrono::NaiveDate>,
+    /// Run every undecided message through the pipeline now.
+    #[arg(long)]
+    pub repair: bool,
+    /// The report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(policy: &Policy, args: VerifyArgs) -> CommandResult {
     let user = find_user(policy, &args.user)?;
