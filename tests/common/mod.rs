@@ -9,6 +9,7 @@ use mailsync::rules::{Policy, RuleSet};
 pub mod gmail;
 pub mod scenario;
 pub mod smtp;
+pub mod world;
 
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
