@@ -47,24 +47,6 @@ fn michelles_mailbox(count: usize, gmail_settings: &str) -> Scenario {
 /// crashed-and-restarted run and a clean one.
 fn content(setup: &Setup) -> Vec<String> {
     let connection = rusqlite::Connection::open(&setup.store).unwrap();
-    let query = |sql: &str| -> Vec<String> {
-        let mut statement = connection.prepare(sql).unwrap();
-        let columns = statement.column_count();
-        let mut rows: Vec<String> = statement
-            .query_map([], |row| {
-                let mut cells = Vec::new();
-                for index in 0..columns {
-                    let value: rusqlite::types::Value = row.get(index)?;
-                    cells.push(format!("{value:?}"));
-                }
-                Ok(cells.join(" | "))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        rows.sort();
-        rows
-    };
     let mut all = Vec::new();
     for (name, sql) in [
         (
@@ -89,7 +71,11 @@ fn content(setup: &Setup) -> Vec<String> {
         ),
         ("cursor", "SELECT user_email, history_id FROM sync_state"),
     ] {
-        all.extend(query(sql).into_iter().map(|row| format!("{name}: {row}")));
+        all.extend(
+            common::sorted_rows(&connection, sql)
+                .into_iter()
+                .map(|row| format!("{name}: {row}")),
+        );
     }
     all
 }
