@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-use common::gmail::{Auth, SandboxProcess, Setup, wait_until};
+use common::gmail::{SandboxProcess, Setup, wait_until};
+use common::scenario::{MailFile, Sandbox, Scenario};
 
 const ALICE: &str = "alice@customer.com";
 const BOB: &str = "bob@bigclient.io";
@@ -88,25 +88,29 @@ fn message(index: usize) -> String {
     )
 }
 
-fn fill(mailboxes: &Path, count: usize) {
-    let folder = mailboxes.join(MICHELLE);
-    std::fs::create_dir_all(&folder).unwrap();
-    for index in 0..count {
-        std::fs::write(folder.join(format!("{index:04}.eml")), message(index)).unwrap();
-    }
+/// The sandbox serving Michelle's mailbox of `count` messages of [`message`]'s shapes.
+fn sandbox_with_mail(count: usize) -> Sandbox {
+    let mail: Vec<MailFile> = (0..count)
+        .map(|index| (format!("{index:04}.eml"), message(index).into_bytes()))
+        .collect();
+    Scenario::new()
+        .mailbox(MICHELLE, mail)
+        .sandbox_flags(QUOTA)
+        .start_sandbox()
 }
 
+/// Michelle's mailsync against `sandbox`, with or without the candidate search; Quiet is a
+/// never-sync contact.
 fn setup(sandbox: &SandboxProcess, candidate_search: bool) -> Setup {
-    let setup = Setup::new(
-        sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB, QUIET],
-        Auth::ServiceAccount,
+    let setup = Scenario::new()
+        .users(&[MICHELLE])
+        .contacts(&[ALICE, BOB, QUIET])
+        .service_account()
         // Quota is not what is measured here (the fetch counts are), so it is scaled up.
-        &format!(
+        .gmail_settings(&format!(
             "candidate_search = {candidate_search}\nbackfill_days = 36500\n[gmail.quota]\nunits_per_minute = 1000000\n"
-        ),
-    );
+        ))
+        .setup_for(sandbox);
     let quiet = setup.mailsync(&["contacts", "set", QUIET, "--no-sync"]);
     assert!(quiet.status.success(), "{}", stderr(&quiet));
     setup
@@ -168,9 +172,7 @@ fn lists(sandbox: &SandboxProcess) -> u64 {
 #[test]
 fn candidate_search_syncs_exactly_what_fetching_everything_syncs() {
     const MESSAGES: usize = 140;
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill(mailboxes.path(), MESSAGES);
-    let sandbox = SandboxProcess::start(mailboxes.path(), QUOTA);
+    let sandbox = sandbox_with_mail(MESSAGES);
 
     let everything = setup(&sandbox, false);
     run_once(&everything);
@@ -235,9 +237,7 @@ fn candidate_search_syncs_exactly_what_fetching_everything_syncs() {
 #[test]
 fn a_new_contacts_earlier_mail_is_backfilled_once() {
     const MESSAGES: usize = 70;
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill(mailboxes.path(), MESSAGES);
-    let sandbox = SandboxProcess::start(mailboxes.path(), QUOTA);
+    let sandbox = sandbox_with_mail(MESSAGES);
     let setup = setup(&sandbox, true);
     run_once(&setup);
     let carol_messages = (0..MESSAGES).filter(|i| i % 14 == 9).count() as i64;
@@ -282,7 +282,7 @@ fn a_new_contacts_earlier_mail_is_backfilled_once() {
 
     // The CRM writes a contact straight into the store while the daemon runs: a trigger
     // queues it, the daemon notices within seconds and backfills.
-    let folder = mailboxes.path().join(MICHELLE);
+    let folder = sandbox.mailbox(MICHELLE);
     for index in 0..3 {
         std::fs::write(
             folder.join(format!("dan{index}.eml")),
@@ -344,9 +344,7 @@ fn a_new_contacts_earlier_mail_is_backfilled_once() {
 #[test]
 fn a_contact_added_while_sync_is_off_is_backfilled_when_it_is_back_on() {
     const MESSAGES: usize = 28;
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill(mailboxes.path(), MESSAGES);
-    let sandbox = SandboxProcess::start(mailboxes.path(), QUOTA);
+    let sandbox = sandbox_with_mail(MESSAGES);
     let setup = setup(&sandbox, true);
     let carol_messages = (0..MESSAGES).filter(|i| i % 14 == 9).count() as i64;
     let linked = || setup.count("activity_contacts", &format!("address = '{CAROL}'"));

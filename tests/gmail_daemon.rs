@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::gmail::{Auth, SandboxProcess, Setup, message, wait_until};
+use common::gmail::{SandboxProcess, Setup, message, wait_until};
+use common::scenario::{MailFile, Scenario};
 
 const ALICE: &str = "alice@customer.com";
 const BOB: &str = "bob@bigclient.io";
@@ -14,29 +14,39 @@ const MICHELLE: &str = "michelle@abcorp.com";
 const DAVE: &str = "dave@abcorp.com";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Writes `count` messages into `user`'s sandbox mailbox: every third from a stranger (skipped),
-/// the rest from Alice or Bob (synced). Returns how many will be synced.
-fn fill_mailbox(mailboxes: &Path, user: &str, count: usize, first_index: usize) -> usize {
-    let folder = mailboxes.join(user);
-    std::fs::create_dir_all(&folder).unwrap();
-    let mut synced = 0;
-    for i in 0..count {
-        let index = first_index + i;
-        let from = match i % 3 {
-            0 => "stranger@vendor.example",
-            1 => ALICE,
-            _ => BOB,
-        };
-        if from != "stranger@vendor.example" {
-            synced += 1;
-        }
-        std::fs::write(
-            folder.join(format!("{index:04}.eml")),
-            message(index, from, user, &format!("Secret subject {index}")),
-        )
-        .unwrap();
-    }
-    synced
+/// `count` messages for `user`'s mailbox, numbered from `first_index`: every third from a
+/// stranger (skipped), the rest from Alice or Bob (synced).
+fn mixed_mail(user: &str, count: usize, first_index: usize) -> Vec<MailFile> {
+    (0..count)
+        .map(|i| {
+            let index = first_index + i;
+            let from = match i % 3 {
+                0 => "stranger@vendor.example",
+                1 => ALICE,
+                _ => BOB,
+            };
+            let raw = message(index, from, user, &format!("Secret subject {index}"));
+            (format!("{index:04}.eml"), raw.into_bytes())
+        })
+        .collect()
+}
+
+/// Michelle's mailbox of `count` [`mixed_mail`] messages; Alice and Bob are contacts.
+fn michelles_mailbox(count: usize) -> Scenario {
+    Scenario::new()
+        .mailbox(MICHELLE, mixed_mail(MICHELLE, count, 0))
+        .contacts(&[ALICE, BOB])
+}
+
+/// Michelle's and Dave's mailboxes of `count` [`mixed_mail`] messages each (Dave's numbered
+/// from 100); Alice and Bob are contacts.
+fn michelles_and_daves_mailboxes(count: usize) -> Scenario {
+    michelles_mailbox(count).mailbox(DAVE, mixed_mail(DAVE, count, 100))
+}
+
+/// How many of `mixed_mail(_, count, _)` will be synced (those not from the stranger).
+fn synced_of_mixed_mail(count: usize) -> usize {
+    (0..count).filter(|i| i % 3 != 0).count()
 }
 
 /// Every activity once, every source once per mailbox, every message decided once.
@@ -54,7 +64,7 @@ fn assert_exactly_once(setup: &Setup) {
 }
 
 /// What must never be in a log: message content, contact addresses, tokens and keys. The
-/// marker words come from the messages of `fill_mailbox` and `tests/fixtures/logscan/`.
+/// marker words come from the messages of `mixed_mail` and `tests/fixtures/logscan/`.
 const NEVER_LOGGED: &[&str] = &[
     "Secret subject",
     "Body of message",
@@ -116,18 +126,17 @@ fn assert_every_line_is_json(log: &str) {
     }
 }
 
-/// Copies the log-scan fixtures into `user`'s sandbox mailbox.
-fn fill_with_logscan_fixtures(mailboxes: &Path, user: &str) -> std::path::PathBuf {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logscan");
-    let folder = mailboxes.join(user);
-    std::fs::create_dir_all(&folder).unwrap();
-    for entry in std::fs::read_dir(&fixtures).unwrap() {
+/// The log-scan fixtures (`tests/fixtures/logscan/*.eml`), as a mailbox's mail.
+fn logscan_mail() -> Vec<MailFile> {
+    let mut mail = Vec::new();
+    for entry in std::fs::read_dir(common::fixtures().join("logscan")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|ext| ext == "eml") {
-            std::fs::copy(&path, folder.join(path.file_name().unwrap())).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            mail.push((name, std::fs::read(&path).unwrap()));
         }
     }
-    fixtures
+    mail
 }
 
 /// HTML-only, multipart, encoded and attachment-bearing mail, synced by the daemon and
@@ -136,16 +145,12 @@ fn fill_with_logscan_fixtures(mailboxes: &Path, user: &str) -> std::path::PathBu
 /// every text node and attribute of HTML mail at debug and trace unless it is capped.
 #[test]
 fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    let fixtures = fill_with_logscan_fixtures(mailboxes.path(), MICHELLE);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "",
-    );
+    let fixtures = common::fixtures().join("logscan");
+    let (_sandbox, setup) = Scenario::new()
+        .mailbox(MICHELLE, logscan_mail())
+        .contacts(&[ALICE, BOB])
+        .service_account()
+        .start();
     let mut daemon = setup.start_daemon();
     wait_until("the four messages decided", WAIT, || {
         setup.decisions(MICHELLE) == 4
@@ -227,17 +232,11 @@ fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
 
 #[test]
 fn full_sync_across_pages_then_new_mail_from_history_then_sigterm() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    let synced_m = fill_mailbox(mailboxes.path(), MICHELLE, 35, 0);
-    let synced_d = fill_mailbox(mailboxes.path(), DAVE, 12, 100);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true), (DAVE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "",
-    );
+    let (synced_m, synced_d) = (synced_of_mixed_mail(35), synced_of_mixed_mail(12));
+    let (sandbox, setup) = michelles_mailbox(35)
+        .mailbox(DAVE, mixed_mail(DAVE, 12, 100))
+        .service_account()
+        .start();
     let mut daemon = setup.start_daemon();
 
     wait_until("the first full sync of both mailboxes", WAIT, || {
@@ -315,16 +314,7 @@ fn full_sync_across_pages_then_new_mail_from_history_then_sigterm() {
 
 #[test]
 fn expired_history_resyncs_without_refetching_or_duplicating() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 15, 0);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "",
-    );
+    let (sandbox, setup) = michelles_mailbox(15).service_account().start();
     let mut daemon = setup.start_daemon();
     wait_until("the first full sync", WAIT, || {
         setup.decisions(MICHELLE) == 15 && setup.state_of(MICHELLE) == "ok"
@@ -364,22 +354,17 @@ fn expired_history_resyncs_without_refetching_or_duplicating() {
 /// mid-sync. It completes, exactly once, without a retry storm.
 #[test]
 fn faults_are_survived_and_every_activity_is_stored_exactly_once() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    let synced = fill_mailbox(mailboxes.path(), MICHELLE, 40, 0);
+    let synced = synced_of_mixed_mail(40);
     let mut args = vec!["--fault-rate", "0.2", "--access-token-lifetime-secs", "62"];
     for kind in [
         "429", "403", "500", "503", "drop", "slow", "truncate", "404new",
     ] {
         args.extend(["--fault-kind", kind]);
     }
-    let sandbox = SandboxProcess::start(mailboxes.path(), &args);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
+    let (sandbox, setup) = michelles_mailbox(40)
+        .sandbox_flags(&args)
+        .refresh_tokens()
+        .start();
     let daemon = setup.start_daemon();
     wait_until(
         "a full sync through faults",
@@ -429,17 +414,7 @@ fn faults_are_survived_and_every_activity_is_stored_exactly_once() {
 
 #[test]
 fn a_revoked_user_is_isolated_while_the_others_sync() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 6, 0);
-    fill_mailbox(mailboxes.path(), DAVE, 6, 100);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true), (DAVE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
+    let (sandbox, setup) = michelles_and_daves_mailboxes(6).refresh_tokens().start();
     sandbox.control("revoke", &format!("user={DAVE}"), b"");
     let daemon = setup.start_daemon();
     wait_until("dave marked needs_reauth", WAIT, || {
@@ -478,17 +453,7 @@ fn a_revoked_user_is_isolated_while_the_others_sync() {
 
 #[test]
 fn sighup_turns_a_user_off_and_on_again_and_a_bad_config_is_rejected() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
-    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true), (DAVE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "",
-    );
+    let (sandbox, setup) = michelles_and_daves_mailboxes(3).service_account().start();
     let mut daemon = setup.start_daemon();
     wait_until("both synced", WAIT, || {
         setup.decisions(MICHELLE) == 3 && setup.decisions(DAVE) == 3
@@ -552,21 +517,13 @@ fn sighup_turns_a_user_off_and_on_again_and_a_bad_config_is_rejected() {
 /// seconds.
 #[test]
 fn a_reloaded_skip_rule_and_a_crm_never_sync_switch_remove_stored_activities() {
-    let mailboxes = tempfile::tempdir().unwrap();
     // Three messages each from a stranger, Alice and Bob.
-    fill_mailbox(mailboxes.path(), MICHELLE, 9, 0);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "",
-    );
+    let (sandbox, setup) = michelles_mailbox(9)
+        .service_account()
+        .config_after_users("[rules]\ndir = \"rules\"\n")
+        .start();
     let rules = setup.dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    let config = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(&setup.config, format!("{config}[rules]\ndir = \"rules\"\n")).unwrap();
     let mut daemon = setup.start_daemon();
     wait_until("the first sync", WAIT, || {
         setup.decisions(MICHELLE) == 9 && setup.state_of(MICHELLE) == "ok"
@@ -627,17 +584,13 @@ fn a_reloaded_skip_rule_and_a_crm_never_sync_switch_remove_stored_activities() {
 
 #[test]
 fn kill_9_mid_sync_then_restart_loses_and_duplicates_nothing() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    let synced = fill_mailbox(mailboxes.path(), MICHELLE, 200, 0);
-    // A tight quota slows the sync down enough to kill it in the middle.
-    let sandbox = SandboxProcess::start(mailboxes.path(), &["--quota-units-per-minute", "12000"]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "[gmail.quota]\nunits_per_minute = 12000\n",
-    );
+    let synced = synced_of_mixed_mail(200);
+    let (sandbox, setup) = michelles_mailbox(200)
+        // A tight quota slows the sync down enough to kill it in the middle.
+        .sandbox_flags(&["--quota-units-per-minute", "12000"])
+        .gmail_settings("[gmail.quota]\nunits_per_minute = 12000\n")
+        .service_account()
+        .start();
     let mut daemon = setup.start_daemon();
     wait_until("some messages decided", WAIT, || {
         setup.decisions(MICHELLE) >= 30
@@ -671,16 +624,10 @@ fn kill_9_mid_sync_then_restart_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_second_daemon_on_the_same_store_refuses_to_start() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 2, 0);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE],
-        Auth::ServiceAccount,
-        "",
-    );
+    let (_sandbox, setup) = michelles_mailbox(2)
+        .contacts(&[ALICE])
+        .service_account()
+        .start();
     let first = setup.start_daemon();
     wait_until("first daemon running", WAIT, || {
         setup.decisions(MICHELLE) == 2
@@ -730,16 +677,10 @@ fn a_second_daemon_on_the_same_store_refuses_to_start() {
 #[test]
 fn key_files_readable_by_others_are_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 1, 0);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE],
-        Auth::ServiceAccount,
-        "",
-    );
+    let (_sandbox, setup) = michelles_mailbox(1)
+        .contacts(&[ALICE])
+        .service_account()
+        .start();
     let key = setup.dir.path().join("service-account.json");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let output = setup.mailsync(&["run", "--once"]);
@@ -754,16 +695,8 @@ fn key_files_readable_by_others_are_refused() {
 
 #[test]
 fn run_once_and_replay_from_gmail() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    let synced = fill_mailbox(mailboxes.path(), MICHELLE, 9, 0);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
+    let synced = synced_of_mixed_mail(9);
+    let (_sandbox, setup) = michelles_mailbox(9).refresh_tokens().start();
     let once = setup.mailsync(&["run", "--once"]);
     assert!(
         once.status.success(),
@@ -882,16 +815,7 @@ fn consent(setup: &Setup, user: &str, extra: &[&str], answer: Answer) -> (String
 
 #[test]
 fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
+    let (_sandbox, setup) = michelles_mailbox(3).refresh_tokens().start();
     std::fs::remove_file(&setup.store).unwrap();
     let (url, code, rest) = consent(&setup, MICHELLE, &[], Answer::Browser { account: MICHELLE });
     assert!(url.contains("login_hint=michelle%40abcorp.com"), "{url}");
@@ -915,17 +839,10 @@ fn auth_login_runs_the_consent_flow_and_keeps_the_refresh_token() {
 /// nothing: the grant would have put that mailbox under this user's name.
 #[test]
 fn auth_login_refuses_consent_given_with_another_account() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
-    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
+    let (sandbox, setup) = michelles_and_daves_mailboxes(3)
+        .users(&[MICHELLE])
+        .refresh_tokens()
+        .start();
     std::fs::remove_file(&setup.store).unwrap();
     let (_, code, rest) = consent(&setup, MICHELLE, &[], Answer::Browser { account: DAVE });
     assert_eq!(code, 1, "{rest}");
@@ -945,17 +862,7 @@ fn auth_login_refuses_consent_given_with_another_account() {
 /// fixes the listener's port (for an SSH tunnel).
 #[test]
 fn auth_login_without_a_browser_and_on_a_fixed_port() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
-    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true), (DAVE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
+    let (_sandbox, setup) = michelles_and_daves_mailboxes(3).refresh_tokens().start();
     std::fs::remove_file(&setup.store).unwrap();
     let (url, code, rest) = consent(
         &setup,
@@ -995,17 +902,7 @@ fn auth_login_without_a_browser_and_on_a_fixed_port() {
 /// mailbox and puts the user in needs_reauth with the reason; an alias makes a rename fine.
 #[test]
 fn the_daemon_reads_nothing_from_a_mailbox_that_is_not_the_users() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 3, 0);
-    fill_mailbox(mailboxes.path(), DAVE, 3, 100);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true), (DAVE, true)],
-        &[ALICE, BOB],
-        Auth::RefreshTokens,
-        "",
-    );
+    let (sandbox, setup) = michelles_and_daves_mailboxes(3).refresh_tokens().start();
     // Michelle's row now holds a grant Dave gave.
     let connection = rusqlite::Connection::open(&setup.store).unwrap();
     connection
@@ -1033,14 +930,12 @@ fn the_daemon_reads_nothing_from_a_mailbox_that_is_not_the_users() {
 
     // Service account: the Workspace renames michelle; the same grant now opens a mailbox
     // whose profile names another address.
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "",
-    );
+    let sandbox = SandboxProcess::start(sandbox.mailboxes(), &[]);
+    let setup = Scenario::new()
+        .users(&[MICHELLE])
+        .contacts(&[ALICE, BOB])
+        .service_account()
+        .setup_for(&sandbox);
     let renamed = "michelle.new@abcorp.com";
     sandbox.control("rename", &format!("user={MICHELLE}&address={renamed}"), b"");
     let once = setup.mailsync(&["run", "--once"]);

@@ -6,7 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::gmail::{Auth, SandboxProcess, Setup, message, wait_until};
+use common::gmail::{message, wait_until};
+use common::scenario::{MailFile, Scenario};
 use common::smtp::SmtpSink;
 
 const ALICE: &str = "alice@customer.com";
@@ -20,6 +21,22 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `count` messages for `user`'s mailbox, alternately from Alice (synced) and a stranger
+/// (skipped).
+fn alternating_mail(user: &str, count: usize) -> Vec<MailFile> {
+    (0..count)
+        .map(|i| {
+            let from = if i % 2 == 0 {
+                ALICE
+            } else {
+                "stranger@vendor.example"
+            };
+            let raw = message(i, from, user, &format!("Secret subject {i}"));
+            (format!("{i}.eml"), raw.into_bytes())
+        })
+        .collect()
 }
 
 fn notify_section(smtp_port: u16) -> String {
@@ -69,39 +86,17 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 #[test]
 fn a_revoked_grant_sends_exactly_one_notification_and_metrics_match() {
     let smtp = SmtpSink::start();
-    let mailboxes = tempfile::tempdir().unwrap();
-    for (user, count) in [(MICHELLE, 6), (DAVE, 2)] {
-        let folder = mailboxes.path().join(user);
-        std::fs::create_dir_all(&folder).unwrap();
-        for i in 0..count {
-            let from = if i % 2 == 0 {
-                ALICE
-            } else {
-                "stranger@vendor.example"
-            };
-            std::fs::write(
-                folder.join(format!("{i}.eml")),
-                message(i, from, user, &format!("Secret subject {i}")),
-            )
-            .unwrap();
-        }
-    }
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
     let metrics_port = free_port();
-    let extra = format!(
-        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-        notify_section(smtp.port)
-    );
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true), (DAVE, true)],
-        &[ALICE],
-        Auth::RefreshTokens,
-        "",
-    );
-    // The notify and metrics sections go at the end of the config, after the users.
-    let config = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(&setup.config, format!("{config}{extra}")).unwrap();
+    let (sandbox, setup) = Scenario::new()
+        .mailbox(MICHELLE, alternating_mail(MICHELLE, 6))
+        .mailbox(DAVE, alternating_mail(DAVE, 2))
+        .contacts(&[ALICE])
+        .refresh_tokens()
+        .config_after_users(&format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            notify_section(smtp.port)
+        ))
+        .start();
     sandbox.control("revoke", &format!("user={DAVE}"), b"");
 
     let mut daemon = setup.start_daemon();
@@ -216,34 +211,17 @@ fn a_revoked_grant_sends_exactly_one_notification_and_metrics_match() {
 #[test]
 fn repeated_failures_notify_once_the_threshold_is_reached() {
     let smtp = SmtpSink::start();
-    let mailboxes = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(mailboxes.path().join(MICHELLE)).unwrap();
-    std::fs::write(
-        mailboxes.path().join(MICHELLE).join("1.eml"),
-        message(1, ALICE, MICHELLE, "Secret subject"),
-    )
-    .unwrap();
-    // Every Gmail request fails with a 500: polls keep failing.
-    let sandbox = SandboxProcess::start(
-        mailboxes.path(),
-        &["--fault-rate", "1", "--fault-kind", "500"],
-    );
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE],
-        Auth::ServiceAccount,
-        "",
-    );
+    let one_message = message(1, ALICE, MICHELLE, "Secret subject");
+    let (_sandbox, setup) = Scenario::new()
+        .mailbox(MICHELLE, [("1.eml".to_string(), one_message.into_bytes())])
+        // Every Gmail request fails with a 500: polls keep failing.
+        .sandbox_flags(&["--fault-rate", "1", "--fault-kind", "500"])
+        .contacts(&[ALICE])
+        .service_account()
+        .config_after_users(&notify_section(smtp.port))
+        .start();
     // One attempt per request, so each poll fails fast.
-    let config = std::fs::read_to_string(&setup.config)
-        .unwrap()
-        .replace("max_attempts = 10", "max_attempts = 1");
-    std::fs::write(
-        &setup.config,
-        format!("{config}{}", notify_section(smtp.port)),
-    )
-    .unwrap();
+    setup.edit_config(|config| config.replace("max_attempts = 10", "max_attempts = 1"));
     let daemon = setup.start_daemon();
     wait_until("two failed polls and a notification", WAIT, || {
         !smtp.messages().is_empty()
@@ -267,16 +245,12 @@ fn repeated_failures_notify_once_the_threshold_is_reached() {
 #[test]
 fn notify_test_sends_one_email() {
     let smtp = SmtpSink::start();
-    let mailboxes = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(mailboxes.path().join(MICHELLE)).unwrap();
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE],
-        Auth::ServiceAccount,
-        "",
-    );
+    let (_sandbox, setup) = Scenario::new()
+        .mailbox(MICHELLE, [])
+        .contacts(&[ALICE])
+        .service_account()
+        .start();
+    // The notify section is what is tested: here it points at the sink, below at nothing.
     let config = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(
         &setup.config,

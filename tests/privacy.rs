@@ -5,12 +5,12 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use mailsync::rules::Policy;
-use mailsync::source::SourceMessage;
-use mailsync::store::{NewContact, Recorded, SqliteStore, Store, StoreOptions, Viewer};
-use mailsync::sync::{self, Mode};
+use mailsync::store::{NewContact, Recorded, Store, Viewer};
+use mailsync::sync;
+
+use common::world::World;
 
 fn config(attachments_dir: &Path, extra: &str) -> String {
     format!(
@@ -41,111 +41,21 @@ emails_visible = false
     )
 }
 
-struct World {
-    policy: Policy,
-    store: SqliteStore,
-    dir: tempfile::TempDir,
-}
-
+/// The privacy tests' world: attachment content kept in its own folder, `extra` in
+/// `[store]`, and Alice as a contact.
 fn world_with(extra: &str) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = common::policy(&config(&dir.path().join("attachments"), extra), "");
-    let mut store = SqliteStore::open(&dir.path().join("crm.sqlite3"))
-        .unwrap()
-        .with_options(StoreOptions::from_config(&policy.config));
-    store
-        .add_contact(&NewContact {
+    World::in_folder(|folder| config(&folder.join("attachments"), extra), "").with_contact(
+        NewContact {
             name: Some("Alice".to_string()),
             emails: vec!["alice@customer.com".to_string()],
             visible_to: None,
             no_sync: None,
-        })
-        .unwrap();
-    World { policy, store, dir }
+        },
+    )
 }
 
 fn world() -> World {
     world_with("")
-}
-
-impl World {
-    fn replay(&mut self, user: &str, source_id: &str, text: &str) -> Option<Recorded> {
-        let user = self.policy.config.user_by_address(user).unwrap().clone();
-        sync::process(
-            &self.policy,
-            &mut self.store,
-            &user,
-            "dir:/test",
-            &SourceMessage {
-                source_id: source_id.to_string(),
-                raw: text.as_bytes().to_vec(),
-                labels: Vec::new(),
-            },
-            Mode::Write,
-        )
-        .unwrap()
-        .recorded
-    }
-
-    fn viewer(&self, email: &str) -> Viewer {
-        let user = self.policy.config.user_by_address(email).unwrap();
-        Viewer {
-            email: user.email.clone(),
-            is_admin: user.is_admin(),
-            admins_see_private_emails: self.policy.config.admins_see_private_emails,
-        }
-    }
-
-    fn attachments_dir(&self) -> PathBuf {
-        self.dir.path().join("attachments")
-    }
-
-    /// Every file under the attachments folder, relative to it.
-    fn files(&self) -> Vec<String> {
-        let mut files = Vec::new();
-        let root = self.attachments_dir();
-        let mut folders = vec![root.clone()];
-        while let Some(folder) = folders.pop() {
-            let Ok(entries) = std::fs::read_dir(&folder) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    folders.push(path);
-                } else {
-                    files.push(
-                        path.strip_prefix(&root)
-                            .unwrap()
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
-                }
-            }
-        }
-        files.sort();
-        files
-    }
-
-    fn search_index_matches(&self, word: &str) -> i64 {
-        let connection = rusqlite::Connection::open(self.dir.path().join("crm.sqlite3")).unwrap();
-        connection
-            .query_row(
-                "SELECT count(*) FROM activity_search WHERE activity_search MATCH ?1",
-                [format!("\"{word}\"")],
-                |row| row.get(0),
-            )
-            .unwrap()
-    }
-
-    fn access_rows(&self) -> Vec<(String, i64, String, bool)> {
-        self.store
-            .access_log(None, None)
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.viewer, r.activity_id, r.path, r.viewer_is_owner))
-            .collect()
-    }
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -355,7 +265,7 @@ fn erased_content_stays_erased_when_the_message_is_synced_again() {
     let cutoff = chrono::Utc::now().timestamp() - 30 * 86_400;
     world.store.erase_content_before(cutoff, false).unwrap();
     // Another mailbox (a verify repair, a late sync) brings the same message.
-    let recorded = world.replay("erin@abcorp.com", "9", &mail);
+    let recorded = world.replay("erin@abcorp.com", "9", &mail).recorded;
     assert!(
         matches!(recorded, Some(Recorded::ExistingActivity(_))),
         "{recorded:?}"

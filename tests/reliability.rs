@@ -5,54 +5,48 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
-use common::gmail::{Auth, SandboxProcess, Setup, message, wait_until};
+use common::gmail::{Setup, message, wait_until};
+use common::scenario::{MailFile, Scenario};
 
 const ALICE: &str = "alice@customer.com";
 const BOB: &str = "bob@bigclient.io";
 const MICHELLE: &str = "michelle@abcorp.com";
 const WAIT: Duration = Duration::from_secs(90);
 
-fn fill_mailbox(mailboxes: &Path, user: &str, count: usize) {
-    let folder = mailboxes.join(user);
-    std::fs::create_dir_all(&folder).unwrap();
-    for i in 0..count {
-        let from = [ALICE, BOB, "stranger@vendor.example"][i % 3];
-        let mut text = message(i, from, user, &format!("Secret subject {i}"));
-        if i % 10 == 0 {
-            // Some attachments, so the comparison covers them too.
-            text = format!(
-                "From: {from}\r\nTo: {user}\r\nSubject: With attachment {i}\r\nMessage-ID: <att{i}@test.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/pdf; name=\"doc{i}.pdf\"\r\nContent-Disposition: attachment; filename=\"doc{i}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
-            );
-        }
-        std::fs::write(folder.join(format!("{i:04}.eml")), text).unwrap();
-    }
+/// `count` messages for `user`'s mailbox, in turn from Alice, Bob and a stranger; every tenth
+/// has an attachment.
+fn mail(user: &str, count: usize) -> Vec<MailFile> {
+    (0..count)
+        .map(|i| {
+            let from = [ALICE, BOB, "stranger@vendor.example"][i % 3];
+            let mut text = message(i, from, user, &format!("Secret subject {i}"));
+            if i % 10 == 0 {
+                // Some attachments, so the comparison covers them too.
+                text = format!(
+                    "From: {from}\r\nTo: {user}\r\nSubject: With attachment {i}\r\nMessage-ID: <att{i}@test.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/pdf; name=\"doc{i}.pdf\"\r\nContent-Disposition: attachment; filename=\"doc{i}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n"
+                );
+            }
+            (format!("{i:04}.eml"), text.into_bytes())
+        })
+        .collect()
+}
+
+/// Michelle's mailbox of `count` messages, Alice and Bob as contacts, a service account, and
+/// `gmail_settings` in `[gmail]`: the set-up every test here starts from.
+fn michelles_mailbox(count: usize, gmail_settings: &str) -> Scenario {
+    Scenario::new()
+        .mailbox(MICHELLE, mail(MICHELLE, count))
+        .contacts(&[ALICE, BOB])
+        .service_account()
+        .gmail_settings(gmail_settings)
 }
 
 /// The store's content, independent of row ids and timestamps: what must be equal between a
 /// crashed-and-restarted run and a clean one.
 fn content(setup: &Setup) -> Vec<String> {
     let connection = rusqlite::Connection::open(&setup.store).unwrap();
-    let query = |sql: &str| -> Vec<String> {
-        let mut statement = connection.prepare(sql).unwrap();
-        let columns = statement.column_count();
-        let mut rows: Vec<String> = statement
-            .query_map([], |row| {
-                let mut cells = Vec::new();
-                for index in 0..columns {
-                    let value: rusqlite::types::Value = row.get(index)?;
-                    cells.push(format!("{value:?}"));
-                }
-                Ok(cells.join(" | "))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        rows.sort();
-        rows
-    };
     let mut all = Vec::new();
     for (name, sql) in [
         (
@@ -77,23 +71,18 @@ fn content(setup: &Setup) -> Vec<String> {
         ),
         ("cursor", "SELECT user_email, history_id FROM sync_state"),
     ] {
-        all.extend(query(sql).into_iter().map(|row| format!("{name}: {row}")));
+        all.extend(
+            common::sorted_rows(&connection, sql)
+                .into_iter()
+                .map(|row| format!("{name}: {row}")),
+        );
     }
     all
 }
 
 #[test]
 fn verify_reports_undecided_messages_and_repair_decides_them() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 12);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "verify_interval_secs = 0",
-    );
+    let (_sandbox, setup) = michelles_mailbox(12, "verify_interval_secs = 0").start();
     assert!(setup.mailsync(&["run", "--once"]).status.success());
     let clean = setup.mailsync(&["verify", "--user", MICHELLE]);
     assert_eq!(
@@ -156,27 +145,14 @@ fn verify_reports_undecided_messages_and_repair_decides_them() {
 
 #[test]
 fn the_daemon_reconciles_on_schedule_and_counts_gaps() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 9);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "verify_interval_secs = 1",
-    );
-    let config = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        format!("{config}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
+    let (_sandbox, setup) = michelles_mailbox(9, "verify_interval_secs = 1")
+        .config_after_users(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"))
+        .start();
     let daemon = setup.start_daemon();
     wait_until("synced", WAIT, || setup.decisions(MICHELLE) == 9);
     let connection = rusqlite::Connection::open(&setup.store).unwrap();
@@ -205,19 +181,12 @@ fn the_daemon_reconciles_on_schedule_and_counts_gaps() {
 /// times, then the store must equal the one a clean single run makes.
 #[test]
 fn twenty_sigkills_during_a_large_initial_sync_change_nothing() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 400);
     // The crashed daemon keeps to Gmail's real per-user quota (about 5 fetches a second), so
     // the full sync takes over a minute of running time and the kills land mid-sync; the
     // clean run, whose speed does not matter, gets a larger one.
-    let sandbox = SandboxProcess::start(mailboxes.path(), &["--quota-units-per-minute", "1000000"]);
-    let crashed = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "verify_interval_secs = 0",
-    );
+    let scenario = michelles_mailbox(400, "verify_interval_secs = 0")
+        .sandbox_flags(&["--quota-units-per-minute", "1000000"]);
+    let (sandbox, crashed) = scenario.start();
     let mut seed: u64 = 0x5eed;
     let mut kills_mid_sync = 0;
     for _ in 0..20 {
@@ -238,15 +207,12 @@ fn twenty_sigkills_during_a_large_initial_sync_change_nothing() {
         "most kills should land mid-sync ({kills_mid_sync})"
     );
     // Finish at full speed: the quota is not what is being tested.
-    let config = std::fs::read_to_string(&crashed.config).unwrap();
-    std::fs::write(
-        &crashed.config,
+    crashed.edit_config(|config| {
         config.replace(
             "verify_interval_secs = 0",
             "verify_interval_secs = 0\n[gmail.quota]\nunits_per_minute = 1000000",
-        ),
-    )
-    .unwrap();
+        )
+    });
     let daemon = crashed.start_daemon();
     wait_until(
         "the crashed store completes",
@@ -255,13 +221,9 @@ fn twenty_sigkills_during_a_large_initial_sync_change_nothing() {
     );
     drop(daemon);
 
-    let clean = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "verify_interval_secs = 0\n[gmail.quota]\nunits_per_minute = 1000000\n",
-    );
+    let clean = scenario
+        .gmail_settings("[gmail.quota]\nunits_per_minute = 1000000\n")
+        .setup_for(&sandbox);
     assert!(clean.mailsync(&["run", "--once"]).status.success());
     let (crashed_content, clean_content) = (content(&crashed), content(&clean));
     assert_eq!(crashed_content.len(), clean_content.len());
@@ -287,16 +249,12 @@ fn twenty_sigkills_during_a_large_initial_sync_change_nothing() {
 /// feeds read. Nothing surfaces as `database is locked`, nothing is lost.
 #[test]
 fn a_crm_working_on_the_same_store_during_sync_loses_nothing() {
-    let mailboxes = tempfile::tempdir().unwrap();
-    fill_mailbox(mailboxes.path(), MICHELLE, 200);
-    let sandbox = SandboxProcess::start(mailboxes.path(), &["--quota-units-per-minute", "60000"]);
-    let setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
+    let (_sandbox, setup) = michelles_mailbox(
+        200,
         "verify_interval_secs = 0\n[gmail.quota]\nunits_per_minute = 60000\n",
-    );
+    )
+    .sandbox_flags(&["--quota-units-per-minute", "60000"])
+    .start();
     let daemon = setup.start_daemon();
     let mut crm_failures = Vec::new();
     let mut added = 0;
@@ -368,26 +326,18 @@ fn a_full_disk_and_a_read_only_store_are_survived_with_nothing_half_written() {
         is_root,
         "this test mounts a tmpfs and needs root; run it as root, or leave it out with `cargo test -- --skip full_disk`"
     );
-    let mailboxes = tempfile::tempdir().unwrap();
-    let folder = mailboxes.path().join(MICHELLE);
-    std::fs::create_dir_all(&folder).unwrap();
     let filler = "lorem ipsum dolor sit amet ".repeat(2000);
-    for i in 0..30 {
+    let big_mail = (0..30).map(|i| {
         let from = if i % 2 == 0 { ALICE } else { BOB };
-        std::fs::write(
-            folder.join(format!("{i:02}.eml")),
-            format!("From: {from}\r\nTo: {MICHELLE}\r\nSubject: Big {i}\r\nMessage-ID: <big{i}@test.example>\r\n\r\n{i} {filler}\r\n"),
-        )
-        .unwrap();
-    }
-    let sandbox = SandboxProcess::start(mailboxes.path(), &[]);
-    let mut setup = Setup::new(
-        &sandbox,
-        &[(MICHELLE, true)],
-        &[ALICE, BOB],
-        Auth::ServiceAccount,
-        "verify_interval_secs = 0",
-    );
+        let raw = format!("From: {from}\r\nTo: {MICHELLE}\r\nSubject: Big {i}\r\nMessage-ID: <big{i}@test.example>\r\n\r\n{i} {filler}\r\n");
+        (format!("{i:02}.eml"), raw.into_bytes())
+    });
+    let (sandbox, mut setup) = Scenario::new()
+        .mailbox(MICHELLE, big_mail)
+        .contacts(&[ALICE, BOB])
+        .service_account()
+        .gmail_settings("verify_interval_secs = 0")
+        .start();
     let mount = setup.dir.path().join("small-disk");
     std::fs::create_dir(&mount).unwrap();
     let mounted = std::process::Command::new("mount")
@@ -407,15 +357,12 @@ fn a_full_disk_and_a_read_only_store_are_survived_with_nothing_half_written() {
     }
     let _unmount = Unmount(mount.clone());
     let store = mount.join("crm.sqlite3");
-    let config = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
+    setup.edit_config(|config| {
         config.replace(
             "path = \"crm.sqlite3\"",
             &format!("path = \"{}\"", store.display()),
-        ),
-    )
-    .unwrap();
+        )
+    });
     setup.store = store;
     let csv = setup.dir.path().join("contacts.csv");
     assert!(

@@ -7,10 +7,11 @@ mod common;
 use std::collections::HashSet;
 
 use mailsync::parse::parse_message;
-use mailsync::rules::{Policy, decide};
-use mailsync::source::SourceMessage;
+use mailsync::rules::decide;
 use mailsync::store::{NewContact, SqliteStore, Store, Viewer};
-use mailsync::sync::{self, Mode};
+use mailsync::sync;
+
+use common::world::{World, contact};
 
 const CONFIG: &str = r#"
 [company]
@@ -44,74 +45,17 @@ action = "private"
 users = ["ceo@abcorp.com"]
 "#;
 
-fn message(source_id: &str, text: &str) -> SourceMessage {
-    SourceMessage {
-        source_id: source_id.to_string(),
-        raw: text.as_bytes().to_vec(),
-        labels: Vec::new(),
-    }
-}
-
-struct World {
-    policy: Policy,
-    store: SqliteStore,
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-}
-
+/// The store tests' world: Alice (two addresses, visible to everyone), Bob (visible to Dave
+/// only) and Jan (visible to the CEO only).
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("crm.sqlite3");
-    let mut store = SqliteStore::open(&path).unwrap();
-    let contact = |name: &str, emails: &[&str], visible_to: &[&str]| NewContact {
-        name: Some(name.to_string()),
-        emails: emails.iter().map(|e| e.to_string()).collect(),
-        visible_to: Some(visible_to.iter().map(|e| e.to_string()).collect()),
-        no_sync: None,
-    };
-    store
-        .add_contact(&contact(
+    World::new(CONFIG, RULES)
+        .with_contact(contact(
             "Alice",
             &["alice@customer.com", "alice@customer.org"],
             &[],
         ))
-        .unwrap();
-    store
-        .add_contact(&contact("Bob", &["bob@bigclient.io"], &["dave@abcorp.com"]))
-        .unwrap();
-    store
-        .add_contact(&contact("Jan", &["jan@bookkeeper.nl"], &["ceo@abcorp.com"]))
-        .unwrap();
-    World {
-        policy: common::policy(CONFIG, RULES),
-        store,
-        path,
-        _dir: dir,
-    }
-}
-
-impl World {
-    fn replay(&mut self, user: &str, source_id: &str, text: &str) -> mailsync::sync::Processed {
-        let user = self.policy.config.user_by_address(user).unwrap().clone();
-        sync::process(
-            &self.policy,
-            &mut self.store,
-            &user,
-            "dir:/test",
-            &message(source_id, text),
-            Mode::Write,
-        )
-        .unwrap()
-    }
-
-    fn viewer(&self, email: &str, admins_see_private_emails: bool) -> Viewer {
-        let user = self.policy.config.user_by_address(email).unwrap();
-        Viewer {
-            email: user.email.clone(),
-            is_admin: user.is_admin(),
-            admins_see_private_emails,
-        }
-    }
+        .with_contact(contact("Bob", &["bob@bigclient.io"], &["dave@abcorp.com"]))
+        .with_contact(contact("Jan", &["jan@bookkeeper.nl"], &["ceo@abcorp.com"]))
 }
 
 const FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE: &str = "From: Alice <alice@customer.com>\nTo: dave@abcorp.com, michelle@abcorp.com\nCc: bob@bigclient.io\nSubject: Renewal terms\nDate: Mon, 02 Sep 2024 09:15:00 +0000\nMessage-ID: <two-mailboxes@customer.com>\n\nThe secret price is 42.\n";
@@ -137,7 +81,7 @@ fn the_same_message_in_two_mailboxes_is_one_activity_with_two_sources() {
 
     let feed = world
         .store
-        .feed(&world.viewer("erin@abcorp.com", false), None, None)
+        .feed(&world.viewer("erin@abcorp.com"), None, None)
         .unwrap();
     assert_eq!(feed.len(), 1);
     assert_eq!(
@@ -284,7 +228,7 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
 
     // Erin: no restricted contact, no mailbox of her own here.
     assert_eq!(
-        show(world.viewer("erin@abcorp.com", false)),
+        show(world.viewer("erin@abcorp.com")),
         vec![
             r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
             r#"<two-mailboxes@customer.com> contacts=["alice@customer.com"] private=false subject=Some("Renewal terms")"#,
@@ -292,7 +236,7 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
     );
     // Dave: may see Bob; owns 1 and 2, so sees 2's content although it is private.
     assert_eq!(
-        show(world.viewer("dave@abcorp.com", false)),
+        show(world.viewer("dave@abcorp.com")),
         vec![
             r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
             r#"<bob-2@bigclient.io> contacts=["bob@bigclient.io"] private=true subject=Some("Bob's private note")"#,
@@ -301,7 +245,7 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
     );
     // CEO: may see Jan, owns 3 and 4; Bob is Dave's only.
     assert_eq!(
-        show(world.viewer("ceo@abcorp.com", false)),
+        show(world.viewer("ceo@abcorp.com")),
         vec![
             r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
             r#"<jan-3@bookkeeper.nl> contacts=["jan@bookkeeper.nl"] private=true subject=Some("Salary statement")"#,
@@ -310,7 +254,7 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
     );
     // Michelle, admin: sees every contact, but private content only with the account setting.
     assert_eq!(
-        show(world.viewer("michelle@abcorp.com", false)),
+        show(world.viewer("michelle@abcorp.com")),
         vec![
             r#"<alice-4@customer.org> contacts=["alice@customer.org"] private=false subject=Some("Thanks")"#,
             r#"<jan-3@bookkeeper.nl> contacts=["jan@bookkeeper.nl"] private=true subject=None"#,
@@ -318,18 +262,18 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
             r#"<two-mailboxes@customer.com> contacts=["alice@customer.com", "bob@bigclient.io"] private=false subject=Some("Renewal terms")"#,
         ]
     );
-    let with_setting = show(world.viewer("michelle@abcorp.com", true));
+    let with_setting = show(world.viewer_with("michelle@abcorp.com", true));
     assert!(with_setting.contains(&r#"<jan-3@bookkeeper.nl> contacts=["jan@bookkeeper.nl"] private=true subject=Some("Salary statement")"#.to_string()));
     // The setting is for admins only.
     assert_eq!(
-        show(world.viewer("erin@abcorp.com", true)),
-        show(world.viewer("erin@abcorp.com", false))
+        show(world.viewer_with("erin@abcorp.com", true)),
+        show(world.viewer("erin@abcorp.com"))
     );
 
     // Body follows subject.
     let ceo_view = world
         .store
-        .feed(&world.viewer("michelle@abcorp.com", false), None, None)
+        .feed(&world.viewer("michelle@abcorp.com"), None, None)
         .unwrap();
     let jan = ceo_view
         .iter()
@@ -346,12 +290,12 @@ fn each_viewer_sees_exactly_what_the_spec_allows() {
 fn search_and_export_show_each_viewer_exactly_what_the_feed_shows() {
     let world = read_path_world();
     let viewers = [
-        world.viewer("erin@abcorp.com", false),
-        world.viewer("erin@abcorp.com", true),
-        world.viewer("dave@abcorp.com", false),
-        world.viewer("ceo@abcorp.com", false),
-        world.viewer("michelle@abcorp.com", false),
-        world.viewer("michelle@abcorp.com", true),
+        world.viewer("erin@abcorp.com"),
+        world.viewer_with("erin@abcorp.com", true),
+        world.viewer("dave@abcorp.com"),
+        world.viewer("ceo@abcorp.com"),
+        world.viewer("michelle@abcorp.com"),
+        world.viewer_with("michelle@abcorp.com", true),
     ];
     // Visible content (price: message 1, invoice: 4, renewal: 1's subject), private content
     // only (budget: 2, payroll: 3, salary: 3's subject), and a word in no message.
@@ -405,7 +349,7 @@ fn search_and_export_show_each_viewer_exactly_what_the_feed_shows() {
     let search = |email: &str, setting: bool, word: &str| -> Vec<String> {
         world
             .store
-            .search(&world.viewer(email, setting), word, None)
+            .search(&world.viewer_with(email, setting), word, None)
             .unwrap()
             .into_iter()
             .map(|a| a.message_id.unwrap())
@@ -435,7 +379,7 @@ fn search_and_export_show_each_viewer_exactly_what_the_feed_shows() {
     );
     let michelle = world
         .store
-        .feed(&world.viewer("michelle@abcorp.com", false), None, None)
+        .feed(&world.viewer("michelle@abcorp.com"), None, None)
         .unwrap();
     assert!(
         michelle
@@ -454,7 +398,7 @@ fn contact_filter_uses_any_address_of_the_contact_and_respects_visibility() {
         FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE,
     );
     world.replay("ceo@abcorp.com", "4", "From: alice@customer.org\nTo: ceo@abcorp.com\nSubject: Thanks\nMessage-ID: <alice-4@customer.org>\n\nbody\n");
-    let erin = world.viewer("erin@abcorp.com", false);
+    let erin = world.viewer("erin@abcorp.com");
     assert_eq!(
         world
             .store
@@ -472,7 +416,7 @@ fn contact_filter_uses_any_address_of_the_contact_and_respects_visibility() {
         0,
         "erin may not see bob"
     );
-    let dave = world.viewer("dave@abcorp.com", false);
+    let dave = world.viewer("dave@abcorp.com");
     assert_eq!(
         world
             .store
@@ -626,7 +570,7 @@ fn a_reused_message_id_does_not_merge_into_or_reveal_a_private_activity() {
         2,
         "different content: two activities"
     );
-    let erin = world.viewer("erin@abcorp.com", false);
+    let erin = world.viewer("erin@abcorp.com");
     for activity in world.store.feed(&erin, None, None).unwrap() {
         assert_ne!(activity.subject.as_deref(), Some("Salary statement"));
         assert_ne!(activity.body.as_deref(), Some("the numbers\n"));
@@ -668,29 +612,29 @@ fn search_never_matches_words_in_content_withheld_from_the_viewer() {
             .collect()
     };
     assert_eq!(
-        ids(world.viewer("dave@abcorp.com", false), "falcon"),
+        ids(world.viewer("dave@abcorp.com"), "falcon"),
         vec!["<alice-1@customer.com>", "<bob-2@bigclient.io>"]
     );
     assert_eq!(
-        ids(world.viewer("dave@abcorp.com", false), "budget"),
+        ids(world.viewer("dave@abcorp.com"), "budget"),
         vec!["<bob-2@bigclient.io>"]
     );
     // Michelle (admin) sees Bob's activity but not its content: its words do not match.
     assert_eq!(
-        ids(world.viewer("michelle@abcorp.com", false), "falcon"),
+        ids(world.viewer("michelle@abcorp.com"), "falcon"),
         vec!["<alice-1@customer.com>"]
     );
-    assert!(ids(world.viewer("michelle@abcorp.com", false), "budget").is_empty());
+    assert!(ids(world.viewer("michelle@abcorp.com"), "budget").is_empty());
     // With the account setting, the admin reads private content, and may find it.
     assert_eq!(
-        ids(world.viewer("michelle@abcorp.com", true), "budget"),
+        ids(world.viewer_with("michelle@abcorp.com", true), "budget"),
         vec!["<bob-2@bigclient.io>"]
     );
     // Erin may not see Bob at all.
-    assert!(ids(world.viewer("erin@abcorp.com", false), "budget").is_empty());
+    assert!(ids(world.viewer("erin@abcorp.com"), "budget").is_empty());
     assert!(
         ids(
-            world.viewer("erin@abcorp.com", false),
+            world.viewer("erin@abcorp.com"),
             "\"; DROP TABLE activities; --"
         )
         .is_empty(),
@@ -711,7 +655,7 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
     world.replay("erin@abcorp.com", "2", "From: alice@customer.com\nTo: erin@abcorp.com\nCc: someone@scoped.example\nSubject: Scoped\nDate: Tue, 03 Sep 2024 09:00:00 +0000\nMessage-ID: <scoped-2@customer.com>\n\nbody\n");
     world.replay("erin@abcorp.com", "3", "From: bob@bigclient.io\nTo: erin@abcorp.com\nSubject: Bob\nDate: Wed, 04 Sep 2024 09:00:00 +0000\nMessage-ID: <bob-3@bigclient.io>\n\nbody\n");
     world.replay("erin@abcorp.com", "4", "From: alice@customer.org\nTo: erin@abcorp.com\nSubject: Kept\nDate: Thu, 05 Sep 2024 09:00:00 +0000\nMessage-ID: <kept-4@customer.org>\n\nbody\n");
-    let michelle = world.viewer("michelle@abcorp.com", false);
+    let michelle = world.viewer("michelle@abcorp.com");
     assert_eq!(world.store.feed(&michelle, None, None).unwrap().len(), 4);
 
     // Erin leaves the config (not purged yet); an unscoped skip rule and one scoped to Dave
@@ -1133,7 +1077,7 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
     let shown = |email: &str| {
         world
             .store
-            .feed(&world.viewer(email, false), Some("DAN@later.example"), None)
+            .feed(&world.viewer(email), Some("DAN@later.example"), None)
             .unwrap()
             .len()
     };
@@ -1175,7 +1119,7 @@ fn purge_removes_the_mailboxs_backfill_mark_and_keeps_the_access_log() {
     // The admin, allowed to, reads Dave's private mail: recorded.
     world
         .store
-        .feed(&world.viewer("michelle@abcorp.com", true), None, None)
+        .feed(&world.viewer_with("michelle@abcorp.com", true), None, None)
         .unwrap();
     let log = world.store.access_log(None, None).unwrap();
     assert!(

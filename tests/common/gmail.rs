@@ -227,7 +227,8 @@ pub enum Auth {
 }
 
 impl Setup {
-    /// `users`: (email, sync). `extra_gmail`: more `[gmail]` lines.
+    /// `users`: (email, sync). `extra_gmail`: more `[gmail]` lines. Tests build one with
+    /// `common::scenario::Scenario`, which says the same in words.
     pub fn new(
         sandbox: &SandboxProcess,
         users: &[(&str, bool)],
@@ -286,6 +287,12 @@ impl Setup {
             }
         }
         setup
+    }
+
+    /// Rewrites the config file with `edit` (a test changing a setting, or adding a section).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(config)).unwrap();
     }
 
     pub fn mailsync(&self, args: &[&str]) -> std::process::Output {

@@ -7,7 +7,9 @@ use mailsync::config::Config;
 use mailsync::rules::{Policy, RuleSet};
 
 pub mod gmail;
+pub mod scenario;
 pub mod smtp;
+pub mod world;
 
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
@@ -40,24 +42,29 @@ pub fn dump_store(path: &Path) -> Vec<String> {
     tables.sort();
     let mut lines = Vec::new();
     for table in tables {
-        let mut statement = connection
-            .prepare(&format!("SELECT * FROM {table}"))
-            .unwrap();
-        let columns = statement.column_count();
-        let mut rows: Vec<String> = statement
-            .query_map([], |row| {
-                let mut cells = Vec::new();
-                for index in 0..columns {
-                    let value: rusqlite::types::Value = row.get(index)?;
-                    cells.push(format!("{value:?}"));
-                }
-                Ok(format!("{table}: {}", cells.join(" | ")))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        rows.sort();
-        lines.extend(rows);
+        let rows = sorted_rows(&connection, &format!("SELECT * FROM {table}"));
+        lines.extend(rows.into_iter().map(|row| format!("{table}: {row}")));
     }
     lines
+}
+
+/// The rows `sql` selects, each as its cells' debug text joined by ` | `, sorted: equal
+/// lists mean equal results whatever order SQLite returned them in.
+pub fn sorted_rows(connection: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut statement = connection.prepare(sql).unwrap();
+    let columns = statement.column_count();
+    let mut rows: Vec<String> = statement
+        .query_map([], |row| {
+            let mut cells = Vec::new();
+            for index in 0..columns {
+                let value: rusqlite::types::Value = row.get(index)?;
+                cells.push(format!("{value:?}"));
+            }
+            Ok(cells.join(" | "))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows.sort();
+    rows
 }
