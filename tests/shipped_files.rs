@@ -319,10 +319,6 @@ fn every_relative_link_in_the_markdown_files_resolves() {
     assert!(checked > 100, "only {checked} relative links found");
 }
 
-/// References to the project's shared folder that live in files other sessions own and have
-/// not changed yet. Tolerated, not required: an entry whose reference is gone is fine.
-const SHARED_REFERENCES_NOT_YET_REMOVED: &[&str] = &["tests/decision_table.rs"];
-
 /// No file of the repository outside `.ci/` points at the project's shared folder beside it
 /// (its spec or corpus, by a relative path or by name) or at an absolute path of the machine
 /// it was written on: a clean clone has nothing beside it. Mail fixtures are byte-exact copies
@@ -349,9 +345,7 @@ fn no_file_points_outside_the_repository() {
             let outside = line.contains(beside)
                 || line.contains(machine)
                 || shared_paths.iter().any(|needle| line.contains(needle));
-            let tolerated = SHARED_REFERENCES_NOT_YET_REMOVED.contains(&name.as_str())
-                && !line.contains(machine);
-            if outside && !tolerated {
+            if outside {
                 found.push(format!("{name}:{}: {}", index + 1, line.trim()));
             }
         }
