@@ -24,7 +24,7 @@ struct Playground {
 impl Playground {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let demo = common::fixtures().join("demo");
+        let demo = common::demo();
         std::fs::copy(demo.join("mailsync.toml"), dir.path().join("mailsync.toml")).unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
         std::fs::copy(
@@ -100,8 +100,8 @@ impl Playground {
 fn mailbox(name: &str) -> String {
     format!(
         "dir:{}",
-        common::fixtures()
-            .join("demo/mailboxes")
+        common::demo()
+            .join("mailboxes")
             .join(format!("{name}@abcorp.com"))
             .display()
     )
@@ -580,7 +580,7 @@ fn replay_reads_only_a_folders_message_files_and_counts_the_rest() {
 #[test]
 fn explain_names_each_verdict_and_the_rule_with_its_file_and_line() {
     let playground = Playground::new();
-    let message = common::fixtures().join("demo/mailboxes/michelle@abcorp.com/05-doctor-cc.eml");
+    let message = common::demo().join("mailboxes/michelle@abcorp.com/05-doctor-cc.eml");
     let out = playground.stdout(&[
         "explain",
         "--user",
@@ -617,7 +617,7 @@ fn explain_names_each_verdict_and_the_rule_with_its_file_and_line() {
 #[test]
 fn explain_shows_how_visibility_was_chosen() {
     let playground = Playground::new();
-    let message = common::fixtures().join("demo/mailboxes/dave@abcorp.com/02-bob.eml");
+    let message = common::demo().join("mailboxes/dave@abcorp.com/02-bob.eml");
     let out = playground.stdout(&[
         "explain",
         "--user",

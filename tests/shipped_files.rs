@@ -65,7 +65,7 @@ fn configuration_reference_example_is_valid() {
 
 #[test]
 fn example_rules_are_valid_with_the_demo_users() {
-    let demo = common::fixtures().join("demo/mailsync.toml");
+    let demo = common::demo().join("mailsync.toml");
     let config = Config::load(&demo).unwrap();
     let example = repo().join("rules/example.toml");
     let text = std::fs::read_to_string(&example).unwrap();
@@ -148,7 +148,7 @@ fn systemd_unit_is_hardened_and_valid() {
 #[test]
 fn privacy_example_rules_are_valid() {
     let example = toml_block_under("docs/privacy.md", "## The CEO example");
-    let config = Config::load(&common::fixtures().join("demo/mailsync.toml")).unwrap();
+    let config = Config::load(&common::demo().join("mailsync.toml")).unwrap();
     let rules = RuleSet::from_files(vec![(PathBuf::from("docs/privacy.md"), example)], &config)
         .unwrap_or_else(|problems| panic!("{problems}"));
     assert_eq!(rules.rules.len(), 5);

@@ -7,7 +7,7 @@
 //! - a synced decision's contacts are parties whose verdict is `qualifies`;
 //! - no party is one of the mailbox owner's own addresses.
 //!
-//! The policy mirrors the demo (`tests/fixtures/demo`), so that the seeds' addresses hit users,
+//! The policy mirrors the demo (`examples/demo`), so that the seeds' addresses hit users,
 //! internal domains, contacts and rules of every action.
 //!
 //! Note: `parse_message` and `gmail_labels` turn a panic into an error with `catch_unwind`;

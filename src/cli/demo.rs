@@ -2,279 +2,309 @@
 //! user sees what mailsync does before pointing it at real mail. No Google account needed.
 //!
 //! The demo writes a playground folder (config, rules, contacts, three mailboxes from
-//! `tests/fixtures/demo/`, compiled in), starts the sandbox on loopback serving those
+//! `examples/demo/`, compiled in), starts the sandbox on loopback serving those
 //! mailboxes, completes each user's OAuth consent with the sandbox (as `mailsync auth login`
 //! would with a person clicking "allow"), runs the daemon's sync once for every user, and
 //! prints the decisions, what two users see, and the sync status.
 
-use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 
-use anyhow::Context;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use clap::Args;
 
-use super::contacts::ContactsCommand;
-use super::feed::FeedArgs;
-use super::{CommandResult, DemoArgs, ExitStatus, load_policy, open_store, runtime};
-use crate::daemon::{self, Controls, RunOutcome};
-use crate::store::Store;
-use mailsync_sandbox::{self as sandbox, OAuthClient, SandboxConfig};
+#[cfg(not(feature = "sandbox"))]
+use super::CommandResult;
 
-/// Every file of the demo, by path inside the demo folder.
-const DEMO_FILES: &[(&str, &[u8])] = &[
-    (
-        "contacts.csv",
-        include_bytes!("../../tests/fixtures/demo/contacts.csv"),
-    ),
-    (
-        "mailboxes/ceo@abcorp.com/01-bookkeeper.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/ceo@abcorp.com/01-bookkeeper.eml"),
-    ),
-    (
-        "mailboxes/ceo@abcorp.com/02-alice-thanks.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/ceo@abcorp.com/02-alice-thanks.eml"),
-    ),
-    (
-        "mailboxes/dave@abcorp.com/01-reply-to-alice-cc.eml",
-        include_bytes!(
-            "../../tests/fixtures/demo/mailboxes/dave@abcorp.com/01-reply-to-alice-cc.eml"
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The playground folder (created if missing; reused if present).
+    #[arg(long, default_value = "mailsync-demo", value_name = "PATH")]
+    pub dir: PathBuf,
+}
+
+#[cfg(feature = "sandbox")]
+pub use with_sandbox::run;
+
+/// A build without the test server has no demo, and says how to get one.
+#[cfg(not(feature = "sandbox"))]
+pub fn run(_args: DemoArgs) -> CommandResult {
+    Err(super::CommandError::Usage(
+        super::sandbox::WITHOUT_SANDBOX.to_string(),
+    ))
+}
+
+#[cfg(feature = "sandbox")]
+mod with_sandbox {
+    use std::io::Write;
+    use std::path::Path;
+
+    use anyhow::Context;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::contacts::ContactsCommand;
+    use super::super::feed::FeedArgs;
+    use super::super::{CommandResult, ExitStatus, load_policy, open_store, runtime};
+    use super::DemoArgs;
+    use crate::daemon::{self, Controls, RunOutcome};
+    use crate::store::Store;
+    use mailsync_sandbox::{self as sandbox, OAuthClient, SandboxConfig};
+
+    /// Every file of the demo, by path inside the demo folder.
+    const DEMO_FILES: &[(&str, &[u8])] = &[
+        (
+            "contacts.csv",
+            include_bytes!("../../examples/demo/contacts.csv"),
         ),
-    ),
-    (
-        "mailboxes/dave@abcorp.com/02-bob.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/dave@abcorp.com/02-bob.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/01-alice-asks.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/01-alice-asks.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/02-reply-to-alice.eml",
-        include_bytes!(
-            "../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/02-reply-to-alice.eml"
+        (
+            "mailboxes/ceo@abcorp.com/01-bookkeeper.eml",
+            include_bytes!("../../examples/demo/mailboxes/ceo@abcorp.com/01-bookkeeper.eml"),
         ),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/03-from-dave.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/03-from-dave.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/04-stranger.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/04-stranger.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/05-doctor-cc.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/05-doctor-cc.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/06-draft.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/06-draft.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/07-not-a-message.eml",
-        include_bytes!(
-            "../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/07-not-a-message.eml"
+        (
+            "mailboxes/ceo@abcorp.com/02-alice-thanks.eml",
+            include_bytes!("../../examples/demo/mailboxes/ceo@abcorp.com/02-alice-thanks.eml"),
         ),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/08-group-and-encoded.eml",
-        include_bytes!(
-            "../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/08-group-and-encoded.eml"
+        (
+            "mailboxes/dave@abcorp.com/01-reply-to-alice-cc.eml",
+            include_bytes!(
+                "../../examples/demo/mailboxes/dave@abcorp.com/01-reply-to-alice-cc.eml"
+            ),
         ),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/09-subsidiary.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/09-subsidiary.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/10-freelancer.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/10-freelancer.eml"),
-    ),
-    (
-        "mailboxes/michelle@abcorp.com/11-newsletter.eml",
-        include_bytes!("../../tests/fixtures/demo/mailboxes/michelle@abcorp.com/11-newsletter.eml"),
-    ),
-    (
-        "mailsync.toml",
-        include_bytes!("../../tests/fixtures/demo/mailsync.toml"),
-    ),
-    (
-        "rules/demo.toml",
-        include_bytes!("../../tests/fixtures/demo/rules/demo.toml"),
-    ),
-];
+        (
+            "mailboxes/dave@abcorp.com/02-bob.eml",
+            include_bytes!("../../examples/demo/mailboxes/dave@abcorp.com/02-bob.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/01-alice-asks.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/01-alice-asks.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/02-reply-to-alice.eml",
+            include_bytes!(
+                "../../examples/demo/mailboxes/michelle@abcorp.com/02-reply-to-alice.eml"
+            ),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/03-from-dave.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/03-from-dave.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/04-stranger.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/04-stranger.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/05-doctor-cc.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/05-doctor-cc.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/06-draft.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/06-draft.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/07-not-a-message.eml",
+            include_bytes!(
+                "../../examples/demo/mailboxes/michelle@abcorp.com/07-not-a-message.eml"
+            ),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/08-group-and-encoded.eml",
+            include_bytes!(
+                "../../examples/demo/mailboxes/michelle@abcorp.com/08-group-and-encoded.eml"
+            ),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/09-subsidiary.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/09-subsidiary.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/10-freelancer.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/10-freelancer.eml"),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/11-newsletter.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/11-newsletter.eml"),
+        ),
+        (
+            "mailsync.toml",
+            include_bytes!("../../examples/demo/mailsync.toml"),
+        ),
+        (
+            "rules/demo.toml",
+            include_bytes!("../../examples/demo/rules/demo.toml"),
+        ),
+    ];
 
-/// The sandbox's OAuth client for the demo. Not a secret: it opens a server on loopback that
-/// serves the bundled sample mail.
-const DEMO_CLIENT_ID: &str = "mailsync-demo.apps.example";
-const DEMO_CLIENT_SECRET: &str = "demo-only-not-a-secret";
+    /// The sandbox's OAuth client for the demo. Not a secret: it opens a server on loopback that
+    /// serves the bundled sample mail.
+    const DEMO_CLIENT_ID: &str = "mailsync-demo.apps.example";
+    const DEMO_CLIENT_SECRET: &str = "demo-only-not-a-secret";
 
-pub fn run(args: DemoArgs) -> CommandResult {
-    let dir = std::path::absolute(&args.dir).context("cannot resolve the demo folder")?;
-    write_files(&dir)?;
-    runtime()?.block_on(async {
-        let server = sandbox::spawn(SandboxConfig {
-            mailboxes_dir: dir.join("mailboxes"),
-            oauth_clients: vec![OAuthClient {
-                client_id: DEMO_CLIENT_ID.to_string(),
-                client_secret: DEMO_CLIENT_SECRET.to_string(),
-            }],
-            ..SandboxConfig::default()
-        })
-        .await
-        .context("cannot start the Gmail-compatible sandbox")?;
-        heading(&format!("Gmail-compatible sandbox listening on {}", server.base_url()))?;
-        write_gmail_settings(&dir, &server.base_url(), &server.token_url())?;
-        let config_path = dir.join("mailsync.toml");
-        let policy = load_policy(&config_path)?;
-
-        heading(&format!("importing {}", dir.join("contacts.csv").display()))?;
-        let import = ContactsCommand::Import {
-            file: dir.join("contacts.csv"),
-        };
-        let mut status = super::contacts::run(&policy, import)?;
-
-        {
-            let mut store = open_store(&policy)?;
-            for user in policy.config.users.iter().filter(|user| user.sync) {
-                let refresh_token = server.sandbox.issue_refresh_token(&user.email, DEMO_CLIENT_ID);
-                store.set_refresh_token(&user.email, DEMO_CLIENT_ID, &refresh_token)?;
-            }
-        }
-
-        heading("running the daemon once (mailsync run --once)")?;
-        let (_reload_tx, reload) = mpsc::channel(1);
-        let controls = Controls {
-            shutdown: CancellationToken::new(),
-            reload,
-            once: true,
-        };
-        let outcome = daemon::run(config_path.clone(), controls)
+    pub fn run(args: DemoArgs) -> CommandResult {
+        let dir = std::path::absolute(&args.dir).context("cannot resolve the demo folder")?;
+        write_files(&dir)?;
+        runtime()?.block_on(async {
+            let server = sandbox::spawn(SandboxConfig {
+                mailboxes_dir: dir.join("mailboxes"),
+                oauth_clients: vec![OAuthClient {
+                    client_id: DEMO_CLIENT_ID.to_string(),
+                    client_secret: DEMO_CLIENT_SECRET.to_string(),
+                }],
+                ..SandboxConfig::default()
+            })
             .await
-            .map_err(|error| anyhow::anyhow!("the daemon failed: {error}"))?;
-        if outcome == RunOutcome::SomeFailed {
-            status = ExitStatus::SomeFailed;
-        }
-        server.shutdown().await.context("cannot stop the sandbox")?;
+            .context("cannot start the Gmail-compatible sandbox")?;
+            heading(&format!("Gmail-compatible sandbox listening on {}", server.base_url()))?;
+            write_gmail_settings(&dir, &server.base_url(), &server.token_url())?;
+            let config_path = dir.join("mailsync.toml");
+            let policy = load_policy(&config_path)?;
 
-        let store = open_store(&policy)?;
-        for user in policy.config.users.iter().filter(|user| user.sync) {
-            heading(&format!("what the daemon decided in {}'s mailbox", user.email))?;
-            let log = store.decision_log(&user.email, None)?;
-            super::decisions::write_table(&mut std::io::stdout().lock(), &log)?;
-        }
-        for viewer in ["dave@abcorp.com", "michelle@abcorp.com"] {
-            heading(&format!("what {viewer} sees"))?;
-            let feed = FeedArgs {
-                viewer: viewer.to_string(),
-                contact: None,
-                limit: None,
-                json: false,
+            heading(&format!("importing {}", dir.join("contacts.csv").display()))?;
+            let import = ContactsCommand::Import {
+                file: dir.join("contacts.csv"),
             };
-            super::feed::run(&policy, feed)?;
-        }
-        heading("sync status")?;
-        super::status::run(&policy, false)?;
-        let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "\nThe store is {store}. Try:\n  mailsync --config {config} explain --user michelle@abcorp.com {example}\n  mailsync --config {config} feed --as michelle@abcorp.com --json\n  mailsync --config {config} decisions --user dave@abcorp.com",
-            store = policy.config.store_path.display(),
-            config = config_path.display(),
-            example = dir.join("mailboxes/michelle@abcorp.com/05-doctor-cc.eml").display(),
-        )?;
-        Ok(status)
-    })
-}
+            let mut status = super::super::contacts::run(&policy, import)?;
 
-fn heading(text: &str) -> std::io::Result<()> {
-    writeln!(std::io::stdout().lock(), "\n== {text} ==")
-}
-
-/// Points the config at this run's sandbox (its port changes every run) and writes the OAuth
-/// client secret file, private as mailsync requires.
-fn write_gmail_settings(dir: &Path, base_url: &str, token_url: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let secret_path = dir.join("client_secret.json");
-    let secret = serde_json::json!({
-        "installed": {
-            "client_id": DEMO_CLIENT_ID,
-            "client_secret": DEMO_CLIENT_SECRET,
-            "auth_uri": format!("{base_url}o/oauth2/auth"),
-            "token_uri": token_url,
-            "redirect_uris": ["http://127.0.0.1"],
-        }
-    });
-    std::fs::write(&secret_path, serde_json::to_vec_pretty(&secret)?)
-        .context("cannot write the demo client secret")?;
-    std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))?;
-    let base_config = DEMO_FILES
-        .iter()
-        .find(|(path, _)| *path == "mailsync.toml")
-        .map(|(_, content)| String::from_utf8_lossy(content).into_owned())
-        .expect("the demo ships a config");
-    let config = format!(
-        "{base_config}\n# Written by `mailsync demo` for this run's sandbox.\n[gmail]\napi_base_url = \"{base_url}\"\nclient_secret = \"client_secret.json\"\n# The sample mail is from 2024; look back far enough to see it.\ninitial_sync_days = 36500\n"
-    );
-    std::fs::write(dir.join("mailsync.toml"), config).context("cannot write the demo config")?;
-    Ok(())
-}
-
-/// Writes the bundled files, leaving any the user has edited alone so the playground can be
-/// played with (the config is rewritten on every run: it names this run's sandbox port).
-fn write_files(dir: &Path) -> anyhow::Result<()> {
-    for (relative, content) in DEMO_FILES {
-        let path = dir.join(relative);
-        if path.exists() {
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::write(&path, content)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The compiled-in list must be exactly the fixture folder, so a fixture added for the
-    /// demo cannot be silently left out of the binary.
-    #[test]
-    fn demo_files_match_the_fixture_folder() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/demo");
-        let mut on_disk = Vec::new();
-        let mut folders = vec![root.clone()];
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(&folder).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    folders.push(path);
-                } else if !path.to_string_lossy().contains(".sqlite3") {
-                    // A store made by running commands against the fixture config is not part
-                    // of the demo.
-                    on_disk.push(
-                        path.strip_prefix(&root)
-                            .unwrap()
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
+            {
+                let mut store = open_store(&policy)?;
+                for user in policy.config.users.iter().filter(|user| user.sync) {
+                    let refresh_token = server.sandbox.issue_refresh_token(&user.email, DEMO_CLIENT_ID);
+                    store.set_refresh_token(&user.email, DEMO_CLIENT_ID, &refresh_token)?;
                 }
             }
-        }
-        on_disk.sort();
-        let compiled: Vec<String> = DEMO_FILES
+
+            heading("running the daemon once (mailsync run --once)")?;
+            let (_reload_tx, reload) = mpsc::channel(1);
+            let controls = Controls {
+                shutdown: CancellationToken::new(),
+                reload,
+                once: true,
+            };
+            let outcome = daemon::run(config_path.clone(), controls)
+                .await
+                .map_err(|error| anyhow::anyhow!("the daemon failed: {error}"))?;
+            if outcome == RunOutcome::SomeFailed {
+                status = ExitStatus::SomeFailed;
+            }
+            server.shutdown().await.context("cannot stop the sandbox")?;
+
+            let store = open_store(&policy)?;
+            for user in policy.config.users.iter().filter(|user| user.sync) {
+                heading(&format!("what the daemon decided in {}'s mailbox", user.email))?;
+                let log = store.decision_log(&user.email, None)?;
+                super::super::decisions::write_table(&mut std::io::stdout().lock(), &log)?;
+            }
+            for viewer in ["dave@abcorp.com", "michelle@abcorp.com"] {
+                heading(&format!("what {viewer} sees"))?;
+                let feed = FeedArgs {
+                    viewer: viewer.to_string(),
+                    contact: None,
+                    limit: None,
+                    json: false,
+                };
+                super::super::feed::run(&policy, feed)?;
+            }
+            heading("sync status")?;
+            super::super::status::run(&policy, false)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "\nThe store is {store}. Try:\n  mailsync --config {config} explain --user michelle@abcorp.com {example}\n  mailsync --config {config} feed --as michelle@abcorp.com --json\n  mailsync --config {config} decisions --user dave@abcorp.com",
+                store = policy.config.store_path.display(),
+                config = config_path.display(),
+                example = dir.join("mailboxes/michelle@abcorp.com/05-doctor-cc.eml").display(),
+            )?;
+            Ok(status)
+        })
+    }
+
+    fn heading(text: &str) -> std::io::Result<()> {
+        writeln!(std::io::stdout().lock(), "\n== {text} ==")
+    }
+
+    /// Points the config at this run's sandbox (its port changes every run) and writes the OAuth
+    /// client secret file, private as mailsync requires.
+    fn write_gmail_settings(dir: &Path, base_url: &str, token_url: &str) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let secret_path = dir.join("client_secret.json");
+        let secret = serde_json::json!({
+            "installed": {
+                "client_id": DEMO_CLIENT_ID,
+                "client_secret": DEMO_CLIENT_SECRET,
+                "auth_uri": format!("{base_url}o/oauth2/auth"),
+                "token_uri": token_url,
+                "redirect_uris": ["http://127.0.0.1"],
+            }
+        });
+        std::fs::write(&secret_path, serde_json::to_vec_pretty(&secret)?)
+            .context("cannot write the demo client secret")?;
+        std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))?;
+        let base_config = DEMO_FILES
             .iter()
-            .map(|(path, _)| path.to_string())
-            .collect();
-        assert_eq!(compiled, on_disk);
-        for (path, content) in DEMO_FILES {
-            assert_eq!(std::fs::read(root.join(path)).unwrap(), *content, "{path}");
+            .find(|(path, _)| *path == "mailsync.toml")
+            .map(|(_, content)| String::from_utf8_lossy(content).into_owned())
+            .expect("the demo ships a config");
+        let config = format!(
+            "{base_config}\n# Written by `mailsync demo` for this run's sandbox.\n[gmail]\napi_base_url = \"{base_url}\"\nclient_secret = \"client_secret.json\"\n# The sample mail is from 2024; look back far enough to see it.\ninitial_sync_days = 36500\n"
+        );
+        std::fs::write(dir.join("mailsync.toml"), config)
+            .context("cannot write the demo config")?;
+        Ok(())
+    }
+
+    /// Writes the bundled files, leaving any the user has edited alone so the playground can be
+    /// played with (the config is rewritten on every run: it names this run's sandbox port).
+    fn write_files(dir: &Path) -> anyhow::Result<()> {
+        for (relative, content) in DEMO_FILES {
+            let path = dir.join(relative);
+            if path.exists() {
+                continue;
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::write(&path, content)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The compiled-in list must be exactly the fixture folder, so a fixture added for the
+        /// demo cannot be silently left out of the binary.
+        #[test]
+        fn demo_files_match_the_fixture_folder() {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
+            let mut on_disk = Vec::new();
+            let mut folders = vec![root.clone()];
+            while let Some(folder) = folders.pop() {
+                for entry in std::fs::read_dir(&folder).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        folders.push(path);
+                    } else if !path.to_string_lossy().contains(".sqlite3") {
+                        // A store made by running commands against the fixture config is not part
+                        // of the demo.
+                        on_disk.push(
+                            path.strip_prefix(&root)
+                                .unwrap()
+                                .to_string_lossy()
+                                .into_owned(),
+                        );
+                    }
+                }
+            }
+            on_disk.sort();
+            let compiled: Vec<String> = DEMO_FILES
+                .iter()
+                .map(|(path, _)| path.to_string())
+                .collect();
+            assert_eq!(compiled, on_disk);
+            for (path, content) in DEMO_FILES {
+                assert_eq!(std::fs::read(root.join(path)).unwrap(), *content, "{path}");
+            }
         }
     }
 }

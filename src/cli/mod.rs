@@ -6,7 +6,6 @@ mod check_config;
 mod contacts;
 mod context;
 mod decisions;
-#[cfg(feature = "sandbox")]
 mod demo;
 mod explain;
 mod feed;
@@ -23,7 +22,7 @@ mod verify;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::logging::LogFormat;
@@ -32,6 +31,7 @@ pub use auth::AuthCommand;
 pub use contacts::ContactsCommand;
 use context::{daemon_runtime, find_user, load_credentials, load_policy, open_store, runtime};
 pub use decisions::DecisionsArgs;
+pub use demo::DemoArgs;
 pub use explain::ExplainArgs;
 pub use feed::{ExportArgs, ExportFormat, FeedArgs, SearchArgs};
 pub use notify::NotifyCommand;
@@ -176,13 +176,6 @@ impl Command {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// The playground folder (created if missing; reused if present).
-    #[arg(long, default_value = "mailsync-demo", value_name = "PATH")]
-    pub dir: PathBuf,
-}
-
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> CommandResult {
     let config_path = cli.config.as_path();
@@ -219,9 +212,6 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Verify(args) => verify::run(&load_policy(config_path)?, args),
         Command::Notify(NotifyCommand::Test) => notify::test(&load_policy(config_path)?),
-        #[cfg(feature = "sandbox")]
         Command::Demo(args) => demo::run(args),
-        #[cfg(not(feature = "sandbox"))]
-        Command::Demo(_) => Err(CommandError::Usage(sandbox::WITHOUT_SANDBOX.to_string())),
     }
 }

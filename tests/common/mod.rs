@@ -11,6 +11,12 @@ pub mod scenario;
 pub mod smtp;
 pub mod world;
 
+/// The demo's own files (`examples/demo`): config, rules, contacts and three mailboxes, which
+/// `mailsync demo` compiles in and many tests use as a small, realistic company.
+pub fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo")
+}
+
 /// The repository's `tests/fixtures` folder.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
