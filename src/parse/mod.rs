@@ -62,192 +62,22 @@ use mailparse::body::Body;
 use mailparse::{DispositionType, MailAddr, MailHeader, MailParseError, ParsedMail};
 use sha2::{Digest, Sha256};
 
-/// One mailbox from an address header.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Mailbox {
-    pub display_name: Option<String>,
-    /// Lower-cased, trimmed, as written otherwise.
-    pub address: String,
-}
+mod limits;
+mod lines;
+mod message;
+mod problems;
+#[cfg(test)]
+mod test_support;
+mod text;
 
-/// One attachment, described by its decoded content.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Attachment {
-    pub file_name: Option<String>,
-    /// Lower-case mime type, no params.
-    pub content_type: String,
-    /// Decoded size.
-    pub size_bytes: u64,
-    /// Lower hex of the SHA-256 of the decoded content.
-    pub sha256: String,
-    /// The decoded content, kept only when [`Limits::keep_attachment_bytes`] allows (for a
-    /// store that keeps attachment content); never serialized.
-    #[serde(skip)]
-    pub content: Option<Vec<u8>>,
-}
+pub use limits::Limits;
+pub use message::{Attachment, AutomationSignals, Mailbox, ParseError, ParsedMessage};
 
-/// Header and structure facts that tell machine-sent mail from mail a person wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct AutomationSignals {
-    pub list_id: bool,
-    pub list_unsubscribe: bool,
-    /// Precedence: bulk|list|junk.
-    pub precedence_bulk: bool,
-    /// Auto-Submitted present and not "no".
-    pub auto_submitted: bool,
-    /// See the module documentation for the exact rule.
-    pub calendar_only: bool,
-}
+use limits::size_label;
+use lines::{next_newline, split_first_line, trim_start_wsp};
+use problems::Problems;
+use text::{replace_controls, truncate_on_char_boundary};
 
-impl AutomationSignals {
-    /// Bulk or machine-sent mail: any list or auto-submission header (calendar-only is a
-    /// separate question).
-    pub fn is_automated(&self) -> bool {
-        self.list_id || self.list_unsubscribe || self.precedence_bulk || self.auto_submitted
-    }
-
-    /// The headers that made the message automated, for `explain`.
-    pub fn reasons(&self) -> Vec<&'static str> {
-        [
-            (self.list_id, "List-Id"),
-            (self.list_unsubscribe, "List-Unsubscribe"),
-            (self.precedence_bulk, "Precedence"),
-            (self.auto_submitted, "Auto-Submitted"),
-        ]
-        .into_iter()
-        .filter_map(|(present, header)| present.then_some(header))
-        .collect()
-    }
-}
-
-/// Everything mailsync needs to know about one message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ParsedMessage {
-    pub from: Vec<Mailbox>,
-    pub to: Vec<Mailbox>,
-    pub cc: Vec<Mailbox>,
-    pub bcc: Vec<Mailbox>,
-    /// RFC 2047 decoded, whitespace-unfolded.
-    pub subject: Option<String>,
-    pub date: Option<chrono::DateTime<chrono::Utc>>,
-    /// The header value trimmed, with its angle brackets, as written (not lower-cased).
-    pub message_id: Option<String>,
-    /// Msg-ids with angle brackets.
-    pub in_reply_to: Vec<String>,
-    pub references: Vec<String>,
-    /// The text/plain part; else HTML converted to text; None if neither.
-    pub body_text: Option<String>,
-    pub attachments: Vec<Attachment>,
-    /// X-Gmail-Labels (Google Takeout): comma-separated, trimmed, surrounding double quotes removed.
-    pub gmail_labels: Vec<String>,
-    pub automation: AutomationSignals,
-    /// Best-effort notes. They name a header or a part, never addresses, subject or body text.
-    pub problems: Vec<String>,
-}
-
-/// Why a message could not be read at all.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ParseError {
-    #[error("message is empty")]
-    Empty,
-    /// The string never contains message content.
-    #[error("message headers are unreadable: {0}")]
-    UnreadableHeaders(String),
-    /// The raw message is larger than `Limits::max_message_bytes`; nothing of it was read.
-    #[error("message is {bytes} bytes, over the {limit}-byte limit ([limits] max_message_bytes)")]
-    TooLarge { bytes: usize, limit: usize },
-}
-
-/// How much one message may cost the parser. Every field bounds memory and time; the field
-/// documentation says what happens to a message that goes over. `Limits::default()` is what
-/// [`parse_message`] uses. Any value is accepted (zero included) without panicking; values
-/// that make no sense, such as a zero `max_message_bytes`, make every message a
-/// `parse_error`, so a configuration layer may want minimums.
-///
-/// What stays bounded without a field of its own: the subject (4 KiB), a file name (1 KiB),
-/// the problems list (100 entries), addresses looked at (ten times `max_recipients`), and
-/// the RFC 2047 decoding work per header line and per message (a fixed budget; a value over
-/// it is used as written, not decoded). Decoded attachment bytes are hashed one part at a
-/// time and never exceed the raw message, so hashing is bounded by `max_message_bytes` and
-/// needs no limit of its own. Message ids, references and labels are bounded by
-/// `max_header_bytes` only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// The whole raw message, in bytes (default 32 MiB). A larger message is not parsed at
-    /// all: [`ParseError::TooLarge`], which becomes a `parse_error` decision; the rest of the
-    /// mailbox carries on.
-    pub max_message_bytes: usize,
-    /// A header block, in bytes (default 1 MiB): the message's own and each MIME part's. In
-    /// a larger block, header fields (a line with its continuation lines) are kept in order
-    /// while they fit; a field that does not fit keeps the lines that still fit (its first
-    /// line at least, or it is dropped), so a long folded address list keeps its first
-    /// addresses; later fields that fit are kept too. A problem is noted. If none of From,
-    /// To, Cc, Bcc, Subject, Date and Message-ID is among the message header fields that
-    /// fit, the message is [`ParseError::UnreadableHeaders`].
-    pub max_header_bytes: usize,
-    /// Distinct addresses kept over From, To, Cc and Bcc together (default 10,000); later
-    /// ones are dropped with a problem. At most ten times as many are looked at, duplicates
-    /// included.
-    pub max_recipients: usize,
-    /// MIME nesting depth (default 64; the message itself is depth 0, its parts depth 1).
-    /// A multipart at this depth is not opened: its parts are ignored with a problem, and
-    /// structural conclusions (`calendar_only`) are not drawn. Values above 100 act as 100,
-    /// the deepest `mailparse` can read.
-    pub max_mime_depth: usize,
-    /// MIME parts read, containers included and the message itself not counted (default
-    /// 10,000). The message is cut before the first part over the limit, with a problem;
-    /// the parts before it are read as usual.
-    pub max_mime_parts: usize,
-    /// `body_text`, in bytes of UTF-8 (default 1 MiB); cut on a character boundary, with a
-    /// problem.
-    pub max_body_text_bytes: usize,
-    /// An HTML body part handed to the HTML-to-text conversion, in bytes (default 2 MiB); cut
-    /// on a character boundary before conversion, with a problem. This is the most expensive
-    /// step per byte: html2text builds a document tree that can take 100 to 200 times the
-    /// input in memory (wide tables are the worst), so this limit is the one to lower when
-    /// memory is tight.
-    pub max_html_bytes: usize,
-    /// Attachments up to this many decoded bytes keep their content in
-    /// [`Attachment::content`] (default 0: none). Not a `[limits]` key: set from `[store]
-    /// max_attachment_bytes` when `attachments_dir` is configured. Kept content never exceeds
-    /// the raw message, so memory stays bounded by `max_message_bytes`.
-    #[serde(skip)]
-    pub keep_attachment_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_message_bytes: 32 * 1024 * 1024,
-            max_header_bytes: 1024 * 1024,
-            max_recipients: 10_000,
-            max_mime_depth: 64,
-            max_mime_parts: 10_000,
-            max_body_text_bytes: 1024 * 1024,
-            max_html_bytes: 2 * 1024 * 1024,
-            keep_attachment_bytes: 0,
-        }
-    }
-}
-
-impl Limits {
-    /// The nesting depth actually enforced: `mailparse` gives up on a whole message that
-    /// has a multipart at depth 100, so such containers are always disabled before it runs.
-    fn mime_depth(&self) -> usize {
-        self.max_mime_depth.min(MAILPARSE_MAX_DEPTH)
-    }
-
-    /// Mailboxes looked at, duplicates included, so that a message made of a million copies
-    /// of one address is not parsed to the end.
-    fn addresses_scanned(&self) -> usize {
-        self.max_recipients.saturating_mul(10)
-    }
-}
-
-/// `mailparse` reads multipart containers down to depth 99, so their children sit at depth
-/// 100 at most; one level more and it rejects the whole message.
-const MAILPARSE_MAX_DEPTH: usize = 100;
 const MAX_SUBJECT_BYTES: usize = 4 * 1024;
 /// html2text's time grows with the square of the element nesting depth (10,000 nested
 /// elements take half a second, 100,000 take a minute), so deeper HTML is tag-stripped.
@@ -255,7 +85,6 @@ const MAX_HTML_NESTING: usize = 2_000;
 const HTML_WIDTH: usize = 100;
 const MAX_FILE_NAME_BYTES: usize = 1024;
 const MAX_DATE_CHARS: usize = 256;
-const MAX_PROBLEMS: usize = 100;
 /// RFC 2046 limits a boundary to 70 characters; far longer ones only serve to make
 /// `mailparse`'s boundary search slow.
 const MAX_BOUNDARY_BYTES: usize = 200;
@@ -423,66 +252,6 @@ fn parse_message_inner(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, Par
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Problems
-// ---------------------------------------------------------------------------------------------
-
-/// Collects problem notes without duplicates, and stops at a fixed number so that a message
-/// with a million broken parts cannot produce a million log lines.
-#[derive(Default)]
-struct Problems {
-    list: Vec<String>,
-    seen: HashSet<String>,
-    overflowed: bool,
-}
-
-impl Problems {
-    fn note(&mut self, problem: impl Into<String>) {
-        let problem = problem.into();
-        if self.seen.contains(&problem) {
-            return;
-        }
-        if self.list.len() >= MAX_PROBLEMS {
-            if !self.overflowed {
-                self.overflowed = true;
-                self.list.push("further problems omitted".to_string());
-            }
-            return;
-        }
-        self.seen.insert(problem.clone());
-        self.list.push(problem);
-    }
-
-    fn absorb(&mut self, other: Problems) {
-        for problem in other.list {
-            self.note(problem);
-        }
-    }
-
-    fn into_vec(self) -> Vec<String> {
-        self.list
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading the header block
-// ---------------------------------------------------------------------------------------------
-
-/// Splits off the first line: the line without its LF (a CR stays), and what follows the LF.
-fn split_first_line(s: &[u8]) -> (&[u8], Option<&[u8]>) {
-    // memchr, not a byte loop: the MIME passes walk every line of a message this way, and
-    // the byte loop was a tenth of the pipeline's time on mail with attachments.
-    match memchr::memchr(b'\n', s) {
-        Some(i) => (s.get(..i).unwrap_or(s), s.get(i + 1..)),
-        None => (s, None),
-    }
-}
-
-fn trim_start_wsp(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    s.get(n..).unwrap_or(&[])
-}
-
 fn is_blank_line(line: &[u8]) -> bool {
     line.iter().all(|&b| b == b' ' || b == b'\t' || b == b'\r')
 }
@@ -603,11 +372,6 @@ fn header_block_len(s: &[u8]) -> usize {
     s.len()
 }
 
-/// The position of the first LF at or after `from`.
-fn next_newline(s: &[u8], from: usize) -> Option<usize> {
-    memchr::memchr(b'\n', s.get(from..)?).map(|i| from + i)
-}
-
 /// Calls `each` with the start and end of every header field in `block` (a line that does
 /// not begin with whitespace, with the continuation lines that follow it, line ends
 /// included). A block that begins with a continuation line yields it as a field of its own.
@@ -683,19 +447,6 @@ fn limit_header_block<'a>(
         size_label(max)
     ));
     (Cow::Owned(out), true)
-}
-
-/// `1 MiB`, `4 KiB` or `1000 bytes`: a limit as problems name it.
-fn size_label(bytes: usize) -> String {
-    const KIB: usize = 1024;
-    const MIB: usize = 1024 * 1024;
-    if bytes >= MIB && bytes.is_multiple_of(MIB) {
-        format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
-        format!("{} KiB", bytes / KIB)
-    } else {
-        format!("{bytes} bytes")
-    }
 }
 
 /// Rewrites one header block so that `mailparse::parse_headers` accepts it, and copies what
@@ -928,33 +679,6 @@ fn unfold(s: &str) -> String {
         out.push_str(if i > 0 { line.trim_start() } else { line });
     }
     out
-}
-
-/// Replaces control characters by spaces: names and subjects are shown in terminals, where a
-/// CR, LF or escape sequence could rewrite what the user sees.
-fn replace_controls(s: &str, keep_tab: bool) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && !(keep_tab && c == '\t') {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
-/// Cuts `s` to at most `max` bytes on a char boundary; returns whether it cut.
-fn truncate_on_char_boundary(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
-        return false;
-    }
-    let mut end = max;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    true
 }
 
 fn subject_from(h: &MailHeader, decode: &mut DecodeBudget, problems: &mut Problems) -> String {
@@ -2657,21 +2381,7 @@ fn push_text(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse(s: &str) -> ParsedMessage {
-        match parse_message(s.as_bytes()) {
-            Ok(m) => m,
-            Err(e) => panic!("expected a parse, got {e}"),
-        }
-    }
-
-    fn addrs(list: &[Mailbox]) -> Vec<&str> {
-        list.iter().map(|m| m.address.as_str()).collect()
-    }
-
-    fn has_problem(m: &ParsedMessage, needle: &str) -> bool {
-        m.problems.iter().any(|p| p.contains(needle))
-    }
+    use crate::parse::test_support::{addrs, has_problem, parse};
 
     #[test]
     fn plain_message() {
@@ -3224,20 +2934,6 @@ mod tests {
     }
 
     #[test]
-    fn limits_deserialize_with_defaults() {
-        let limits: Limits = toml::from_str("max_recipients = 5").expect("reads");
-        assert_eq!(limits.max_recipients, 5);
-        assert_eq!(
-            limits.max_message_bytes,
-            Limits::default().max_message_bytes
-        );
-        assert!(toml::from_str::<Limits>("max_recipient = 5").is_err());
-        assert_eq!(size_label(1024 * 1024), "1 MiB");
-        assert_eq!(size_label(4096), "4 KiB");
-        assert_eq!(size_label(1000), "1000 bytes");
-    }
-
-    #[test]
     fn mime_depth_cap() {
         let mut raw = String::from("Subject: deep\n");
         for i in 0..80 {
@@ -3333,21 +3029,6 @@ mod tests {
             "-".repeat(200_000)
         ));
         assert!(has_problem(&m, "pathological MIME header line"));
-    }
-
-    #[test]
-    fn problems_never_quote_content() {
-        let m = parse(concat!(
-            "From: secret-name, <secret@x.com> junk\nTo: Secret Group: nobody-secret;\n",
-            "Subject: secret subject\nDate: secret\nContent-Type: text/plain; charset=secret-cs\n\n",
-            "secret body"
-        ));
-        assert!(!m.problems.is_empty());
-        for p in &m.problems {
-            assert!(!p.contains("x.com"), "a problem quotes an address");
-            assert!(!p.contains("secret "), "a problem quotes content");
-            assert!(!p.contains("secret-name") && !p.contains("nobody"));
-        }
     }
 
     #[test]
