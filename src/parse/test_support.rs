@@ -1,6 +1,6 @@
 //! What the parser's tests share: a parse that must succeed, and questions about its result.
 
-use crate::parse::{Mailbox, ParsedMessage, parse_message};
+use crate::parse::{Mailbox, ParseError, ParsedMessage, parse_message};
 
 pub(super) fn parse(s: &str) -> ParsedMessage {
     match parse_message(s.as_bytes()) {
@@ -15,4 +15,14 @@ pub(super) fn addrs(list: &[Mailbox]) -> Vec<&str> {
 
 pub(super) fn has_problem(m: &ParsedMessage, needle: &str) -> bool {
     m.problems.iter().any(|p| p.contains(needle))
+}
+
+/// Whether a parse went through without one of the internal-error notes or errors that
+/// stand for a caught panic.
+pub(super) fn no_internal_error(result: &Result<ParsedMessage, ParseError>) -> bool {
+    match result {
+        Ok(m) => !m.problems.iter().any(|p| p.starts_with("internal error")),
+        Err(ParseError::UnreadableHeaders(s)) => !s.starts_with("internal error"),
+        Err(ParseError::Empty | ParseError::TooLarge { .. }) => true,
+    }
 }
