@@ -1,29 +1,26 @@
 //! Part content: transfer decoding (base64 leniently when it is broken), then, for text,
 //! charset decoding.
 
+use mailparse::ParsedMail;
 use mailparse::body::Body;
 
-use super::walk::Leaf;
 use crate::parse::problems::Problems;
 
 /// The part's content with its transfer encoding removed. Base64 that `mailparse` rejects is
 /// decoded leniently (skipping stray characters, restarting after inner padding), because
-/// that is what mail clients show; any other decoding failure yields the raw bytes.
-pub(super) fn part_bytes(leaf: &Leaf, problems: &mut Problems) -> Vec<u8> {
-    match leaf.part.get_body_raw() {
+/// that is what mail clients show; any other decoding failure yields the raw bytes. `path`
+/// names the part in problems.
+pub(super) fn part_bytes(part: &ParsedMail, path: &str, problems: &mut Problems) -> Vec<u8> {
+    match part.get_body_raw() {
         Ok(bytes) => bytes,
-        Err(_) => match leaf.part.get_body_encoded() {
+        Err(_) => match part.get_body_encoded() {
             Body::Base64(body) => {
-                problems.note(format!(
-                    "invalid base64 in part {}; decoded leniently",
-                    leaf.path
-                ));
+                problems.note(format!("invalid base64 in part {path}; decoded leniently"));
                 lenient_base64(body.get_raw())
             }
             Body::QuotedPrintable(body) => {
                 problems.note(format!(
-                    "invalid quoted-printable in part {}; used raw bytes",
-                    leaf.path
+                    "invalid quoted-printable in part {path}; used raw bytes"
                 ));
                 body.get_raw().to_vec()
             }
@@ -64,15 +61,14 @@ fn lenient_base64(input: &[u8]) -> Vec<u8> {
 }
 
 /// The part's text: transfer-decoded, then charset-decoded (see `decode_text`).
-pub(super) fn part_text(leaf: &Leaf, problems: &mut Problems) -> String {
-    let bytes = part_bytes(leaf, problems);
-    let label = leaf
-        .part
+pub(super) fn part_text(part: &ParsedMail, path: &str, problems: &mut Problems) -> String {
+    let bytes = part_bytes(part, path, problems);
+    let label = part
         .ctype
         .params
         .get("charset")
         .map(|c| c.trim().to_ascii_lowercase());
-    decode_text(&bytes, label.as_deref(), &leaf.path, problems)
+    decode_text(&bytes, label.as_deref(), path, problems)
 }
 
 /// Decodes text bytes. Text that declares no charset or US-ASCII but is valid UTF-8 is read

@@ -3,9 +3,14 @@
 //! `mailparse` do unbounded work are neutralised (`defang`); the structure is held to the
 //! depth, part and header limits before `mailparse` builds its tree (`bounds`); part headers
 //! it rejects are repaired once (`repair`); the tree is walked into leaves (`walk`); and the
-//! leaves give the body, the attachments and the calendar shape (`calendar`), their content
-//! transfer- and charset-decoded (`decode`) and HTML turned into text (`html`).
+//! leaves give the body (`body`), the attachments (`attachments`) and the calendar shape
+//! (`calendar`), their content transfer- and charset-decoded (`decode`) and HTML turned into
+//! text (`html`). Dependencies run one way, from `read` down: `body`, `attachments` and
+//! `calendar` read `walk`'s leaves, and `walk`, `decode`, `html`, `bounds`, `defang` and
+//! `repair` use no other stage.
 
+mod attachments;
+mod body;
 mod bounds;
 mod calendar;
 mod decode;
