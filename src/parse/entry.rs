@@ -17,12 +17,14 @@ use crate::parse::mime::{MimeFacts, read_mime};
 use crate::parse::problems::Problems;
 use crate::parse::{AutomationSignals, ParseError, ParsedMessage};
 
-/// Parses one message with the default [`Limits`]. See the module documentation for the rules.
+/// Parses one message with the default [`Limits`]. See the [module documentation](crate::parse)
+/// for the rules.
 pub fn parse_message(raw: &[u8]) -> Result<ParsedMessage, ParseError> {
     parse_message_with(raw, &Limits::default())
 }
 
-/// Parses one message within `limits`. See the module documentation for the rules.
+/// Parses one message within `limits`. See the [module documentation](crate::parse) for the
+/// rules.
 pub fn parse_message_with(raw: &[u8], limits: &Limits) -> Result<ParsedMessage, ParseError> {
     // The dependencies are not known to panic on any input, but a daemon must not die on one
     // odd message, so a panic that escapes the finer-grained guards below becomes an error.

@@ -37,7 +37,7 @@ pub struct AutomationSignals {
     pub precedence_bulk: bool,
     /// Auto-Submitted present and not "no".
     pub auto_submitted: bool,
-    /// See the module documentation for the exact rule.
+    /// See the [module documentation](crate::parse) for the exact rule.
     pub calendar_only: bool,
 }
 
