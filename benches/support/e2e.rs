@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "../../tests/common/gmail.rs"]
+#[path = "../../tests/integration/common/gmail.rs"]
 mod harness;
 
 pub use harness::{Auth, SandboxProcess, binary, wait_until, write_credentials};

@@ -261,7 +261,7 @@ fn is_quoted_from(line: &[u8]) -> bool {
 /// `Mon Jan  1 00:00:00 2024` as every mbox writer uses it, Takeout's
 /// `Mon Jan 01 00:00:00 +0000 2024`, and RFC 2822's `Mon, 1 Jan 2024 00:00:00 +0000`. A body
 /// line that begins with "From" in prose almost never has all four, which is what tells the
-/// two apart; tests/corpus.rs checks that Python's `mailbox`, which splits on every `From `
+/// two apart; tests/integration/corpus.rs checks that Python's `mailbox`, which splits on every `From `
 /// line, finds the same messages in every mbox of the shared corpus.
 fn is_separator(line: &[u8]) -> bool {
     let Some(rest) = line.strip_prefix(b"From ") else {

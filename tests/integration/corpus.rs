@@ -7,7 +7,7 @@
 //! a folder is a failure, not a skip (CI sets it). Without it, each test says that it ran on
 //! the curated corpus only.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! the backfill of a new contact's earlier mail, whether the contact came from the CLI or was
 //! written into the store by the CRM. Real binaries over loopback, as in `gmail_daemon.rs`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! What ops see: notifications over a real SMTP conversation, Prometheus metrics that match
 //! what happened, and status.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! a large initial sync change nothing in the end result, and a CRM working on the same store
 //! at the same time never sees (or causes) a lost write.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

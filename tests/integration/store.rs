@@ -2,7 +2,7 @@
 //! writes, one activity per message across mailboxes, the decision log's privacy, and the
 //! read path for every kind of viewer.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
@@ -1152,27 +1152,33 @@ fn store_at_schema_12(path: &std::path::Path) -> rusqlite::Connection {
     use rusqlite_migration::{M, Migrations};
     let mut connection = rusqlite::Connection::open(path).unwrap();
     Migrations::new(vec![
-        M::up(include_str!("../src/store/migrations/001_initial.sql")),
-        M::up(include_str!("../src/store/migrations/002_oauth_tokens.sql")),
+        M::up(include_str!("../../src/store/migrations/001_initial.sql")),
         M::up(include_str!(
-            "../src/store/migrations/003_health_and_notifications.sql"
-        )),
-        M::up(include_str!("../src/store/migrations/004_verify.sql")),
-        M::up(include_str!("../src/store/migrations/005_fingerprint.sql")),
-        M::up(include_str!(
-            "../src/store/migrations/006_source_parties.sql"
-        )),
-        M::up(include_str!("../src/store/migrations/007_search.sql")),
-        M::up(include_str!(
-            "../src/store/migrations/008_contact_controls_and_backfill.sql"
-        )),
-        M::up(include_str!("../src/store/migrations/009_retention.sql")),
-        M::up(include_str!("../src/store/migrations/010_access_log.sql")),
-        M::up(include_str!(
-            "../src/store/migrations/011_attachment_content.sql"
+            "../../src/store/migrations/002_oauth_tokens.sql"
         )),
         M::up(include_str!(
-            "../src/store/migrations/012_contact_addresses_lower_case.sql"
+            "../../src/store/migrations/003_health_and_notifications.sql"
+        )),
+        M::up(include_str!("../../src/store/migrations/004_verify.sql")),
+        M::up(include_str!(
+            "../../src/store/migrations/005_fingerprint.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/migrations/006_source_parties.sql"
+        )),
+        M::up(include_str!("../../src/store/migrations/007_search.sql")),
+        M::up(include_str!(
+            "../../src/store/migrations/008_contact_controls_and_backfill.sql"
+        )),
+        M::up(include_str!("../../src/store/migrations/009_retention.sql")),
+        M::up(include_str!(
+            "../../src/store/migrations/010_access_log.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/migrations/011_attachment_content.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/migrations/012_contact_addresses_lower_case.sql"
         )),
     ])
     .to_latest(&mut connection)

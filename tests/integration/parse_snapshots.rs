@@ -2,7 +2,7 @@
 //! snapshots: a change in parsing shows up as a diff to look at, not as silence.
 //! Update with `cargo insta review` (or `INSTA_UPDATE=always cargo test --test parse_snapshots`).
 
-mod common;
+use crate::common;
 
 use mailsync::parse::{ParsedMessage, parse_message};
 use mailsync::source::MboxReader;

@@ -1,7 +1,7 @@
 //! The daemon against the Gmail-compatible sandbox, both as built binaries over loopback:
 //! the real google-gmail1 client, the real OAuth flows, real signals, the real store.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! privacy example, the systemd unit) must be valid: a broken example is a broken first
 //! impression.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,7 @@
 //! parse prints its time (`cargo test --test hostile -- --nocapture`), and timed sections
 //! take a lock so that the tests of this file do not slow each other down.
 
-mod common;
+use crate::common;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

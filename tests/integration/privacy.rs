@@ -2,7 +2,7 @@
 //! its search terms and files) for good, the access log records exactly the reads it should,
 //! and attachment content is kept content-addressed and shown only to who may see it.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

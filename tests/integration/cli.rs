@@ -1,7 +1,7 @@
 //! The built binary, run as a user would run it: exit codes, output formats, and the
 //! commands working together on a real store.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

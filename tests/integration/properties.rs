@@ -2,7 +2,7 @@
 //! a skip rule never adds a synced message, a private rule never makes anything visible, and
 //! replaying a mailbox twice leaves the store exactly as once.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
