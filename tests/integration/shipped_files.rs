@@ -479,3 +479,64 @@ fn every_curated_corpus_file_has_its_origin_and_licence() {
     );
     assert!(listed.len() >= 40);
 }
+
+/// ARCHITECTURE.md's code map matches the tree: every path it names exists, and every file and
+/// folder directly under `src/` (and each crate) is named, so a new module cannot go unmapped.
+#[test]
+fn the_code_map_matches_the_tree() {
+    let architecture = std::fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap();
+    let code_map = architecture
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a Code map section");
+    let named: Vec<&str> = code_map
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|token| {
+            [
+                "src/",
+                "crates/",
+                "tests/",
+                "benches/",
+                "fuzz/",
+                "docs/",
+                "examples/",
+            ]
+            .iter()
+            .any(|prefix| token.starts_with(prefix))
+        })
+        .collect();
+    assert!(
+        named.len() > 30,
+        "only {} paths in the code map",
+        named.len()
+    );
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|path| !repo().join(path.trim_end_matches('/')).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the code map names paths that do not exist: {missing:?}"
+    );
+    let mut unmapped = Vec::new();
+    for entry in std::fs::read_dir(repo().join("src")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let is_folder = repo().join("src").join(&name).is_dir();
+        let path = if is_folder {
+            format!("src/{name}/")
+        } else {
+            format!("src/{name}")
+        };
+        if !named.contains(&path.as_str()) {
+            unmapped.push(path);
+        }
+    }
+    unmapped.sort();
+    assert!(
+        unmapped.is_empty(),
+        "not in ARCHITECTURE.md's code map: {unmapped:?}"
+    );
+}
