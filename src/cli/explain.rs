@@ -12,7 +12,7 @@ use crate::printable;
 use crate::rules::{NO_SYNC_RULE_NAME, Policy, Reason, Verdict, Visibility};
 use crate::source::SourceMessage;
 use crate::store::SqliteStore;
-use crate::sync::{self, DecisionRecord, Mode, Processed};
+use crate::sync::{self, DecisionLine, Mode, Processed};
 
 use clap::Args;
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ pub fn run(policy: &Policy, args: ExplainArgs) -> CommandResult {
     let processed = sync::process(policy, &mut store, user, "explain", &message, Mode::DryRun)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        json_line(&mut out, &DecisionRecord::new(user, &processed))?;
+        json_line(&mut out, &DecisionLine::new(user, &processed))?;
     } else {
         write_explanation(&mut out, policy, user, &processed)?;
     }

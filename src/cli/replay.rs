@@ -19,7 +19,7 @@ use crate::source::{
 };
 use crate::store::{Recorded, SqliteStore, Store};
 use crate::sync::gmail::{MailboxSync, Window};
-use crate::sync::{self, DecisionRecord, Mode, Processed};
+use crate::sync::{self, DecisionLine, Mode, Processed};
 
 use clap::Args;
 
@@ -204,7 +204,7 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
         );
         summary.add(&processed);
         if args.json {
-            json_line(&mut out, &DecisionRecord::new(user, &processed))?;
+            json_line(&mut out, &DecisionLine::new(user, &processed))?;
         } else {
             write_row(&mut out, &processed)?;
         }
@@ -303,7 +303,7 @@ fn replay_gmail(policy: &Policy, user: &User, args: &ReplayArgs) -> CommandResul
                 summary.add(processed);
                 let mut out = out.lock();
                 let written = if json {
-                    json_line(&mut out, &DecisionRecord::new(&user, processed))
+                    json_line(&mut out, &DecisionLine::new(&user, processed))
                 } else {
                     write_row(&mut out, processed)
                 };

@@ -201,7 +201,7 @@ pub async fn run_worker(
                 Ok(report) => {
                     failures = 0;
                     with_store(&shared.store, |store| {
-                        store.record_poll(&user.email, SyncStatus::Ok, None, 0, (!shared.once).then_some(next_poll_at))
+                        store.finish_poll(&user.email, SyncStatus::Ok, None, 0, (!shared.once).then_some(next_poll_at))
                     });
                     shared.metrics.synced(&user.email);
                     if report.full {
@@ -243,7 +243,7 @@ pub async fn run_worker(
                 Err(SyncError::Gmail(error)) if error.needs_reauth() => {
                     let message = error.to_string();
                     with_store(&shared.store, |store| {
-                        store.record_poll(&user.email, SyncStatus::NeedsReauth, Some(&message), failures, None)
+                        store.finish_poll(&user.email, SyncStatus::NeedsReauth, Some(&message), failures, None)
                     });
                     shared.metrics.sync_failures.get_or_create(&UserLabels { user: user.email.clone() }).inc();
                     tracing::error!(error = %error, "authorization lost; this user's sync stops until re-authorised and reloaded");
@@ -254,7 +254,7 @@ pub async fn run_worker(
                     failures += 1;
                     let message = error.to_string();
                     with_store(&shared.store, |store| {
-                        store.record_poll(&user.email, SyncStatus::Error, Some(&message), failures, (!shared.once).then_some(next_poll_at))
+                        store.finish_poll(&user.email, SyncStatus::Error, Some(&message), failures, (!shared.once).then_some(next_poll_at))
                     });
                     shared.metrics.sync_failures.get_or_create(&UserLabels { user: user.email.clone() }).inc();
                     tracing::warn!(error = %error, failures, retries = stats.retries, "sync failed; will retry at the next poll");

@@ -340,7 +340,7 @@ impl ReadPath {
 /// One row of the access log: private content shown to someone other than its owners, or
 /// exported by anyone.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AccessRecord {
+pub struct AccessLogEntry {
     pub viewer: String,
     pub activity_id: i64,
     pub message_id: Option<String>,
@@ -540,7 +540,7 @@ pub trait Store {
     /// Records the end of one poll in one write: the status (`ok` also stamps
     /// `last_sync_at`), the last error, failures in a row and the next poll. An idle mailbox
     /// costs the store this one statement per poll.
-    fn record_poll(
+    fn finish_poll(
         &mut self,
         user_email: &str,
         status: SyncStatus,
@@ -657,7 +657,7 @@ pub trait Store {
         &self,
         since: Option<i64>,
         viewer: Option<&str>,
-    ) -> Result<Vec<AccessRecord>, StoreError>;
+    ) -> Result<Vec<AccessLogEntry>, StoreError>;
 
     fn counts(&self) -> Result<Counts, StoreError>;
 }

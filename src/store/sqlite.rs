@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use rusqlite_migration::{M, Migrations};
 
 use super::files;
-use super::{AccessRecord, ActivityView, AttachmentView, Erased, ReadPath, StoreOptions};
+use super::{AccessLogEntry, ActivityView, AttachmentView, Erased, ReadPath, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
 use super::{
     Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
@@ -661,7 +661,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn record_poll(
+    fn finish_poll(
         &mut self,
         user_email: &str,
         status: SyncStatus,
@@ -1120,7 +1120,7 @@ impl Store for SqliteStore {
         &self,
         since: Option<i64>,
         viewer: Option<&str>,
-    ) -> Result<Vec<AccessRecord>, StoreError> {
+    ) -> Result<Vec<AccessLogEntry>, StoreError> {
         let mut statement = self.connection.prepare(
             "SELECT viewer, activity_id, message_id, path, viewer_is_owner, accessed_at FROM access_log
              WHERE (?1 IS NULL OR accessed_at >= ?1) AND (?2 IS NULL OR viewer = ?2)
@@ -1128,7 +1128,7 @@ impl Store for SqliteStore {
         )?;
         let records = statement
             .query_map(params![since, viewer], |row| {
-                Ok(AccessRecord {
+                Ok(AccessLogEntry {
                     viewer: row.get(0)?,
                     activity_id: row.get(1)?,
                     message_id: row.get(2)?,

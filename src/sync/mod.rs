@@ -7,6 +7,6 @@ pub mod retention;
 pub mod retro;
 
 pub use pipeline::{
-    DecisionRecord, Mode, PartyRecord, Prepared, Processed, company_direction, prepare, process,
+    DecisionLine, Mode, PartyVerdict, Prepared, Processed, company_direction, prepare, process,
     process_too_large,
 };

@@ -205,7 +205,7 @@ pub fn company_direction(policy: &Policy, message: &ParsedMessage) -> Direction 
 
 /// The machine-readable decision of the spec: one JSON object per message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DecisionRecord {
+pub struct DecisionLine {
     pub user: String,
     pub source_id: String,
     pub message_id: Option<String>,
@@ -214,19 +214,19 @@ pub struct DecisionRecord {
     pub visibility: Option<&'static str>,
     pub contacts: Vec<String>,
     pub rules: Vec<String>,
-    pub parties: Vec<PartyRecord>,
+    pub parties: Vec<PartyVerdict>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PartyRecord {
+pub struct PartyVerdict {
     pub address: String,
     pub verdict: &'static str,
 }
 
-impl DecisionRecord {
+impl DecisionLine {
     pub fn new(user: &User, processed: &Processed) -> Self {
         let decision = &processed.decision;
-        DecisionRecord {
+        DecisionLine {
             user: user.email.clone(),
             source_id: processed.source_id.clone(),
             message_id: processed.message_id.clone(),
@@ -241,7 +241,7 @@ impl DecisionRecord {
             parties: decision
                 .parties
                 .iter()
-                .map(|party| PartyRecord {
+                .map(|party| PartyVerdict {
                     address: party.address.clone(),
                     verdict: party.verdict.as_str(),
                 })
