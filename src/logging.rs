@@ -39,9 +39,13 @@ fn is_own_target(target: &str) -> bool {
     target == "mailsync" || target.starts_with("mailsync::") || target.starts_with("mailsync_")
 }
 
+/// The format `init` installed: process-wide, like the subscriber itself.
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
 /// Installs the global subscriber; `RUST_LOG` overrides `default_level`, within the cap above.
 /// Colours only when standard error is a terminal: journald and log files get plain text.
 pub fn init(format: LogFormat, default_level: &str) {
+    let _ = FORMAT.set(format);
     let env_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let filter = env_filter.and(filter_fn(|metadata| {
@@ -69,6 +73,16 @@ pub fn fatal(format: LogFormat, message: &str) {
             crate::printable::escape_keeping_line_breaks(message)
         ),
         LogFormat::Json => write_json_line(&json_line("ERROR", message)),
+    }
+}
+
+/// A problem a command reports on standard error while it goes on (a bad row of a file the
+/// operator gave it), written like the log: `problem` as text, or one JSON line in JSON mode,
+/// whatever `RUST_LOG` says (it is the command's output, not a log line).
+pub fn report_problem(problem: &str) {
+    match FORMAT.get().copied().unwrap_or(LogFormat::Text) {
+        LogFormat::Text => eprintln!("{}", crate::printable::escape(problem)),
+        LogFormat::Json => write_json_line(&json_line("WARN", problem)),
     }
 }
 

@@ -295,11 +295,7 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
             Ok(ContactChange::Unchanged(_)) => unchanged += 1,
             Err(problem) => {
                 failed += 1;
-                eprintln!(
-                    "{}:{line}: {}",
-                    printable::escape(&file.display().to_string()),
-                    printable::escape(&problem)
-                );
+                crate::logging::report_problem(&format!("{}:{line}: {problem}", file.display()));
             }
         }
     }

@@ -2214,3 +2214,60 @@ fn no_command_prints_a_raw_control_or_bidi_character() {
     assert_eq!(spoofing_character(&stderr), None, "{stderr}");
     assert!(stderr.contains("gone\\u{202e}\\u{1b}[2J.eml"), "{stderr}");
 }
+
+/// With `--log-format json`, every line on standard error is a JSON object — log lines, a
+/// bad row reported while an import goes on, a fatal config error, a usage mistake — so a
+/// log shipper never meets a line it cannot parse.
+#[test]
+fn with_json_logs_every_line_on_standard_error_is_json() {
+    let playground = Playground::new();
+    let bad_rows = playground.dir.path().join("bad.csv");
+    std::fs::write(
+        &bad_rows,
+        "name,email,visible_to\nGood,good@customer.com,\nBad,not-an-address,\nWorse,,\n",
+    )
+    .unwrap();
+    let broken_config = playground.dir.path().join("broken.toml");
+    std::fs::write(&broken_config, "[company]\ndomains = 5\nsurprise = true\n").unwrap();
+    let config = playground.config().display().to_string();
+    let broken_config = broken_config.display().to_string();
+    let bad_rows = bad_rows.display().to_string();
+    let runs: [(&[&str], i32, &str); 4] = [
+        (
+            &["--config", &config, "contacts", "import", &bad_rows],
+            1,
+            "bad.csv:3:",
+        ),
+        (
+            &["--config", &broken_config, "check-config"],
+            2,
+            "broken.toml:2:",
+        ),
+        (
+            &["--config", &config, "feed", "--as", "nobody@abcorp.com"],
+            2,
+            "is not a user",
+        ),
+        (
+            &["--config", &config, "feed", "--no-such-flag"],
+            2,
+            "--no-such-flag",
+        ),
+    ];
+    for (args, code, said) in runs {
+        let output = mailsync()
+            .env("RUST_LOG", "debug")
+            .args(["--log-format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        for line in stderr.lines() {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
+                .unwrap_or_else(|_| panic!("{args:?}: not a JSON line: {line:?}"));
+            assert!(object.contains_key("level"), "{args:?}: {line}");
+        }
+    }
+}
