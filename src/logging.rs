@@ -94,27 +94,42 @@ fn write_json_line(value: &serde_json::Value) {
     }
 }
 
-/// In JSON mode a panic is reported as one JSON line too (after the default hook's text
-/// would have broken the "every line is JSON" promise).
+/// Replaces the default panic report, which prints the panic's message. A panic caught
+/// inside a parsing crate (mailparse, html2text and what is beneath them) can quote the text
+/// it choked on, which is mail; so the report gives where it happened and never the message,
+/// in both formats (one JSON line in JSON mode, like every other line on standard error).
 pub fn install_panic_hook(format: LogFormat) {
-    if format == LogFormat::Json {
-        std::panic::set_hook(Box::new(|info| {
-            let location = info
-                .location()
-                .map(|location| format!(" at {}:{}", location.file(), location.line()))
-                .unwrap_or_default();
-            let payload = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|text| text.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".to_string());
-            eprintln!(
-                "{}",
-                json_line("ERROR", &format!("panic{location}: {payload}"))
-            );
-        }));
-    }
+    std::panic::set_hook(panic_hook(format, || Box::new(std::io::stderr())));
+}
+
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync + 'static>;
+
+fn panic_hook<W>(format: LogFormat, writer: W) -> PanicHook
+where
+    W: Fn() -> Box<dyn std::io::Write> + Send + Sync + 'static,
+{
+    Box::new(move |info| {
+        let location = info
+            .location()
+            .map(|location| {
+                format!(
+                    " at {}:{}",
+                    crate::printable::escape(location.file()),
+                    location.line()
+                )
+            })
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = crate::printable::escape(thread.name().unwrap_or("unnamed"));
+        let message = format!(
+            "internal error: panic in thread {thread}{location} (its message is not shown: it may quote mail)"
+        );
+        let line = match format {
+            LogFormat::Text => format!("mailsync: {message}\n"),
+            LogFormat::Json => format!("{}\n", json_line("ERROR", &message)),
+        };
+        let _ = writer().write_all(line.as_bytes());
+    })
 }
 
 fn json_line(level: &str, message: &str) -> serde_json::Value {
@@ -147,6 +162,44 @@ mod tests {
         ];
         for (target, level, allowed) in cases {
             assert_eq!(is_allowed(target, &level), allowed, "{target} at {level}");
+        }
+    }
+
+    /// A writer the hook can own that the test can read afterwards.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_report_gives_the_place_and_never_the_message() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let written = Shared::default();
+            let sink = written.clone();
+            let hook = panic_hook(format, move || Box::new(sink.clone()));
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(hook);
+            let outcome = std::panic::catch_unwind(|| {
+                panic!("byte index 3 is not a char boundary; it is inside 'Board minutes: layoffs'")
+            });
+            std::panic::set_hook(previous);
+            assert!(outcome.is_err());
+            let text = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+            assert!(text.contains("src/logging.rs:"), "{format:?}: {text}");
+            assert!(!text.contains("layoffs"), "{format:?}: {text}");
+            assert!(!text.contains("char boundary"), "{format:?}: {text}");
+            if format == LogFormat::Json {
+                let value: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+                assert_eq!(value["level"], "ERROR");
+            }
         }
     }
 }

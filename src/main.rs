@@ -32,11 +32,13 @@ fn main() -> ExitCode {
 /// that with `--log-format json` a mistake is one JSON line like every other line on
 /// standard error.
 fn usage_error(error: clap::Error) -> ExitCode {
-    let wants_json = std::env::args()
-        .collect::<Vec<_>>()
+    // args_os: an argument that is not UTF-8 is itself a usage mistake to report, not a
+    // reason to panic while reporting one.
+    let args: Vec<_> = std::env::args_os().collect();
+    let wants_json = args
         .windows(2)
         .any(|pair| pair[0] == "--log-format" && pair[1] == "json")
-        || std::env::args().any(|arg| arg == "--log-format=json");
+        || args.iter().any(|arg| arg == "--log-format=json");
     if wants_json && error.use_stderr() {
         let rendered = error.render().to_string();
         let message = rendered.lines().next().unwrap_or("invalid arguments");

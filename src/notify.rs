@@ -79,11 +79,10 @@ impl Alert {
 pub enum NotifyError {
     #[error("bad notification address: {0}")]
     Address(String),
-    #[error("cannot read the SMTP password file {path}: {source}")]
-    Password {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error("SMTP password file: {0}")]
+    PasswordFile(#[from] crate::secret_file::SecretFileError),
+    #[error("the SMTP password file {0} is not UTF-8")]
+    PasswordNotUtf8(std::path::PathBuf),
     #[error("cannot build the notification: {0}")]
     Message(String),
     #[error("SMTP relay {host}:{port} failed: {error}")]
@@ -132,17 +131,8 @@ impl Notifier {
         if let (Some(username), Some(password_file)) =
             (&config.smtp_username, &config.smtp_password_file)
         {
-            let password = crate::secret_file::read(password_file)
-                .map_err(|error| NotifyError::Password {
-                    path: password_file.clone(),
-                    source: std::io::Error::other(error.to_string()),
-                })
-                .and_then(|bytes| {
-                    String::from_utf8(bytes).map_err(|_| NotifyError::Password {
-                        path: password_file.clone(),
-                        source: std::io::Error::other("the password file is not UTF-8"),
-                    })
-                })?;
+            let password = String::from_utf8(crate::secret_file::read(password_file)?)
+                .map_err(|_| NotifyError::PasswordNotUtf8(password_file.clone()))?;
             builder = builder.credentials(Credentials::new(
                 username.clone(),
                 password.trim().to_string(),

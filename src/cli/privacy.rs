@@ -1,7 +1,7 @@
 //! `mailsync retention apply`, `audit` and `attachment`: content ageing, the access log, and
 //! fetching an attachment's content through the read path.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Context;
@@ -155,6 +155,12 @@ pub fn attachment(policy: &Policy, args: AttachmentArgs) -> CommandResult {
         output,
     } = args;
     let output: Option<&Path> = output.as_deref();
+    if output.is_none() && std::io::stdout().is_terminal() {
+        // Raw bytes from whoever sent the mail: on a terminal they could be escape sequences.
+        return Err(CommandError::Usage(
+            "attachment content is raw bytes from the sender, not for a terminal: use `--output FILE` or redirect standard output".to_string(),
+        ));
+    }
     let viewer = super::feed::viewer(policy, &viewer)?;
     if policy.config.attachments_dir.is_none() {
         return Err(CommandError::Usage(format!(

@@ -1,9 +1,11 @@
 //! CSV cells that a spreadsheet shows as they are: neither run as a formula nor able to
 //! spoof the terminal of someone who looks at the file.
 
-/// The characters that start a formula: `=`, `+`, `-`, `@`, and their full-width forms, which
-/// some spreadsheets read as the ASCII ones.
-const FORMULA_STARTS: [char; 8] = ['=', '+', '-', '@', '＝', '＋', '－', '＠'];
+/// The characters that start a formula: `=`, `+`, `-`, `@`, their full-width and small forms
+/// and the minus sign, which some spreadsheets and import tools read as the ASCII ones.
+const FORMULA_STARTS: [char; 13] = [
+    '=', '+', '-', '@', '＝', '＋', '－', '＠', '﹦', '﹢', '﹣', '﹫', '\u{2212}',
+];
 
 /// A CSV cell for `text`. Subjects and bodies come from whoever sent the mail, and
 /// `=HYPERLINK(...)` in a subject must stay text when someone opens the export:
@@ -43,6 +45,10 @@ mod tests {
         ("+1", "'+1"),
         ("-2", "'-2"),
         ("@SUM(A1)", "'@SUM(A1)"),
+        ("﹦1+1", "'﹦1+1"),
+        ("﹢1", "'﹢1"),
+        ("﹣1", "'﹣1"),
+        ("\u{2212}1", "'\u{2212}1"),
         ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
         ("\tx", "'\tx"),
         ("\r\nx", "'\r\nx"),

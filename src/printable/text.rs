@@ -16,7 +16,10 @@ use std::borrow::Cow;
 ///   space (U+200B), word joiner and invisible operators (U+2060–U+2064), the deprecated
 ///   format characters (U+206A–U+206F), the byte order mark (U+FEFF), interlinear annotation
 ///   (U+FFF9–U+FFFB), and tag characters (U+E0000–U+E007F), which can carry a whole
-///   invisible ASCII text.
+///   invisible ASCII text;
+/// - characters drawn as nothing although they are not format characters: the combining
+///   grapheme joiner (U+034F), the Mongolian vowel separator (U+180E) and the Hangul fillers
+///   (U+115F, U+1160, U+3164, U+FFA0), which make a name look blank or like another.
 ///
 /// Zero width joiner and non-joiner, variation selectors and the soft hyphen are kept: emoji
 /// and several scripts need them, and they change how a word is drawn, not which word it is.
@@ -37,6 +40,12 @@ pub fn is_deceptive(c: char) -> bool {
                 | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}'
                 | '\u{E0000}'..='\u{E007F}'
+                | '\u{034F}'
+                | '\u{180E}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{3164}'
+                | '\u{FFA0}'
         )
 }
 
@@ -91,6 +100,12 @@ mod tests {
             "张三 <a@b.com> Ünïcödé",
             "张三 <a@b.com> Ünïcödé",
             "张三 <a@b.com> Ünïcödé",
+        ),
+        // Drawn as nothing: a "blank" sender name and a filler inside a word.
+        (
+            "\u{3164}\u{115F}\u{1160}\u{FFA0} ad\u{034F}min\u{180E}",
+            "\\u{3164}\\u{115f}\\u{1160}\\u{ffa0} ad\\u{34f}min\\u{180e}",
+            "\\u{3164}\\u{115f}\\u{1160}\\u{ffa0} ad\\u{34f}min\\u{180e}",
         ),
         // Bidi: the classic reversed file name, and each of the isolates and marks.
         (

@@ -1605,6 +1605,21 @@ fn attachment_and_audit_follow_the_read_path() {
         std::fs::metadata(&output).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // To a terminal (util-linux `script` gives it one), raw content is refused.
+    let on_a_terminal = format!(
+        "{} --config {} attachment --as dave@abcorp.com {sha256}",
+        common::gmail::binary().display(),
+        playground.config().display()
+    );
+    let refused = std::process::Command::new("script")
+        .args(["-qec", &on_a_terminal, "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("--output FILE"),
+        "{refused:?}"
+    );
     for unknown in ["0".repeat(64).as_str(), "../../etc/passwd", "/abs"] {
         playground
             .run(&["attachment", "--as", "dave@abcorp.com", unknown])
@@ -2268,6 +2283,38 @@ fn with_json_logs_every_line_on_standard_error_is_json() {
             let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
                 .unwrap_or_else(|_| panic!("{args:?}: not a JSON line: {line:?}"));
             assert!(object.contains_key("level"), "{args:?}: {line}");
+        }
+    }
+}
+
+/// An argument that is not UTF-8 is a usage mistake like any other: exit 2 with clap's
+/// report (a JSON line in JSON mode), not a panic while reporting it.
+#[test]
+fn an_argument_that_is_not_utf8_is_a_usage_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let playground = Playground::new();
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"caf\xe9@abcorp.com");
+    for json in [false, true] {
+        let mut command = mailsync();
+        if json {
+            command.args(["--log-format", "json"]);
+        }
+        let output = command
+            .arg("--config")
+            .arg(playground.config())
+            .args(["feed", "--as"])
+            .arg(not_utf8)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "json={json}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "json={json}: {stderr}");
+        assert!(stderr.contains("UTF-8"), "json={json}: {stderr}");
+        if json {
+            for line in stderr.lines() {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|_| panic!("not a JSON line: {line:?}"));
+            }
         }
     }
 }
