@@ -115,6 +115,9 @@ mod tests {
         let large = dir.path().join("large.json");
         std::fs::write(&large, vec![b' '; 64 * 1024 + 1]).unwrap();
         std::fs::set_permissions(&large, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(read(&large), Err(SecretFileError::TooLarge { .. })));
+        assert!(matches!(
+            read(&large),
+            Err(SecretFileError::TooLarge { .. })
+        ));
     }
 }

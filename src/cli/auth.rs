@@ -233,7 +233,7 @@ pub fn login(policy: &Policy, user: &str, options: LoginOptions) -> CommandResul
             .into());
         };
         confirm_mailbox(policy, &credentials, user, &refresh_token).await?;
-        let mut store = open_store(policy)?;
+        let store = open_store(policy)?;
         store
             .set_refresh_token(&user.email, &secret.client_id, &refresh_token)
             .context("cannot store the refresh token")?;

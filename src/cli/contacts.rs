@@ -106,7 +106,7 @@ fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -
         ));
     }
     let email = address::normalize(email);
-    let mut store = open_store(policy)?;
+    let store = open_store(policy)?;
     if dry_run {
         let Some(contact) = store
             .list_contacts()?
@@ -135,7 +135,7 @@ fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -
         )));
     };
     // The switch is retroactive: stored mail with the contact goes now, not at the next reload.
-    let applied = crate::sync::retro::apply(policy, &mut store, false)?;
+    let applied = crate::sync::retro::apply(policy, &store, false)?;
     let removed = applied.applied.unwrap_or_default();
     println!(
         "contact {} ({}): {}; {} stored source(s) removed ({} activities gone)",
@@ -261,7 +261,7 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
             file.display()
         )));
     }
-    let mut store = open_store(policy)?;
+    let store = open_store(policy)?;
     let (mut created, mut updated, mut unchanged, mut failed) = (0, 0, 0, 0);
     for record in reader.records() {
         let (line, result) = match record {
@@ -300,7 +300,7 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
         }
     }
     // `no_sync` is retroactive: what is stored with a contact the file marks never-sync goes.
-    let applied = crate::sync::retro::apply(policy, &mut store, false)?
+    let applied = crate::sync::retro::apply(policy, &store, false)?
         .applied
         .unwrap_or_default();
     println!(
@@ -336,7 +336,7 @@ fn add(
     let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
     let visible_to: Vec<&str> = visible_to.iter().map(String::as_str).collect();
     let contact = build_contact(policy, name, &emails, &visible_to).map_err(CommandError::Usage)?;
-    let mut store = open_store(policy)?;
+    let store = open_store(policy)?;
     let id = store.add_contact(&contact)?;
     println!(
         "added contact {id}: {}",

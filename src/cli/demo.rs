@@ -164,7 +164,7 @@ mod with_sandbox {
             let mut status = super::super::contacts::run(&policy, import)?;
 
             {
-                let mut store = open_store(&policy)?;
+                let store = open_store(&policy)?;
                 for user in policy.config.users.iter().filter(|user| user.sync) {
                     let refresh_token = server.sandbox.issue_refresh_token(&user.email, DEMO_CLIENT_ID);
                     store.set_refresh_token(&user.email, DEMO_CLIENT_ID, &refresh_token)?;

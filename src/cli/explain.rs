@@ -42,9 +42,9 @@ pub fn run(policy: &Policy, args: ExplainArgs) -> CommandResult {
         labels: crate::parse::gmail_labels(&raw),
         raw,
     };
-    let mut store = SqliteStore::open_read_only_or_empty(&policy.config.store_path)
+    let store = SqliteStore::open_read_only_or_empty(&policy.config.store_path)
         .context("cannot open store to look up contacts")?;
-    let processed = sync::process(policy, &mut store, user, "explain", &message, Mode::DryRun)?;
+    let processed = sync::process(policy, &store, user, "explain", &message, Mode::DryRun)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         json_line(&mut out, &DecisionLine::new(user, &processed))?;

@@ -63,9 +63,9 @@ pub fn retention_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandRes
             policy.config.source_path.display()
         )));
     };
-    let mut store = open_store(policy)?;
+    let store = open_store(policy)?;
     let erased =
-        crate::sync::retention::apply(&policy.config, &mut store, dry_run)?.unwrap_or_default();
+        crate::sync::retention::apply(&policy.config, &store, dry_run)?.unwrap_or_default();
     print_erased(&erased, days, dry_run, json)?;
     if !dry_run {
         tracing::info!(

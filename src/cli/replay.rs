@@ -259,7 +259,7 @@ fn replay_gmail(policy: &Policy, user: &User, args: &ReplayArgs) -> CommandResul
         open_store(policy)?
     };
     let refresh_token = store.refresh_token(&user.email)?;
-    let store = Arc::new(Mutex::new(store));
+    let store: crate::store::SharedStore = Arc::new(store);
     let json = args.json;
     let printer = Arc::new(Mutex::new((Summary::default(), std::io::stdout())));
     let interactive = std::io::stderr().is_terminal() && !json;

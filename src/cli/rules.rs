@@ -80,8 +80,8 @@ struct CountsLine {
 }
 
 pub fn apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
-    let mut store = open_store(policy)?;
-    let result = retro::apply(policy, &mut store, dry_run)?;
+    let store = open_store(policy)?;
+    let result = retro::apply(policy, &store, dry_run)?;
     let mut out = std::io::stdout().lock();
     for change in &result.changes {
         let line = line(change);

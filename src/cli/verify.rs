@@ -3,7 +3,7 @@
 //! through the pipeline.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ pub fn run(policy: &Policy, args: VerifyArgs) -> CommandResult {
     let window = Window::since_or_days(args.since, gmail.initial_sync_days);
     let store = open_store(policy)?;
     let refresh_token = store.refresh_token(&user.email)?;
-    let store = Arc::new(Mutex::new(store));
+    let store: crate::store::SharedStore = Arc::new(store);
     let report = runtime()?.block_on(async {
         let credentials = super::load_credentials(policy).await?;
         let client = GmailClient::for_user(
@@ -68,16 +68,11 @@ pub fn run(policy: &Policy, args: VerifyArgs) -> CommandResult {
             .context("reconciliation failed")
             .map_err(CommandError::Failed)
     })?;
-    {
-        let mut store = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        store.set_verify_result(
-            &user.email,
-            report.gaps.len() as u64,
-            chrono::Utc::now().timestamp(),
-        )?;
-    }
+    store.set_verify_result(
+        &user.email,
+        report.gaps.len() as u64,
+        chrono::Utc::now().timestamp(),
+    )?;
     let mut out = std::io::stdout().lock();
     if args.json {
         json_line(&mut out, &report)?;

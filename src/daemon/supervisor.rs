@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -88,11 +88,7 @@ impl Workers {
         });
         for user in &policy.config.users {
             if !user.sync {
-                let mut store = self
-                    .shared
-                    .store
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let store = &self.shared.store;
                 if let Err(error) = store.set_sync_status(&user.email, SyncStatus::Disabled, None) {
                     tracing::error!(user = %user.email, error = %error, "cannot record sync status");
                 }
@@ -144,16 +140,10 @@ async fn futures_join(handles: Vec<JoinHandle<Stopped>>) {
 async fn store_job<T: Send + 'static>(
     store: &crate::sync::gmail::SharedStore,
     job: &'static str,
-    work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    work: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Option<T> {
     let store = store.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut store = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut store)
-    })
-    .await;
+    let outcome = tokio::task::spawn_blocking(move || work(&*store)).await;
     match outcome {
         Ok(Ok(value)) => Some(value),
         Ok(Err(error)) => {
@@ -291,9 +281,9 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
     let (policy, credentials) = load(&config_path).await?;
     let store_path = policy.config.store_path.clone();
     let _lock = StoreLock::acquire(&store_path)?;
-    let store = Arc::new(Mutex::new(
+    let store: crate::store::SharedStore = Arc::new(
         SqliteStore::open(&store_path)?.with_options(StoreOptions::from_config(&policy.config)),
-    ));
+    );
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (credentials_tx, credentials_rx) = watch::channel(credentials);
     let metrics = Metrics::new();
@@ -382,8 +372,6 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                         workers
                             .shared
                             .store
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
                             .set_options(StoreOptions::from_config(&policy.config));
                         // Workers read the policy from the channel as they start: it must
                         // hold the new one before `reconcile` starts a user the reload turned
@@ -454,7 +442,7 @@ mod tests {
     #[tokio::test]
     async fn retention_runs_on_its_interval_until_shutdown() {
         let policy = Arc::new(policy());
-        let mut store = SqliteStore::open_in_memory().expect("store");
+        let store = SqliteStore::open_in_memory().expect("store");
         store
             .add_contact(&NewContact {
                 name: None,
@@ -473,14 +461,14 @@ mod tests {
         };
         crate::sync::process(
             &policy,
-            &mut store,
+            &store,
             &user,
             "dir:/t",
             &message,
             crate::sync::Mode::Write,
         )
         .expect("recorded");
-        let store = Arc::new(Mutex::new(store));
+        let store: crate::store::SharedStore = Arc::new(store);
         let (_policy_tx, policy_rx) = watch::channel(policy);
         let shutdown = CancellationToken::new();
         let job = tokio::spawn(retention_loop(
@@ -496,11 +484,7 @@ mod tests {
         };
         let erased = async {
             loop {
-                let feed = store
-                    .lock()
-                    .expect("not poisoned")
-                    .feed(&viewer, None, None)
-                    .expect("feed");
+                let feed = store.feed(&viewer, None, None).expect("feed");
                 if feed[0].content_erased_at.is_some() {
                     return feed;
                 }

@@ -52,17 +52,12 @@ pub enum Stopped {
 /// caller's work is a read or an idempotent write, so running it twice is safe.
 fn with_store_or_error<T>(
     store: &SharedStore,
-    mut work: impl FnMut(&mut dyn Store) -> Result<T, crate::store::StoreError>,
+    mut work: impl FnMut(&dyn Store) -> Result<T, crate::store::StoreError>,
 ) -> Result<T, crate::store::StoreError> {
     if let Some(result) = crate::sync::gmail::try_without_waiting(store, &mut |store| work(store)) {
         return result;
     }
-    let mut waiting = || {
-        let mut store = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut *store)
-    };
+    let mut waiting = || work(&**store);
     // `block_in_place` needs a multi-thread runtime (the daemon's); anywhere else (a test on
     // a current-thread runtime) the wait happens where it is.
     match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
@@ -75,7 +70,7 @@ fn with_store_or_error<T>(
 /// poll carries on.
 fn with_store<T>(
     store: &SharedStore,
-    work: impl FnMut(&mut dyn Store) -> Result<T, crate::store::StoreError>,
+    work: impl FnMut(&dyn Store) -> Result<T, crate::store::StoreError>,
 ) -> Option<T> {
     match with_store_or_error(store, work) {
         Ok(value) => Some(value),
@@ -356,7 +351,6 @@ mod tests {
     use crate::config::Config;
     use crate::rules::RuleSet;
     use crate::store::SqliteStore;
-    use std::sync::Mutex;
 
     /// A sleeping worker holds its whole future: with 10,000 users, every kilobyte of it is
     /// ten megabytes of the daemon's memory. The sync itself is boxed while it runs, so
@@ -381,7 +375,7 @@ mod tests {
             .expect("runtime");
         let _guard = runtime.enter();
         let shared = Shared {
-            store: Arc::new(Mutex::new(SqliteStore::open_in_memory().expect("store"))),
+            store: Arc::new(SqliteStore::open_in_memory().expect("store")),
             policy,
             credentials,
             api_http: crate::gmail::http::api_client(),
@@ -407,7 +401,7 @@ mod tests {
     fn a_busy_store_never_holds_up_the_async_thread() {
         let folder = tempfile::tempdir().expect("temp dir");
         let path = folder.path().join("crm.sqlite3");
-        let store: SharedStore = Arc::new(Mutex::new(SqliteStore::open(&path).expect("store")));
+        let store: SharedStore = Arc::new(SqliteStore::open(&path).expect("store"));
         let crm = rusqlite::Connection::open(&path).expect("the CRM's connection");
         crm.execute_batch("BEGIN IMMEDIATE")
             .expect("the CRM takes the write lock");
@@ -444,8 +438,6 @@ mod tests {
             "the async thread was held up: {ticks} ticks in 600 ms"
         );
         let state = store
-            .lock()
-            .unwrap()
             .sync_state("dave@abcorp.com")
             .unwrap()
             .expect("a state row");

@@ -17,19 +17,27 @@ use crate::rules::{ContactBook, Decision, Direction, MessageFacts, Visibility};
 pub use files::is_sha256_hex;
 pub use sqlite::{SqliteStore, StoreLock};
 
+/// What a store operation can fail with, whichever backend: callers branch on
+/// [`StoreError::is_busy`] and [`StoreError::Conflict`], and report the rest.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another writer holds what this operation needs and the store did not wait (see
+    /// [`without_waiting`]), or waited as long as its backend's busy policy allows.
+    #[error("the store is busy: {0}")]
+    Busy(String),
+    /// The operation contradicts what is stored (an address of another contact, a schema
+    /// newer than this mailsync).
+    #[error("{0}")]
+    Conflict(String),
     #[error("store database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(String),
     #[error("cannot migrate store schema: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    Migration(String),
     #[error("cannot create store folder {path}: {source}")]
     CreateFolder {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Conflict(String),
     #[error("a synced decision was recorded without its message: this is a bug in the caller")]
     MissingMessage,
     #[error("attachment file {path}: {source}")]
@@ -40,16 +48,42 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Another connection (the CRM, a command) holds the write lock and the store did not
-    /// wait: see [`SqliteStore::without_waiting`].
+    /// The store did not do the work because it would have had to wait: the caller may go
+    /// again where waiting is allowed.
     pub fn is_busy(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(rusqlite::Error::SqliteFailure(error, _))
-                if matches!(error.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
+        matches!(self, StoreError::Busy(_))
     }
 }
+
+thread_local! {
+    static WITHOUT_WAITING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `work`, in which every store operation on this thread fails with
+/// [`StoreError::Busy`] rather than wait: for another connection's lock, for this process's
+/// connection held by another thread, or (for a backend over the network) at all. For the
+/// small calls the daemon's async threads make on every poll, which must never block; on
+/// `is_busy` the caller goes again on the blocking pool. Each backend decides what waiting
+/// means for it and checks [`must_not_wait`].
+pub fn without_waiting<T>(work: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            WITHOUT_WAITING.with(|flag| flag.set(self.0));
+        }
+    }
+    let _reset = Reset(WITHOUT_WAITING.with(|flag| flag.replace(true)));
+    work()
+}
+
+/// Whether the operation running on this thread is inside [`without_waiting`].
+pub(crate) fn must_not_wait() -> bool {
+    WITHOUT_WAITING.with(|flag| flag.get())
+}
+
+/// The store as the daemon shares it between mailboxes, jobs and reloads: one value, each
+/// backend owning its connections and how calls from several threads meet.
+pub type SharedStore = std::sync::Arc<dyn Store>;
 
 /// How the store treats content beyond the database: where attachment content is kept, how
 /// much of it, and how long subjects and bodies live. Taken from the config (`[store]`,
@@ -419,14 +453,18 @@ pub struct Counts {
 }
 
 /// The operations mailsync needs from a CRM store.
-pub trait Store {
+pub trait Store: Send + Sync {
+    /// Where attachment content goes and how long content lives (from the config); the
+    /// daemon sets them again on reload.
+    fn set_options(&self, options: StoreOptions);
+
     /// Creates a contact, or updates the one that already owns any of its addresses (name,
     /// `visible_to` and `no_sync` replaced where given, addresses added). Addresses of two
     /// different contacts conflict.
-    fn upsert_contact(&mut self, contact: &NewContact) -> Result<ContactChange, StoreError>;
+    fn upsert_contact(&self, contact: &NewContact) -> Result<ContactChange, StoreError>;
 
     /// Creates a contact; fails if any of its addresses already belongs to one.
-    fn add_contact(&mut self, contact: &NewContact) -> Result<i64, StoreError>;
+    fn add_contact(&self, contact: &NewContact) -> Result<i64, StoreError>;
 
     fn list_contacts(&self) -> Result<Vec<Contact>, StoreError>;
 
@@ -436,7 +474,7 @@ pub trait Store {
 
     /// Sets the never-sync switch of the contact owning `address`; `None` if no contact does.
     fn set_contact_no_sync(
-        &mut self,
+        &self,
         address: &str,
         no_sync: bool,
     ) -> Result<Option<Contact>, StoreError>;
@@ -455,7 +493,7 @@ pub trait Store {
 
     /// Moves the daemon's mark to `through` (never back), once the events up to there are
     /// dealt with, and deletes the events every mark is past.
-    fn finish_contact_events(&mut self, through: i64) -> Result<(), StoreError>;
+    fn finish_contact_events(&self, through: i64) -> Result<(), StoreError>;
 
     /// Called as a full sync starts, before it reads the contact addresses: a mailbox without
     /// a backfill mark gets one at the current end of the contact change log, because this
@@ -463,7 +501,7 @@ pub trait Store {
     /// backfilled when it ends (one added while it runs, or before a crashed sync's retry,
     /// included). A mailbox that has a mark keeps it: its earlier decisions were made without
     /// the contacts after it. Returns whether a mark was placed.
-    fn place_backfill_mark(&mut self, user_email: &str) -> Result<bool, StoreError>;
+    fn place_backfill_mark(&self, user_email: &str) -> Result<bool, StoreError>;
 
     /// The addresses added after `user_email`'s mark, reading at most `limit` events; `None`
     /// when the mailbox has no mark. One indexed read when nothing is pending: it runs at
@@ -477,7 +515,7 @@ pub trait Store {
 
     /// Moves `user_email`'s mark to `through` (never back) once the addresses up to there are
     /// backfilled, and deletes the events every mark is past.
-    fn finish_backfill(&mut self, user_email: &str, through: i64) -> Result<(), StoreError>;
+    fn finish_backfill(&self, user_email: &str, through: i64) -> Result<(), StoreError>;
 
     /// The recorded reason (`synced`, `no_qualifying_party`, ...) of those of `source_ids` that
     /// have a decision.
@@ -492,7 +530,7 @@ pub trait Store {
     /// and its attachments, all in one transaction. Recording the same decision again changes
     /// nothing.
     fn record(
-        &mut self,
+        &self,
         source: &SourceRef,
         decision: &Decision,
         message: Option<MessageToStore<'_>>,
@@ -511,7 +549,7 @@ pub trait Store {
     /// Records several decisions and, if given, moves the user's cursor, all in one
     /// transaction: after a crash either all of it is there or none.
     fn record_all(
-        &mut self,
+        &self,
         records: &[Record<'_>],
         cursor: Option<&Cursor>,
     ) -> Result<Vec<Recorded>, StoreError>;
@@ -531,7 +569,7 @@ pub trait Store {
 
     /// Sets a user's status and last error; `ok` also stamps `last_sync_at`.
     fn set_sync_status(
-        &mut self,
+        &self,
         user_email: &str,
         status: SyncStatus,
         last_error: Option<&str>,
@@ -541,7 +579,7 @@ pub trait Store {
     /// `last_sync_at`), the last error, failures in a row and the next poll. An idle mailbox
     /// costs the store this one statement per poll.
     fn finish_poll(
-        &mut self,
+        &self,
         user_email: &str,
         status: SyncStatus,
         last_error: Option<&str>,
@@ -551,29 +589,23 @@ pub trait Store {
 
     /// Records the daemon's view of a user's polling: failures in a row and the next poll.
     fn set_poll_schedule(
-        &mut self,
+        &self,
         user_email: &str,
         consecutive_failures: u32,
         next_poll_at: Option<i64>,
     ) -> Result<(), StoreError>;
 
     /// Records a reconciliation: how many gaps it found, and when.
-    fn set_verify_result(&mut self, user_email: &str, gaps: u64, at: i64)
-    -> Result<(), StoreError>;
+    fn set_verify_result(&self, user_email: &str, gaps: u64, at: i64) -> Result<(), StoreError>;
 
     /// When a notification of `kind` last went out for this user.
     fn last_notified(&self, user_email: &str, kind: &str) -> Result<Option<i64>, StoreError>;
 
-    fn set_notified(
-        &mut self,
-        user_email: &str,
-        kind: &str,
-        sent_at: i64,
-    ) -> Result<(), StoreError>;
+    fn set_notified(&self, user_email: &str, kind: &str, sent_at: i64) -> Result<(), StoreError>;
 
     /// Forgets a user's cursor (Gmail expired the history it pointed into), so the next sync is
     /// a full one.
-    fn clear_cursor(&mut self, user_email: &str) -> Result<(), StoreError>;
+    fn clear_cursor(&self, user_email: &str) -> Result<(), StoreError>;
 
     /// Activity sources per user: how many activities each mailbox contributed.
     fn sources_per_user(&self) -> Result<std::collections::HashMap<String, u64>, StoreError>;
@@ -582,15 +614,12 @@ pub trait Store {
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError>;
 
     /// Applies retroactive changes in one transaction.
-    fn apply_source_changes(
-        &mut self,
-        changes: &[SourceChange],
-    ) -> Result<AppliedChanges, StoreError>;
+    fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError>;
 
     /// Removes everything that came from `user_email`'s mailbox: activities it alone
     /// contributed, its sources on shared ones, its decisions, sync state, notification
     /// history, refresh token and backfill mark, in one transaction. The access log is kept.
-    fn purge_user(&mut self, user_email: &str) -> Result<Purged, StoreError>;
+    fn purge_user(&self, user_email: &str) -> Result<Purged, StoreError>;
 
     /// The decision log of one user's mailbox, oldest first.
     fn decision_log(
@@ -602,7 +631,7 @@ pub trait Store {
     fn refresh_token(&self, user_email: &str) -> Result<Option<String>, StoreError>;
 
     fn set_refresh_token(
-        &mut self,
+        &self,
         user_email: &str,
         client_id: &str,
         refresh_token: &str,
@@ -650,7 +679,7 @@ pub trait Store {
     /// of every activity whose message date (its recording time when it has no date) is
     /// before `cutoff` (seconds since the epoch), and removes attachment files nothing else
     /// keeps. Metadata stays. With `dry_run`, only counts.
-    fn erase_content_before(&mut self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError>;
+    fn erase_content_before(&self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError>;
 
     /// The access log, oldest first; `since` in seconds since the epoch.
     fn access_log(

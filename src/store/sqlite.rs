@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -62,9 +63,62 @@ fn limit_clause(limit: Option<usize>) -> String {
 /// before giving up. Writes are short, so this is generous.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One connection, owned here: calls from several threads take turns on it (SQLite has one
+/// writer at a time anyway), and [`super::without_waiting`] turns waiting for it, or for
+/// another process's write lock, into [`StoreError::Busy`].
 pub struct SqliteStore {
-    connection: Connection,
-    options: StoreOptions,
+    connection: Mutex<Connection>,
+    options: Mutex<StoreOptions>,
+}
+
+/// The store's connection, held for one operation. Inside [`super::without_waiting`] it was
+/// taken without waiting and SQLite's busy timeout is zero until it is dropped.
+struct Held<'a> {
+    connection: MutexGuard<'a, Connection>,
+    restore_busy_timeout: bool,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.connection
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.restore_busy_timeout {
+            let _ = self.connection.busy_timeout(BUSY_TIMEOUT);
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        match &error {
+            rusqlite::Error::SqliteFailure(failure, _)
+                if matches!(
+                    failure.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                StoreError::Busy(error.to_string())
+            }
+            _ => StoreError::Database(error.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite_migration::Error> for StoreError {
+    fn from(error: rusqlite_migration::Error) -> StoreError {
+        StoreError::Migration(error.to_string())
+    }
 }
 
 impl SqliteStore {
@@ -82,13 +136,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Where attachment content goes and how long content lives (from the config). The
-    /// daemon calls it again on reload.
-    pub fn set_options(&mut self, options: StoreOptions) {
-        self.options = options;
-    }
-
-    pub fn with_options(mut self, options: StoreOptions) -> Self {
+    pub fn with_options(self, options: StoreOptions) -> Self {
         self.set_options(options);
         self
     }
@@ -119,8 +167,8 @@ impl SqliteStore {
             )));
         }
         Ok(SqliteStore {
-            connection,
-            options: StoreOptions::default(),
+            connection: Mutex::new(connection),
+            options: Mutex::new(StoreOptions::default()),
         })
     }
 
@@ -138,76 +186,98 @@ impl SqliteStore {
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         Migrations::from_slice(MIGRATIONS).to_latest(&mut connection)?;
         Ok(SqliteStore {
-            connection,
-            options: StoreOptions::default(),
+            connection: Mutex::new(connection),
+            options: Mutex::new(StoreOptions::default()),
         })
     }
 }
 
 impl SqliteStore {
-    /// Runs `work` without waiting for another connection's write lock: a busy store fails
-    /// at once ([`StoreError::is_busy`]) instead of after `BUSY_TIMEOUT`. For small calls made
-    /// on the daemon's one async thread, which must never sit in SQLite's busy wait: on
-    /// `is_busy` the caller goes again where waiting is allowed.
-    pub fn without_waiting<T>(
-        &mut self,
-        work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.connection.busy_timeout(Duration::ZERO)?;
-        let result = work(self);
-        self.connection.busy_timeout(BUSY_TIMEOUT)?;
-        result
+    /// The connection, for one operation: waited for, or taken at once inside
+    /// [`super::without_waiting`], where a busy store fails instead of waiting.
+    fn connection(&self) -> Result<Held<'_>, StoreError> {
+        if !super::must_not_wait() {
+            let connection = self
+                .connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            return Ok(Held {
+                connection,
+                restore_busy_timeout: false,
+            });
+        }
+        let connection = match self.connection.try_lock() {
+            Ok(connection) => connection,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(StoreError::Busy(
+                    "the store's connection is in use by another task".to_string(),
+                ));
+            }
+        };
+        connection.busy_timeout(Duration::ZERO)?;
+        Ok(Held {
+            connection,
+            restore_busy_timeout: true,
+        })
     }
 
-    /// Removes the attachment files among `candidates` that no activity keeping its content
-    /// references. Runs under the write lock (an immediate transaction) because writers write
-    /// files only while holding it: a file written for a row not yet committed cannot be
-    /// removed from under it.
-    fn remove_unreferenced_files(
-        &mut self,
-        candidates: &BTreeSet<String>,
-    ) -> Result<u64, StoreError> {
-        let Some(dir) = self.options.attachments_dir.clone() else {
-            return Ok(0);
-        };
-        if candidates.is_empty() {
-            return Ok(0);
-        }
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut removed = 0;
-        {
-            let mut referenced = transaction.prepare(
-                "SELECT 1 FROM attachments t JOIN activities a ON a.id = t.activity_id
-                 WHERE t.sha256 = ?1 AND t.stored AND a.content_erased_at IS NULL",
-            )?;
-            for sha256 in candidates {
-                if !referenced.exists([sha256])? && files::remove_content(&dir, sha256)? {
-                    removed += 1;
-                }
+    fn options(&self) -> StoreOptions {
+        self.options
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Removes the attachment files among `candidates` that no activity keeping its content
+/// references. Runs under the write lock (an immediate transaction) because writers write
+/// files only while holding it: a file written for a row not yet committed cannot be
+/// removed from under it.
+fn remove_unreferenced_files(
+    connection: &mut Connection,
+    options: &StoreOptions,
+    candidates: &BTreeSet<String>,
+) -> Result<u64, StoreError> {
+    let Some(dir) = options.attachments_dir.clone() else {
+        return Ok(0);
+    };
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut removed = 0;
+    {
+        let mut referenced = transaction.prepare(
+            "SELECT 1 FROM attachments t JOIN activities a ON a.id = t.activity_id
+             WHERE t.sha256 = ?1 AND t.stored AND a.content_erased_at IS NULL",
+        )?;
+        for sha256 in candidates {
+            if !referenced.exists([sha256])? && files::remove_content(&dir, sha256)? {
+                removed += 1;
             }
         }
-        transaction.commit()?;
-        Ok(removed)
     }
+    transaction.commit()?;
+    Ok(removed)
+}
 
-    /// Removes every file in the attachments folder that no activity references, and
-    /// temporary files a crash left behind (under the write lock, no write is in progress).
-    fn sweep_attachment_files(&mut self) -> Result<u64, StoreError> {
-        let Some(dir) = self.options.attachments_dir.clone() else {
-            return Ok(0);
-        };
-        let _lock = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (hashes, leftovers) = files::list_contents(&dir)?;
-        for leftover in leftovers {
-            let _ = std::fs::remove_file(leftover);
-        }
-        drop(_lock);
-        self.remove_unreferenced_files(&hashes.into_iter().collect())
+/// Removes every file in the attachments folder that no activity references, and temporary
+/// files a crash left behind (under the write lock, no write is in progress).
+fn sweep_attachment_files(
+    connection: &mut Connection,
+    options: &StoreOptions,
+) -> Result<u64, StoreError> {
+    let Some(dir) = options.attachments_dir.clone() else {
+        return Ok(0);
+    };
+    let lock = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (hashes, leftovers) = files::list_contents(&dir)?;
+    for leftover in leftovers {
+        let _ = std::fs::remove_file(leftover);
     }
+    drop(lock);
+    remove_unreferenced_files(connection, options, &hashes.into_iter().collect())
 }
 
 /// The store and its lock file may live in a folder that does not exist yet.
@@ -313,10 +383,16 @@ fn load_contact(connection: &Connection, id: i64) -> Result<Contact, rusqlite::E
 }
 
 impl Store for SqliteStore {
-    fn upsert_contact(&mut self, contact: &NewContact) -> Result<ContactChange, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn set_options(&self, options: StoreOptions) {
+        *self
+            .options
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = options;
+    }
+
+    fn upsert_contact(&self, contact: &NewContact) -> Result<ContactChange, StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let owners = contact_ids_owning(&transaction, &contact.emails)?;
         let change = match owners.as_slice() {
             [] => {
@@ -354,10 +430,9 @@ impl Store for SqliteStore {
         Ok(change)
     }
 
-    fn add_contact(&mut self, contact: &NewContact) -> Result<i64, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn add_contact(&self, contact: &NewContact) -> Result<i64, StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(existing) = contact_ids_owning(&transaction, &contact.emails)?.first() {
             return Err(StoreError::Conflict(format!(
                 "an address already belongs to contact {existing}; use `contacts import` to update contacts"
@@ -374,20 +449,20 @@ impl Store for SqliteStore {
     }
 
     fn list_contacts(&self) -> Result<Vec<Contact>, StoreError> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT id FROM contacts ORDER BY id")?;
+        let connection = self.connection()?;
+        let mut statement = connection.prepare("SELECT id FROM contacts ORDER BY id")?;
         let ids: Vec<i64> = statement
             .query_map([], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(ids
             .into_iter()
-            .map(|id| load_contact(&self.connection, id))
+            .map(|id| load_contact(&connection, id))
             .collect::<Result<_, _>>()?)
     }
 
     fn contact_book(&self, addresses: &[String]) -> Result<ContactBook, StoreError> {
-        let mut statement = self.connection.prepare_cached(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare_cached(
             "SELECT c.no_sync FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
              WHERE e.email = ?1",
         )?;
@@ -407,13 +482,12 @@ impl Store for SqliteStore {
     }
 
     fn set_contact_no_sync(
-        &mut self,
+        &self,
         address: &str,
         no_sync: bool,
     ) -> Result<Option<Contact>, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(id) = contact_ids_owning(&transaction, &[address.to_string()])?
             .first()
             .copied()
@@ -430,7 +504,8 @@ impl Store for SqliteStore {
     }
 
     fn never_sync_addresses(&self) -> Result<Vec<String>, StoreError> {
-        let mut statement = self.connection.prepare(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare(
             "SELECT e.email FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
              WHERE c.no_sync = 1 ORDER BY e.email",
         )?;
@@ -440,7 +515,8 @@ impl Store for SqliteStore {
     }
 
     fn candidate_addresses(&self) -> Result<Vec<String>, StoreError> {
-        let mut statement = self.connection.prepare(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare(
             "SELECT e.email FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
              WHERE c.no_sync = 0 ORDER BY e.email",
         )?;
@@ -450,9 +526,10 @@ impl Store for SqliteStore {
     }
 
     fn contact_events(&self, limit: usize) -> Result<ContactEvents, StoreError> {
+        let connection = self.connection()?;
         // A missing mark (nothing has written it since the migration placed it) reads from
         // the start: applying a never-sync change twice changes nothing.
-        let mut statement = self.connection.prepare_cached(&format!(
+        let mut statement = connection.prepare_cached(&format!(
             "SELECT count(*) FILTER (WHERE kind = 'address_added'),
                     count(*) FILTER (WHERE kind = 'no_sync_changed'),
                     max(id)
@@ -472,10 +549,9 @@ impl Store for SqliteStore {
         })
     }
 
-    fn finish_contact_events(&mut self, through: i64) -> Result<(), StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn finish_contact_events(&self, through: i64) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         transaction.execute(
             "INSERT INTO event_marks (name, covered_through) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE
@@ -487,10 +563,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn place_backfill_mark(&mut self, user_email: &str) -> Result<bool, StoreError> {
+    fn place_backfill_mark(&self, user_email: &str) -> Result<bool, StoreError> {
+        let connection = self.connection()?;
         // The sequence is the end of the log even when pruning has emptied the table; the
         // largest id is there for a sequence row someone removed.
-        Ok(self.connection.execute(
+        Ok(connection.execute(
             "INSERT OR IGNORE INTO backfill_marks (user_email, covered_through)
              VALUES (?1, max(
                  COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'contact_events'), 0),
@@ -504,9 +581,10 @@ impl Store for SqliteStore {
         user_email: &str,
         limit: usize,
     ) -> Result<Option<PendingBackfill>, StoreError> {
+        let connection = self.connection()?;
         // One statement for both answers: no row = no mark; one row without an event = a
         // mark with nothing after it, which is what nearly every poll finds.
-        let mut statement = self.connection.prepare_cached(&format!(
+        let mut statement = connection.prepare_cached(&format!(
             "SELECT e.id, e.email
              FROM backfill_marks m LEFT JOIN contact_events e ON e.id > m.covered_through
              WHERE m.user_email = ?1
@@ -533,10 +611,9 @@ impl Store for SqliteStore {
         Ok(Some(pending))
     }
 
-    fn finish_backfill(&mut self, user_email: &str, through: i64) -> Result<(), StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn finish_backfill(&self, user_email: &str, through: i64) -> Result<(), StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // An UPDATE, not an upsert: a mailbox purged meanwhile stays without a mark.
         transaction.execute(
             "UPDATE backfill_marks SET covered_through = max(covered_through, ?2)
@@ -554,7 +631,8 @@ impl Store for SqliteStore {
         source: &str,
         source_ids: &[String],
     ) -> Result<HashMap<String, String>, StoreError> {
-        let mut statement = self.connection.prepare_cached(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare_cached(
             "SELECT reason FROM decisions WHERE user_email = ?1 AND source = ?2 AND source_id = ?3",
         )?;
         let mut reasons = HashMap::new();
@@ -572,19 +650,18 @@ impl Store for SqliteStore {
     }
 
     fn record_all(
-        &mut self,
+        &self,
         records: &[Record<'_>],
         cursor: Option<&Cursor>,
     ) -> Result<Vec<Recorded>, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut recorded = Vec::with_capacity(records.len());
         let mut search_rows = Vec::new();
         for record in records {
             recorded.push(record_one(
                 &transaction,
-                &self.options,
+                &self.options(),
                 record.source,
                 record.decision,
                 record.message,
@@ -610,7 +687,8 @@ impl Store for SqliteStore {
         source: &str,
         source_ids: &[String],
     ) -> Result<HashSet<String>, StoreError> {
-        let mut statement = self.connection.prepare_cached(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare_cached(
             "SELECT 1 FROM decisions WHERE user_email = ?1 AND source = ?2 AND source_id = ?3",
         )?;
         let mut decided = HashSet::new();
@@ -623,9 +701,9 @@ impl Store for SqliteStore {
     }
 
     fn sync_state(&self, user_email: &str) -> Result<Option<SyncState>, StoreError> {
+        let connection = self.connection()?;
         // Every poll of every user reads this: the statement is prepared once.
-        Ok(self
-            .connection
+        Ok(connection
             .prepare_cached(&format!(
                 "SELECT {SYNC_STATE_COLUMNS} FROM sync_state s WHERE user_email = ?1"
             ))?
@@ -634,7 +712,8 @@ impl Store for SqliteStore {
     }
 
     fn sync_states(&self) -> Result<Vec<SyncState>, StoreError> {
-        let mut statement = self.connection.prepare(&format!(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare(&format!(
             "SELECT {SYNC_STATE_COLUMNS} FROM sync_state s ORDER BY user_email"
         ))?;
         let states = statement
@@ -644,13 +723,14 @@ impl Store for SqliteStore {
     }
 
     fn set_sync_status(
-        &mut self,
+        &self,
         user_email: &str,
         status: SyncStatus,
         last_error: Option<&str>,
     ) -> Result<(), StoreError> {
+        let connection = self.connection()?;
         let stamp = (status == SyncStatus::Ok).then(now);
-        self.connection.execute(
+        connection.execute(
             "INSERT INTO sync_state (user_email, state, last_sync_at, last_error) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (user_email) DO UPDATE SET
                state = excluded.state,
@@ -662,15 +742,16 @@ impl Store for SqliteStore {
     }
 
     fn finish_poll(
-        &mut self,
+        &self,
         user_email: &str,
         status: SyncStatus,
         last_error: Option<&str>,
         consecutive_failures: u32,
         next_poll_at: Option<i64>,
     ) -> Result<(), StoreError> {
+        let connection = self.connection()?;
         let stamp = (status == SyncStatus::Ok).then(now);
-        self.connection
+        connection
             .prepare_cached(
                 "INSERT INTO sync_state (user_email, state, last_sync_at, last_error, consecutive_failures, next_poll_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -693,12 +774,13 @@ impl Store for SqliteStore {
     }
 
     fn set_poll_schedule(
-        &mut self,
+        &self,
         user_email: &str,
         consecutive_failures: u32,
         next_poll_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        self.connection.execute(
+        let connection = self.connection()?;
+        connection.execute(
             "INSERT INTO sync_state (user_email, consecutive_failures, next_poll_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (user_email) DO UPDATE SET
                consecutive_failures = excluded.consecutive_failures, next_poll_at = excluded.next_poll_at",
@@ -707,13 +789,9 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn set_verify_result(
-        &mut self,
-        user_email: &str,
-        gaps: u64,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        self.connection.execute(
+    fn set_verify_result(&self, user_email: &str, gaps: u64, at: i64) -> Result<(), StoreError> {
+        let connection = self.connection()?;
+        connection.execute(
             "INSERT INTO sync_state (user_email, last_verify_at, verify_gaps) VALUES (?1, ?2, ?3)
              ON CONFLICT (user_email) DO UPDATE SET
                last_verify_at = excluded.last_verify_at, verify_gaps = excluded.verify_gaps",
@@ -723,8 +801,8 @@ impl Store for SqliteStore {
     }
 
     fn last_notified(&self, user_email: &str, kind: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .connection
+        let connection = self.connection()?;
+        Ok(connection
             .query_row(
                 "SELECT sent_at FROM notifications WHERE user_email = ?1 AND kind = ?2",
                 params![user_email, kind],
@@ -733,13 +811,9 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn set_notified(
-        &mut self,
-        user_email: &str,
-        kind: &str,
-        sent_at: i64,
-    ) -> Result<(), StoreError> {
-        self.connection.execute(
+    fn set_notified(&self, user_email: &str, kind: &str, sent_at: i64) -> Result<(), StoreError> {
+        let connection = self.connection()?;
+        connection.execute(
             "INSERT INTO notifications (user_email, kind, sent_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (user_email, kind) DO UPDATE SET sent_at = excluded.sent_at",
             params![user_email, kind, sent_at],
@@ -747,8 +821,9 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn clear_cursor(&mut self, user_email: &str) -> Result<(), StoreError> {
-        self.connection.execute(
+    fn clear_cursor(&self, user_email: &str) -> Result<(), StoreError> {
+        let connection = self.connection()?;
+        connection.execute(
             "UPDATE sync_state SET history_id = NULL WHERE user_email = ?1",
             [user_email],
         )?;
@@ -756,8 +831,8 @@ impl Store for SqliteStore {
     }
 
     fn sources_per_user(&self) -> Result<std::collections::HashMap<String, u64>, StoreError> {
-        let mut statement = self
-            .connection
+        let connection = self.connection()?;
+        let mut statement = connection
             .prepare("SELECT user_email, count(*) FROM activity_sources GROUP BY user_email")?;
         let counts = statement
             .query_map([], |row| {
@@ -767,10 +842,9 @@ impl Store for SqliteStore {
         Ok(counts)
     }
 
-    fn purge_user(&mut self, user_email: &str) -> Result<Purged, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn purge_user(&self, user_email: &str) -> Result<Purged, StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let candidates: BTreeSet<String> = transaction
             .prepare(
                 "SELECT DISTINCT t.sha256 FROM attachments t WHERE t.stored AND t.activity_id IN (
@@ -808,7 +882,8 @@ impl Store for SqliteStore {
         }
         prune_contact_events(&transaction)?;
         transaction.commit()?;
-        let attachment_files_removed = self.remove_unreferenced_files(&candidates)?;
+        let attachment_files_removed =
+            remove_unreferenced_files(&mut connection, &self.options(), &candidates)?;
         Ok(Purged {
             activities_removed,
             sources_removed,
@@ -818,7 +893,8 @@ impl Store for SqliteStore {
     }
 
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
-        let mut statement = self.connection.prepare(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare(
             "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties,
                     a.automated, a.calendar_only
              FROM activity_sources s JOIN activities a ON a.id = s.activity_id
@@ -847,7 +923,7 @@ impl Store for SqliteStore {
             })
         })?;
         let mut sources: Vec<StoredSource> = rows.collect::<Result<_, _>>()?;
-        let mut contacts_of = self.connection.prepare_cached(
+        let mut contacts_of = connection.prepare_cached(
             "SELECT address FROM activity_contacts WHERE activity_id = ?1 ORDER BY address",
         )?;
         for source in &mut sources {
@@ -858,13 +934,9 @@ impl Store for SqliteStore {
         Ok(sources)
     }
 
-    fn apply_source_changes(
-        &mut self,
-        changes: &[SourceChange],
-    ) -> Result<AppliedChanges, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut applied = AppliedChanges::default();
         let mut candidates = BTreeSet::new();
         for change in changes {
@@ -914,7 +986,7 @@ impl Store for SqliteStore {
             }
         }
         transaction.commit()?;
-        self.remove_unreferenced_files(&candidates)?;
+        remove_unreferenced_files(&mut connection, &self.options(), &candidates)?;
         Ok(applied)
     }
 
@@ -923,7 +995,8 @@ impl Store for SqliteStore {
         user_email: &str,
         limit: Option<usize>,
     ) -> Result<Vec<LoggedDecision>, StoreError> {
-        let mut statement = self.connection.prepare(&format!(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare(&format!(
             "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at, d.detail
              FROM decisions d LEFT JOIN activities a ON a.id = d.activity_id
              WHERE d.user_email = ?1
@@ -951,7 +1024,7 @@ impl Store for SqliteStore {
             })
         })?;
         let mut log: Vec<LoggedDecision> = rows.collect::<Result<_, _>>()?;
-        let mut contacts_of = self.connection.prepare_cached(
+        let mut contacts_of = connection.prepare_cached(
             "SELECT address FROM activity_contacts WHERE activity_id = ?1 ORDER BY address",
         )?;
         for entry in &mut log {
@@ -965,8 +1038,8 @@ impl Store for SqliteStore {
     }
 
     fn refresh_token(&self, user_email: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .connection
+        let connection = self.connection()?;
+        Ok(connection
             .query_row(
                 "SELECT refresh_token FROM oauth_tokens WHERE user_email = ?1",
                 [user_email],
@@ -976,12 +1049,13 @@ impl Store for SqliteStore {
     }
 
     fn set_refresh_token(
-        &mut self,
+        &self,
         user_email: &str,
         client_id: &str,
         refresh_token: &str,
     ) -> Result<(), StoreError> {
-        self.connection.execute(
+        let connection = self.connection()?;
+        connection.execute(
             "INSERT INTO oauth_tokens (user_email, client_id, refresh_token, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (user_email) DO UPDATE SET client_id = excluded.client_id,
                refresh_token = excluded.refresh_token, updated_at = excluded.updated_at",
@@ -996,12 +1070,13 @@ impl Store for SqliteStore {
         contact: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
+        let connection = self.connection()?;
         let query = ReadQuery {
             contact,
             limit,
             ..ReadQuery::new(ReadPath::Feed)
         };
-        read_path(&self.connection, viewer, &query)
+        read_path(&connection, viewer, &query)
     }
 
     fn search(
@@ -1010,6 +1085,7 @@ impl Store for SqliteStore {
         query: &str,
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
+        let connection = self.connection()?;
         match fts_query(query) {
             Some(words) => {
                 let query = ReadQuery {
@@ -1017,7 +1093,7 @@ impl Store for SqliteStore {
                     search: Some(&words),
                     ..ReadQuery::new(ReadPath::Search)
                 };
-                read_path(&self.connection, viewer, &query)
+                read_path(&connection, viewer, &query)
             }
             None => Ok(Vec::new()),
         }
@@ -1028,11 +1104,12 @@ impl Store for SqliteStore {
         viewer: &Viewer,
         contact: Option<&str>,
     ) -> Result<Vec<ActivityView>, StoreError> {
+        let connection = self.connection()?;
         let query = ReadQuery {
             contact,
             ..ReadQuery::new(ReadPath::Export)
         };
-        read_path(&self.connection, viewer, &query)
+        read_path(&connection, viewer, &query)
     }
 
     fn attachment_content(
@@ -1040,7 +1117,8 @@ impl Store for SqliteStore {
         viewer: &Viewer,
         sha256: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(dir) = &self.options.attachments_dir else {
+        let connection = self.connection()?;
+        let Some(dir) = self.options().attachments_dir else {
             return Ok(None);
         };
         if !files::is_sha256_hex(sha256) {
@@ -1051,16 +1129,15 @@ impl Store for SqliteStore {
             attachment: Some(sha256),
             ..ReadQuery::new(ReadPath::Attachment)
         };
-        if read_path(&self.connection, viewer, &query)?.is_empty() {
+        if read_path(&connection, viewer, &query)?.is_empty() {
             return Ok(None);
         }
-        files::read_content(dir, sha256).map(Some)
+        files::read_content(&dir, sha256).map(Some)
     }
 
-    fn erase_content_before(&mut self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn erase_content_before(&self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         const DUE: &str = "content_erased_at IS NULL AND coalesce(date, created_at) < ?1";
         let ids: Vec<i64> = transaction
             .prepare(&format!(
@@ -1108,8 +1185,8 @@ impl Store for SqliteStore {
             )?;
         }
         transaction.commit()?;
-        let mut files = self.remove_unreferenced_files(&candidates)?;
-        files += self.sweep_attachment_files()?;
+        let mut files = remove_unreferenced_files(&mut connection, &self.options(), &candidates)?;
+        files += sweep_attachment_files(&mut connection, &self.options())?;
         Ok(Erased {
             activities_erased: ids.len() as u64,
             attachment_files_removed: files,
@@ -1121,7 +1198,8 @@ impl Store for SqliteStore {
         since: Option<i64>,
         viewer: Option<&str>,
     ) -> Result<Vec<AccessLogEntry>, StoreError> {
-        let mut statement = self.connection.prepare(
+        let connection = self.connection()?;
+        let mut statement = connection.prepare(
             "SELECT viewer, activity_id, message_id, path, viewer_is_owner, accessed_at FROM access_log
              WHERE (?1 IS NULL OR accessed_at >= ?1) AND (?2 IS NULL OR viewer = ?2)
              ORDER BY accessed_at, id",
@@ -1142,8 +1220,9 @@ impl Store for SqliteStore {
     }
 
     fn counts(&self) -> Result<Counts, StoreError> {
+        let connection = self.connection()?;
         let count = |table: &str| -> Result<u64, rusqlite::Error> {
-            self.connection
+            connection
                 .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
                     row.get::<_, i64>(0)
                 })
@@ -1859,7 +1938,7 @@ mod tests {
         )
         .expect("valid test config");
         let policy = Policy::new(config, RuleSet::default());
-        let mut store = SqliteStore::open_in_memory().expect("store");
+        let store = SqliteStore::open_in_memory().expect("store");
         for (address, visible_to) in [
             ("alice@customer.com", None),
             ("bob@bigclient.io", Some(vec!["eve@abcorp.com".to_string()])),
@@ -1898,7 +1977,7 @@ mod tests {
                 raw: raw.into_bytes(),
                 labels: Vec::new(),
             };
-            sync::process(&policy, &mut store, &user, "test", &message, Mode::Write).unwrap();
+            sync::process(&policy, &store, &user, "test", &message, Mode::Write).unwrap();
         }
         store
     }
@@ -1928,7 +2007,8 @@ mod tests {
                     ..ReadQuery::new(ReadPath::Search)
                 };
                 let plan = |plan| {
-                    read_path_planned(&store.connection, &viewer, &query, Some(plan)).unwrap()
+                    read_path_planned(&store.connection().unwrap(), &viewer, &query, Some(plan))
+                        .unwrap()
                 };
                 let collected = plan(SearchPlan::CollectMatches);
                 assert_eq!(
@@ -2007,7 +2087,8 @@ mod tests {
             limit_clause(Some(5))
         );
         for _ in 0..3 {
-            let mut statement = store.connection.prepare_cached(&sql).unwrap();
+            let connection = store.connection().unwrap();
+            let mut statement = connection.prepare_cached(&sql).unwrap();
             let _: Vec<i64> = statement
                 .query_map([], |row| row.get(0))
                 .unwrap()

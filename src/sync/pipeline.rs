@@ -142,7 +142,7 @@ pub fn prepare(
 /// errors; anything wrong with the message itself is part of the decision.
 pub fn process(
     policy: &Policy,
-    store: &mut dyn Store,
+    store: &dyn Store,
     user: &User,
     source: &str,
     message: &SourceMessage,
@@ -157,7 +157,7 @@ pub fn process(
 /// `parse` makes of any message over the limit, unless the labels decide it first.
 pub fn process_too_large(
     policy: &Policy,
-    store: &mut dyn Store,
+    store: &dyn Store,
     user: &User,
     source: &str,
     source_id: &str,
@@ -179,7 +179,7 @@ pub fn process_too_large(
     record(store, Prepared::without_message(source, decision), mode)
 }
 
-fn record(store: &mut dyn Store, prepared: Prepared, mode: Mode) -> Result<Processed, StoreError> {
+fn record(store: &dyn Store, prepared: Prepared, mode: Mode) -> Result<Processed, StoreError> {
     let recorded = match mode {
         Mode::Write if prepared.is_recorded() => {
             Some(store.record_all(&[prepared.record()], None)?[0])

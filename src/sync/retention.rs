@@ -11,7 +11,7 @@ pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Erases (or with `dry_run` counts) what is due now; `None` when no retention is configured.
 pub fn apply(
     config: &Config,
-    store: &mut dyn Store,
+    store: &dyn Store,
     dry_run: bool,
 ) -> Result<Option<Erased>, StoreError> {
     let Some(cutoff) =

@@ -95,7 +95,7 @@ pub fn plan_with_never_sync(
 /// Plans and, unless `dry_run`, applies in one transaction.
 pub fn apply(
     policy: &Policy,
-    store: &mut dyn Store,
+    store: &dyn Store,
     dry_run: bool,
 ) -> Result<RulesApplied, StoreError> {
     let Plan { changes, counts } = plan(policy, store)?;

@@ -857,7 +857,7 @@ struct Mailbox {
 }
 
 fn mailbox() -> Mailbox {
-    let mut store = SqliteStore::open_in_memory().expect("store");
+    let store = SqliteStore::open_in_memory().expect("store");
     store
         .add_contact(&NewContact {
             name: Some("Alice".to_string()),
@@ -889,7 +889,7 @@ impl Mailbox {
         timed(&format!("pipeline for {source_id}"), || {
             sync::process(
                 &self.policy,
-                &mut self.store,
+                &self.store,
                 &user,
                 "dir:/hostile",
                 &message,

@@ -504,7 +504,7 @@ fn a_new_skip_rule_removes_the_files_of_the_activities_it_removes() {
         &config(&world.attachments_dir(), ""),
         "[[rule]]\nname = \"no customer\"\nmatch = { domain = \"customer.com\" }\naction = \"skip\"\n",
     );
-    let result = sync::retro::apply(&stricter, &mut world.store, false).unwrap();
+    let result = sync::retro::apply(&stricter, &world.store, false).unwrap();
     assert_eq!(result.applied.unwrap().activities_removed, 1);
     assert!(world.files().is_empty());
 }

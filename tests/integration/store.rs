@@ -434,7 +434,7 @@ fn contact_filter_uses_any_address_of_the_contact_and_respects_visibility() {
 
 #[test]
 fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
-    let mut world = world();
+    let world = world();
     let change = world
         .store
         .upsert_contact(&NewContact {
@@ -482,7 +482,7 @@ fn contacts_upsert_merges_addresses_and_rejects_conflicts() {
 
 #[test]
 fn contact_book_finds_only_contact_addresses_and_never_sync_ones() {
-    let mut world = world();
+    let world = world();
     let book = world
         .store
         .contact_book(&[
@@ -674,7 +674,7 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
         .set_contact_no_sync("bob@bigclient.io", true)
         .unwrap();
 
-    let applied = sync::retro::apply(&world.policy, &mut world.store, false).unwrap();
+    let applied = sync::retro::apply(&world.policy, &world.store, false).unwrap();
     let mut removed: Vec<(String, Vec<String>)> = applied
         .changes
         .iter()
@@ -744,7 +744,7 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
     // Mail that was visible while she was here stays visible, and an unscoped private rule
     // closes it.
     world.policy = common::policy(CONFIG, visible);
-    sync::retro::apply(&world.policy, &mut world.store, false).unwrap();
+    sync::retro::apply(&world.policy, &world.store, false).unwrap();
     world.policy = common::policy(&departed, visible);
     assert!(
         sync::retro::plan(&world.policy, &world.store)
@@ -848,7 +848,7 @@ fn backfill_marks_reach_first_syncs_and_paused_mailboxes_and_a_first_sync_skips_
 /// is left to the backfill, even while the sync runs.
 #[test]
 fn a_contact_added_after_a_first_sync_placed_its_mark_is_pending_and_one_added_before_is_not() {
-    let mut world = world();
+    let world = world();
     world
         .store
         .add_contact(&NewContact {
@@ -929,7 +929,7 @@ fn a_contact_added_after_a_first_sync_placed_its_mark_is_pending_and_one_added_b
 fn many_mailboxes_and_many_new_contacts_leave_rows_for_each_not_for_each_pair() {
     const USERS: usize = 2_000;
     const ADDRESSES: usize = 500;
-    let mut world = world();
+    let world = world();
     let users: Vec<String> = (0..USERS).map(|i| format!("user{i}@abcorp.com")).collect();
     for user in &users {
         world.store.place_backfill_mark(user).unwrap();
@@ -1010,7 +1010,7 @@ fn many_mailboxes_and_many_new_contacts_leave_rows_for_each_not_for_each_pair() 
 /// nothing is pending after it (the supervisor's turn with nothing new does nothing more).
 #[test]
 fn the_daemon_reads_each_contact_change_once() {
-    let mut world = world();
+    let world = world();
     let events = world.store.contact_events(10_000).unwrap();
     assert_eq!((events.addresses_added, events.no_sync_changed), (4, 0));
     world
@@ -1109,7 +1109,7 @@ fn contact_addresses_the_crm_writes_in_mixed_case_are_stored_lower_cased() {
 /// stays on record.
 #[test]
 fn purge_removes_the_mailboxs_backfill_mark_and_keeps_the_access_log() {
-    let mut world = read_path_world();
+    let world = read_path_world();
     for user in ["dave@abcorp.com", "ceo@abcorp.com"] {
         world.store.place_backfill_mark(user).unwrap();
     }

@@ -11,7 +11,6 @@ use crate::gmail::client::AddedMessage;
 use crate::gmail::search::{address_queries, after, is_searchable};
 use crate::rules;
 use crate::source::GMAIL_SOURCE;
-use crate::store::Store;
 
 impl MailboxSync {
     /// Backfill: for contact addresses that appeared since this mailbox's backfill mark (placed

@@ -12,7 +12,7 @@ use crate::gmail::GmailError;
 use crate::gmail::client::{AddedMessage, GmailClient, RawMessage};
 use crate::rules;
 use crate::source::{GMAIL_SOURCE, SourceMessage};
-use crate::store::{Cursor, SourceRef, Store};
+use crate::store::{Cursor, SourceRef};
 use crate::sync::pipeline::{Prepared, prepare};
 
 impl MailboxSync {

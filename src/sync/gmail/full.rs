@@ -9,7 +9,7 @@ use super::{BATCH_SIZE, MailboxSync, NEWEST_ALWAYS_FETCHED, SyncError, SyncRepor
 use crate::gmail::client::AddedMessage;
 use crate::gmail::search::address_queries;
 use crate::source::GMAIL_SOURCE;
-use crate::store::{Cursor, Store};
+use crate::store::Cursor;
 
 impl MailboxSync {
     /// Lists the window and processes every message not decided yet, then sets the cursor to

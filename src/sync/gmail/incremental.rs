@@ -7,7 +7,7 @@ use super::batch::BatchMode;
 use super::store_access::with_store_quick;
 use super::{BATCH_SIZE, MailboxSync, SyncError, SyncReport};
 use crate::gmail::client::AddedMessage;
-use crate::store::{Cursor, Store};
+use crate::store::Cursor;
 
 impl MailboxSync {
     /// Reads history from `start` page by page; each page's messages are written with the

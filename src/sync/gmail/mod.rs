@@ -17,7 +17,7 @@
 //! address on one) appears, [`MailboxSync::backfill`] searches the mailbox for earlier mail
 //! with it and decides that mail again, once.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ use crate::config::User;
 use crate::gmail::GmailError;
 use crate::gmail::client::GmailClient;
 use crate::rules::Policy;
-use crate::store::{SqliteStore, Store, StoreError, SyncState};
+use crate::store::{StoreError, SyncState};
 
 mod backfill;
 mod batch;
@@ -53,9 +53,7 @@ const BACKFILL_EVENTS_PER_ROUND: usize = 200;
 pub const DECIDED_BY_SEARCH: &str =
     "decided by search: no contact address in From, To, Cc or Bcc; not fetched";
 
-/// The store, shared by the users' tasks. SQLite has one writer at a time anyway; the lock
-/// is held only for short, blocking store calls (made off the async threads).
-pub type SharedStore = Arc<Mutex<SqliteStore>>;
+pub use crate::store::SharedStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {

@@ -1,43 +1,32 @@
 //! The store as the sync reaches it from async code: blocking work on the blocking pool, and
-//! small calls in place when the store is free (see `try_without_waiting`).
+//! small calls in place when the store can answer without waiting (see
+//! `try_without_waiting`).
 
-use super::{SharedStore, SyncError};
-use crate::store::{SqliteStore, StoreError};
+use super::SyncError;
+use crate::store::{SharedStore, Store, StoreError};
 
 /// Runs blocking store work off the async threads.
 pub(super) async fn with_store<T: Send + 'static>(
     store: &SharedStore,
-    work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    work: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut store = store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut store)
-    })
-    .await
-    .map_err(|error| SyncError::Task(error.to_string()))?
-    .map_err(SyncError::Store)
+    tokio::task::spawn_blocking(move || work(&*store))
+        .await
+        .map_err(|error| SyncError::Task(error.to_string()))?
+        .map_err(SyncError::Store)
 }
 
-/// Runs `work` at once if the store is free and SQLite's write lock is not held elsewhere;
-/// `None` when it would have had to wait (another mailbox's batch holds the store, or another
-/// process the write lock), and the caller goes again where waiting is allowed. For the small
-/// calls the async thread makes on every poll: a hop to the blocking pool costs more than
-/// they do, and the store is almost always free.
+/// Runs `work` at once if the store can do it without waiting (`store::without_waiting`);
+/// `None` when it would have had to wait (another mailbox's batch holds SQLite's connection,
+/// another process its write lock, or the backend is over the network), and the caller goes
+/// again where waiting is allowed. For the small calls the async thread makes on every poll:
+/// a hop to the blocking pool costs more than they do, and SQLite is almost always free.
 pub(crate) fn try_without_waiting<T>(
     store: &SharedStore,
-    work: &mut impl FnMut(&mut SqliteStore) -> Result<T, StoreError>,
+    work: &mut impl FnMut(&dyn Store) -> Result<T, StoreError>,
 ) -> Option<Result<T, StoreError>> {
-    let result = match store.try_lock() {
-        Ok(mut guard) => guard.without_waiting(work),
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-            poisoned.into_inner().without_waiting(work)
-        }
-        Err(std::sync::TryLockError::WouldBlock) => return None,
-    };
-    match result {
+    match crate::store::without_waiting(|| work(&**store)) {
         Err(error) if error.is_busy() => None,
         result => Some(result),
     }
@@ -48,7 +37,7 @@ pub(crate) fn try_without_waiting<T>(
 /// caller's work is a read or an idempotent write).
 pub(super) async fn with_store_quick<T: Send + 'static>(
     store: &SharedStore,
-    mut work: impl FnMut(&mut SqliteStore) -> Result<T, StoreError> + Send + 'static,
+    mut work: impl FnMut(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
     match try_without_waiting(store, &mut work) {
         Some(result) => result.map_err(SyncError::Store),

@@ -5,7 +5,6 @@ use super::store_access::with_store;
 use super::{BATCH_SIZE, MailboxSync, SyncError, SyncReport, VerifyReport};
 use crate::gmail::client::AddedMessage;
 use crate::source::GMAIL_SOURCE;
-use crate::store::Store;
 
 impl MailboxSync {
     /// Reconciliation: lists the window (cheap: 5 units per page of up to 500 ids), compares it

@@ -60,7 +60,7 @@ impl World {
         }
     }
 
-    pub fn with_contact(mut self, contact: NewContact) -> World {
+    pub fn with_contact(self, contact: NewContact) -> World {
         self.store.add_contact(&contact).unwrap();
         self
     }
@@ -70,7 +70,7 @@ impl World {
         let user = self.policy.config.user_by_address(user).unwrap().clone();
         sync::process(
             &self.policy,
-            &mut self.store,
+            &self.store,
             &user,
             "dir:/test",
             &SourceMessage {
