@@ -50,7 +50,9 @@ struct RawCompany {
 
 #[derive(Debug, Deserialize)]
 struct RawStore {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    url: Option<String>,
+    password_file: Option<PathBuf>,
     attachments_dir: Option<PathBuf>,
     #[serde(default = "default_max_attachment_bytes")]
     max_attachment_bytes: u64,
@@ -336,6 +338,29 @@ impl User {
     }
 }
 
+/// Which backend holds the CRM store, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `[store] path`: one SQLite file, one daemon.
+    Sqlite { path: PathBuf },
+    /// `[store] url`: a PostgreSQL database. The URL holds no password: it comes from
+    /// `password_file`, or from libpq's `PGPASSWORD` and passfile.
+    Postgres {
+        url: String,
+        password_file: Option<PathBuf>,
+    },
+}
+
+impl std::fmt::Display for StoreLocation {
+    /// For logs and messages: the path, or the URL (which never holds a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sqlite { path } => write!(f, "{}", path.display()),
+            StoreLocation::Postgres { url, .. } => f.write_str(url),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -343,7 +368,8 @@ pub struct Config {
     pub source_path: PathBuf,
     pub company_domains: Vec<String>,
     pub admins_see_private_emails: bool,
-    pub store_path: PathBuf,
+    /// Where the CRM store is (`[store] path` or `[store] url`).
+    pub store: StoreLocation,
     /// Where attachment content is kept, content-addressed (`[store] attachments_dir`);
     /// `None` keeps metadata only.
     pub attachments_dir: Option<PathBuf>,
@@ -465,6 +491,7 @@ fn validate(
             "`max_attachment_bytes` must be at least 1 (leave out `attachments_dir` to keep no content)",
         ));
     }
+    let store = validate_store_location(&raw.store, file, base_dir, diagnostics);
     let attachments_dir = raw.store.attachments_dir.map(|dir| base_dir.join(dir));
     if attachments_dir.is_some() {
         // The parser keeps the decoded bytes of attachments the store will keep, and no
@@ -546,7 +573,7 @@ fn validate(
         source_path: file.path.clone(),
         company_domains,
         admins_see_private_emails: raw.company.admins_see_private_emails,
-        store_path: base_dir.join(raw.store.path),
+        store,
         attachments_dir,
         max_attachment_bytes: raw.store.max_attachment_bytes,
         retention_body_days,
@@ -559,6 +586,70 @@ fn validate(
         users,
         freemail,
         user_by_address,
+    }
+}
+
+/// `[store]`: exactly one of `path` and `url`; a URL that PostgreSQL's client accepts, with
+/// no password in it; `password_file` only with a URL, and private.
+fn validate_store_location(
+    raw: &RawStore,
+    file: &TomlFile,
+    base_dir: &Path,
+    diagnostics: &mut Diagnostics,
+) -> StoreLocation {
+    let at = |key: &str| KeyPath::default().key("store").key(key);
+    let fallback = || StoreLocation::Sqlite {
+        path: base_dir.join(raw.path.clone().unwrap_or_default()),
+    };
+    match (&raw.path, &raw.url) {
+        (Some(_), Some(_)) => {
+            diagnostics.push(file.diagnostic(
+                &at("url"),
+                "set `path` (SQLite) or `url` (PostgreSQL), not both",
+            ));
+            fallback()
+        }
+        (None, None) => {
+            diagnostics.push(file.diagnostic(
+                &KeyPath::default().key("store"),
+                "set `path = \"crm.sqlite3\"` (SQLite) or `url = \"postgresql://USER@HOST:PORT/DB\"` (PostgreSQL)",
+            ));
+            fallback()
+        }
+        (Some(path), None) => {
+            if raw.password_file.is_some() {
+                diagnostics.push(file.diagnostic(
+                    &at("password_file"),
+                    "`password_file` is for a PostgreSQL `url`; a SQLite store has no password",
+                ));
+            }
+            StoreLocation::Sqlite {
+                path: base_dir.join(path),
+            }
+        }
+        (None, Some(url)) => {
+            match url.parse::<postgres::Config>() {
+                Err(error) => diagnostics.push(file.diagnostic(
+                    &at("url"),
+                    format!("not a PostgreSQL URL ({error}); write `postgresql://USER@HOST:PORT/DB`"),
+                )),
+                Ok(parsed) if parsed.get_password().is_some() => diagnostics.push(file.diagnostic(
+                    &at("url"),
+                    "the URL holds a password: keep it out of the config, in `password_file` (chmod 600) or libpq's PGPASSWORD or passfile",
+                )),
+                Ok(_) => {}
+            }
+            let password_file = raw.password_file.as_ref().map(|path| base_dir.join(path));
+            if let Some(path) = &password_file
+                && let Err(problem) = crate::secret_file::check(path)
+            {
+                diagnostics.push(file.diagnostic(&at("password_file"), problem.to_string()));
+            }
+            StoreLocation::Postgres {
+                url: url.clone(),
+                password_file,
+            }
+        }
     }
 }
 
@@ -760,7 +851,12 @@ mod tests {
         assert!(!user.sync, "sync must be opted into");
         assert!(!user.emails_visible, "emails are private unless configured");
         assert_eq!(user.role, Role::User);
-        assert_eq!(config.store_path, Path::new("/etc/mailsync/crm.sqlite3"));
+        assert_eq!(
+            config.store,
+            StoreLocation::Sqlite {
+                path: PathBuf::from("/etc/mailsync/crm.sqlite3")
+            }
+        );
         assert_eq!(config.gmail.api_base_url, "https://gmail.googleapis.com/");
         assert_eq!(config.gmail.quota.messages_get, 20);
         assert!(config.user_by_address("MICHELLE@abcorp.com").is_some());

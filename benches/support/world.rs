@@ -73,7 +73,7 @@ impl World {
         let config_path = dir.path().join("mailsync.toml");
         std::fs::write(&config_path, config).expect("config file");
         let policy = Policy::load(&config_path).unwrap_or_else(|e| panic!("bench config: {e}"));
-        let store = SqliteStore::open(&policy.config.store_path)
+        let store = SqliteStore::open(&Self::sqlite_path(&policy))
             .expect("store opens")
             .with_options(StoreOptions::from_config(&policy.config));
         World {
@@ -87,7 +87,14 @@ impl World {
     pub fn store_path(&self) -> PathBuf {
         self.store_file
             .clone()
-            .unwrap_or_else(|| self.policy.config.store_path.clone())
+            .unwrap_or_else(|| Self::sqlite_path(&self.policy))
+    }
+
+    fn sqlite_path(policy: &Policy) -> PathBuf {
+        match &policy.config.store {
+            mailsync::config::StoreLocation::Sqlite { path } => path.clone(),
+            other => panic!("the benchmark world is SQLite, not {other}"),
+        }
     }
 
     /// Works on the store at `path` instead of this world's own (a kept benchmark store).

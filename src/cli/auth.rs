@@ -12,7 +12,6 @@ use crate::config::User;
 use crate::gmail::auth::{Credentials, GMAIL_READONLY};
 use crate::gmail::{GmailClient, GmailError, http};
 use crate::rules::Policy;
-use crate::store::Store;
 
 use clap::Subcommand;
 

@@ -31,7 +31,7 @@ pub fn run(config_path: &Path) -> CommandResult {
             .unwrap_or_default(),
         config.freemail.len(),
         credentials.describe(),
-        config.store_path.display(),
+        config.store,
     )?;
     Ok(ExitStatus::Success)
 }

@@ -10,7 +10,7 @@ use super::{CommandError, CommandResult, ExitStatus, open_store};
 use crate::address;
 use crate::printable;
 use crate::rules::Policy;
-use crate::store::{ContactChange, NewContact, Store};
+use crate::store::{ContactChange, NewContact};
 
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -119,7 +119,7 @@ fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -
         };
         let planned = crate::sync::retro::plan_with_never_sync(
             policy,
-            &store,
+            &*store,
             if no_sync { &contact.emails } else { &[] },
         )?
         .counts;
@@ -135,7 +135,7 @@ fn set(policy: &Policy, email: &str, no_sync: bool, sync: bool, dry_run: bool) -
         )));
     };
     // The switch is retroactive: stored mail with the contact goes now, not at the next reload.
-    let applied = crate::sync::retro::apply(policy, &store, false)?;
+    let applied = crate::sync::retro::apply(policy, &*store, false)?;
     let removed = applied.applied.unwrap_or_default();
     println!(
         "contact {} ({}): {}; {} stored source(s) removed ({} activities gone)",
@@ -300,7 +300,7 @@ fn import(policy: &Policy, file: &Path) -> CommandResult {
         }
     }
     // `no_sync` is retroactive: what is stored with a contact the file marks never-sync goes.
-    let applied = crate::sync::retro::apply(policy, &store, false)?
+    let applied = crate::sync::retro::apply(policy, &*store, false)?
         .applied
         .unwrap_or_default();
     println!(

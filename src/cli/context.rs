@@ -6,7 +6,7 @@ use std::path::Path;
 use super::CommandError;
 use crate::config::User;
 use crate::rules::Policy;
-use crate::store::{SqliteStore, StoreOptions};
+use crate::store::SharedStore;
 
 /// The configured Gmail credentials; a missing or unsafe file is a config problem (exit 2).
 pub(super) async fn load_credentials(
@@ -59,13 +59,11 @@ pub(super) fn find_user<'a>(policy: &'a Policy, address: &str) -> Result<&'a Use
     })
 }
 
-pub(super) fn open_store(policy: &Policy) -> Result<SqliteStore, CommandError> {
-    let path = &policy.config.store_path;
-    SqliteStore::open(path)
-        .map(|store| store.with_options(StoreOptions::from_config(&policy.config)))
-        .map_err(|error| {
-            CommandError::Failed(
-                anyhow::Error::new(error).context(format!("cannot open store {}", path.display())),
-            )
-        })
+pub(super) fn open_store(policy: &Policy) -> Result<SharedStore, CommandError> {
+    crate::store::open(&policy.config).map_err(|error| {
+        CommandError::Failed(
+            anyhow::Error::new(error)
+                .context(format!("cannot open store {}", policy.config.store)),
+        )
+    })
 }

@@ -8,7 +8,7 @@ use super::output::json_line;
 use super::{CommandResult, ExitStatus, find_user, open_store};
 use crate::printable;
 use crate::rules::Policy;
-use crate::store::{LoggedDecision, Store};
+use crate::store::LoggedDecision;
 
 use clap::Args;
 

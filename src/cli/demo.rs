@@ -46,7 +46,6 @@ mod with_sandbox {
     use super::super::{CommandResult, ExitStatus, load_policy, open_store, runtime};
     use super::DemoArgs;
     use crate::daemon::{self, Controls, RunOutcome};
-    use crate::store::Store;
     use mailsync_sandbox::{self as sandbox, OAuthClient, SandboxConfig};
 
     /// Every file of the demo, by path inside the demo folder.
@@ -208,7 +207,7 @@ mod with_sandbox {
             writeln!(
                 out,
                 "\nThe store is {store}. Try:\n  mailsync --config {config} explain --user michelle@abcorp.com {example}\n  mailsync --config {config} feed --as michelle@abcorp.com --json\n  mailsync --config {config} decisions --user dave@abcorp.com",
-                store = policy.config.store_path.display(),
+                store = policy.config.store,
                 config = config_path.display(),
                 example = dir.join("mailboxes/michelle@abcorp.com/05-doctor-cc.eml").display(),
             )?;

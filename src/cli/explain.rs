@@ -11,7 +11,6 @@ use crate::config::User;
 use crate::printable;
 use crate::rules::{NO_SYNC_RULE_NAME, Policy, Reason, Verdict, Visibility};
 use crate::source::SourceMessage;
-use crate::store::SqliteStore;
 use crate::sync::{self, DecisionLine, Mode, Processed};
 
 use clap::Args;
@@ -42,9 +41,9 @@ pub fn run(policy: &Policy, args: ExplainArgs) -> CommandResult {
         labels: crate::parse::gmail_labels(&raw),
         raw,
     };
-    let store = SqliteStore::open_read_only_or_empty(&policy.config.store_path)
+    let store = crate::store::open_for_looking(&policy.config)
         .context("cannot open store to look up contacts")?;
-    let processed = sync::process(policy, &store, user, "explain", &message, Mode::DryRun)?;
+    let processed = sync::process(policy, &*store, user, "explain", &message, Mode::DryRun)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         json_line(&mut out, &DecisionLine::new(user, &processed))?;

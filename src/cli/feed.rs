@@ -10,7 +10,7 @@ use super::output::json_line;
 use super::{CommandResult, ExitStatus, find_user, open_store};
 use crate::printable;
 use crate::rules::Policy;
-use crate::store::{ActivityView, Store, Viewer};
+use crate::store::{ActivityView, Viewer};
 
 use clap::{Args, ValueEnum};
 

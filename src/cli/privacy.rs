@@ -10,7 +10,7 @@ use super::output::json_line;
 use super::{CommandError, CommandResult, ExitStatus, open_store};
 use crate::printable;
 use crate::rules::Policy;
-use crate::store::{Erased, Store};
+use crate::store::Erased;
 
 use clap::Subcommand;
 
@@ -65,7 +65,7 @@ pub fn retention_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandRes
     };
     let store = open_store(policy)?;
     let erased =
-        crate::sync::retention::apply(&policy.config, &store, dry_run)?.unwrap_or_default();
+        crate::sync::retention::apply(&policy.config, &*store, dry_run)?.unwrap_or_default();
     print_erased(&erased, days, dry_run, json)?;
     if !dry_run {
         tracing::info!(

@@ -6,7 +6,6 @@ use std::io::{BufRead, IsTerminal, Write};
 use super::{CommandError, CommandResult, ExitStatus, open_store};
 use crate::address;
 use crate::rules::Policy;
-use crate::store::Store;
 
 use clap::Args;
 

@@ -17,7 +17,7 @@ use crate::source::{
     DirReader, MboxOpenError, MboxReader, Preamble, SourceError, SourceMessage, SourceProblem,
     SourceSpec,
 };
-use crate::store::{Recorded, SqliteStore, Store};
+use crate::store::Recorded;
 use crate::sync::gmail::{MailboxSync, Window};
 use crate::sync::{self, DecisionLine, Mode, Processed};
 
@@ -92,13 +92,10 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
             "--since applies to --source gmail only".to_string(),
         ));
     }
-    let mut store: Box<dyn Store> = if args.dry_run {
-        Box::new(
-            SqliteStore::open_read_only_or_empty(&policy.config.store_path)
-                .context("cannot open store for a dry run")?,
-        )
+    let store = if args.dry_run {
+        crate::store::open_for_looking(&policy.config).context("cannot open store for a dry run")?
     } else {
-        Box::new(open_store(policy)?)
+        open_store(policy)?
     };
     let mode = if args.dry_run {
         Mode::DryRun
@@ -171,7 +168,7 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
         let (source_id, processed) = match message {
             Ok(message) => (
                 message.source_id.clone(),
-                sync::process(policy, store.as_mut(), user, &source_name, &message, mode),
+                sync::process(policy, &*store, user, &source_name, &message, mode),
             ),
             Err(SourceError {
                 source_id,
@@ -179,7 +176,7 @@ pub fn run(policy: &Policy, args: ReplayArgs) -> CommandResult {
             }) => {
                 let processed = sync::process_too_large(
                     policy,
-                    store.as_mut(),
+                    &*store,
                     user,
                     &source_name,
                     &source_id,
@@ -253,13 +250,11 @@ fn replay_gmail(policy: &Policy, user: &User, args: &ReplayArgs) -> CommandResul
     let gmail = &policy.config.gmail;
     let window = Window::since_or_days(args.since, gmail.initial_sync_days);
     let store = if args.dry_run {
-        SqliteStore::open_read_only_or_empty(&policy.config.store_path)
-            .context("cannot open store for a dry run")?
+        crate::store::open_for_looking(&policy.config).context("cannot open store for a dry run")?
     } else {
         open_store(policy)?
     };
     let refresh_token = store.refresh_token(&user.email)?;
-    let store: crate::store::SharedStore = Arc::new(store);
     let json = args.json;
     let printer = Arc::new(Mutex::new((Summary::default(), std::io::stdout())));
     let interactive = std::io::stderr().is_terminal() && !json;

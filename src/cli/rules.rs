@@ -81,7 +81,7 @@ struct CountsLine {
 
 pub fn apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
     let store = open_store(policy)?;
-    let result = retro::apply(policy, &store, dry_run)?;
+    let result = retro::apply(policy, &*store, dry_run)?;
     let mut out = std::io::stdout().lock();
     for change in &result.changes {
         let line = line(change);

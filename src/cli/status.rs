@@ -6,7 +6,7 @@ use super::output::json_line;
 use super::{CommandResult, ExitStatus, open_store};
 use crate::printable;
 use crate::rules::Policy;
-use crate::store::{Store, SyncStatus};
+use crate::store::SyncStatus;
 
 use clap::Args;
 

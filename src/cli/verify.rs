@@ -12,7 +12,6 @@ use super::output::json_line;
 use super::{CommandError, CommandResult, ExitStatus, find_user, open_store, runtime};
 use crate::gmail::{GmailClient, http};
 use crate::rules::Policy;
-use crate::store::Store;
 use crate::sync::gmail::{MailboxSync, Window};
 
 use clap::Args;
@@ -39,7 +38,6 @@ pub fn run(policy: &Policy, args: VerifyArgs) -> CommandResult {
     let window = Window::since_or_days(args.since, gmail.initial_sync_days);
     let store = open_store(policy)?;
     let refresh_token = store.refresh_token(&user.email)?;
-    let store: crate::store::SharedStore = Arc::new(store);
     let report = runtime()?.block_on(async {
         let credentials = super::load_credentials(policy).await?;
         let client = GmailClient::for_user(

@@ -16,7 +16,7 @@ use crate::gmail::auth::Credentials;
 use crate::gmail::http;
 use crate::metrics::Metrics;
 use crate::rules::Policy;
-use crate::store::{SqliteStore, Store, StoreError, StoreLock, StoreOptions, SyncStatus};
+use crate::store::{DaemonLock, Store, StoreError, StoreOptions, SyncStatus};
 
 /// How the outside world steers a running daemon.
 pub struct Controls {
@@ -45,6 +45,8 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Metrics(String),
+    #[error("a start-up task failed: {0}")]
+    Task(String),
 }
 
 /// Loads settings the same way at start-up and on reload: one code path, so a config that
@@ -279,11 +281,17 @@ async fn retention_loop(
 /// Runs the daemon until `controls.shutdown` is cancelled.
 pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutcome, DaemonError> {
     let (policy, credentials) = load(&config_path).await?;
-    let store_path = policy.config.store_path.clone();
-    let _lock = StoreLock::acquire(&store_path)?;
-    let store: crate::store::SharedStore = Arc::new(
-        SqliteStore::open(&store_path)?.with_options(StoreOptions::from_config(&policy.config)),
-    );
+    let store_location = policy.config.store.clone();
+    // Blocking work (a file lock, a database connection): off the async threads.
+    let (_lock, store) = {
+        let config = policy.config.clone();
+        tokio::task::spawn_blocking(move || {
+            let lock = DaemonLock::acquire(&config.store)?;
+            Ok::<_, StoreError>((lock, crate::store::open(&config)?))
+        })
+        .await
+        .map_err(|error| DaemonError::Task(error.to_string()))??
+    };
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (credentials_tx, credentials_rx) = watch::channel(credentials);
     let metrics = Metrics::new();
@@ -335,7 +343,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         .iter()
         .filter(|user| user.sync)
         .count();
-    tracing::info!(config = %config_path.display(), store = %store_path.display(), users, "mailsync daemon started");
+    tracing::info!(config = %config_path.display(), store = %store_location, users, "mailsync daemon started");
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     if controls.once {
         return Ok(run_once(workers, &controls.shutdown).await);
@@ -366,7 +374,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                 }
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
                 match load(&config_path).await {
-                    Ok((policy, credentials)) if policy.config.store_path == store_path => {
+                    Ok((policy, credentials)) if policy.config.store == store_location => {
                         tracing::info!("config reloaded");
                         let policy = Arc::new(policy);
                         workers
@@ -442,7 +450,7 @@ mod tests {
     #[tokio::test]
     async fn retention_runs_on_its_interval_until_shutdown() {
         let policy = Arc::new(policy());
-        let store = SqliteStore::open_in_memory().expect("store");
+        let store = crate::store::SqliteStore::open_in_memory().expect("store");
         store
             .add_contact(&NewContact {
                 name: None,

@@ -6,6 +6,9 @@
 //! today: bundled SQLite in WAL mode with versioned migrations.
 
 mod files;
+mod identity;
+mod postgres;
+pub(crate) mod read_rules;
 mod sqlite;
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +18,67 @@ use crate::parse::ParsedMessage;
 use crate::rules::{ContactBook, Decision, Direction, MessageFacts, Visibility};
 
 pub use files::is_sha256_hex;
+pub use identity::MessageIdentity;
+pub use postgres::{PostgresDaemonLock, PostgresSettings, PostgresStore};
 pub use sqlite::{SqliteStore, StoreLock};
+
+use crate::config::StoreLocation;
+
+/// Opens the store the config names, bringing its schema up to date, with the config's
+/// options: the one way commands and the daemon reach the store.
+pub fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
+    let options = StoreOptions::from_config(config);
+    Ok(match &config.store {
+        StoreLocation::Sqlite { path } => {
+            std::sync::Arc::new(SqliteStore::open(path)?.with_options(options))
+        }
+        StoreLocation::Postgres { .. } => std::sync::Arc::new(
+            PostgresStore::open(&postgres_settings(&config.store))?.with_options(options),
+        ),
+    })
+}
+
+/// For dry runs and `explain`: the existing store, changing nothing (an empty SQLite store in
+/// memory when the file does not exist yet).
+pub fn open_for_looking(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
+    Ok(match &config.store {
+        StoreLocation::Sqlite { path } => {
+            std::sync::Arc::new(SqliteStore::open_read_only_or_empty(path)?)
+        }
+        StoreLocation::Postgres { .. } => std::sync::Arc::new(PostgresStore::open_for_looking(
+            &postgres_settings(&config.store),
+        )?),
+    })
+}
+
+/// Proof that this process is the one daemon on its store, held until dropped: a lock file
+/// next to a SQLite store, a session advisory lock in PostgreSQL. Both are released by the
+/// operating system or the server when the process dies.
+pub enum DaemonLock {
+    Sqlite(StoreLock),
+    Postgres(PostgresDaemonLock),
+}
+
+impl DaemonLock {
+    pub fn acquire(location: &StoreLocation) -> Result<DaemonLock, StoreError> {
+        Ok(match location {
+            StoreLocation::Sqlite { path } => DaemonLock::Sqlite(StoreLock::acquire(path)?),
+            StoreLocation::Postgres { .. } => {
+                DaemonLock::Postgres(PostgresDaemonLock::acquire(&postgres_settings(location))?)
+            }
+        })
+    }
+}
+
+fn postgres_settings(location: &StoreLocation) -> PostgresSettings {
+    match location {
+        StoreLocation::Postgres { url, password_file } => PostgresSettings {
+            url: url.clone(),
+            password_file: password_file.clone(),
+        },
+        StoreLocation::Sqlite { .. } => unreachable!("only called for a PostgreSQL location"),
+    }
+}
 
 /// What a store operation can fail with, whichever backend: callers branch on
 /// [`StoreError::is_busy`] and [`StoreError::Conflict`], and report the rest.

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use rusqlite_migration::{M, Migrations};
 
 use super::files;
+use super::read_rules::{self, ActivityFacts, ReadQuery};
 use super::{AccessLogEntry, ActivityView, AttachmentView, Erased, ReadPath, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
 use super::{
@@ -1085,18 +1086,16 @@ impl Store for SqliteStore {
         query: &str,
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
-        let connection = self.connection()?;
-        match fts_query(query) {
-            Some(words) => {
-                let query = ReadQuery {
-                    limit,
-                    search: Some(&words),
-                    ..ReadQuery::new(ReadPath::Search)
-                };
-                read_path(&connection, viewer, &query)
-            }
-            None => Ok(Vec::new()),
+        if read_rules::search_words(query).is_none() {
+            return Ok(Vec::new());
         }
+        let connection = self.connection()?;
+        let query = ReadQuery {
+            limit,
+            search: Some(query),
+            ..ReadQuery::new(ReadPath::Search)
+        };
+        read_path(&connection, viewer, &query)
     }
 
     fn export(
@@ -1300,14 +1299,9 @@ fn record_one<'a>(
         Some(approval) => {
             let message = message.ok_or(StoreError::MissingMessage)?;
             let parsed = message.parsed;
-            let fingerprint = content_fingerprint(parsed);
-            let mut message_key = match &parsed.message_id {
-                Some(id) => id.clone(),
-                None => format!(
-                    "sha256:{}",
-                    message.raw_sha256.ok_or(StoreError::MissingMessage)?
-                ),
-            };
+            let identity = super::identity::MessageIdentity::of(&message)?;
+            let fingerprint = identity.fingerprint.clone();
+            let mut message_key = identity.message_key.clone();
             let find = |key: &str| -> Result<Option<(i64, Option<String>)>, rusqlite::Error> {
                 transaction
                     .prepare_cached(
@@ -1317,13 +1311,10 @@ fn record_one<'a>(
                     .optional()
             };
             let mut found = find(&message_key)?;
-            // The same Message-ID with different content is a different message (a forgery,
-            // or a broken client): merging them would show one's content under the other's
-            // visibility. It gets its own activity, keyed by the ID and its fingerprint.
             if let Some((_, Some(stored))) = &found
-                && *stored != fingerprint
+                && !identity.same_content(stored)
             {
-                message_key = format!("{message_key}#{}", &fingerprint[..16]);
+                message_key = identity.distinct_key();
                 found = find(&message_key)?;
             }
             let existing = found.map(|(id, _)| id);
@@ -1474,35 +1465,6 @@ fn record_one<'a>(
     Ok(recorded)
 }
 
-/// What every copy of one message shares, whichever mailbox it was found in: copies differ in
-/// transport headers (Received, Delivered-To, labels), so raw bytes cannot tell "the same
-/// message" from "another message with the same Message-ID"; sender, date, subject, body and
-/// attachments can.
-fn content_fingerprint(parsed: &crate::parse::ParsedMessage) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for mailbox in &parsed.from {
-        hasher.update(mailbox.address.as_bytes());
-        hasher.update([0]);
-    }
-    hasher.update([1]);
-    hasher.update(
-        parsed
-            .date
-            .map(|date| date.timestamp())
-            .unwrap_or_default()
-            .to_be_bytes(),
-    );
-    for part in [&parsed.subject, &parsed.body_text] {
-        hasher.update(part.as_deref().unwrap_or("").as_bytes());
-        hasher.update([1]);
-    }
-    for attachment in &parsed.attachments {
-        hasher.update(attachment.sha256.as_bytes());
-    }
-    hex::encode(hasher.finalize())
-}
-
 /// What `sync_state_from_row` reads, from `sync_state s`. Whether a backfill is due comes
 /// with it, so that an idle poll learns it has nothing to backfill without asking again.
 const SYNC_STATE_COLUMNS: &str =
@@ -1531,13 +1493,14 @@ fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::E
 /// A user's words as an FTS5 query: each word quoted (so FTS5 syntax in it is just text),
 /// all of them required. `None` when there is no word.
 fn fts_query(query: &str) -> Option<String> {
-    let words: Vec<String> = query
-        .split_whitespace()
-        .map(|word| word.replace('"', ""))
-        .filter(|word| !word.is_empty())
-        .map(|word| format!("\"{word}\""))
-        .collect();
-    (!words.is_empty()).then(|| words.join(" "))
+    let words = read_rules::search_words(query)?;
+    Some(
+        words
+            .iter()
+            .map(|word| format!("\"{word}\""))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// A contact is visible to the viewer when it has no `visible_to` list, lists the viewer, or
@@ -1550,32 +1513,6 @@ const CONTACT_VISIBLE_TO_VIEWER: &str = "(?2 OR NOT EXISTS (SELECT 1 FROM contac
 const CONTENT_SHOWN_TO_VIEWER: &str = "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible')
      OR EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
      OR (?2 AND ?6))";
-
-/// What one read asks for beyond the viewer.
-struct ReadQuery<'a> {
-    /// Which command reads: recorded in the access log.
-    path: ReadPath,
-    /// Only activities linked to the contact owning this address.
-    contact: Option<&'a str>,
-    limit: Option<usize>,
-    /// An FTS5 query (already quoted by `fts_query`).
-    search: Option<&'a str>,
-    /// Only activities carrying stored attachment content with this SHA-256, whose content
-    /// the viewer is shown.
-    attachment: Option<&'a str>,
-}
-
-impl<'a> ReadQuery<'a> {
-    fn new(path: ReadPath) -> Self {
-        ReadQuery {
-            path,
-            contact: None,
-            limit: None,
-            search: None,
-            attachment: None,
-        }
-    }
-}
 
 fn rfc3339(seconds: i64) -> Option<String> {
     chrono::DateTime::from_timestamp(seconds, 0)
@@ -1669,7 +1606,8 @@ fn read_path_planned(
     // the index and read those, newest first. Many (the words most mail holds): walk the
     // activities newest first and ask the index about each, stopping at the limit, instead of
     // collecting a set as large as the store.
-    let plan = match (query.search, plan) {
+    let fts = query.search.and_then(fts_query);
+    let plan = match (fts.as_deref(), plan) {
         (Some(_), Some(plan)) => plan,
         // Without a limit every match is read anyway: collecting them is cheapest.
         (Some(words), None)
@@ -1680,7 +1618,7 @@ fn read_path_planned(
         }
         _ => SearchPlan::CollectMatches,
     };
-    let search_filter = match (query.search, plan) {
+    let search_filter = match (fts.as_deref(), plan) {
         (Some(_), SearchPlan::WalkByDate) => format!(
             "AND EXISTS (SELECT 1 FROM activity_search WHERE activity_search MATCH ?5 AND rowid = a.id)
              AND {CONTENT_SHOWN_TO_VIEWER}"
@@ -1735,7 +1673,7 @@ fn read_path_planned(
                 viewer.is_admin,
                 query.contact.map(crate::address::normalize),
                 unused_limit,
-                query.search,
+                fts,
                 viewer.admins_see_private_emails,
                 query.attachment,
             ],
@@ -1769,13 +1707,13 @@ fn read_path_planned(
     let mut views = Vec::new();
     let mut accesses = Vec::new();
     for (id, message_id, date, direction, subject, body, is_owner, any_visible, erased_at) in rows {
-        // Rule 2: content is shown when the activity is visible (any source said so), V owns
-        // a source, or V is an admin and the account lets admins read private mail.
-        let content_shown =
-            any_visible || is_owner || (viewer.is_admin && viewer.admins_see_private_emails);
-        // Erased content is shown to nobody, so reading it is nothing to record.
-        let private_content_shown = content_shown && !any_visible && erased_at.is_none();
-        if private_content_shown && (!is_owner || query.path == ReadPath::Export) {
+        let facts = ActivityFacts {
+            viewer_owns_a_source: is_owner,
+            any_source_visible: any_visible,
+            content_erased: erased_at.is_some(),
+        };
+        let content_shown = read_rules::content_shown(viewer, facts);
+        if read_rules::must_record_access(viewer, facts, query.path) {
             accesses.push((id, message_id.clone(), is_owner));
         }
         let contacts: Vec<String> = contacts_of
@@ -2000,10 +1938,9 @@ mod tests {
         let store = small_world();
         for viewer in small_world_viewers() {
             for limit in [None, Some(3)] {
-                let words = fts_query("pineapple").unwrap();
                 let query = ReadQuery {
                     limit,
-                    search: Some(&words),
+                    search: Some("pineapple"),
                     ..ReadQuery::new(ReadPath::Search)
                 };
                 let plan = |plan| {

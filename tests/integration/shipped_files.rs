@@ -37,7 +37,11 @@ fn example_config_is_valid() {
         Some(Path::new("/etc/mailsync/service-account.json"))
     );
     assert!(config.gmail.client_secret.is_none());
-    assert!(config.store_path.starts_with("/var/lib/mailsync"));
+    assert!(
+        matches!(&config.store, mailsync::config::StoreLocation::Sqlite { path } if path.starts_with("/var/lib/mailsync")),
+        "{}",
+        config.store
+    );
     assert!(
         config
             .attachments_dir

@@ -1,0 +1,197 @@
+//! The read path in PostgreSQL: which activities rule 1 lets a viewer see, as SQL; what of
+//! each is shown, and what is recorded, by `store::read_rules`.
+
+use std::collections::BTreeSet;
+
+
+use super::now;
+use crate::store::read_rules::{self, ActivityFacts, ReadQuery};
+use crate::store::{ActivityView, AttachmentView, StoreError, Viewer};
+
+/// A contact is visible to the viewer when it has no `visible_to` list, lists the viewer, or
+/// the viewer is an admin. `$1` = viewer email, `$2` = viewer is admin.
+const CONTACT_VISIBLE_TO_VIEWER: &str = "($2::BOOLEAN OR NOT EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id)
+     OR EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id AND v.user_email = $1::TEXT))";
+
+/// Rule 2 as SQL, for search and attachments: only content the viewer is shown may match.
+/// `$6` = admins_see_private_emails.
+const CONTENT_SHOWN_TO_VIEWER: &str = "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible')
+     OR EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = $1::TEXT)
+     OR ($2::BOOLEAN AND $6::BOOLEAN))";
+
+/// The one place that decides what a viewer sees in PostgreSQL, and keeps the access log
+/// (written before any content is returned; if it cannot be written, nothing is shown).
+pub(super) fn read_path(
+    client: &mut postgres::Client,
+    viewer: &Viewer,
+    query: &ReadQuery<'_>,
+) -> Result<Vec<ActivityView>, StoreError> {
+    // Rule 1, as in SQLite: V's own mailbox, or a contact V may see; with a contact filter,
+    // that contact on this activity (its first address only), read from its own links.
+    let (from, rule_one, contact_filter) = match query.contact {
+        Some(_) => (
+            "activity_contacts ac JOIN activities a ON a.id = ac.activity_id",
+            "TRUE".to_string(),
+            format!(
+                "AND ac.contact_id = (SELECT contact_id FROM contact_emails WHERE email = $3::TEXT)
+                 AND ac.address = (SELECT min(x.address) FROM activity_contacts x
+                                   WHERE x.activity_id = ac.activity_id AND x.contact_id = ac.contact_id)
+                 AND {CONTACT_VISIBLE_TO_VIEWER}"
+            ),
+        ),
+        None => (
+            "activities a",
+            format!(
+                "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = $1::TEXT)
+                  OR EXISTS (SELECT 1 FROM activity_contacts ac WHERE ac.activity_id = a.id AND {CONTACT_VISIBLE_TO_VIEWER}))"
+            ),
+            "AND $3::TEXT IS NULL".to_string(),
+        ),
+    };
+    // Every word required, none of it syntax: the words joined for plainto_tsquery, which
+    // ANDs them. Words in content this viewer is not shown never match.
+    let words = query
+        .search
+        .and_then(read_rules::search_words)
+        .map(|words| words.join(" "));
+    let search_filter = match words {
+        Some(_) => format!(
+            "AND a.id IN (SELECT activity_id FROM activity_search
+                          WHERE document @@ plainto_tsquery('simple', $4::TEXT))
+             AND {CONTENT_SHOWN_TO_VIEWER}"
+        ),
+        None => "AND $4::TEXT IS NULL AND $6::BOOLEAN IS NOT NULL".to_string(),
+    };
+    let (attachment_filter, order) = match query.attachment {
+        Some(_) => (
+            format!(
+                "AND a.content_erased_at IS NULL
+                 AND EXISTS (SELECT 1 FROM attachments t WHERE t.activity_id = a.id AND t.sha256 = $5::TEXT AND t.stored)
+                 AND {CONTENT_SHOWN_TO_VIEWER}"
+            ),
+            "(is_owner OR any_visible) DESC, a.date DESC NULLS LAST, a.id DESC",
+        ),
+        // Undated activities last, as in SQLite; these orders are the indexes'.
+        None if query.contact.is_some() => (
+            "AND $5::TEXT IS NULL".to_string(),
+            "ac.date DESC NULLS LAST, ac.activity_id DESC",
+        ),
+        None => (
+            "AND $5::TEXT IS NULL".to_string(),
+            "a.date DESC NULLS LAST, a.id DESC",
+        ),
+    };
+    let limit = match query.limit {
+        Some(limit) => format!("LIMIT {}", limit.min(i64::MAX as usize)),
+        None => String::new(),
+    };
+    let sql = format!(
+        "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
+                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = $1::TEXT) AS is_owner,
+                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible') AS any_visible,
+                a.content_erased_at
+         FROM {from}
+         WHERE {rule_one}
+           {contact_filter}
+           {search_filter}
+           {attachment_filter}
+         ORDER BY {order}
+         {limit}"
+    );
+    let contact = query.contact.map(crate::address::normalize);
+    let rows = client.query(
+        &sql,
+        &[
+            &viewer.email,
+            &viewer.is_admin,
+            &contact,
+            &words,
+            &query.attachment,
+            &viewer.admins_see_private_emails,
+        ],
+    )?;
+    let mut views = Vec::with_capacity(rows.len());
+    let mut accesses = Vec::new();
+    for row in rows {
+        let id: i64 = row.get(0);
+        let message_id: Option<String> = row.get(1);
+        let date: Option<i64> = row.get(2);
+        let erased_at: Option<i64> = row.get(8);
+        let facts = ActivityFacts {
+            viewer_owns_a_source: row.get(6),
+            any_source_visible: row.get(7),
+            content_erased: erased_at.is_some(),
+        };
+        let content_shown = read_rules::content_shown(viewer, facts);
+        if read_rules::must_record_access(viewer, facts, query.path) {
+            accesses.push((id, message_id.clone(), facts.viewer_owns_a_source));
+        }
+        let contacts: BTreeSet<String> = client
+            .query(
+                &format!(
+                    "SELECT ac.address FROM activity_contacts ac
+                     WHERE ac.activity_id = $3 AND {CONTACT_VISIBLE_TO_VIEWER}"
+                ),
+                &[&viewer.email, &viewer.is_admin, &id],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let sources: Vec<String> = client
+            .query(
+                "SELECT user_email FROM activity_sources WHERE activity_id = $1 ORDER BY user_email",
+                &[&id],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let attachments = if content_shown {
+            Some(
+                client
+                    .query(
+                        "SELECT file_name, content_type, size_bytes, sha256, stored, too_large
+                         FROM attachments WHERE activity_id = $1 ORDER BY position",
+                        &[&id],
+                    )?
+                    .iter()
+                    .map(|row| AttachmentView {
+                        file_name: row.get(0),
+                        content_type: row.get(1),
+                        size_bytes: row.get::<_, i64>(2) as u64,
+                        sha256: row.get(3),
+                        stored: row.get(4),
+                        too_large: row.get(5),
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        views.push(ActivityView {
+            activity_id: id,
+            message_id,
+            date: date.and_then(super::rfc3339),
+            direction: row.get(3),
+            contacts: contacts.into_iter().collect(),
+            private: !facts.any_source_visible,
+            subject: if content_shown { row.get(4) } else { None },
+            body: if content_shown { row.get(5) } else { None },
+            attachments,
+            sources,
+            content_erased_at: erased_at.and_then(super::rfc3339),
+        });
+    }
+    if !accesses.is_empty() {
+        let mut transaction = client.transaction()?;
+        let at = now();
+        for (id, message_id, is_owner) in &accesses {
+            transaction.execute(
+                "INSERT INTO access_log (viewer, activity_id, message_id, path, viewer_is_owner, accessed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&viewer.email, id, message_id, &query.path.as_str(), is_owner, &at],
+            )?;
+        }
+        transaction.commit()?;
+    }
+    Ok(views)
+}
