@@ -62,8 +62,7 @@ pub(super) fn find_user<'a>(policy: &'a Policy, address: &str) -> Result<&'a Use
 pub(super) fn open_store(policy: &Policy) -> Result<SharedStore, CommandError> {
     crate::store::open(&policy.config).map_err(|error| {
         CommandError::Failed(
-            anyhow::Error::new(error)
-                .context(format!("cannot open store {}", policy.config.store)),
+            anyhow::Error::new(error).context(format!("cannot open store {}", policy.config.store)),
         )
     })
 }

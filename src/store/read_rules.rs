@@ -72,6 +72,24 @@ pub(crate) fn search_words(query: &str) -> Option<Vec<String>> {
     (!words.is_empty()).then_some(words)
 }
 
+/// Text as the words a search index holds, for a backend whose own tokenizer differs from
+/// SQLite's `unicode61 remove_diacritics 2`: split at every character that is not a letter or
+/// a digit (`quote.pdf` is two words, as in SQLite), accents removed (`résumé` matches
+/// `resume`). Lower-casing is the index's.
+pub(crate) fn index_words(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+    let mut words = String::with_capacity(text.len());
+    for c in text.nfd().filter(|c| !is_combining_mark(*c)) {
+        if c.is_alphanumeric() {
+            words.push(c);
+        } else if !words.ends_with(' ') {
+            words.push(' ');
+        }
+    }
+    words.trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +134,20 @@ mod tests {
             if shown && !bit(1) && !bit(2) && (!bit(0) || path == ReadPath::Export) {
                 assert!(recorded, "{facts:?} {viewer:?} {path:?}");
             }
+        }
+    }
+
+    #[test]
+    fn index_words_split_like_sqlite_and_drop_accents() {
+        let cases = [
+            ("quote.pdf", "quote pdf"),
+            ("Résumé — naïve café", "Resume naive cafe"),
+            ("a@b.com, x_y", "a b com x y"),
+            ("  ", ""),
+            ("日本語 テキスト", "日本語 テキスト"),
+        ];
+        for (text, words) in cases {
+            assert_eq!(index_words(text), words, "{text}");
         }
     }
 

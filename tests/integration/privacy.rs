@@ -1,13 +1,14 @@
-//! Privacy controls through the store, on a real SQLite file: retention erases content (and
+//! Privacy controls through the store, on each backend: retention erases content (and
 //! its search terms and files) for good, the access log records exactly the reads it should,
 //! and attachment content is kept content-addressed and shown only to who may see it.
 
 use crate::common;
+use crate::conformance;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use mailsync::store::{NewContact, Recorded, Store, Viewer};
+use mailsync::store::{NewContact, Recorded, Viewer};
 use mailsync::sync;
 
 use common::world::World;
@@ -88,7 +89,7 @@ fn recent() -> String {
     (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc2822()
 }
 
-#[test]
+conformance! {
 fn attachment_content_is_stored_by_hash_never_by_name() {
     let world = &mut world();
     world.replay(
@@ -156,8 +157,9 @@ fn attachment_content_is_stored_by_hash_never_by_name() {
     );
     assert_eq!(world.files(), expected);
 }
+}
 
-#[test]
+conformance! {
 fn retention_erases_content_search_terms_and_files_and_keeps_metadata() {
     let world = &mut world();
     world.replay(
@@ -253,8 +255,9 @@ fn retention_erases_content_search_terms_and_files_and_keeps_metadata() {
         Default::default()
     );
 }
+}
 
-#[test]
+conformance! {
 fn erased_content_stays_erased_when_the_message_is_synced_again() {
     let world = &mut world();
     let mail = private_mail("twice@x", OLD, "once").replace(
@@ -283,8 +286,9 @@ fn erased_content_stays_erased_when_the_message_is_synced_again() {
     assert_eq!(world.search_index_matches("marmalade"), 0);
     assert!(world.files().is_empty());
 }
+}
 
-#[test]
+conformance! {
 fn a_message_already_past_retention_is_stored_without_content() {
     let world = &mut world_with("[retention]\nbody_days = 30");
     world.replay("dave@abcorp.com", "1", &private_mail("late@x", OLD, "late"));
@@ -311,8 +315,9 @@ fn a_message_already_past_retention_is_stored_without_content() {
     assert_eq!(world.search_index_matches("zanzibar"), 1);
     assert_eq!(world.files().len(), 2, "only the fresh mail's files");
 }
+}
 
-#[test]
+conformance! {
 fn purge_removes_the_files_only_that_mailbox_kept() {
     let world = &mut world();
     world.replay(
@@ -340,8 +345,9 @@ fn purge_removes_the_files_only_that_mailbox_kept() {
     );
     assert_eq!(world.files().len(), 2);
 }
+}
 
-#[test]
+conformance! {
 fn the_access_log_records_exactly_admin_reads_of_private_content_and_exports() {
     let world = &mut world();
     world.replay(
@@ -490,8 +496,9 @@ fn the_access_log_records_exactly_admin_reads_of_private_content_and_exports() {
     world.store.feed(&michelle, None, None).unwrap();
     assert_eq!(world.access_rows().len(), rows);
 }
+}
 
-#[test]
+conformance! {
 fn a_new_skip_rule_removes_the_files_of_the_activities_it_removes() {
     let world = &mut world();
     world.replay(
@@ -504,12 +511,13 @@ fn a_new_skip_rule_removes_the_files_of_the_activities_it_removes() {
         &config(&world.attachments_dir(), ""),
         "[[rule]]\nname = \"no customer\"\nmatch = { domain = \"customer.com\" }\naction = \"skip\"\n",
     );
-    let result = sync::retro::apply(&stricter, &world.store, false).unwrap();
+    let result = sync::retro::apply(&stricter, &*world.store, false).unwrap();
     assert_eq!(result.applied.unwrap().activities_removed, 1);
     assert!(world.files().is_empty());
 }
+}
 
-#[test]
+conformance! {
 fn retention_sweeps_files_a_crash_left_behind() {
     let world = &mut world();
     world.replay(
@@ -535,4 +543,5 @@ fn retention_sweeps_files_a_crash_left_behind() {
     assert_eq!(left.len(), 3, "{left:?}");
     assert!(left.contains(&"README".to_string()));
     assert!(!left.iter().any(|f| f.contains(&orphan)));
+}
 }

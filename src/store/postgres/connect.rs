@@ -66,8 +66,9 @@ impl PostgresSettings {
 
     fn password(&self) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(path) = &self.password_file {
-            let bytes = crate::secret_file::read(path)
-                .map_err(|error| StoreError::Conflict(format!("`[store] password_file`: {error}")))?;
+            let bytes = crate::secret_file::read(path).map_err(|error| {
+                StoreError::Conflict(format!("`[store] password_file`: {error}"))
+            })?;
             let trimmed = bytes.trim_ascii_end().to_vec();
             return Ok(Some(trimmed));
         }
@@ -85,7 +86,10 @@ impl PostgresSettings {
             .connection_timeout(POOL_WAIT)
             .build(manager)
             .map_err(|error| {
-                StoreError::Conflict(format!("cannot connect to PostgreSQL at {}: {error}", self.url))
+                StoreError::Conflict(format!(
+                    "cannot connect to PostgreSQL at {}: {error}",
+                    self.url
+                ))
             })
     }
 
@@ -141,10 +145,20 @@ fn passfile_password(config: &postgres::Config) -> Option<Vec<u8>> {
         Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
         None => "localhost".to_string(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let user = config.get_user().unwrap_or_default().to_string();
     let database = config.get_dbname().unwrap_or(&user).to_string();
-    let wanted = [host.as_str(), port.as_str(), database.as_str(), user.as_str()];
+    let wanted = [
+        host.as_str(),
+        port.as_str(),
+        database.as_str(),
+        user.as_str(),
+    ];
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(split_passfile_line)
@@ -177,9 +191,15 @@ mod tests {
     #[test]
     fn passfile_lines_split_on_unescaped_colons() {
         let cases = [
-            ("db:5432:crm:app:secret", Some(["db", "5432", "crm", "app", "secret"])),
+            (
+                "db:5432:crm:app:secret",
+                Some(["db", "5432", "crm", "app", "secret"]),
+            ),
             ("*:*:*:app:pa\\:ss", Some(["*", "*", "*", "app", "pa:ss"])),
-            ("h:1:d:u:with:colon", Some(["h", "1", "d", "u", "with:colon"])),
+            (
+                "h:1:d:u:with:colon",
+                Some(["h", "1", "d", "u", "with:colon"]),
+            ),
             ("h:1:d:u", None),
         ];
         for (line, expected) in cases {

@@ -107,7 +107,10 @@ impl PostgresStore {
         }
         let mut client = self.client()?;
         let mut transaction = client.transaction()?;
-        transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&ATTACHMENT_FILES_LOCK])?;
+        transaction.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&ATTACHMENT_FILES_LOCK],
+        )?;
         let mut removed = 0;
         for sha256 in candidates {
             let referenced = transaction
@@ -132,7 +135,10 @@ impl PostgresStore {
         let (hashes, leftovers) = {
             let mut client = self.client()?;
             let mut transaction = client.transaction()?;
-            transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&ATTACHMENT_FILES_LOCK])?;
+            transaction.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&ATTACHMENT_FILES_LOCK],
+            )?;
             let listed = files::list_contents(&dir)?;
             transaction.commit()?;
             listed
@@ -211,9 +217,9 @@ fn migrate(client: &mut postgres::Client) -> Result<(), StoreError> {
         )));
     }
     for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        transaction
-            .batch_execute(sql)
-            .map_err(|error| StoreError::Migration(format!("{name}: {}", error::describe(&error))))?;
+        transaction.batch_execute(sql).map_err(|error| {
+            StoreError::Migration(format!("{name}: {}", error::describe(&error)))
+        })?;
         transaction.execute(
             "INSERT INTO mailsync_schema (version, name, applied_at) VALUES ($1, $2, $3)",
             &[&(index as i64 + 1), name, &now()],
@@ -274,7 +280,10 @@ fn write_contact_details(
         )?;
     }
     if let Some(visible_to) = &contact.visible_to {
-        client.execute("DELETE FROM contact_visible_to WHERE contact_id = $1", &[&id])?;
+        client.execute(
+            "DELETE FROM contact_visible_to WHERE contact_id = $1",
+            &[&id],
+        )?;
         for user in visible_to {
             client.execute(
                 "INSERT INTO contact_visible_to (contact_id, user_email) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -312,7 +321,8 @@ fn lock_contact_events(client: &mut impl GenericClient) -> Result<(), StoreError
     Ok(())
 }
 
-const SYNC_STATE_COLUMNS: &str = "s.user_email, s.state, s.history_id, s.last_sync_at, s.last_error,
+const SYNC_STATE_COLUMNS: &str =
+    "s.user_email, s.state, s.history_id, s.last_sync_at, s.last_error,
      s.consecutive_failures, s.next_poll_at, s.last_verify_at, s.verify_gaps,
      NOT EXISTS (SELECT 1 FROM backfill_marks m WHERE m.user_email = s.user_email)
        OR EXISTS (SELECT 1 FROM backfill_marks m JOIN contact_events e ON e.id > m.covered_through
@@ -820,9 +830,16 @@ impl Store for PostgresStore {
                 "DELETE FROM activity_sources WHERE user_email = $1",
                 &[&user_email],
             )?;
-            decisions_removed = transaction
-                .execute("DELETE FROM decisions WHERE user_email = $1", &[&user_email])?;
-            for table in ["sync_state", "notifications", "oauth_tokens", "backfill_marks"] {
+            decisions_removed = transaction.execute(
+                "DELETE FROM decisions WHERE user_email = $1",
+                &[&user_email],
+            )?;
+            for table in [
+                "sync_state",
+                "notifications",
+                "oauth_tokens",
+                "backfill_marks",
+            ] {
                 transaction.execute(
                     &format!("DELETE FROM {table} WHERE user_email = $1"),
                     &[&user_email],

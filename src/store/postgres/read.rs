@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-
 use super::now;
 use crate::store::read_rules::{self, ActivityFacts, ReadQuery};
 use crate::store::{ActivityView, AttachmentView, StoreError, Viewer};
@@ -50,10 +49,17 @@ pub(super) fn read_path(
     };
     // Every word required, none of it syntax: the words joined for plainto_tsquery, which
     // ANDs them. Words in content this viewer is not shown never match.
-    let words = query
-        .search
-        .and_then(read_rules::search_words)
-        .map(|words| words.join(" "));
+    let words = match query.search {
+        None => None,
+        Some(search) => match read_rules::search_words(search)
+            .map(|words| read_rules::index_words(&words.join(" ")))
+            .filter(|words| !words.is_empty())
+        {
+            Some(words) => Some(words),
+            // Nothing that can be a word (only punctuation): nothing matches.
+            None => return Ok(Vec::new()),
+        },
+    };
     let search_filter = match words {
         Some(_) => format!(
             "AND a.id IN (SELECT activity_id FROM activity_search
@@ -69,7 +75,8 @@ pub(super) fn read_path(
                  AND EXISTS (SELECT 1 FROM attachments t WHERE t.activity_id = a.id AND t.sha256 = $5::TEXT AND t.stored)
                  AND {CONTENT_SHOWN_TO_VIEWER}"
             ),
-            "(is_owner OR any_visible) DESC, a.date DESC NULLS LAST, a.id DESC",
+            "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND (s.user_email = $1::TEXT OR s.visibility = 'visible'))) DESC,
+             a.date DESC NULLS LAST, a.id DESC",
         ),
         // Undated activities last, as in SQLite; these orders are the indexes'.
         None if query.contact.is_some() => (

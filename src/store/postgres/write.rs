@@ -5,6 +5,7 @@ use postgres::Transaction;
 
 use super::now;
 use crate::rules::Decision;
+use crate::store::read_rules::index_words;
 use crate::store::{MessageToStore, Recorded, SourceRef, StoreError, StoreOptions, files};
 
 /// Writes one decision (and, when synced, its activity) inside the caller's transaction.
@@ -207,8 +208,9 @@ fn insert_attachments(
     Ok(())
 }
 
-/// Subject, body and attachment names as search terms (`simple`: no stemming, no stop
-/// words, so a word matches as written, in any language).
+/// Subject, body and attachment names as search terms: split and folded as SQLite's index
+/// does (`read_rules::index_words`), then `simple` (no stemming, no stop words, so a word
+/// matches as written, in any language). Only the terms are kept, never the text.
 fn index_for_search(
     transaction: &mut Transaction<'_>,
     activity_id: i64,
@@ -227,9 +229,9 @@ fn index_for_search(
         statement,
         &[
             &activity_id,
-            &parsed.subject.as_deref().unwrap_or(""),
-            &parsed.body_text.as_deref().unwrap_or(""),
-            &attachment_names.join(" "),
+            &index_words(parsed.subject.as_deref().unwrap_or("")),
+            &index_words(parsed.body_text.as_deref().unwrap_or("")),
+            &index_words(&attachment_names.join(" ")),
         ],
     )?;
     Ok(())

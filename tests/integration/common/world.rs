@@ -1,5 +1,8 @@
 //! The store-level world of `store.rs` and `privacy.rs`: a policy (config and rules as text)
-//! and a real SQLite store, with its migrations, in a folder of its own. Messages go through
+//! and a real store, with its migrations, in a folder of its own: a SQLite file, or a scratch
+//! PostgreSQL database. Tests declared with `conformance!` run once on each backend (the
+//! world reads which from the thread the test runs on), so one test body is the contract
+//! for both. Messages go through
 //! `sync::process`, as the daemon's sync records them; readers are `Viewer`s of the config's
 //! users. One world for both files, so a test reads the same way in either:
 //!
@@ -13,14 +16,60 @@ use std::path::{Path, PathBuf};
 
 use mailsync::rules::Policy;
 use mailsync::source::SourceMessage;
-use mailsync::store::{NewContact, SqliteStore, Store, StoreOptions, Viewer};
+use mailsync::store::{
+    NewContact, PostgresSettings, PostgresStore, SharedStore, SqliteStore, StoreOptions, Viewer,
+};
 use mailsync::sync::{self, Mode, Processed};
+
+/// Which store a world is made on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
+}
+
+/// Runs `test` with every world it makes on `backend`.
+pub fn on_backend(backend: Backend, test: impl FnOnce()) {
+    BACKEND.with(|cell| cell.set(backend));
+    test();
+}
+
+/// The backend worlds are made on in this test.
+pub fn backend() -> Backend {
+    BACKEND.with(|cell| cell.get())
+}
+
+/// Declares a test that runs once per backend: `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! conformance {
+    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
+        mod $name {
+            #[test]
+            fn sqlite() {
+                $crate::common::world::on_backend($crate::common::world::Backend::Sqlite, super::$name)
+            }
+            #[test]
+            fn postgres() {
+                $crate::common::world::on_backend($crate::common::world::Backend::Postgres, super::$name)
+            }
+        }
+        $(#[$meta])*
+        fn $name() $body
+    };
+}
 
 pub struct World {
     pub policy: Policy,
-    pub store: SqliteStore,
-    /// The store file.
+    pub store: SharedStore,
+    pub backend: Backend,
+    /// The store file of a SQLite world.
     pub path: PathBuf,
+    /// The database of a PostgreSQL world, dropped after the store is closed.
+    pub database: Option<super::postgres::ScratchDatabase>,
     /// The world's folder: the store, and what the config puts there (attachments). Declared
     /// last, so it is removed after the store is closed.
     pub dir: tempfile::TempDir,
@@ -49,14 +98,67 @@ impl World {
         let policy = super::policy(&config(dir.path()), rules);
         let path = dir.path().join("crm.sqlite3");
         // The store treats attachments and retention as the config says, as the daemon's does.
-        let store = SqliteStore::open(&path)
-            .unwrap()
-            .with_options(StoreOptions::from_config(&policy.config));
+        let options = StoreOptions::from_config(&policy.config);
+        let (store, database): (SharedStore, _) = match backend() {
+            Backend::Sqlite => (
+                std::sync::Arc::new(SqliteStore::open(&path).unwrap().with_options(options)),
+                None,
+            ),
+            Backend::Postgres => {
+                let database = super::postgres::ScratchDatabase::create();
+                let settings = PostgresSettings {
+                    url: database.url(),
+                    password_file: None,
+                };
+                let store = PostgresStore::open(&settings)
+                    .unwrap()
+                    .with_options(options);
+                (std::sync::Arc::new(store), Some(database))
+            }
+        };
         World {
             policy,
             store,
+            backend: backend(),
             path,
+            database,
             dir,
+        }
+    }
+
+    /// Runs `sql` on a connection of its own, as a CRM writing its tables directly would;
+    /// `Err` with the database's message when it fails. `sql` is plain SQL both backends
+    /// read alike (no parameters).
+    pub fn crm_execute(&self, sql: &str) -> Result<(), String> {
+        match &self.database {
+            Some(database) => database
+                .client()
+                .batch_execute(sql)
+                .map_err(|error| format!("{error:?}")),
+            None => rusqlite::Connection::open(&self.path)
+                .unwrap()
+                .execute_batch(sql)
+                .map_err(|error| error.to_string()),
+        }
+    }
+
+    /// The integer the first column of the first row of `sql` holds (a count, an id from
+    /// `RETURNING id`), read on a connection of its own.
+    pub fn crm_number(&self, sql: &str) -> i64 {
+        match &self.database {
+            Some(database) => database.client().query_one(sql, &[]).unwrap().get(0),
+            None => rusqlite::Connection::open(&self.path)
+                .unwrap()
+                .query_row(sql, [], |row| row.get(0))
+                .unwrap(),
+        }
+    }
+
+    /// Every row of every table of the store, as text, sorted: equal dumps, equal stores.
+    pub fn dump(&self) -> Vec<String> {
+        match &self.database {
+            Some(database) => database.dump(),
+            None => super::dump_store(&self.path),
         }
     }
 
@@ -70,7 +172,7 @@ impl World {
         let user = self.policy.config.user_by_address(user).unwrap().clone();
         sync::process(
             &self.policy,
-            &self.store,
+            &*self.store,
             &user,
             "dir:/test",
             &SourceMessage {
@@ -135,8 +237,19 @@ impl World {
         files
     }
 
-    /// How many activities the full-text index finds for `word`, read straight from SQLite.
+    /// How many activities the full-text index finds for `word`, read straight from the
+    /// database.
     pub fn search_index_matches(&self, word: &str) -> i64 {
+        if let Some(database) = &self.database {
+            return database
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM activity_search WHERE document @@ plainto_tsquery('simple', $1)",
+                    &[&word],
+                )
+                .unwrap()
+                .get(0);
+        }
         let connection = rusqlite::Connection::open(&self.path).unwrap();
         connection
             .query_row(
