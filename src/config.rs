@@ -938,6 +938,67 @@ mod tests {
         );
     }
 
+    /// `[store]` as written → the location, or the problem reported (with its line).
+    #[test]
+    fn the_store_is_one_sqlite_path_or_one_postgresql_url_without_a_password() {
+        let company = "[company]\ndomains = [\"abcorp.com\"]\n[store]\n";
+        let ok: &[(&str, StoreLocation)] = &[
+            (
+                "path = \"crm.sqlite3\"",
+                StoreLocation::Sqlite {
+                    path: PathBuf::from("/etc/mailsync/crm.sqlite3"),
+                },
+            ),
+            (
+                "url = \"postgresql://mailsync@db.internal:5432/crm?sslmode=require\"",
+                StoreLocation::Postgres {
+                    url: "postgresql://mailsync@db.internal:5432/crm?sslmode=require".to_string(),
+                    password_file: None,
+                },
+            ),
+        ];
+        for (store, location) in ok {
+            let config = load(&format!("{company}{store}\n")).unwrap();
+            assert_eq!(&config.store, location, "{store}");
+        }
+        let refused: &[(&str, &str)] = &[
+            (
+                "url = \"postgresql://u:hunter2@db/crm\"",
+                "holds a password",
+            ),
+            (
+                "path = \"a.sqlite3\"\nurl = \"postgresql://u@db/crm\"",
+                "not both",
+            ),
+            ("attachments_dir = \"files\"", "set `path"),
+            (
+                "url = \"postgresql://u@db/crm?sslmode=sometimes\"",
+                "not a PostgreSQL URL",
+            ),
+            (
+                "path = \"a.sqlite3\"\npassword_file = \"pw\"",
+                "a SQLite store has no password",
+            ),
+            (
+                "url = \"postgresql://u@db/crm\"\npassword_file = \"/nonexistent/pw\"",
+                "cannot read /nonexistent/pw",
+            ),
+        ];
+        for (store, said) in refused {
+            let problems = load(&format!("{company}{store}\n")).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains(said) && p.contains("mailsync.toml:")),
+                "{store}: {problems:?}"
+            );
+            assert!(
+                !problems.iter().any(|p| p.contains("hunter2")),
+                "the password is not repeated: {problems:?}"
+            );
+        }
+    }
+
     #[test]
     fn retention_and_attachment_settings_are_checked() {
         let config = load(MINIMAL).unwrap();

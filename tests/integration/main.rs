@@ -23,6 +23,7 @@ mod gmail_daemon;
 mod hostile;
 mod operability;
 mod parse_snapshots;
+mod postgres_store;
 mod privacy;
 mod properties;
 mod reliability;
