@@ -578,7 +578,12 @@ fn a_reloaded_skip_rule_and_a_crm_never_sync_switch_remove_stored_activities() {
     assert_eq!(setup.count("activities", "1"), 0);
 
     daemon.signal("TERM");
-    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(
+        daemon.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
     assert_log_is_clean(&daemon.log_text());
 }
 
@@ -951,4 +956,81 @@ fn the_daemon_reads_nothing_from_a_mailbox_that_is_not_the_users() {
     let once = setup.mailsync(&["run", "--once"]);
     assert!(once.status.success(), "{once:?}");
     assert_eq!(setup.decisions(MICHELLE), 3);
+}
+
+/// The daemon on a PostgreSQL store, as the README's configuration runs it: two mailboxes
+/// synced, a second daemon on the same database refused, a kill -9 mid-sync survived with
+/// nothing lost or doubled, new mail picked up, a reload, the read path and `verify` through
+/// the CLI, and a clean SIGTERM with a clean log.
+#[test]
+fn the_daemon_on_postgresql_syncs_survives_kill_9_and_is_alone_on_its_store() {
+    let synced = synced_of_mixed_mail(60);
+    let (sandbox, setup) = michelles_and_daves_mailboxes(60)
+        .postgres()
+        // Slow enough to kill it in the middle.
+        .sandbox_flags(&["--quota-units-per-minute", "12000"])
+        .gmail_settings("[gmail.quota]\nunits_per_minute = 12000\n")
+        .service_account()
+        .start();
+    let mut daemon = setup.start_daemon();
+    wait_until("some messages decided", WAIT, || {
+        setup.decisions(MICHELLE) >= 10
+    });
+    let second = setup.mailsync(&["run"]);
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stderr)
+            .contains("another mailsync daemon is already running"),
+        "{second:?}"
+    );
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(5)).expect("killed");
+    assert!(
+        setup.decisions(MICHELLE) + setup.decisions(DAVE) < 120,
+        "killed mid-sync"
+    );
+    assert_exactly_once(&setup);
+
+    let mut daemon = setup.start_daemon();
+    wait_until("both first syncs completed after the restart", WAIT, || {
+        setup.decisions(MICHELLE) == 60
+            && setup.decisions(DAVE) == 60
+            && setup.state_of(MICHELLE) == "ok"
+            && setup.state_of(DAVE) == "ok"
+    });
+    sandbox.deliver(
+        MICHELLE,
+        &message(901, ALICE, MICHELLE, "Secret subject quincunx"),
+    );
+    wait_until("new mail from history", WAIT, || {
+        setup.decisions(MICHELLE) == 61
+    });
+    assert_eq!(setup.count("activity_sources", "1"), 2 * synced as i64 + 1);
+    assert_exactly_once(&setup);
+
+    daemon.signal("HUP");
+    wait_until("the reload", WAIT, || {
+        daemon.log_text().contains("config reloaded")
+    });
+    let feed = setup.mailsync(&["feed", "--as", MICHELLE, "--json"]);
+    assert!(feed.status.success(), "{feed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&feed.stdout).lines().count(),
+        2 * synced + 1,
+        "michelle sees every activity: Alice and Bob are visible to everyone"
+    );
+    let found = setup.mailsync(&["search", "--as", MICHELLE, "quincunx", "--json"]);
+    let found = String::from_utf8_lossy(&found.stdout).to_string();
+    assert_eq!(found.lines().count(), 1, "{found}");
+    let verify = setup.mailsync(&["verify", "--user", MICHELLE]);
+    assert!(verify.status.success(), "{verify:?}");
+
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert_log_is_clean(&daemon.log_text());
 }

@@ -38,8 +38,20 @@ const DAEMON_LOCK: i64 = 0x6d61_696c_0003;
 const RULES_MARK: &str = "rules";
 
 pub struct PostgresStore {
-    pool: connect::Pool,
+    /// Taken only by `Drop`.
+    pool: Option<connect::Pool>,
     options: Mutex<StoreOptions>,
+}
+
+impl Drop for PostgresStore {
+    /// The synchronous client runs each connection on a small runtime of its own, and
+    /// closing one on an async thread panics: the store is often dropped on one (the daemon
+    /// at shutdown), so the connections are closed on a thread of their own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 impl PostgresStore {
@@ -48,7 +60,7 @@ impl PostgresStore {
         let pool = settings.pool()?;
         migrate(&mut *pool.get()?)?;
         Ok(PostgresStore {
-            pool,
+            pool: Some(pool),
             options: Mutex::new(StoreOptions::default()),
         })
     }
@@ -67,7 +79,7 @@ impl PostgresStore {
             )));
         }
         Ok(PostgresStore {
-            pool,
+            pool: Some(pool),
             options: Mutex::new(StoreOptions::default()),
         })
     }
@@ -86,7 +98,7 @@ impl PostgresStore {
                 "PostgreSQL is reached from the blocking pool only".to_string(),
             ));
         }
-        Ok(self.pool.get()?)
+        Ok(self.pool.as_ref().expect("taken only on drop").get()?)
     }
 
     fn options(&self) -> StoreOptions {

@@ -217,7 +217,10 @@ pub fn write_credentials(dir: &Path, base_url: &str, auth: Auth) -> String {
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// The SQLite store file (unused when the store is in `database`).
     pub store: PathBuf,
+    /// The scratch PostgreSQL database `[store] url` names, for a setup on PostgreSQL.
+    pub database: Option<super::postgres::ScratchDatabase>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -235,12 +238,17 @@ impl Setup {
         contacts: &[&str],
         auth: Auth,
         extra_gmail: &str,
+        database: Option<super::postgres::ScratchDatabase>,
     ) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("crm.sqlite3");
         let credentials = write_credentials(dir.path(), &sandbox.base_url, auth);
+        let store_line = match &database {
+            Some(database) => format!("url = \"{}\"", database.url()),
+            None => "path = \"crm.sqlite3\"".to_string(),
+        };
         let mut config = format!(
-            "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n[gmail]\napi_base_url = \"{}\"\n{credentials}\ninitial_sync_days = 36500\npoll_interval_secs = 1\nlist_page_size = 10\nrequest_timeout_secs = 5\nbackoff_max_secs = 2\nmax_attempts = 10\n{extra_gmail}\n",
+            "[company]\ndomains = [\"abcorp.com\"]\n[store]\n{store_line}\n[gmail]\napi_base_url = \"{}\"\n{credentials}\ninitial_sync_days = 36500\npoll_interval_secs = 1\nlist_page_size = 10\nrequest_timeout_secs = 5\nbackoff_max_secs = 2\nmax_attempts = 10\n{extra_gmail}\n",
             sandbox.base_url
         );
         for (email, sync) in users {
@@ -260,6 +268,7 @@ impl Setup {
             dir,
             config: config_path,
             store,
+            database,
         };
         let output = setup.mailsync(&["contacts", "import", csv.to_str().unwrap()]);
         assert!(
@@ -277,13 +286,10 @@ impl Setup {
                     .as_str()
                     .unwrap()
                     .to_string();
-                let connection = rusqlite::Connection::open(&setup.store).unwrap();
-                connection
-                    .execute(
-                        "INSERT INTO oauth_tokens (user_email, client_id, refresh_token, updated_at) VALUES (?1, ?2, ?3, 0)",
-                        rusqlite::params![email, CLIENT_ID, token],
-                    )
-                    .unwrap();
+                setup.write_sql(&format!(
+                    "INSERT INTO oauth_tokens (user_email, client_id, refresh_token, updated_at) \
+                     VALUES ('{email}', '{CLIENT_ID}', '{token}', 0)"
+                ));
             }
         }
         setup
@@ -310,8 +316,36 @@ impl Setup {
             .unwrap()
     }
 
+    /// Runs `sql` on the store, as a CRM or an operator would (plain SQL, no parameters).
+    pub fn write_sql(&self, sql: &str) {
+        match &self.database {
+            Some(database) => database.client().batch_execute(sql).unwrap(),
+            None => rusqlite::Connection::open(&self.store)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap(),
+        }
+    }
+
     /// `SELECT count(*)` with a WHERE clause over the store.
     pub fn count(&self, table: &str, condition: &str) -> i64 {
+        if let Some(database) = &self.database {
+            // PostgreSQL 15 wants a name for a subquery in FROM, and a boolean condition.
+            let alias = if table.starts_with('(') { " AS t" } else { "" };
+            let condition = if condition == "1" { "TRUE" } else { condition };
+            let counted = database.client().query_one(
+                &format!("SELECT count(*) FROM {table}{alias} WHERE {condition}"),
+                &[],
+            );
+            return match counted {
+                Ok(row) => row.get(0),
+                // Before the daemon's first start there is no schema yet.
+                Err(error) if error.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    0
+                }
+                Err(error) => panic!("{table} WHERE {condition}: {error:?}"),
+            };
+        }
         let connection = rusqlite::Connection::open(&self.store).unwrap();
         connection.busy_timeout(Duration::from_secs(10)).unwrap();
         connection

@@ -34,6 +34,7 @@ pub struct Scenario {
     auth: Option<Auth>,
     gmail_settings: String,
     config_after_users: String,
+    postgres: bool,
 }
 
 impl Scenario {
@@ -54,6 +55,12 @@ impl Scenario {
     /// owners.
     pub fn users(mut self, users: &[&str]) -> Self {
         self.users = Some(users.iter().map(|u| u.to_string()).collect());
+        self
+    }
+
+    /// The store is a scratch PostgreSQL database (`[store] url`) instead of a SQLite file.
+    pub fn postgres(mut self) -> Self {
+        self.postgres = true;
         self
     }
 
@@ -140,7 +147,15 @@ impl Scenario {
         };
         let users: Vec<(&str, bool)> = users.into_iter().map(|user| (user, true)).collect();
         let contacts: Vec<&str> = self.contacts.iter().map(String::as_str).collect();
-        let setup = Setup::new(sandbox, &users, &contacts, auth, &self.gmail_settings);
+        let database = self.postgres.then(super::postgres::ScratchDatabase::create);
+        let setup = Setup::new(
+            sandbox,
+            &users,
+            &contacts,
+            auth,
+            &self.gmail_settings,
+            database,
+        );
         if !self.config_after_users.is_empty() {
             setup.edit_config(|config| format!("{config}{}", self.config_after_users));
         }
