@@ -164,6 +164,7 @@ impl RawQuota {
 struct RawDaemon {
     max_concurrent_users: u32,
     shutdown_timeout_secs: u64,
+    lease_secs: u64,
 }
 
 impl Default for RawDaemon {
@@ -175,6 +176,7 @@ impl Default for RawDaemon {
             // in flight per syncing mailbox.
             max_concurrent_users: 50,
             shutdown_timeout_secs: 9,
+            lease_secs: 30,
         }
     }
 }
@@ -287,6 +289,10 @@ pub struct DaemonConfig {
     pub max_concurrent_users: u32,
     /// How long SIGTERM waits for in-flight work before exiting anyway.
     pub shutdown_timeout_secs: u64,
+    /// With several instances on one PostgreSQL store: how long a mailbox lease lasts
+    /// without renewal, so how long a dead instance's mailboxes wait before another syncs
+    /// them. Renewed several times per lease.
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -519,10 +525,18 @@ fn validate(
     let daemon = DaemonConfig {
         max_concurrent_users: raw.daemon.max_concurrent_users,
         shutdown_timeout_secs: raw.daemon.shutdown_timeout_secs,
+        lease_secs: raw.daemon.lease_secs,
     };
     if daemon.max_concurrent_users == 0 {
         let at = KeyPath::default().key("daemon").key("max_concurrent_users");
         diagnostics.push(file.diagnostic(&at, "must be at least 1"));
+    }
+    if !(3..=3600).contains(&daemon.lease_secs) {
+        let at = KeyPath::default().key("daemon").key("lease_secs");
+        diagnostics.push(file.diagnostic(
+            &at,
+            "must be between 3 and 3600 seconds (renewed every third of it)",
+        ));
     }
 
     let mut users = Vec::new();

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub last_success: Family<UserLabels, FloatGauge>,
     sync_lag: Family<UserLabels, FloatGauge>,
     pub store_write_seconds: Histogram,
+    leases_held: Gauge,
+    live_instances: Gauge,
+    config_mismatches: Gauge,
+    runner: Gauge,
     last_success_by_user: Arc<Mutex<HashMap<String, f64>>>,
 }
 
@@ -78,6 +82,10 @@ impl Metrics {
             last_success: Family::default(),
             sync_lag: Family::default(),
             store_write_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            leases_held: Gauge::default(),
+            live_instances: Gauge::default(),
+            config_mismatches: Gauge::default(),
+            runner: Gauge::default(),
             last_success_by_user: Arc::default(),
         };
         registry.register(
@@ -130,10 +138,38 @@ impl Metrics {
             "Time to write one batch of decisions to the store",
             metrics.store_write_seconds.clone(),
         );
+        registry.register(
+            "mailsync_leases_held",
+            "Mailboxes this instance holds a lease on (all sync-enabled mailboxes with SQLite)",
+            metrics.leases_held.clone(),
+        );
+        registry.register(
+            "mailsync_instances_live",
+            "Live instances on this store, this one included",
+            metrics.live_instances.clone(),
+        );
+        registry.register(
+            "mailsync_config_mismatches",
+            "Live instances running a config or rules that differ from this instance's",
+            metrics.config_mismatches.clone(),
+        );
+        registry.register(
+            "mailsync_runner",
+            "1 when this instance runs the work that must happen once (retention, rules, contact changes)",
+            metrics.runner.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             ..metrics
         }
+    }
+
+    /// What the last lease round left this instance with.
+    pub fn leases(&self, round: &crate::store::LeaseRound) {
+        self.leases_held.set(round.held.len() as i64);
+        self.live_instances.set(round.live_instances as i64);
+        self.config_mismatches.set(round.config_mismatches as i64);
+        self.runner.set(i64::from(round.runner));
     }
 
     /// Records a successful sync of `user` now.

@@ -202,7 +202,13 @@ mod with_sandbox {
                 super::super::feed::run(&policy, feed)?;
             }
             heading("sync status")?;
-            super::super::status::run(&policy, false)?;
+            super::super::status::run(
+                &policy,
+                super::super::status::StatusArgs {
+                    json: false,
+                    instances: false,
+                },
+            )?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,

@@ -199,7 +199,7 @@ pub fn run(cli: Cli) -> CommandResult {
         }
         Command::Rules(RulesCommand::Check) => rules::check(&load_policy(config_path)?),
         Command::Decisions(args) => decisions::run(&load_policy(config_path)?, args),
-        Command::Status(args) => status::run(&load_policy(config_path)?, args.json),
+        Command::Status(args) => status::run(&load_policy(config_path)?, args),
         Command::Auth(AuthCommand::Login {
             user,
             port,

@@ -1,4 +1,5 @@
-//! `mailsync status`: each user's sync health, as a dashboard would show it.
+//! `mailsync status`: each user's sync health, as a dashboard would show it, and which
+//! instance syncs each mailbox; `status --instances`: the live instances on the store.
 
 use std::io::Write;
 
@@ -15,6 +16,9 @@ pub struct StatusArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// The live instances sharing the store (PostgreSQL), instead of the users.
+    #[arg(long)]
+    pub instances: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -37,12 +41,22 @@ struct UserStatus {
     /// Undecided messages the last reconciliation found (and repaired).
     verify_gaps: u64,
     last_verify_at: Option<String>,
+    /// The instance holding this mailbox's lease (PostgreSQL); none when no instance does,
+    /// and always none with SQLite, whose one daemon syncs every mailbox.
+    instance: Option<String>,
+    /// Until when that instance holds it (RFC 3339, UTC).
+    lease_expires_at: Option<String>,
 }
 
-pub fn run(policy: &Policy, json: bool) -> CommandResult {
+pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
+    if args.instances {
+        return instances(policy, args.json);
+    }
+    let json = args.json;
     let store = open_store(policy)?;
     let states = store.sync_states()?;
     let activities = store.sources_per_user()?;
+    let leases = store.leases()?;
     let now = chrono::Utc::now().timestamp();
     let rows: Vec<UserStatus> = policy
         .config
@@ -50,6 +64,9 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
         .iter()
         .map(|user| {
             let state = states.iter().find(|state| state.user_email == user.email);
+            let lease = leases
+                .iter()
+                .find(|lease| lease.user_email == user.email && lease.instance.is_some());
             UserStatus {
                 user: user.email.clone(),
                 sync: user.sync,
@@ -74,6 +91,8 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
                     .map(rfc3339),
                 verify_gaps: state.map_or(0, |state| state.verify_gaps),
                 last_verify_at: state.and_then(|state| state.last_verify_at).map(rfc3339),
+                instance: lease.and_then(|lease| lease.instance.clone()),
+                lease_expires_at: lease.and_then(|lease| lease.expires_at.clone()),
             }
         })
         .collect();
@@ -84,15 +103,30 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
         }
         return Ok(ExitStatus::Success);
     }
+    // The instance column only where there are instances to tell apart.
+    let shared = !leases.is_empty();
+    let instance_header = if shared {
+        format!(" {:<28}", "INSTANCE")
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}  LAST ERROR",
+        "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}{instance_header}  LAST ERROR",
         "USER", "SYNC", "STATE", "HISTORY ID", "LAST SYNC", "ACTIVITIES"
     )?;
     for row in &rows {
+        let instance = if shared {
+            format!(
+                " {:<28}",
+                printable::escape(row.instance.as_deref().unwrap_or("-"))
+            )
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}  {}",
+            "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}{instance}  {}",
             printable::escape(&row.user),
             if row.sync { "on" } else { "off" },
             row.state.as_str(),
@@ -100,6 +134,53 @@ pub fn run(policy: &Policy, json: bool) -> CommandResult {
             row.last_sync_at.as_deref().unwrap_or("never"),
             row.activities,
             printable::escape(row.last_error.as_deref().unwrap_or("")),
+        )?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `status --instances`: the live instances, oldest first; a config that differs from the
+/// first instance's is pointed out.
+fn instances(policy: &Policy, json: bool) -> CommandResult {
+    let store = open_store(policy)?;
+    let instances = store.instances()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for instance in &instances {
+            json_line(&mut out, instance)?;
+        }
+        return Ok(ExitStatus::Success);
+    }
+    if instances.is_empty() {
+        writeln!(
+            out,
+            "no live instance on {} (with SQLite the one daemon holds the store's lock file and every mailbox)",
+            policy.config.store
+        )?;
+        return Ok(ExitStatus::Success);
+    }
+    writeln!(
+        out,
+        "{:<28} {:<20} {:>8} {:<21} {:<21} {:>9}  CONFIG",
+        "INSTANCE", "HOST", "PID", "STARTED", "HEARTBEAT", "MAILBOXES"
+    )?;
+    let reference = &instances[0].config_fingerprint;
+    for instance in &instances {
+        let config = &instance.config_fingerprint[..12.min(instance.config_fingerprint.len())];
+        let differs = if &instance.config_fingerprint == reference {
+            ""
+        } else {
+            " (differs)"
+        };
+        writeln!(
+            out,
+            "{:<28} {:<20} {:>8} {:<21} {:<21} {:>9}  {config}{differs}",
+            printable::escape(&instance.instance),
+            printable::escape(&instance.host),
+            instance.pid,
+            instance.started_at.as_deref().unwrap_or("-"),
+            instance.heartbeat_at.as_deref().unwrap_or("-"),
+            instance.mailboxes,
         )?;
     }
     Ok(ExitStatus::Success)

@@ -2,6 +2,7 @@
 //! user's Gmail under a global cap on mailboxes synced at once; reload and shutdown come in
 //! as [`Controls`], so tests drive them without signals and `main` wires real ones.
 
+mod instance;
 mod supervisor;
 mod worker;
 

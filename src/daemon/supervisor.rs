@@ -68,32 +68,54 @@ struct Workers {
     running: HashMap<String, (CancellationToken, JoinHandle<Stopped>)>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    /// The mailboxes this instance holds a lease on (every sync-enabled one with SQLite).
+    held: std::collections::BTreeSet<String>,
 }
 
 impl Workers {
-    /// Starts a worker for every sync-enabled user without a live one, and stops those whose
-    /// sync is off or who left the config.
+    /// Starts a worker for every sync-enabled user whose lease this instance holds and who
+    /// has no live worker, and stops those whose sync is off, who left the config, or whose
+    /// lease is no longer this instance's.
     fn reconcile(&mut self, policy: &Policy) {
+        let held = &self.held;
         self.running.retain(|email, (cancel, handle)| {
-            let keep = policy
+            let wanted = policy
                 .config
                 .user_by_address(email)
-                .is_some_and(|user| user.sync)
-                && !handle.is_finished();
+                .is_some_and(|user| user.sync);
+            let keep = wanted && held.contains(email) && !handle.is_finished();
             if !keep {
                 cancel.cancel();
                 if !handle.is_finished() {
-                    tracing::info!(user = %email, "sync turned off; stopping at once");
+                    if wanted {
+                        tracing::info!(user = %email, "mailbox lease given up; stopping at once");
+                    } else {
+                        tracing::info!(user = %email, "sync turned off; stopping at once");
+                    }
                 }
             }
             keep
         });
-        for user in &policy.config.users {
-            if !user.sync {
-                let store = &self.shared.store;
-                if let Err(error) = store.set_sync_status(&user.email, SyncStatus::Disabled, None) {
-                    tracing::error!(user = %user.email, error = %error, "cannot record sync status");
+        let disabled: Vec<String> = policy
+            .config
+            .users
+            .iter()
+            .filter(|user| !user.sync)
+            .map(|user| user.email.clone())
+            .collect();
+        if !disabled.is_empty() {
+            // Store calls block: off the async threads.
+            let store = self.shared.store.clone();
+            tokio::task::spawn_blocking(move || {
+                for email in disabled {
+                    if let Err(error) = store.set_sync_status(&email, SyncStatus::Disabled, None) {
+                        tracing::error!(user = %email, error = %error, "cannot record sync status");
+                    }
                 }
+            });
+        }
+        for user in &policy.config.users {
+            if !user.sync || !self.held.contains(&user.email) {
                 continue;
             }
             if self.running.contains_key(&user.email) {
@@ -262,6 +284,7 @@ async fn apply_retention(store: &crate::sync::gmail::SharedStore, policy: &Arc<P
 async fn retention_loop(
     store: crate::sync::gmail::SharedStore,
     policy: watch::Receiver<Arc<Policy>>,
+    runner: watch::Receiver<bool>,
     shutdown: CancellationToken,
     interval: Duration,
 ) {
@@ -271,6 +294,10 @@ async fn retention_loop(
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
+                // Work that must happen once: on the elected instance only.
+                if !*runner.borrow() {
+                    continue;
+                }
                 let current = policy.borrow().clone();
                 apply_retention(&store, &current).await;
             }
@@ -327,15 +354,39 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         running: HashMap::new(),
         shared,
         shutdown: controls.shutdown.clone(),
+        held: Default::default(),
     };
-    // Never-sync switches changed while the daemon was stopped are applied before the first
-    // poll (new addresses need nothing from here: each mailbox backfills from its mark).
-    process_contact_events(&workers.shared.store, &policy_rx.borrow().clone()).await;
+    // Join the store's instances and take this instance's share of the mailboxes (all of
+    // them with SQLite, where it is the only instance).
+    let mut leases =
+        super::instance::LeaseKeeper::new(super::instance::identify(&policy_rx.borrow()));
+    {
+        let store = workers.shared.store.clone();
+        let instance = leases.instance.clone();
+        tokio::task::spawn_blocking(move || store.join(&instance))
+            .await
+            .map_err(|error| DaemonError::Task(error.to_string()))??;
+    }
+    let first = leases
+        .round(
+            &workers.shared.store,
+            &policy_rx.borrow().clone(),
+            &workers.shared.metrics,
+        )
+        .await;
+    workers.held = first.held;
+    let (runner_tx, runner_rx) = watch::channel(first.runner);
+    if first.runner {
+        // Never-sync switches changed while no daemon ran are applied before the first poll
+        // (new addresses need nothing from here: each mailbox backfills from its mark).
+        process_contact_events(&workers.shared.store, &policy_rx.borrow().clone()).await;
+    }
     workers.reconcile(&policy_rx.borrow().clone());
-    // The rules may have changed while the daemon was stopped.
-    apply_rules_to_stored(&workers.shared.store, &policy_rx.borrow().clone()).await;
-    // Content may have come of age while it was stopped too.
-    apply_retention(&workers.shared.store, &policy_rx.borrow().clone()).await;
+    if first.runner {
+        // The rules may have changed while no daemon ran, and content come of age.
+        apply_rules_to_stored(&workers.shared.store, &policy_rx.borrow().clone()).await;
+        apply_retention(&workers.shared.store, &policy_rx.borrow().clone()).await;
+    }
     let users = policy_rx
         .borrow()
         .config
@@ -343,17 +394,32 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         .iter()
         .filter(|user| user.sync)
         .count();
-    tracing::info!(config = %config_path.display(), store = %store_location, users, "mailsync daemon started");
+    tracing::info!(
+        config = %config_path.display(),
+        store = %store_location,
+        instance = %leases.instance.instance,
+        users,
+        mailboxes = workers.held.len(),
+        "mailsync daemon started"
+    );
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     if controls.once {
-        return Ok(run_once(workers, &controls.shutdown).await);
+        let outcome = run_once(workers.running, &controls.shutdown).await;
+        leave(&workers.shared.store).await;
+        return Ok(outcome);
     }
     tokio::spawn(retention_loop(
         workers.shared.store.clone(),
         policy_rx.clone(),
+        runner_rx.clone(),
         controls.shutdown.clone(),
         crate::sync::retention::INTERVAL,
     ));
+    let mut lease_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + leases.interval(),
+        leases.interval(),
+    );
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let mut watchdog_usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
@@ -387,7 +453,9 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                         let _ = credentials_tx.send(credentials);
                         let _ = policy_tx.send(policy.clone());
                         workers.reconcile(&policy);
-                        apply_rules_to_stored(&workers.shared.store, &policy).await;
+                        if *runner_rx.borrow() {
+                            apply_rules_to_stored(&workers.shared.store, &policy).await;
+                        }
                     }
                     Ok(_) => tracing::error!("config reload rejected: [store] path cannot change while running; restart instead; keeping the old config"),
                     Err(error) => tracing::error!(error = %error, "config reload rejected; keeping the old config"),
@@ -397,24 +465,54 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 notify_systemd(&[sd_notify::NotifyState::Watchdog]);
             }
-            _ = contact_events_tick.tick() => {
+            _ = contact_events_tick.tick(), if *runner_rx.borrow() => {
                 let policy = policy_rx.borrow().clone();
                 process_contact_events(&workers.shared.store, &policy).await;
+            }
+            _ = lease_tick.tick() => {
+                let policy = policy_rx.borrow().clone();
+                let round = leases.round(&workers.shared.store, &policy, &workers.shared.metrics).await;
+                workers.held = round.held;
+                let _ = runner_tx.send(round.runner);
+                workers.reconcile(&policy);
+                if round.became_runner {
+                    // The work that must happen once is this instance's now: catch up on
+                    // what the last runner may have left undone.
+                    process_contact_events(&workers.shared.store, &policy).await;
+                    apply_rules_to_stored(&workers.shared.store, &policy).await;
+                }
             }
         }
     }
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let timeout = Duration::from_secs(policy_rx.borrow().config.daemon.shutdown_timeout_secs);
     tracing::info!("shutting down: finishing in-flight writes");
+    let store = workers.shared.store.clone();
     workers.stop(timeout).await;
+    leave(&store).await;
     tracing::info!("mailsync daemon stopped");
     Ok(RunOutcome::Clean)
 }
 
+/// Gives this instance's leases back so the others take its mailboxes over at once.
+async fn leave(store: &crate::store::SharedStore) {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.leave()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(error = %error, "could not give the leases back; they run out on their own")
+        }
+        Err(error) => tracing::warn!(error = %error, "could not give the leases back"),
+    }
+}
+
 /// Waits for every worker's single poll (or for shutdown).
-async fn run_once(workers: Workers, shutdown: &CancellationToken) -> RunOutcome {
+async fn run_once(
+    running: HashMap<String, (CancellationToken, JoinHandle<Stopped>)>,
+    shutdown: &CancellationToken,
+) -> RunOutcome {
     let mut outcome = RunOutcome::Clean;
-    for (email, (cancel, handle)) in workers.running {
+    for (email, (cancel, handle)) in running {
         let stopped = tokio::select! {
             stopped = handle => stopped.unwrap_or(Stopped::FailedOnce),
             () = shutdown.cancelled() => { cancel.cancel(); Stopped::Cancelled }
@@ -479,9 +577,11 @@ mod tests {
         let store: crate::store::SharedStore = Arc::new(store);
         let (_policy_tx, policy_rx) = watch::channel(policy);
         let shutdown = CancellationToken::new();
+        let (_runner_tx, runner_rx) = watch::channel(true);
         let job = tokio::spawn(retention_loop(
             store.clone(),
             policy_rx,
+            runner_rx,
             shutdown.clone(),
             Duration::from_millis(20),
         ));

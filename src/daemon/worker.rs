@@ -42,6 +42,8 @@ pub enum Stopped {
     PolledOnce,
     /// `--once`: the poll failed.
     FailedOnce,
+    /// Another instance took the mailbox's lease over.
+    LeaseLost,
 }
 
 /// A small store call (a state row, a notification mark), made on the async thread: when
@@ -235,6 +237,12 @@ pub async fn run_worker(
                     }
                 }
                 Err(SyncError::Cancelled) => return Stopped::Cancelled,
+                Err(SyncError::Store(error)) if error.is_fenced() => {
+                    // Another instance holds the mailbox now (this one stalled past its
+                    // lease): nothing of this poll was written, and the mailbox is theirs.
+                    tracing::warn!("the mailbox's lease went to another instance; dropping it");
+                    return Stopped::LeaseLost;
+                }
                 Err(SyncError::Gmail(error)) if error.needs_reauth() => {
                     let message = error.to_string();
                     with_store(&shared.store, |store| {

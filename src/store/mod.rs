@@ -19,7 +19,7 @@ use crate::rules::{ContactBook, Decision, Direction, MessageFacts, Visibility};
 
 pub use files::is_sha256_hex;
 pub use identity::MessageIdentity;
-pub use postgres::{PostgresDaemonLock, PostgresSettings, PostgresStore};
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::{SqliteStore, StoreLock};
 
 use crate::config::StoreLocation;
@@ -51,21 +51,20 @@ pub fn open_for_looking(config: &crate::config::Config) -> Result<SharedStore, S
     })
 }
 
-/// Proof that this process is the one daemon on its store, held until dropped: a lock file
-/// next to a SQLite store, a session advisory lock in PostgreSQL. Both are released by the
-/// operating system or the server when the process dies.
+/// What a daemon holds on its store while it runs: with SQLite, the lock file that makes it
+/// the only daemon (released by the operating system when the process dies); with
+/// PostgreSQL nothing, because any number of instances share the store through mailbox
+/// leases (`Store::join`, `Store::lease_round`).
 pub enum DaemonLock {
     Sqlite(StoreLock),
-    Postgres(PostgresDaemonLock),
+    Shared,
 }
 
 impl DaemonLock {
     pub fn acquire(location: &StoreLocation) -> Result<DaemonLock, StoreError> {
         Ok(match location {
             StoreLocation::Sqlite { path } => DaemonLock::Sqlite(StoreLock::acquire(path)?),
-            StoreLocation::Postgres { .. } => {
-                DaemonLock::Postgres(PostgresDaemonLock::acquire(&postgres_settings(location))?)
-            }
+            StoreLocation::Postgres { .. } => DaemonLock::Shared,
         })
     }
 }
@@ -108,6 +107,10 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// This instance no longer holds the lease on the mailbox it was writing for (it ran out,
+    /// or another instance took the mailbox over): nothing was written.
+    #[error("this instance no longer holds the lease on {0}'s mailbox; nothing was written")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -116,6 +119,60 @@ impl StoreError {
     pub fn is_busy(&self) -> bool {
         matches!(self, StoreError::Busy(_))
     }
+
+    /// The write was refused because this instance lost the mailbox's lease: the caller
+    /// drops that mailbox.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced(_))
+    }
+}
+
+/// An instance as it records itself in a store that several share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// Unique per process: host, pid and a random suffix.
+    pub instance: String,
+    pub host: String,
+    pub pid: u32,
+    pub lease_secs: u64,
+    /// SHA-256 of the config and rules files it runs with.
+    pub config_fingerprint: String,
+}
+
+/// What one lease round left an instance with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseRound {
+    /// The mailboxes this instance may sync until its next round.
+    pub held: std::collections::BTreeSet<String>,
+    /// Whether this instance runs the work that must happen once (retention, rules on
+    /// stored mail, the contact change log).
+    pub runner: bool,
+    /// Live instances, this one included.
+    pub live_instances: u64,
+    /// Live instances whose config fingerprint differs from this one's.
+    pub config_mismatches: u64,
+}
+
+/// A live instance, for `status --instances`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstanceView {
+    pub instance: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: Option<String>,
+    pub heartbeat_at: Option<String>,
+    /// Mailboxes it holds a lease on now.
+    pub mailboxes: u64,
+    pub config_fingerprint: String,
+}
+
+/// Who holds a mailbox's lease, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    pub user_email: String,
+    /// `None` when nobody holds it (free, or expired).
+    pub instance: Option<String>,
+    pub expires_at: Option<String>,
 }
 
 thread_local! {
@@ -752,4 +809,47 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<AccessLogEntry>, StoreError>;
 
     fn counts(&self) -> Result<Counts, StoreError>;
+
+    // Several instances on one store (docs/spec/instances.md). A backend with one instance
+    // (SQLite, whose daemon holds a lock file) keeps these defaults: the instance holds every
+    // mailbox and runs everything, and nothing is recorded.
+
+    /// Records this process as an instance; from now on every write for a mailbox checks
+    /// that this instance holds its lease ([`StoreError::Fenced`] otherwise).
+    fn join(&self, _instance: &InstanceInfo) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One round of leases for the mailboxes `wanted` (the sync-enabled users): the
+    /// heartbeat, renewing what this instance holds, releasing what is over its fair share
+    /// or no longer wanted, claiming free or expired ones up to its share, and the single
+    /// runner's lease.
+    fn lease_round(
+        &self,
+        wanted: &[String],
+        _lease: std::time::Duration,
+    ) -> Result<LeaseRound, StoreError> {
+        Ok(LeaseRound {
+            held: wanted.iter().cloned().collect(),
+            runner: true,
+            live_instances: 1,
+            config_mismatches: 0,
+        })
+    }
+
+    /// Releases every lease this instance holds and removes its record (a clean stop: the
+    /// others take its mailboxes over at their next round, without waiting for expiry).
+    fn leave(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The live instances, oldest first.
+    fn instances(&self) -> Result<Vec<InstanceView>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Every mailbox lease.
+    fn leases(&self) -> Result<Vec<LeaseView>, StoreError> {
+        Ok(Vec::new())
+    }
 }

@@ -958,12 +958,11 @@ fn the_daemon_reads_nothing_from_a_mailbox_that_is_not_the_users() {
     assert_eq!(setup.decisions(MICHELLE), 3);
 }
 
-/// The daemon on a PostgreSQL store, as the README's configuration runs it: two mailboxes
-/// synced, a second daemon on the same database refused, a kill -9 mid-sync survived with
+/// The daemon on a PostgreSQL store: two mailboxes synced, a kill -9 mid-sync survived with
 /// nothing lost or doubled, new mail picked up, a reload, the read path and `verify` through
 /// the CLI, and a clean SIGTERM with a clean log.
 #[test]
-fn the_daemon_on_postgresql_syncs_survives_kill_9_and_is_alone_on_its_store() {
+fn the_daemon_on_postgresql_syncs_survives_kill_9_and_reads_through_the_cli() {
     let synced = synced_of_mixed_mail(60);
     let (sandbox, setup) = michelles_and_daves_mailboxes(60)
         .postgres()
@@ -976,13 +975,6 @@ fn the_daemon_on_postgresql_syncs_survives_kill_9_and_is_alone_on_its_store() {
     wait_until("some messages decided", WAIT, || {
         setup.decisions(MICHELLE) >= 10
     });
-    let second = setup.mailsync(&["run"]);
-    assert_eq!(second.status.code(), Some(1), "{second:?}");
-    assert!(
-        String::from_utf8_lossy(&second.stderr)
-            .contains("another mailsync daemon is already running"),
-        "{second:?}"
-    );
     daemon.signal("KILL");
     daemon.wait(Duration::from_secs(5)).expect("killed");
     assert!(
@@ -1033,4 +1025,214 @@ fn the_daemon_on_postgresql_syncs_survives_kill_9_and_is_alone_on_its_store() {
         daemon.log_text()
     );
     assert_log_is_clean(&daemon.log_text());
+}
+
+/// The mailboxes of `users`, each [`mixed_mail`] of `count` messages numbered apart.
+fn company_mailboxes(users: &[&str], count: usize) -> Scenario {
+    users.iter().enumerate().fold(
+        Scenario::new().contacts(&[ALICE, BOB]),
+        |scenario, (index, user)| {
+            scenario.mailbox(user, mixed_mail(user, count, 1000 * (index + 1)))
+        },
+    )
+}
+
+/// `status --instances --json`: instance name → mailboxes it holds.
+fn live_instances(setup: &Setup) -> std::collections::BTreeMap<String, u64> {
+    let output = setup.mailsync(&["status", "--instances", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            for field in ["host", "pid", "started_at", "heartbeat_at"] {
+                assert!(!row[field].is_null(), "{field} in {row}");
+            }
+            (
+                row["instance"].as_str().unwrap().to_string(),
+                row["mailboxes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `status --json`: user → the instance holding its lease (None: nobody).
+fn lease_holders(setup: &Setup) -> std::collections::BTreeMap<String, Option<String>> {
+    setup
+        .status()
+        .into_iter()
+        .map(|row| {
+            let instance = row["instance"].as_str().map(str::to_string);
+            assert_eq!(
+                instance.is_some(),
+                row["lease_expires_at"].is_string(),
+                "a holder comes with an expiry: {row}"
+            );
+            (row["user"].as_str().unwrap().to_string(), instance)
+        })
+        .collect()
+}
+
+/// Three real instances on one PostgreSQL store (docs/spec/instances.md): the mailboxes are
+/// spread evenly; a SIGKILLed instance's mailboxes sync again within lease + poll + 5 s; one
+/// SIGSTOPped past its lease loses its mailboxes and, resumed, writes nothing more for them;
+/// a fourth joins and gets its share; SIGHUP reaches them all; nothing is lost, doubled or
+/// left undecided, and every instance stops cleanly.
+#[test]
+fn three_instances_share_the_mailboxes_and_survive_kill_stop_and_a_newcomer() {
+    const USERS: [&str; 6] = [
+        "ann@abcorp.com",
+        "ben@abcorp.com",
+        "cat@abcorp.com",
+        "dan@abcorp.com",
+        "eve@abcorp.com",
+        "fay@abcorp.com",
+    ];
+    const LEASE_SECS: u64 = 3;
+    let per_mailbox = 12;
+    let (sandbox, setup) = company_mailboxes(&USERS, per_mailbox)
+        .postgres()
+        .config_after_users(&format!("[daemon]\nlease_secs = {LEASE_SECS}\n"))
+        .service_account()
+        .start();
+    let decided_everywhere = |extra: i64| {
+        USERS.iter().map(|user| setup.decisions(user)).sum::<i64>()
+            == (USERS.len() * per_mailbox) as i64 + extra
+    };
+    let mut daemons: Vec<_> = (0..3).map(|_| setup.start_daemon()).collect();
+    wait_until("every mailbox synced by three instances", WAIT, || {
+        decided_everywhere(0)
+    });
+    wait_until("an even spread", WAIT, || {
+        let instances = live_instances(&setup);
+        instances.len() == 3 && instances.values().all(|held| *held == 2)
+    });
+    let holders = lease_holders(&setup);
+    assert!(holders.values().all(Option::is_some), "{holders:?}");
+    assert_exactly_once(&setup);
+
+    // SIGKILL: its two mailboxes go to the others once the lease runs out.
+    let victim = daemons.remove(0);
+    let victim_instance = instance_of(&victim);
+    let orphaned: Vec<String> = holders
+        .iter()
+        .filter(|(_, holder)| holder.as_deref() == Some(victim_instance.as_str()))
+        .map(|(user, _)| user.clone())
+        .collect();
+    assert_eq!(orphaned.len(), 2, "{holders:?} {victim_instance}");
+    victim.signal("KILL");
+    let killed_at = std::time::Instant::now();
+    sandbox.deliver(
+        &orphaned[0],
+        &message(7001, ALICE, &orphaned[0], "Secret subject orphan"),
+    );
+    wait_until("the orphaned mailbox synced again", WAIT, || {
+        decided_everywhere(1)
+    });
+    let failover = killed_at.elapsed();
+    assert!(
+        failover <= Duration::from_secs(LEASE_SECS + 1 + 5),
+        "failover took {failover:?}"
+    );
+    drop(victim);
+
+    // SIGSTOP one past its lease: the last one takes its mailboxes over; resumed, the
+    // stopped one finds its writes refused and lets them go.
+    let stopped = &daemons[0];
+    let stopped_instance = instance_of(stopped);
+    stopped.signal("STOP");
+    std::thread::sleep(Duration::from_secs(LEASE_SECS + 2));
+    let stolen: Vec<String> = lease_holders(&setup)
+        .into_iter()
+        .filter(|(_, holder)| {
+            holder.is_some() && holder.as_deref() != Some(stopped_instance.as_str())
+        })
+        .map(|(user, _)| user)
+        .collect();
+    assert_eq!(
+        stolen.len(),
+        USERS.len(),
+        "the other instance holds every mailbox"
+    );
+    for (index, user) in USERS.iter().enumerate() {
+        sandbox.deliver(
+            user,
+            &message(8000 + index, BOB, user, "Secret subject while stopped"),
+        );
+    }
+    wait_until("mail delivered meanwhile synced by the other", WAIT, || {
+        decided_everywhere(1 + USERS.len() as i64)
+    });
+    stopped.signal("CONT");
+    wait_until("the resumed instance gets its share back", WAIT, || {
+        live_instances(&setup).get(&stopped_instance) == Some(&3)
+    });
+
+    // A newcomer: the load rebalances to two each.
+    daemons.push(setup.start_daemon());
+    wait_until("three live instances with two mailboxes each", WAIT, || {
+        let instances = live_instances(&setup);
+        instances.len() == 3 && instances.values().all(|held| *held == 2)
+    });
+    for (index, user) in USERS.iter().enumerate() {
+        sandbox.deliver(
+            user,
+            &message(9000 + index, ALICE, user, "Secret subject after rebalance"),
+        );
+    }
+    wait_until("mail after the rebalance synced", WAIT, || {
+        decided_everywhere(1 + 2 * USERS.len() as i64)
+    });
+    assert_exactly_once(&setup);
+    assert_eq!(
+        setup.count("decisions", "decision = 'synced' AND activity_id IS NULL"),
+        0
+    );
+    for user in USERS {
+        let verify = setup.mailsync(&["verify", "--user", user, "--json"]);
+        assert!(verify.status.success(), "{verify:?}");
+        assert!(
+            String::from_utf8_lossy(&verify.stdout).contains("\"gaps\":[]"),
+            "{user}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+    }
+
+    for daemon in &daemons {
+        daemon.signal("HUP");
+    }
+    for daemon in &daemons {
+        wait_until("every instance reloaded", WAIT, || {
+            daemon.log_text().contains("config reloaded")
+        });
+    }
+    for mut daemon in daemons {
+        daemon.signal("TERM");
+        assert_eq!(
+            daemon.wait(Duration::from_secs(15)),
+            Some(0),
+            "{}",
+            daemon.log_text()
+        );
+        assert_log_is_clean(&daemon.log_text());
+    }
+    assert!(
+        live_instances(&setup).is_empty(),
+        "a clean stop leaves the store"
+    );
+}
+
+/// The instance name a daemon logged when it started.
+fn instance_of(daemon: &common::gmail::Daemon) -> String {
+    let mut name = None;
+    wait_until("the daemon's start line", WAIT, || {
+        name = daemon.log_text().lines().find_map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).ok()?;
+            (row["message"] == "mailsync daemon started")
+                .then(|| row["instance"].as_str().map(str::to_string))
+                .flatten()
+        });
+        name.is_some()
+    });
+    name.unwrap()
 }

@@ -1,14 +1,11 @@
 //! What only the PostgreSQL backend has to promise: instances that start together migrate the
-//! schema once, a newer schema is refused, looking changes nothing, one daemon holds the
-//! store, contact changes enter the log in commit order, and server errors carry no row
+//! schema once, a newer schema is refused, looking changes nothing, contact changes enter the log in commit order, and server errors carry no row
 //! values. Everything both backends promise is in the conformance tests (`store.rs`,
 //! `privacy.rs`).
 
 use std::time::Duration;
 
-use mailsync::store::{
-    NewContact, PostgresDaemonLock, PostgresSettings, PostgresStore, Store, StoreError,
-};
+use mailsync::store::{NewContact, PostgresSettings, PostgresStore, Store, StoreError};
 
 use crate::common::postgres::ScratchDatabase;
 
@@ -43,11 +40,18 @@ fn instances_starting_together_apply_the_schema_once() {
         result.unwrap();
     }
     let mut client = database.client();
-    let versions: i64 = client
-        .query_one("SELECT count(*) FROM mailsync_schema", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(versions, 1);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT version), max(version) FROM mailsync_schema",
+            &[],
+        )
+        .unwrap();
+    let (rows, versions, newest): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (rows, versions),
+        (newest, newest),
+        "each version applied once"
+    );
 }
 
 #[test]
@@ -76,31 +80,6 @@ fn looking_at_a_store_changes_nothing() {
         .to_string();
     assert!(error.contains("schema version 0"), "{error}");
     assert!(database.dump().is_empty(), "no table was created");
-}
-
-#[test]
-fn one_daemon_holds_the_store_until_it_lets_go() {
-    let database = ScratchDatabase::create();
-    let settings = settings(&database);
-    let held = PostgresDaemonLock::acquire(&settings).unwrap();
-    let refused = PostgresDaemonLock::acquire(&settings)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(refused.contains("another mailsync daemon"), "{refused}");
-    drop(held);
-    // The holder's session ends on its own thread; the server then frees the lock.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match PostgresDaemonLock::acquire(&settings) {
-            Ok(_) => break,
-            Err(error) if std::time::Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => panic!("the lock was not released: {error}"),
-        }
-    }
 }
 
 /// The contact change log is read by position: an event that committed after a reader moved
@@ -171,4 +150,169 @@ fn database_errors_carry_no_row_values() {
     let reported = StoreError::from(error).to_string();
     assert!(!reported.contains("secret.person"), "{reported}");
     assert!(reported.contains("23505"), "{reported}");
+}
+
+fn instance(name: &str, lease_secs: u64) -> mailsync::store::InstanceInfo {
+    mailsync::store::InstanceInfo {
+        instance: name.to_string(),
+        host: "test-host".to_string(),
+        pid: 1,
+        lease_secs,
+        config_fingerprint: "same".to_string(),
+    }
+}
+
+fn mailboxes(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("user{i}@abcorp.com")).collect()
+}
+
+/// Property 2 of docs/spec/instances.md: an instance whose lease ran out and was taken over
+/// can write nothing more for that mailbox, whatever it still believes.
+#[test]
+fn a_stale_instance_cannot_write_for_a_mailbox_it_lost() {
+    let database = ScratchDatabase::create();
+    let stale = PostgresStore::open(&settings(&database)).unwrap();
+    let fresh = PostgresStore::open(&settings(&database)).unwrap();
+    let wanted = mailboxes(1);
+    let user = wanted[0].as_str();
+    stale.join(&instance("stale", 1)).unwrap();
+    let round = stale.lease_round(&wanted, Duration::from_secs(1)).unwrap();
+    assert!(round.held.contains(user) && round.runner);
+    stale
+        .finish_poll(user, mailsync::store::SyncStatus::Ok, None, 0, None)
+        .unwrap();
+
+    // The stale one pauses past its lease; the fresh one takes the mailbox over.
+    std::thread::sleep(Duration::from_millis(1_300));
+    fresh.join(&instance("fresh", 30)).unwrap();
+    let round = fresh.lease_round(&wanted, Duration::from_secs(30)).unwrap();
+    assert!(round.held.contains(user), "{round:?}");
+    assert!(round.runner, "the runner's lease moved too");
+
+    let cursor = mailsync::store::Cursor {
+        user_email: user.to_string(),
+        history_id: "999".to_string(),
+    };
+    for (what, result) in [
+        (
+            "finish_poll",
+            stale.finish_poll(user, mailsync::store::SyncStatus::Ok, None, 0, None),
+        ),
+        ("record_all", stale.record_all(&[], Some(&cursor)).map(drop)),
+        ("clear_cursor", stale.clear_cursor(user)),
+        (
+            "place_backfill_mark",
+            stale.place_backfill_mark(user).map(drop),
+        ),
+    ] {
+        let error = result.expect_err(what);
+        assert!(error.is_fenced(), "{what}: {error}");
+    }
+    assert_eq!(stale.sync_state(user).unwrap().unwrap().history_id, None);
+    fresh.record_all(&[], Some(&cursor)).unwrap();
+    // Its next round tells the stale one the mailbox is gone.
+    let round = stale.lease_round(&wanted, Duration::from_secs(1)).unwrap();
+    assert!(!round.held.contains(user) && !round.runner, "{round:?}");
+    assert_eq!(
+        fresh
+            .sync_state(user)
+            .unwrap()
+            .unwrap()
+            .history_id
+            .as_deref(),
+        Some("999")
+    );
+}
+
+/// A write in flight keeps the lease row: a takeover waits for it to commit rather than
+/// commit in the middle of it.
+#[test]
+fn a_takeover_waits_for_a_write_in_flight() {
+    let database = ScratchDatabase::create();
+    let store = PostgresStore::open(&settings(&database)).unwrap();
+    let wanted = mailboxes(1);
+    store.join(&instance("holder", 30)).unwrap();
+    store.lease_round(&wanted, Duration::from_secs(30)).unwrap();
+    let mut writer = database.client();
+    let mut transaction = writer.transaction().unwrap();
+    transaction
+        .query_one(
+            "SELECT 1 FROM mailbox_leases WHERE user_email = $1 FOR SHARE",
+            &[&wanted[0]],
+        )
+        .unwrap();
+    std::thread::scope(|scope| {
+        let takeover = scope.spawn(|| {
+            database
+                .client()
+                .execute(
+                    "UPDATE mailbox_leases SET owner = 'thief', epoch = epoch + 1 WHERE user_email = $1",
+                    &[&wanted[0]],
+                )
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!takeover.is_finished(), "the takeover did not wait");
+        transaction.commit().unwrap();
+        assert_eq!(takeover.join().unwrap(), 1);
+    });
+}
+
+/// Property 5: mailboxes spread evenly, and an instance that joins gets its share from the
+/// others' next rounds; one runner at a time.
+#[test]
+fn instances_take_fair_shares_and_rebalance_when_one_joins() {
+    let database = ScratchDatabase::create();
+    let wanted = mailboxes(7);
+    let lease = Duration::from_secs(30);
+    let stores: Vec<PostgresStore> = (0..3)
+        .map(|_| PostgresStore::open(&settings(&database)).unwrap())
+        .collect();
+    stores[0].join(&instance("a", 30)).unwrap();
+    assert_eq!(stores[0].lease_round(&wanted, lease).unwrap().held.len(), 7);
+    stores[1].join(&instance("b", 30)).unwrap();
+    stores[2].join(&instance("c", 30)).unwrap();
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        rounds = stores
+            .iter()
+            .map(|store| store.lease_round(&wanted, lease).unwrap())
+            .collect();
+    }
+    let sizes: Vec<usize> = rounds.iter().map(|round| round.held.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 7, "{sizes:?}");
+    let mut sorted = sizes.clone();
+    sorted.sort();
+    assert_eq!(sorted, [2, 2, 3], "as even as can be");
+    let all: std::collections::BTreeSet<&String> =
+        rounds.iter().flat_map(|round| round.held.iter()).collect();
+    assert_eq!(all.len(), 7, "no mailbox held twice");
+    assert_eq!(rounds.iter().filter(|round| round.runner).count(), 1);
+    assert!(rounds.iter().all(|round| round.live_instances == 3));
+    // A clean stop gives everything back at once.
+    stores[0].leave().unwrap();
+    let round = stores[1].lease_round(&wanted, lease).unwrap();
+    assert_eq!(round.live_instances, 2);
+    assert!(round.held.len() >= 3, "{round:?}");
+}
+
+#[test]
+fn a_different_config_is_counted() {
+    let database = ScratchDatabase::create();
+    let one = PostgresStore::open(&settings(&database)).unwrap();
+    let other = PostgresStore::open(&settings(&database)).unwrap();
+    one.join(&instance("one", 30)).unwrap();
+    other
+        .join(&mailsync::store::InstanceInfo {
+            config_fingerprint: "edited".to_string(),
+            ..instance("other", 30)
+        })
+        .unwrap();
+    let round = one
+        .lease_round(&mailboxes(2), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(round.config_mismatches, 1);
+    let listed = one.instances().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].instance, "one");
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use postgres::config::SslMode;
 use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -12,7 +11,6 @@ use crate::store::StoreError;
 
 pub(super) type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 pub(super) type Pool = r2d2::Pool<Manager>;
-pub(super) type Client = postgres::Client;
 
 /// What the server ends on its own so that a stalled instance (SIGSTOP, a pause, a cut
 /// network) cannot hold row locks others wait for: a statement running this long, or a
@@ -91,28 +89,6 @@ impl PostgresSettings {
                     self.url
                 ))
             })
-    }
-
-    /// One connection outside the pool, for what must live as long as a session does
-    /// (advisory locks held for the daemon's life).
-    pub(super) fn connect(&self) -> Result<Client, StoreError> {
-        self.client_config()?
-            .connect(tls_connector())
-            .map_err(|error| {
-                StoreError::Conflict(format!(
-                    "cannot connect to PostgreSQL at {}: {}",
-                    self.url,
-                    super::error::describe(&error)
-                ))
-            })
-    }
-
-    /// Whether the URL asks for TLS at all (`sslmode=disable` does not).
-    pub fn uses_tls(&self) -> bool {
-        self.url
-            .parse::<postgres::Config>()
-            .map(|config| config.get_ssl_mode() != SslMode::Disable)
-            .unwrap_or(true)
     }
 }
 

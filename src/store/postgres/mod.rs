@@ -5,6 +5,7 @@
 
 mod connect;
 mod error;
+mod leases;
 mod read;
 mod write;
 
@@ -22,17 +23,22 @@ use super::{
     Contact, ContactChange, Counts, Cursor, NewContact, Record, Recorded, Store, StoreError,
     SyncState, SyncStatus, Viewer,
 };
-use super::{SourceChange, StoredSource, files};
+use super::{InstanceInfo, InstanceView, LeaseRound, LeaseView, SourceChange, StoredSource, files};
 use crate::rules::{ContactBook, MessageFacts, Visibility};
 
 /// Each entry is one schema version; never edit a released one, append a new one.
-const MIGRATIONS: &[(&str, &str)] = &[("001_initial", include_str!("migrations/001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("001_initial", include_str!("migrations/001_initial.sql")),
+    (
+        "002_instances",
+        include_str!("migrations/002_instances.sql"),
+    ),
+];
 
 /// Advisory lock keys (one namespace per database): applying migrations; writing and
-/// removing attachment files; the one daemon allowed on a store.
+/// removing attachment files.
 const MIGRATION_LOCK: i64 = 0x6d61_696c_0001;
 const ATTACHMENT_FILES_LOCK: i64 = 0x6d61_696c_0002;
-const DAEMON_LOCK: i64 = 0x6d61_696c_0003;
 
 /// The daemon's mark in `contact_events` (table `event_marks`).
 const RULES_MARK: &str = "rules";
@@ -41,6 +47,8 @@ pub struct PostgresStore {
     /// Taken only by `Drop`.
     pool: Option<connect::Pool>,
     options: Mutex<StoreOptions>,
+    /// The leases this process holds, when it is a daemon instance.
+    held: Mutex<leases::Held>,
 }
 
 impl Drop for PostgresStore {
@@ -62,6 +70,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool: Some(pool),
             options: Mutex::new(StoreOptions::default()),
+            held: Mutex::default(),
         })
     }
 
@@ -81,6 +90,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool: Some(pool),
             options: Mutex::new(StoreOptions::default()),
+            held: Mutex::default(),
         })
     }
 
@@ -106,6 +116,21 @@ impl PostgresStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// One transaction of writes for `user_email`'s mailbox, fenced: refused unless this
+    /// instance holds the mailbox's lease (see `leases`).
+    fn write_for<T>(
+        &self,
+        user_email: &str,
+        work: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client()?;
+        let mut transaction = client.transaction()?;
+        self.fence(&mut transaction, user_email)?;
+        let value = work(&mut transaction)?;
+        transaction.commit()?;
+        Ok(value)
     }
 
     /// Removes the attachment files among `candidates` that no activity keeping its content
@@ -159,42 +184,6 @@ impl PostgresStore {
             let _ = std::fs::remove_file(leftover);
         }
         self.remove_unreferenced_files(&hashes.into_iter().collect())
-    }
-}
-
-/// Held by the one daemon running on a PostgreSQL store, until several instances share it
-/// through mailbox leases: a session-level advisory lock, which the server releases when the
-/// connection ends, even if the process was killed. The session lives on a thread of its
-/// own, because the synchronous client must never be used, or dropped, on an async thread.
-pub struct PostgresDaemonLock {
-    _release: std::sync::mpsc::Sender<()>,
-}
-
-impl PostgresDaemonLock {
-    pub fn acquire(settings: &PostgresSettings) -> Result<PostgresDaemonLock, StoreError> {
-        let mut session = settings.connect()?;
-        let locked: bool = session
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&DAEMON_LOCK])?
-            .get(0);
-        if !locked {
-            return Err(StoreError::Conflict(format!(
-                "another mailsync daemon is already running on this store ({})",
-                settings.url
-            )));
-        }
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("postgres-daemon-lock".to_string())
-            .spawn(move || {
-                // Returns when the lock is dropped (the sender with it); the session, and
-                // the lock, end with the thread.
-                let _ = released.recv();
-                drop(session);
-            })
-            .map_err(|error| {
-                StoreError::Database(format!("cannot start the lock holder thread: {error}"))
-            })?;
-        Ok(PostgresDaemonLock { _release: release })
     }
 }
 
@@ -553,6 +542,7 @@ impl Store for PostgresStore {
     fn place_backfill_mark(&self, user_email: &str) -> Result<bool, StoreError> {
         let mut client = self.client()?;
         let mut transaction = client.transaction()?;
+        self.fence(&mut transaction, user_email)?;
         // Waits for contact writers in flight, so the end of the log read here has every
         // event before it committed: the full sync about to start sees those contacts.
         lock_contact_events(&mut transaction)?;
@@ -600,6 +590,7 @@ impl Store for PostgresStore {
     fn finish_backfill(&self, user_email: &str, through: i64) -> Result<(), StoreError> {
         let mut client = self.client()?;
         let mut transaction = client.transaction()?;
+        self.fence(&mut transaction, user_email)?;
         transaction.execute(
             "UPDATE backfill_marks SET covered_through = GREATEST(covered_through, $2)
              WHERE user_email = $1",
@@ -636,6 +627,14 @@ impl Store for PostgresStore {
         let options = self.options();
         let mut client = self.client()?;
         let mut transaction = client.transaction()?;
+        let users: BTreeSet<&str> = records
+            .iter()
+            .map(|record| record.source.user_email.as_str())
+            .chain(cursor.map(|cursor| cursor.user_email.as_str()))
+            .collect();
+        for user_email in users {
+            self.fence(&mut transaction, user_email)?;
+        }
         let mut recorded = Vec::with_capacity(records.len());
         for record in records {
             recorded.push(write::record_one(
@@ -704,17 +703,24 @@ impl Store for PostgresStore {
         status: SyncStatus,
         last_error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut client = self.client()?;
         let stamp = (status == SyncStatus::Ok).then(now);
-        client.execute(
-            "INSERT INTO sync_state (user_email, state, last_sync_at, last_error) VALUES ($1, $2, $3, $4)
+        let sql = "INSERT INTO sync_state (user_email, state, last_sync_at, last_error) VALUES ($1, $2, $3, $4)
              ON CONFLICT (user_email) DO UPDATE SET
                state = excluded.state,
                last_sync_at = COALESCE(excluded.last_sync_at, sync_state.last_sync_at),
-               last_error = excluded.last_error",
-            &[&user_email, &status.as_str(), &stamp, &last_error],
-        )?;
-        Ok(())
+               last_error = excluded.last_error";
+        let params: &[&(dyn postgres::types::ToSql + Sync)] =
+            &[&user_email, &status.as_str(), &stamp, &last_error];
+        if status == SyncStatus::Disabled {
+            // Every instance runs the same config and says the same of a user whose sync is
+            // off, whoever holds the mailbox: not a write for the mailbox's sync.
+            self.client()?.execute(sql, params)?;
+            return Ok(());
+        }
+        self.write_for(user_email, |transaction| {
+            transaction.execute(sql, params)?;
+            Ok(())
+        })
     }
 
     fn finish_poll(
@@ -725,27 +731,28 @@ impl Store for PostgresStore {
         consecutive_failures: u32,
         next_poll_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut client = self.client()?;
         let stamp = (status == SyncStatus::Ok).then(now);
-        client.execute(
-            "INSERT INTO sync_state (user_email, state, last_sync_at, last_error, consecutive_failures, next_poll_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (user_email) DO UPDATE SET
-               state = excluded.state,
-               last_sync_at = COALESCE(excluded.last_sync_at, sync_state.last_sync_at),
-               last_error = excluded.last_error,
-               consecutive_failures = excluded.consecutive_failures,
-               next_poll_at = excluded.next_poll_at",
-            &[
-                &user_email,
-                &status.as_str(),
-                &stamp,
-                &last_error,
-                &i64::from(consecutive_failures),
-                &next_poll_at,
-            ],
+        self.write_for(user_email, |transaction| {
+            transaction.execute(
+                "INSERT INTO sync_state (user_email, state, last_sync_at, last_error, consecutive_failures, next_poll_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (user_email) DO UPDATE SET
+                   state = excluded.state,
+                   last_sync_at = COALESCE(excluded.last_sync_at, sync_state.last_sync_at),
+                   last_error = excluded.last_error,
+                   consecutive_failures = excluded.consecutive_failures,
+                   next_poll_at = excluded.next_poll_at",
+                &[
+                    &user_email,
+                    &status.as_str(),
+                    &stamp,
+                    &last_error,
+                    &i64::from(consecutive_failures),
+                    &next_poll_at,
+                ],
         )?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn set_poll_schedule(
@@ -754,25 +761,27 @@ impl Store for PostgresStore {
         consecutive_failures: u32,
         next_poll_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        let mut client = self.client()?;
-        client.execute(
-            "INSERT INTO sync_state (user_email, consecutive_failures, next_poll_at) VALUES ($1, $2, $3)
-             ON CONFLICT (user_email) DO UPDATE SET
-               consecutive_failures = excluded.consecutive_failures, next_poll_at = excluded.next_poll_at",
-            &[&user_email, &i64::from(consecutive_failures), &next_poll_at],
+        self.write_for(user_email, |transaction| {
+            transaction.execute(
+                "INSERT INTO sync_state (user_email, consecutive_failures, next_poll_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_email) DO UPDATE SET
+                   consecutive_failures = excluded.consecutive_failures, next_poll_at = excluded.next_poll_at",
+                &[&user_email, &i64::from(consecutive_failures), &next_poll_at],
         )?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn set_verify_result(&self, user_email: &str, gaps: u64, at: i64) -> Result<(), StoreError> {
-        let mut client = self.client()?;
-        client.execute(
-            "INSERT INTO sync_state (user_email, last_verify_at, verify_gaps) VALUES ($1, $2, $3)
-             ON CONFLICT (user_email) DO UPDATE SET
-               last_verify_at = excluded.last_verify_at, verify_gaps = excluded.verify_gaps",
-            &[&user_email, &at, &(gaps as i64)],
+        self.write_for(user_email, |transaction| {
+            transaction.execute(
+                "INSERT INTO sync_state (user_email, last_verify_at, verify_gaps) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_email) DO UPDATE SET
+                   last_verify_at = excluded.last_verify_at, verify_gaps = excluded.verify_gaps",
+                &[&user_email, &at, &(gaps as i64)],
         )?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn last_notified(&self, user_email: &str, kind: &str) -> Result<Option<i64>, StoreError> {
@@ -786,22 +795,24 @@ impl Store for PostgresStore {
     }
 
     fn set_notified(&self, user_email: &str, kind: &str, sent_at: i64) -> Result<(), StoreError> {
-        let mut client = self.client()?;
-        client.execute(
-            "INSERT INTO notifications (user_email, kind, sent_at) VALUES ($1, $2, $3)
-             ON CONFLICT (user_email, kind) DO UPDATE SET sent_at = excluded.sent_at",
-            &[&user_email, &kind, &sent_at],
-        )?;
-        Ok(())
+        self.write_for(user_email, |transaction| {
+            transaction.execute(
+                "INSERT INTO notifications (user_email, kind, sent_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_email, kind) DO UPDATE SET sent_at = excluded.sent_at",
+                &[&user_email, &kind, &sent_at],
+            )?;
+            Ok(())
+        })
     }
 
     fn clear_cursor(&self, user_email: &str) -> Result<(), StoreError> {
-        let mut client = self.client()?;
-        client.execute(
-            "UPDATE sync_state SET history_id = NULL WHERE user_email = $1",
-            &[&user_email],
-        )?;
-        Ok(())
+        self.write_for(user_email, |transaction| {
+            transaction.execute(
+                "UPDATE sync_state SET history_id = NULL WHERE user_email = $1",
+                &[&user_email],
+            )?;
+            Ok(())
+        })
     }
 
     fn sources_per_user(&self) -> Result<HashMap<String, u64>, StoreError> {
@@ -1204,5 +1215,29 @@ impl Store for PostgresStore {
             attachments: count(4),
             decisions: count(5),
         })
+    }
+
+    fn join(&self, instance: &InstanceInfo) -> Result<(), StoreError> {
+        self.join_instance(instance)
+    }
+
+    fn lease_round(
+        &self,
+        wanted: &[String],
+        lease: std::time::Duration,
+    ) -> Result<LeaseRound, StoreError> {
+        self.run_lease_round(wanted, lease)
+    }
+
+    fn leave(&self) -> Result<(), StoreError> {
+        self.leave_store()
+    }
+
+    fn instances(&self) -> Result<Vec<InstanceView>, StoreError> {
+        self.live_instances()
+    }
+
+    fn leases(&self) -> Result<Vec<LeaseView>, StoreError> {
+        self.mailbox_leases()
     }
 }
