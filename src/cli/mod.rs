@@ -18,6 +18,7 @@ mod rules;
 mod run;
 mod sandbox;
 mod status;
+mod store;
 mod verify;
 
 use std::path::PathBuf;
@@ -157,6 +158,10 @@ pub enum Command {
     /// attachments_dir. Exits 1 otherwise, without saying whether it exists.
     Attachment(AttachmentArgs),
 
+    /// The store itself: move it to another backend.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
+
     /// Start the Gmail-compatible sandbox with bundled mailboxes, run the daemon's sync against
     /// it into a local SQLite file, and print what was synced and skipped and what two users
     /// see. Needs no Google account.
@@ -213,5 +218,6 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Verify(args) => verify::run(&load_policy(config_path)?, args),
         Command::Notify(NotifyCommand::Test) => notify::test(&load_policy(config_path)?),
         Command::Demo(args) => demo::run(args),
+        Command::Store(command) => store::run(command),
     }
 }

@@ -7,9 +7,11 @@
 
 mod files;
 mod identity;
+pub mod migrate;
 mod postgres;
 pub(crate) mod read_rules;
 mod sqlite;
+pub mod tables;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

@@ -316,3 +316,47 @@ fn a_different_config_is_counted() {
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].instance, "one");
 }
+
+/// A copy stopped halfway (here: after its first batch) is finished by running it again,
+/// and a finished one is unchanged by another run.
+#[test]
+fn an_interrupted_store_migration_finishes_when_run_again() {
+    use mailsync::store::migrate::{self, Endpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.sqlite3");
+    {
+        let store = mailsync::store::SqliteStore::open(&path).unwrap();
+        for i in 0..1_200 {
+            store
+                .add_contact(&contact(&format!("c{i}@customer.example")))
+                .unwrap();
+        }
+    }
+    let database = ScratchDatabase::create();
+    let from = Endpoint::Sqlite(path);
+    let to = Endpoint::parse(&database.url(), None).unwrap();
+    let source = migrate::open_source(&from).unwrap();
+    let target = migrate::open_target(&to).unwrap();
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        migrate::copy(&*source, &*target, &mut |_, _| {
+            panic!("the operator pressed ^C")
+        })
+    }));
+    assert!(stopped.is_err());
+    let partial = migrate::verify(&*source, &*target).unwrap();
+    assert!(
+        partial.iter().any(|check| !check.matches()),
+        "the copy was cut short"
+    );
+    for _ in 0..2 {
+        migrate::copy(&*source, &*target, &mut |_, _| {}).unwrap();
+        let checks = migrate::verify(&*source, &*target).unwrap();
+        assert!(checks.iter().all(|check| check.matches()), "{checks:?}");
+    }
+    // The copied store works: its sequences are past the copied ids.
+    let copied = PostgresStore::open(&settings(&database)).unwrap();
+    let id = copied
+        .add_contact(&contact("new@customer.example"))
+        .unwrap();
+    assert!(id > 1_200, "{id}");
+}

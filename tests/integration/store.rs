@@ -1157,33 +1157,41 @@ fn store_at_schema_12(path: &std::path::Path) -> rusqlite::Connection {
     use rusqlite_migration::{M, Migrations};
     let mut connection = rusqlite::Connection::open(path).unwrap();
     Migrations::new(vec![
-        M::up(include_str!("../../src/store/migrations/001_initial.sql")),
         M::up(include_str!(
-            "../../src/store/migrations/002_oauth_tokens.sql"
+            "../../src/store/sqlite/migrations/001_initial.sql"
         )),
         M::up(include_str!(
-            "../../src/store/migrations/003_health_and_notifications.sql"
-        )),
-        M::up(include_str!("../../src/store/migrations/004_verify.sql")),
-        M::up(include_str!(
-            "../../src/store/migrations/005_fingerprint.sql"
+            "../../src/store/sqlite/migrations/002_oauth_tokens.sql"
         )),
         M::up(include_str!(
-            "../../src/store/migrations/006_source_parties.sql"
-        )),
-        M::up(include_str!("../../src/store/migrations/007_search.sql")),
-        M::up(include_str!(
-            "../../src/store/migrations/008_contact_controls_and_backfill.sql"
-        )),
-        M::up(include_str!("../../src/store/migrations/009_retention.sql")),
-        M::up(include_str!(
-            "../../src/store/migrations/010_access_log.sql"
+            "../../src/store/sqlite/migrations/003_health_and_notifications.sql"
         )),
         M::up(include_str!(
-            "../../src/store/migrations/011_attachment_content.sql"
+            "../../src/store/sqlite/migrations/004_verify.sql"
         )),
         M::up(include_str!(
-            "../../src/store/migrations/012_contact_addresses_lower_case.sql"
+            "../../src/store/sqlite/migrations/005_fingerprint.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/sqlite/migrations/006_source_parties.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/sqlite/migrations/007_search.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/sqlite/migrations/008_contact_controls_and_backfill.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/sqlite/migrations/009_retention.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/sqlite/migrations/010_access_log.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/sqlite/migrations/011_attachment_content.sql"
+        )),
+        M::up(include_str!(
+            "../../src/store/sqlite/migrations/012_contact_addresses_lower_case.sql"
         )),
     ])
     .to_latest(&mut connection)

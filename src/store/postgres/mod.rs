@@ -7,6 +7,7 @@ mod connect;
 mod error;
 mod leases;
 mod read;
+mod tables;
 mod write;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

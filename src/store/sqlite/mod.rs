@@ -9,6 +9,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use rusqlite_migration::{M, Migrations};
 
 use super::files;
+
+mod tables;
 use super::read_rules::{self, ActivityFacts, ReadQuery};
 use super::{AccessLogEntry, ActivityView, AttachmentView, Erased, ReadPath, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
@@ -74,7 +76,7 @@ pub struct SqliteStore {
 
 /// The store's connection, held for one operation. Inside [`super::without_waiting`] it was
 /// taken without waiting and SQLite's busy timeout is zero until it is dropped.
-struct Held<'a> {
+pub(super) struct Held<'a> {
     connection: MutexGuard<'a, Connection>,
     restore_busy_timeout: bool,
 }
@@ -196,7 +198,7 @@ impl SqliteStore {
 impl SqliteStore {
     /// The connection, for one operation: waited for, or taken at once inside
     /// [`super::without_waiting`], where a busy store fails instead of waiting.
-    fn connection(&self) -> Result<Held<'_>, StoreError> {
+    pub(super) fn connection(&self) -> Result<Held<'_>, StoreError> {
         if !super::must_not_wait() {
             let connection = self
                 .connection
@@ -2006,7 +2008,7 @@ mod tests {
     /// written into the SQL text instead.
     #[test]
     fn no_statement_binds_its_limit() {
-        let source = include_str!("sqlite.rs");
+        let source = include_str!("mod.rs");
         let bound = ["LIMIT ?", "limit ?"];
         for (number, line) in source.lines().enumerate() {
             if line.contains("let bound =") {
@@ -2014,7 +2016,7 @@ mod tests {
             }
             assert!(
                 !bound.iter().any(|pattern| line.contains(pattern)),
-                "sqlite.rs:{}: a bound LIMIT: {line}",
+                "sqlite/mod.rs:{}: a bound LIMIT: {line}",
                 number + 1
             );
         }
