@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mailsync::source::SourceMessage;
-use mailsync::store::{Store, Viewer};
+use mailsync::store::Viewer;
 use mailsync::sync::prepare;
 use support::mailgen::{Cast, Generated, MailGenerator, Mix};
 use support::world::World;
@@ -76,7 +76,7 @@ fn pipeline(c: &mut Criterion) {
         };
         group.bench_function(format!("parse+decide/{name}"), |b| {
             b.iter(|| {
-                black_box(prepare(&world.policy, &world.store, &user, "gmail", &source).is_ok())
+                black_box(prepare(&world.policy, &*world.store, &user, "gmail", &source).is_ok())
             })
         });
     }
@@ -98,7 +98,7 @@ fn pipeline(c: &mut Criterion) {
                 }
             },
             |source| {
-                let prepared = prepare(&world.policy, &world.store, &user, "gmail", &source)
+                let prepared = prepare(&world.policy, &*world.store, &user, "gmail", &source)
                     .expect("prepared");
                 world
                     .store

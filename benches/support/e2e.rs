@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 #[path = "../../tests/integration/common/gmail.rs"]
 mod harness;
-/// The scratch databases the harness's PostgreSQL setups use.
+/// The scratch databases the harness's PostgreSQL setups and the in-process worlds use.
 #[path = "../../tests/integration/common/postgres.rs"]
 #[allow(dead_code)]
-mod postgres;
+pub mod postgres;
 
 pub use harness::{Auth, SandboxProcess, binary, wait_until, write_credentials};
 

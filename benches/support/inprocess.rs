@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use mailsync::source::SourceMessage;
-use mailsync::store::{SqliteStore, Store, Viewer};
+use mailsync::store::{Store, Viewer};
 
 use super::mailgen::{self, Cast, MailGenerator, Mix};
 use super::report::{Report, Target, quantile, trim};
@@ -67,21 +67,28 @@ pub fn pipeline(smoke: bool) -> Report {
             labels: Vec::new(),
         })
         .collect();
-    let run = |extra_store: &str| {
-        let mut world = World::new(extra_store);
+    let run = |mut world: World| {
         world.add_contacts(&contacts, 10);
         let started = Instant::now();
         let ingested = world.ingest_messages("michelle@abcorp.com", &sources);
         let elapsed = started.elapsed();
-        let bytes = store_bytes(&world.store_path());
+        let bytes = match world.database {
+            Some(_) => 0,
+            None => store_bytes(&world.store_path()),
+        };
         (elapsed, ingested, bytes)
     };
     // Best of three, as the floor is: this machine's speed wanders from run to run.
     let (pipeline, ingested, store_size) = (0..3)
-        .map(|_| run(""))
+        .map(|_| run(World::new("")))
         .min_by_key(|(elapsed, _, _)| *elapsed)
         .expect("three runs");
-    let (with_files, _, _) = run("attachments_dir = \"attachments\"");
+    let (with_files, _, _) = run(World::new("attachments_dir = \"attachments\""));
+    // The same on PostgreSQL, in the same run.
+    let (on_postgres, postgres_ingested, _) = (0..3)
+        .map(|_| run(World::on_postgres("")))
+        .min_by_key(|(elapsed, _, _)| *elapsed)
+        .expect("three runs");
 
     report.fact(
         "synced",
@@ -134,6 +141,26 @@ pub fn pipeline(smoke: bool) -> Report {
         with_files.as_secs_f64() / floor.as_secs_f64(),
         "×",
         None,
+    );
+    report.fact(
+        "PostgreSQL",
+        format!(
+            "parse + decide {} s, store {} s",
+            trim(postgres_ingested.parse_and_decide.as_secs_f64()),
+            trim(postgres_ingested.store.as_secs_f64())
+        ),
+    );
+    report.figure(
+        "PostgreSQL pipeline messages/s",
+        count as f64 / on_postgres.as_secs_f64(),
+        "msg/s",
+        None,
+    );
+    report.figure(
+        "PostgreSQL pipeline ÷ floor (mailparse parse + decode)",
+        on_postgres.as_secs_f64() / floor.as_secs_f64(),
+        "×",
+        Some(Target::AtMost(3.0)),
     );
     report
 }
@@ -210,28 +237,7 @@ pub fn read_path(smoke: bool) -> Report {
         ),
     ];
     let rounds = if smoke { 3 } else { 30 };
-    let mut all = Vec::new();
-    let mut worst = Vec::new();
-    for (name, ask) in &queries {
-        let mut samples = Vec::new();
-        let mut shown = 0;
-        for _ in 0..rounds {
-            for viewer in &viewers {
-                let started = Instant::now();
-                shown += ask.first_page(&world.store, viewer);
-                samples.push(started.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        assert!(
-            shown > 0 || name.contains("no message"),
-            "{name} showed nothing"
-        );
-        let p95 = quantile(&mut samples.clone(), 0.95);
-        worst.push(format!("{name} {} ms", trim(p95)));
-        all.extend(samples);
-    }
-    let p50 = quantile(&mut all.clone(), 0.5);
-    let p95 = quantile(&mut all.clone(), 0.95);
+    let (p95, p50, worst) = measure_reads(&*world.store, &queries, &viewers, rounds);
     report.fact(
         "queries",
         format!(
@@ -247,7 +253,73 @@ pub fn read_path(smoke: bool) -> Report {
         "ms",
         Some(Target::AtMost(20.0)),
     );
+
+    // The same store moved to PostgreSQL (`store migrate`), the same reads.
+    let postgres = World::on_postgres("");
+    let started = Instant::now();
+    {
+        use mailsync::store::migrate::{self, Endpoint};
+        let source = migrate::open_source(&Endpoint::Sqlite(world.store_path())).expect("source");
+        let target = migrate::open_target(
+            &Endpoint::parse(&postgres.database.as_ref().expect("a database").url(), None)
+                .expect("a URL"),
+        )
+        .expect("target");
+        migrate::copy(&*source, &*target, &mut |_, _| {}).expect("the store moves");
+    }
+    let moved = started.elapsed();
+    let (p95, p50, worst) = measure_reads(&*postgres.store, &queries, &viewers, rounds);
+    report.fact(
+        "PostgreSQL",
+        format!(
+            "the same store moved with store migrate in {} s; p95 per query: {}; median of all {} ms",
+            trim(moved.as_secs_f64()),
+            worst.join(", "),
+            trim(p50)
+        ),
+    );
+    report.figure(
+        "PostgreSQL read path p95, all queries and viewers",
+        p95,
+        "ms",
+        Some(Target::AtMost(20.0)),
+    );
     report
+}
+
+/// Every query for every viewer `rounds` times: the p95 and median of all reads (ms), and
+/// each query's p95.
+fn measure_reads(
+    store: &dyn Store,
+    queries: &[(&str, Ask<'_>)],
+    viewers: &[Viewer],
+    rounds: usize,
+) -> (f64, f64, Vec<String>) {
+    let mut all = Vec::new();
+    let mut worst = Vec::new();
+    for (name, ask) in queries {
+        let mut samples = Vec::new();
+        let mut shown = 0;
+        for _ in 0..rounds {
+            for viewer in viewers {
+                let started = Instant::now();
+                shown += ask.first_page(store, viewer);
+                samples.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        assert!(
+            shown > 0 || name.contains("no message"),
+            "{name} showed nothing"
+        );
+        let p95 = quantile(&mut samples.clone(), 0.95);
+        worst.push(format!("{name} {} ms", trim(p95)));
+        all.extend(samples);
+    }
+    (
+        quantile(&mut all.clone(), 0.95),
+        quantile(&mut all.clone(), 0.5),
+        worst,
+    )
 }
 
 /// One read, as a user's screen makes it: the first page of 50.
@@ -258,7 +330,7 @@ enum Ask<'a> {
 
 impl Ask<'_> {
     /// How many activities the page showed.
-    fn first_page(&self, store: &SqliteStore, viewer: &Viewer) -> usize {
+    fn first_page(&self, store: &dyn Store, viewer: &Viewer) -> usize {
         match self {
             Ask::Feed(contact) => store.feed(viewer, *contact, Some(50)),
             Ask::Search(words) => store.search(viewer, words, Some(50)),

@@ -1,6 +1,6 @@
 //! An in-process mailsync for the benchmarks: a config and rules folder on disk, loaded
-//! through `Policy::load` as the daemon loads them, and a real SQLite store file with its
-//! migrations and contacts. Messages go through the same `prepare` + `record_all` batches as
+//! through `Policy::load` as the daemon loads them, and a real store with its migrations and
+//! contacts: a SQLite file, or a scratch PostgreSQL database. Messages go through the same `prepare` + `record_all` batches as
 //! the daemon's sync.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use mailsync::rules::Policy;
 use mailsync::source::SourceMessage;
-use mailsync::store::{NewContact, SqliteStore, Store, StoreOptions};
+use mailsync::store::{
+    NewContact, PostgresSettings, PostgresStore, SqliteStore, Store, StoreOptions,
+};
+
+use super::e2e::postgres::ScratchDatabase;
 use mailsync::sync::{Prepared, prepare};
 
 /// Messages per transaction, as the daemon writes them.
@@ -17,9 +21,11 @@ pub const BATCH: usize = 25;
 pub struct World {
     pub dir: tempfile::TempDir,
     pub policy: Policy,
-    pub store: SqliteStore,
+    pub store: Box<dyn Store>,
     /// Set when the world works on a kept store file rather than its own.
     store_file: Option<PathBuf>,
+    /// The database of a PostgreSQL world (dropped after the store).
+    pub database: Option<ScratchDatabase>,
 }
 
 /// The users of every benchmark world: an admin, two users and a CEO whose mail with the
@@ -55,14 +61,27 @@ action = "skip"
 "#;
 
 impl World {
-    /// `extra_store` goes into `[store]` (e.g. an attachments folder).
+    /// A world on SQLite; `extra_store` goes into `[store]` (e.g. an attachments folder).
     pub fn new(extra_store: &str) -> World {
+        World::with_store(extra_store, None)
+    }
+
+    /// The same world on a scratch PostgreSQL database.
+    pub fn on_postgres(extra_store: &str) -> World {
+        World::with_store(extra_store, Some(ScratchDatabase::create()))
+    }
+
+    fn with_store(extra_store: &str, database: Option<ScratchDatabase>) -> World {
         let dir = tempfile::tempdir().expect("a temp dir");
         let rules = dir.path().join("rules");
         std::fs::create_dir_all(&rules).expect("rules dir");
         std::fs::write(rules.join("bench.toml"), RULES).expect("rules file");
+        let store_line = match &database {
+            Some(database) => format!("url = \"{}\"", database.url()),
+            None => "path = \"crm.sqlite3\"".to_string(),
+        };
         let mut config = format!(
-            "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n{extra_store}\n[rules]\ndir = \"rules\"\n"
+            "[company]\ndomains = [\"abcorp.com\"]\n[store]\n{store_line}\n{extra_store}\n[rules]\ndir = \"rules\"\n"
         );
         for (email, role) in USERS {
             config.push_str(&format!(
@@ -73,14 +92,28 @@ impl World {
         let config_path = dir.path().join("mailsync.toml");
         std::fs::write(&config_path, config).expect("config file");
         let policy = Policy::load(&config_path).unwrap_or_else(|e| panic!("bench config: {e}"));
-        let store = SqliteStore::open(&Self::sqlite_path(&policy))
-            .expect("store opens")
-            .with_options(StoreOptions::from_config(&policy.config));
+        let options = StoreOptions::from_config(&policy.config);
+        let store: Box<dyn Store> = match &database {
+            Some(database) => Box::new(
+                PostgresStore::open(&PostgresSettings {
+                    url: database.url(),
+                    password_file: None,
+                })
+                .expect("store opens")
+                .with_options(options),
+            ),
+            None => Box::new(
+                SqliteStore::open(&Self::sqlite_path(&policy))
+                    .expect("store opens")
+                    .with_options(options),
+            ),
+        };
         World {
             dir,
             policy,
             store,
             store_file: None,
+            database,
         }
     }
 
@@ -99,9 +132,11 @@ impl World {
 
     /// Works on the store at `path` instead of this world's own (a kept benchmark store).
     pub fn use_store(&mut self, path: &Path) {
-        self.store = SqliteStore::open(path)
-            .expect("kept store opens")
-            .with_options(StoreOptions::from_config(&self.policy.config));
+        self.store = Box::new(
+            SqliteStore::open(path)
+                .expect("kept store opens")
+                .with_options(StoreOptions::from_config(&self.policy.config)),
+        );
         self.store_file = Some(path.to_path_buf());
     }
 
@@ -113,7 +148,7 @@ impl World {
         // Closing the last connection checkpoints the WAL into the file, which can then be
         // copied whole.
         let own = self.store_path();
-        self.store = SqliteStore::open_in_memory().expect("an in-memory store");
+        self.store = Box::new(SqliteStore::open_in_memory().expect("an in-memory store"));
         let temporary = path.with_extension("partial");
         std::fs::copy(&own, &temporary).expect("the store copies");
         std::fs::rename(&temporary, path).expect("the copy is kept");
@@ -168,7 +203,7 @@ impl World {
             let prepared: Vec<Prepared> = batch
                 .iter()
                 .map(|message| {
-                    prepare(&self.policy, &self.store, &user, "gmail", message).expect("prepared")
+                    prepare(&self.policy, &*self.store, &user, "gmail", message).expect("prepared")
                 })
                 .collect();
             let decided = Instant::now();

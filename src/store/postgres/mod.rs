@@ -637,9 +637,17 @@ impl Store for PostgresStore {
             self.fence(&mut transaction, user_email)?;
         }
         let mut recorded = Vec::with_capacity(records.len());
+        let statements = if records.is_empty() {
+            None
+        } else {
+            Some(write::Statements::prepare(&mut transaction)?)
+        };
         for record in records {
             recorded.push(write::record_one(
                 &mut transaction,
+                statements
+                    .as_ref()
+                    .expect("prepared when there are records"),
                 &options,
                 record.source,
                 record.decision,

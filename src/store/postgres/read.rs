@@ -1,7 +1,7 @@
 //! The read path in PostgreSQL: which activities rule 1 lets a viewer see, as SQL; what of
 //! each is shown, and what is recorded, by `store::read_rules`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::now;
 use crate::store::read_rules::{self, ActivityFacts, ReadQuery};
@@ -117,6 +117,48 @@ pub(super) fn read_path(
             &viewer.admins_see_private_emails,
         ],
     )?;
+    // What the page shows of each activity, read for the whole page at once: a round trip
+    // per activity would be most of a page's time.
+    let ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    let mut contacts_of: HashMap<i64, BTreeSet<String>> = HashMap::new();
+    for row in client.query(
+        &format!(
+            "SELECT ac.activity_id, ac.address FROM activity_contacts ac
+             WHERE ac.activity_id = ANY($3) AND {CONTACT_VISIBLE_TO_VIEWER}"
+        ),
+        &[&viewer.email, &viewer.is_admin, &ids],
+    )? {
+        contacts_of
+            .entry(row.get(0))
+            .or_default()
+            .insert(row.get(1));
+    }
+    let mut sources_of: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in client.query(
+        "SELECT activity_id, user_email FROM activity_sources
+         WHERE activity_id = ANY($1) ORDER BY activity_id, user_email",
+        &[&ids],
+    )? {
+        sources_of.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    let mut attachments_of: HashMap<i64, Vec<AttachmentView>> = HashMap::new();
+    for row in client.query(
+        "SELECT activity_id, file_name, content_type, size_bytes, sha256, stored, too_large
+         FROM attachments WHERE activity_id = ANY($1) ORDER BY activity_id, position",
+        &[&ids],
+    )? {
+        attachments_of
+            .entry(row.get(0))
+            .or_default()
+            .push(AttachmentView {
+                file_name: row.get(1),
+                content_type: row.get(2),
+                size_bytes: row.get::<_, i64>(3) as u64,
+                sha256: row.get(4),
+                stored: row.get(5),
+                too_large: row.get(6),
+            });
+    }
     let mut views = Vec::with_capacity(rows.len());
     let mut accesses = Vec::new();
     for row in rows {
@@ -133,58 +175,21 @@ pub(super) fn read_path(
         if read_rules::must_record_access(viewer, facts, query.path) {
             accesses.push((id, message_id.clone(), facts.viewer_owns_a_source));
         }
-        let contacts: BTreeSet<String> = client
-            .query(
-                &format!(
-                    "SELECT ac.address FROM activity_contacts ac
-                     WHERE ac.activity_id = $3 AND {CONTACT_VISIBLE_TO_VIEWER}"
-                ),
-                &[&viewer.email, &viewer.is_admin, &id],
-            )?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let sources: Vec<String> = client
-            .query(
-                "SELECT user_email FROM activity_sources WHERE activity_id = $1 ORDER BY user_email",
-                &[&id],
-            )?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let attachments = if content_shown {
-            Some(
-                client
-                    .query(
-                        "SELECT file_name, content_type, size_bytes, sha256, stored, too_large
-                         FROM attachments WHERE activity_id = $1 ORDER BY position",
-                        &[&id],
-                    )?
-                    .iter()
-                    .map(|row| AttachmentView {
-                        file_name: row.get(0),
-                        content_type: row.get(1),
-                        size_bytes: row.get::<_, i64>(2) as u64,
-                        sha256: row.get(3),
-                        stored: row.get(4),
-                        too_large: row.get(5),
-                    })
-                    .collect(),
-            )
-        } else {
-            None
-        };
         views.push(ActivityView {
             activity_id: id,
             message_id,
             date: date.and_then(super::rfc3339),
             direction: row.get(3),
-            contacts: contacts.into_iter().collect(),
+            contacts: contacts_of
+                .remove(&id)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             private: !facts.any_source_visible,
             subject: if content_shown { row.get(4) } else { None },
             body: if content_shown { row.get(5) } else { None },
-            attachments,
-            sources,
+            attachments: content_shown.then(|| attachments_of.remove(&id).unwrap_or_default()),
+            sources: sources_of.remove(&id).unwrap_or_default(),
             content_erased_at: erased_at.and_then(super::rfc3339),
         });
     }

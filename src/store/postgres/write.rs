@@ -1,16 +1,67 @@
 //! Recording decisions: one transaction per batch, the same rows as SQLite's, and search
 //! terms indexed in the same transaction.
 
-use postgres::Transaction;
+use postgres::{Statement, Transaction};
 
 use super::now;
 use crate::rules::Decision;
 use crate::store::read_rules::index_words;
 use crate::store::{MessageToStore, Recorded, SourceRef, StoreError, StoreOptions, files};
 
+/// The statements a batch runs for every message, prepared once per batch (the driver has
+/// no statement cache, and preparing each time is a round trip per statement).
+pub(super) struct Statements {
+    find: Statement,
+    insert_activity: Statement,
+    upsert_source: Statement,
+    link: Statement,
+    upsert_decision: Statement,
+    insert_attachment: Statement,
+    index: Statement,
+}
+
+impl Statements {
+    pub(super) fn prepare(transaction: &mut Transaction<'_>) -> Result<Statements, StoreError> {
+        Ok(Statements {
+            find: transaction.prepare("SELECT id, fingerprint FROM activities WHERE message_key = $1")?,
+            insert_activity: transaction.prepare("INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, content_erased_at, automated, calendar_only)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                         ON CONFLICT (message_key) DO NOTHING
+                         RETURNING id")?,
+            upsert_source: transaction.prepare("INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at, parties)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (activity_id, user_email) DO UPDATE
+                   SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties
+                   WHERE activity_sources.visibility != excluded.visibility
+                      OR activity_sources.rules != excluded.rules
+                      OR activity_sources.parties != excluded.parties")?,
+            link: transaction.prepare("INSERT INTO activity_contacts (activity_id, contact_id, address, date)
+                 SELECT $1, contact_id, email, (SELECT date FROM activities WHERE id = $1)
+                 FROM contact_emails WHERE email = $2
+                 ON CONFLICT DO NOTHING")?,
+            upsert_decision: transaction.prepare("INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at, detail)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (user_email, source, source_id) DO UPDATE
+           SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
+               activity_id = excluded.activity_id, decided_at = excluded.decided_at,
+               detail = excluded.detail
+           WHERE decisions.decision != excluded.decision OR decisions.reason != excluded.reason
+              OR decisions.rules != excluded.rules
+              OR decisions.activity_id IS DISTINCT FROM excluded.activity_id
+              OR decisions.detail IS DISTINCT FROM excluded.detail")?,
+            insert_attachment: transaction.prepare("INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256, stored, too_large)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")?,
+            index: transaction.prepare("INSERT INTO activity_search (activity_id, document)
+         VALUES ($1, to_tsvector('simple', $2) || to_tsvector('simple', $3) || to_tsvector('simple', $4))
+         ON CONFLICT (activity_id) DO NOTHING")?,
+        })
+    }
+}
+
 /// Writes one decision (and, when synced, its activity) inside the caller's transaction.
 pub(super) fn record_one(
     transaction: &mut Transaction<'_>,
+    statements: &Statements,
     options: &StoreOptions,
     source: &SourceRef,
     decision: &Decision,
@@ -27,7 +78,7 @@ pub(super) fn record_one(
             let find = |transaction: &mut Transaction<'_>,
                         key: &str|
              -> Result<Option<(i64, Option<String>)>, StoreError> {
-                let statement = "SELECT id, fingerprint FROM activities WHERE message_key = $1";
+                let statement = &statements.find;
                 Ok(transaction
                     .query_opt(statement, &[&key])?
                     .map(|row| (row.get(0), row.get(1))))
@@ -52,10 +103,7 @@ pub(super) fn record_one(
                     };
                     // ON CONFLICT: another instance may store the same message from another
                     // mailbox at the same moment; then this copy joins that activity.
-                    let insert = "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, content_erased_at, automated, calendar_only)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                         ON CONFLICT (message_key) DO NOTHING
-                         RETURNING id";
+                    let insert = &statements.insert_activity;
                     let inserted = transaction.query_opt(
                         insert,
                         &[
@@ -84,9 +132,16 @@ pub(super) fn record_one(
                         }
                         Some(row) => {
                             let id: i64 = row.get(0);
-                            insert_attachments(transaction, options, id, &message, erased)?;
+                            insert_attachments(
+                                transaction,
+                                statements,
+                                options,
+                                id,
+                                &message,
+                                erased,
+                            )?;
                             if !erased {
-                                index_for_search(transaction, id, &message)?;
+                                index_for_search(transaction, statements, id, &message)?;
                             }
                             (id, true)
                         }
@@ -96,13 +151,7 @@ pub(super) fn record_one(
             let direction = decision
                 .direction
                 .expect("a synced decision always read the message");
-            let upsert_source = "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at, parties)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (activity_id, user_email) DO UPDATE
-                   SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties
-                   WHERE activity_sources.visibility != excluded.visibility
-                      OR activity_sources.rules != excluded.rules
-                      OR activity_sources.parties != excluded.parties";
+            let upsert_source = &statements.upsert_source;
             transaction.execute(
                 upsert_source,
                 &[
@@ -118,10 +167,7 @@ pub(super) fn record_one(
                         .expect("pairs of strings always serialize"),
                 ],
             )?;
-            let link = "INSERT INTO activity_contacts (activity_id, contact_id, address, date)
-                 SELECT $1, contact_id, email, (SELECT date FROM activities WHERE id = $1)
-                 FROM contact_emails WHERE email = $2
-                 ON CONFLICT DO NOTHING";
+            let link = &statements.link;
             for contact in approval.contacts() {
                 transaction.execute(link, &[&activity_id, &contact])?;
             }
@@ -134,16 +180,7 @@ pub(super) fn record_one(
         }
     };
     // The log row changes only when the decision does.
-    let upsert_decision = "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at, detail)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (user_email, source, source_id) DO UPDATE
-           SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
-               activity_id = excluded.activity_id, decided_at = excluded.decided_at,
-               detail = excluded.detail
-           WHERE decisions.decision != excluded.decision OR decisions.reason != excluded.reason
-              OR decisions.rules != excluded.rules
-              OR decisions.activity_id IS DISTINCT FROM excluded.activity_id
-              OR decisions.detail IS DISTINCT FROM excluded.detail";
+    let upsert_decision = &statements.upsert_decision;
     transaction.execute(
         upsert_decision,
         &[
@@ -163,13 +200,13 @@ pub(super) fn record_one(
 
 fn insert_attachments(
     transaction: &mut Transaction<'_>,
+    statements: &Statements,
     options: &StoreOptions,
     activity_id: i64,
     message: &MessageToStore<'_>,
     erased: bool,
 ) -> Result<(), StoreError> {
-    let insert = "INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256, stored, too_large)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    let insert = &statements.insert_attachment;
     for (position, attachment) in message.parsed.attachments.iter().enumerate() {
         let too_large = options.attachments_dir.is_some()
             && attachment.size_bytes > options.max_attachment_bytes;
@@ -213,6 +250,7 @@ fn insert_attachments(
 /// matches as written, in any language). Only the terms are kept, never the text.
 fn index_for_search(
     transaction: &mut Transaction<'_>,
+    statements: &Statements,
     activity_id: i64,
     message: &MessageToStore<'_>,
 ) -> Result<(), StoreError> {
@@ -222,9 +260,7 @@ fn index_for_search(
         .iter()
         .filter_map(|attachment| attachment.file_name.as_deref())
         .collect();
-    let statement = "INSERT INTO activity_search (activity_id, document)
-         VALUES ($1, to_tsvector('simple', $2) || to_tsvector('simple', $3) || to_tsvector('simple', $4))
-         ON CONFLICT (activity_id) DO NOTHING";
+    let statement = &statements.index;
     transaction.execute(
         statement,
         &[
