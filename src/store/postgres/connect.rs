@@ -81,6 +81,11 @@ impl PostgresSettings {
         r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
+            // A check at every checkout is a round trip before every store call. A closed
+            // connection is noticed without one (`has_broken`), and a statement on one that
+            // broke meanwhile fails like any other database error: the caller retries at its
+            // next poll.
+            .test_on_check_out(false)
             .connection_timeout(POOL_WAIT)
             .build(manager)
             .map_err(|error| {

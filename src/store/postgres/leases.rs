@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use postgres::GenericClient;
+use postgres::types::Type;
 
 use super::PostgresStore;
 use crate::store::{InstanceInfo, InstanceView, LeaseRound, LeaseView, StoreError};
@@ -64,18 +64,23 @@ impl PostgresStore {
     /// from changing hands until the transaction ends.
     pub(super) fn fence(
         &self,
-        transaction: &mut impl GenericClient,
+        transaction: &mut postgres::Transaction<'_>,
         user_email: &str,
     ) -> Result<(), StoreError> {
         let Some((instance, epoch)) = self.fence_token(user_email)? else {
             return Ok(());
         };
+        // Typed: one round trip, in every mailbox write.
         let holds = transaction
-            .query_opt(
+            .query_typed_opt(
                 "SELECT 1 FROM mailbox_leases
                  WHERE user_email = $1 AND owner = $2 AND epoch = $3 AND expires_at > clock_timestamp()
                  FOR SHARE",
-                &[&user_email, &instance, &epoch],
+                &[
+                    (&user_email, Type::TEXT),
+                    (&instance, Type::TEXT),
+                    (&epoch, Type::INT8),
+                ],
             )?
             .is_some();
         if holds {

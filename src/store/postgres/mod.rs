@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use postgres::GenericClient;
+use postgres::types::Type;
 
 pub use connect::PostgresSettings;
 
@@ -445,10 +446,11 @@ impl Store for PostgresStore {
     fn contact_book(&self, addresses: &[String]) -> Result<ContactBook, StoreError> {
         let mut client = self.client()?;
         let mut book = ContactBook::default();
-        for row in client.query(
+        // Typed, so one round trip: it runs for every message decided.
+        for row in client.query_typed(
             "SELECT e.email, c.no_sync FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
              WHERE e.email = ANY($1)",
-            &[&addresses],
+            &[(&addresses, Type::TEXT_ARRAY)],
         )? {
             let address: String = row.get(0);
             if row.get::<_, bool>(1) {
@@ -673,10 +675,14 @@ impl Store for PostgresStore {
     ) -> Result<HashSet<String>, StoreError> {
         let mut client = self.client()?;
         Ok(client
-            .query(
+            .query_typed(
                 "SELECT source_id FROM decisions
                  WHERE user_email = $1 AND source = $2 AND source_id = ANY($3)",
-                &[&user_email, &source, &source_ids],
+                &[
+                    (&user_email, Type::TEXT),
+                    (&source, Type::TEXT),
+                    (&source_ids, Type::TEXT_ARRAY),
+                ],
             )?
             .iter()
             .map(|row| row.get(0))
@@ -686,9 +692,9 @@ impl Store for PostgresStore {
     fn sync_state(&self, user_email: &str) -> Result<Option<SyncState>, StoreError> {
         let mut client = self.client()?;
         Ok(client
-            .query_opt(
+            .query_typed_opt(
                 &format!("SELECT {SYNC_STATE_COLUMNS} FROM sync_state s WHERE user_email = $1"),
-                &[&user_email],
+                &[(&user_email, Type::TEXT)],
             )?
             .as_ref()
             .map(sync_state_from_row))
