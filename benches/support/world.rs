@@ -71,6 +71,21 @@ impl World {
         World::with_store(extra_store, Some(ScratchDatabase::create()))
     }
 
+    /// A world on an existing PostgreSQL database, which it leaves in place (a kept
+    /// benchmark store).
+    pub fn on_kept_database(url: &str) -> World {
+        let mut world = World::new("");
+        world.store = Box::new(
+            PostgresStore::open(&PostgresSettings {
+                url: url.to_string(),
+                password_file: None,
+            })
+            .expect("kept database opens")
+            .with_options(StoreOptions::from_config(&world.policy.config)),
+        );
+        world
+    }
+
     fn with_store(extra_store: &str, database: Option<ScratchDatabase>) -> World {
         let dir = tempfile::tempdir().expect("a temp dir");
         let rules = dir.path().join("rules");

@@ -206,6 +206,9 @@ impl Tables for PostgresStore {
             }
             transaction.commit()?;
         }
+        // A copied database has no statistics yet, and without them the planner reads the
+        // read path's pages the slow way until autovacuum gets round to it.
+        client.batch_execute("ANALYZE")?;
         Ok(())
     }
 }
