@@ -282,7 +282,7 @@ impl PostgresStore {
                 "SELECT user_email,
                         CASE WHEN expires_at > clock_timestamp() THEN owner END,
                         CASE WHEN expires_at > clock_timestamp() THEN extract(epoch FROM expires_at)::BIGINT END
-                 FROM mailbox_leases ORDER BY user_email",
+                 FROM mailbox_leases ORDER BY user_email COLLATE \"C\"",
                 &[],
             )?
             .iter()

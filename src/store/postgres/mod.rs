@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: the CRM store in the database the CRM already runs, backs up and
-//! replicates. The same tables as SQLite's (its own migrations, applied at open under an
+//! replicates. Text is ordered `COLLATE "C"` (byte order), as SQLite orders it, so both
+//! backends list addresses and users alike whatever the database's locale. The same tables as SQLite's (its own migrations, applied at open under an
 //! advisory lock so instances starting together do not race), a connection pool, and the
 //! same answers: the conformance tests run every store test against both.
 
@@ -309,9 +310,11 @@ fn load_contact(client: &mut impl GenericClient, id: i64) -> Result<Contact, Sto
     Ok(Contact {
         id,
         name: row.get(0),
-        emails: strings("SELECT email FROM contact_emails WHERE contact_id = $1 ORDER BY email")?,
+        emails: strings(
+            "SELECT email FROM contact_emails WHERE contact_id = $1 ORDER BY email COLLATE \"C\"",
+        )?,
         visible_to: strings(
-            "SELECT user_email FROM contact_visible_to WHERE contact_id = $1 ORDER BY user_email",
+            "SELECT user_email FROM contact_visible_to WHERE contact_id = $1 ORDER BY user_email COLLATE \"C\"",
         )?,
         no_sync: row.get(1),
     })
@@ -347,18 +350,27 @@ fn sync_state_from_row(row: &postgres::Row) -> SyncState {
     }
 }
 
-fn addresses_of(
+/// The contact addresses of each activity (of `only` those, when given), sorted.
+fn links_by_activity(
     client: &mut impl GenericClient,
-    activity_id: i64,
-) -> Result<Vec<String>, StoreError> {
-    Ok(client
-        .query(
-            "SELECT address FROM activity_contacts WHERE activity_id = $1 ORDER BY address",
-            &[&activity_id],
-        )?
-        .iter()
-        .map(|row| row.get(0))
-        .collect())
+    only: Option<&[i64]>,
+) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+    let rows = match only {
+        Some(ids) => client.query(
+            "SELECT activity_id, address FROM activity_contacts
+             WHERE activity_id = ANY($1) ORDER BY activity_id, address COLLATE \"C\"",
+            &[&ids],
+        )?,
+        None => client.query(
+            "SELECT activity_id, address FROM activity_contacts ORDER BY activity_id, address COLLATE \"C\"",
+            &[],
+        )?,
+    };
+    let mut links: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in rows {
+        links.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    Ok(links)
 }
 
 impl Store for PostgresStore {
@@ -489,7 +501,7 @@ impl Store for PostgresStore {
         Ok(client
             .query(
                 "SELECT e.email FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
-                 WHERE c.no_sync ORDER BY e.email",
+                 WHERE c.no_sync ORDER BY e.email COLLATE \"C\"",
                 &[],
             )?
             .iter()
@@ -502,7 +514,7 @@ impl Store for PostgresStore {
         Ok(client
             .query(
                 "SELECT e.email FROM contact_emails e JOIN contacts c ON c.id = e.contact_id
-                 WHERE NOT c.no_sync ORDER BY e.email",
+                 WHERE NOT c.no_sync ORDER BY e.email COLLATE \"C\"",
                 &[],
             )?
             .iter()
@@ -704,7 +716,7 @@ impl Store for PostgresStore {
         let mut client = self.client()?;
         Ok(client
             .query(
-                &format!("SELECT {SYNC_STATE_COLUMNS} FROM sync_state s ORDER BY user_email"),
+                &format!("SELECT {SYNC_STATE_COLUMNS} FROM sync_state s ORDER BY user_email COLLATE \"C\""),
                 &[],
             )?
             .iter()
@@ -901,9 +913,12 @@ impl Store for PostgresStore {
             "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties,
                     a.automated, a.calendar_only
              FROM activity_sources s JOIN activities a ON a.id = s.activity_id
-             ORDER BY s.activity_id, s.user_email",
+             ORDER BY s.activity_id, s.user_email COLLATE \"C\"",
             &[],
         )?;
+        // Every activity's contact addresses in one read: a query per source would be a
+        // round trip per stored activity at every start and reload.
+        let addresses = links_by_activity(&mut *client, None)?;
         let mut sources = Vec::with_capacity(rows.len());
         for row in rows {
             let activity_id: i64 = row.get(0);
@@ -921,7 +936,7 @@ impl Store for PostgresStore {
                     Visibility::Private
                 },
                 parties: serde_json::from_str(&parties).unwrap_or_default(),
-                contacts: addresses_of(&mut *client, activity_id)?,
+                contacts: addresses.get(&activity_id).cloned().unwrap_or_default(),
                 facts: MessageFacts {
                     automated: row.get(7),
                     calendar_only: row.get(8),
@@ -998,18 +1013,19 @@ impl Store for PostgresStore {
             "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at, d.detail
              FROM decisions d LEFT JOIN activities a ON a.id = d.activity_id
              WHERE d.user_email = $1
-             ORDER BY d.decided_at, d.source, d.source_id
+             ORDER BY d.decided_at, d.source COLLATE \"C\", d.source_id COLLATE \"C\"
              LIMIT $2",
             &[&user_email, &limit.map(|limit| limit.min(i64::MAX as usize) as i64)],
         )?;
+        let ids: Vec<i64> = rows.iter().filter_map(|row| row.get(6)).collect();
+        let mut addresses = links_by_activity(&mut *client, Some(&ids))?;
         let mut log = Vec::with_capacity(rows.len());
         for row in rows {
             let rules: String = row.get(5);
             let activity_id: Option<i64> = row.get(6);
-            let contacts = match activity_id {
-                Some(id) => addresses_of(&mut *client, id)?,
-                None => Vec::new(),
-            };
+            let contacts = activity_id
+                .and_then(|id| addresses.remove(&id))
+                .unwrap_or_default();
             log.push(LoggedDecision {
                 user: row.get(0),
                 source: row.get(1),

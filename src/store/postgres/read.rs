@@ -141,7 +141,7 @@ pub(super) fn read_path(
     let mut sources_of: HashMap<i64, Vec<String>> = HashMap::new();
     for row in client.query(
         "SELECT activity_id, user_email FROM activity_sources
-         WHERE activity_id = ANY($1) ORDER BY activity_id, user_email",
+         WHERE activity_id = ANY($1) ORDER BY activity_id, user_email COLLATE \"C\"",
         &[&ids],
     )? {
         sources_of.entry(row.get(0)).or_default().push(row.get(1));
