@@ -101,8 +101,6 @@ pub(super) fn read_path(
     };
     let sql = format!(
         "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
-                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = $1::TEXT) AS is_owner,
-                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible') AS any_visible,
                 a.content_erased_at
          FROM {from}
          WHERE {rule_one}
@@ -153,13 +151,25 @@ pub(super) fn read_path(
             .or_default()
             .insert(row.get(1));
     }
+    // The page's sources say who owns each activity and whether any source made it visible
+    // (read here rather than as EXISTS in the page's query, which PostgreSQL would hash over
+    // every source of the store).
     let mut sources_of: HashMap<i64, Vec<String>> = HashMap::new();
+    let mut owned = std::collections::HashSet::new();
+    let mut visible = std::collections::HashSet::new();
     for row in client.query(
-        "SELECT activity_id, user_email FROM activity_sources
+        "SELECT activity_id, user_email, visibility FROM activity_sources
          WHERE activity_id = ANY($1) ORDER BY activity_id, user_email COLLATE \"C\"",
         &[&ids],
     )? {
-        sources_of.entry(row.get(0)).or_default().push(row.get(1));
+        let (id, user, visibility): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+        if user == viewer.email {
+            owned.insert(id);
+        }
+        if visibility == "visible" {
+            visible.insert(id);
+        }
+        sources_of.entry(id).or_default().push(user);
     }
     let mut attachments_of: HashMap<i64, Vec<AttachmentView>> = HashMap::new();
     for row in client.query(
@@ -185,10 +195,10 @@ pub(super) fn read_path(
         let id: i64 = row.get(0);
         let message_id: Option<String> = row.get(1);
         let date: Option<i64> = row.get(2);
-        let erased_at: Option<i64> = row.get(8);
+        let erased_at: Option<i64> = row.get(6);
         let facts = ActivityFacts {
-            viewer_owns_a_source: row.get(6),
-            any_source_visible: row.get(7),
+            viewer_owns_a_source: owned.contains(&id),
+            any_source_visible: visible.contains(&id),
             content_erased: erased_at.is_some(),
         };
         let content_shown = read_rules::content_shown(viewer, facts);
