@@ -122,6 +122,21 @@ impl StoreError {
         matches!(self, StoreError::Busy(_))
     }
 
+    /// A contact's addresses belong to several contacts already.
+    pub fn several_contacts(ids: &[i64]) -> StoreError {
+        StoreError::Conflict(format!(
+            "the addresses belong to {} different contacts (ids {ids:?}); merge them first",
+            ids.len()
+        ))
+    }
+
+    /// A new contact's address belongs to contact `existing`.
+    pub fn address_taken(existing: i64) -> StoreError {
+        StoreError::Conflict(format!(
+            "an address already belongs to contact {existing}; use `contacts import` to update contacts"
+        ))
+    }
+
     /// The write was refused because this instance lost the mailbox's lease: the caller
     /// drops that mailbox.
     pub fn is_fenced(&self) -> bool {

@@ -413,10 +413,7 @@ impl Store for PostgresStore {
                 }
             }
             several => {
-                return Err(StoreError::Conflict(format!(
-                    "the addresses belong to {} different contacts (ids {several:?}); merge them first",
-                    several.len()
-                )));
+                return Err(StoreError::several_contacts(several));
             }
         };
         transaction.commit()?;
@@ -428,9 +425,7 @@ impl Store for PostgresStore {
         let mut transaction = client.transaction()?;
         lock_contact_events(&mut transaction)?;
         if let Some(existing) = contact_ids_owning(&mut transaction, &contact.emails)?.first() {
-            return Err(StoreError::Conflict(format!(
-                "an address already belongs to contact {existing}; use `contacts import` to update contacts"
-            )));
+            return Err(StoreError::address_taken(*existing));
         }
         let id: i64 = transaction
             .query_one(

@@ -423,10 +423,7 @@ impl Store for SqliteStore {
                 }
             }
             several => {
-                return Err(StoreError::Conflict(format!(
-                    "the addresses belong to {} different contacts (ids {several:?}); merge them first",
-                    several.len()
-                )));
+                return Err(StoreError::several_contacts(several));
             }
         };
         transaction.commit()?;
@@ -437,9 +434,7 @@ impl Store for SqliteStore {
         let mut connection = self.connection()?;
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(existing) = contact_ids_owning(&transaction, &contact.emails)?.first() {
-            return Err(StoreError::Conflict(format!(
-                "an address already belongs to contact {existing}; use `contacts import` to update contacts"
-            )));
+            return Err(StoreError::address_taken(*existing));
         }
         transaction.execute(
             "INSERT INTO contacts (name, created_at) VALUES (?1, ?2)",
