@@ -20,6 +20,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("many_mailboxes", support::e2e::many),
     ("idle", support::e2e::idle),
     ("latency", support::e2e::latency),
+    ("failover", support::e2e::failover),
 ];
 
 fn main() {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../../tests/integration/common/gmail.rs"]
 mod harness;
-/// The scratch databases the harness's PostgreSQL setups and the in-process worlds use.
+/// The scratch databases the harness's PostgreSQL setups, the in-process worlds and the
+/// failover scenario use.
 #[path = "../../tests/integration/common/postgres.rs"]
 #[allow(dead_code)]
 pub mod postgres;
@@ -129,7 +130,13 @@ impl Deployment {
 
     /// The daemon, at the log level ops run it with.
     pub fn start_daemon(&self) -> Daemon {
-        let log = self.dir.path().join("daemon.log");
+        self.start_instance("daemon")
+    }
+
+    /// One more daemon on the same config (several instances on a PostgreSQL store), with a
+    /// log of its own named `name`.
+    pub fn start_instance(&self, name: &str) -> Daemon {
+        let log = self.dir.path().join(format!("{name}.log"));
         let child = Command::new(binary())
             .arg("--config")
             .arg(&self.config)
@@ -832,5 +839,116 @@ pub fn latency(smoke: bool) -> Report {
         "s",
         Some(Target::AtMost(poll_secs as f64 + 1.0)),
     );
+    report
+}
+
+/// Failover on PostgreSQL: three instances share 30 mailboxes at the default lease (30 s),
+/// one is SIGKILLed, and a message is delivered at once to every mailbox it held. Measured:
+/// how long until every one of those messages is stored by the survivors, against the
+/// promise `lease_secs` + `poll_interval_secs` + 5 s.
+pub fn failover(smoke: bool) -> Report {
+    let (mailboxes, lease_secs, poll_secs) = if smoke { (6, 3, 1) } else { (30, 30, 5) };
+    let mut report = Report::new("failover", smoke);
+    let deployment = Deployment::new();
+    let owners: Vec<String> = (0..mailboxes)
+        .map(|i| format!("owner{i}@abcorp.com"))
+        .collect();
+    let contact = "alice@customer.example".to_string();
+    for owner in &owners {
+        deployment.write_mailbox(
+            owner,
+            [harness::message(1, &contact, owner, "Hello").into_bytes()],
+        );
+    }
+    let database = postgres::ScratchDatabase::create();
+    let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &[]);
+    deployment.write_config(
+        &sandbox,
+        &owners,
+        &format!("poll_interval_secs = {poll_secs}"),
+        &format!("[daemon]\nlease_secs = {lease_secs}\n"),
+    );
+    let config = std::fs::read_to_string(&deployment.config).expect("config");
+    std::fs::write(
+        &deployment.config,
+        config.replace(
+            "path = \"crm.sqlite3\"",
+            &format!("url = \"{}\"", database.url()),
+        ),
+    )
+    .expect("config on PostgreSQL");
+    deployment.import_contacts(std::slice::from_ref(&contact));
+    let mut client = database.client();
+    let mut count = |sql: &str| -> i64 { client.query_one(sql, &[]).map_or(0, |row| row.get(0)) };
+    let mut instances: Vec<Daemon> = (0..3)
+        .map(|index| deployment.start_instance(&format!("instance-{index}")))
+        .collect();
+    wait_until(
+        "every first sync, spread over three instances",
+        Duration::from_secs(120),
+        || {
+            count("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
+                == mailboxes as i64
+                && count(
+                    "SELECT count(DISTINCT owner) FROM mailbox_leases WHERE expires_at > clock_timestamp()",
+                ) == 3
+        },
+    );
+    // The instance holding the most mailboxes dies.
+    let victim_pid: i64 = database
+        .client()
+        .query_one(
+            "SELECT i.pid FROM instances i JOIN mailbox_leases l ON l.owner = i.instance
+             GROUP BY i.pid ORDER BY count(*) DESC LIMIT 1",
+            &[],
+        )
+        .expect("a holder")
+        .get(0);
+    let orphans: Vec<String> = database
+        .client()
+        .query(
+            "SELECT l.user_email FROM mailbox_leases l JOIN instances i ON i.instance = l.owner
+             WHERE i.pid = $1",
+            &[&victim_pid],
+        )
+        .expect("its mailboxes")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let victim = instances
+        .iter()
+        .position(|daemon| i64::from(daemon.pid()) == victim_pid)
+        .expect("the victim is one of ours");
+    let killed = Instant::now();
+    drop(instances.remove(victim));
+    for owner in &orphans {
+        sandbox.deliver(
+            owner,
+            &harness::message(2, &contact, owner, "After the kill"),
+        );
+    }
+    let expected = (mailboxes + orphans.len()) as i64;
+    wait_until(
+        "every orphaned mailbox synced again",
+        Duration::from_secs(lease_secs + poll_secs + 120),
+        || count("SELECT count(*) FROM activities") == expected,
+    );
+    let failover = killed.elapsed().as_secs_f64();
+    report.fact(
+        "deployment",
+        format!(
+            "3 instances, {mailboxes} mailboxes, lease_secs = {lease_secs}, poll_interval_secs = {poll_secs}; the killed instance held {}",
+            orphans.len()
+        ),
+    );
+    report.figure(
+        "SIGKILL → every orphaned mailbox's new mail stored",
+        failover,
+        "s",
+        Some(Target::AtMost((lease_secs + poll_secs + 5) as f64)),
+    );
+    for instance in instances {
+        instance.stop();
+    }
     report
 }
