@@ -96,6 +96,23 @@ impl LeaseKeeper {
         round_interval(self.lease)
     }
 
+    /// After a reload: the store records the new config's fingerprint, so that instances
+    /// left on the old one are reported. The lease length stays the one read at start.
+    pub async fn reloaded(&mut self, store: &crate::store::SharedStore, policy: &Policy) {
+        self.instance.config_fingerprint = config_fingerprint(policy);
+        let store = store.clone();
+        let instance = self.instance.clone();
+        match tokio::task::spawn_blocking(move || store.join(&instance)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "cannot record the reloaded config's fingerprint")
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot record the reloaded config's fingerprint")
+            }
+        }
+    }
+
     /// One round for the sync-enabled users of `policy`. If the store cannot be reached,
     /// what is held stays held until the lease would have run out, then nothing is: the
     /// mailboxes may be another instance's by then, and its writes would be refused anyway.

@@ -452,6 +452,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                         // on (or added), or that worker sees the old config and stops.
                         let _ = credentials_tx.send(credentials);
                         let _ = policy_tx.send(policy.clone());
+                        leases.reloaded(&workers.shared.store, &policy).await;
                         workers.reconcile(&policy);
                         if *runner_rx.borrow() {
                             apply_rules_to_stored(&workers.shared.store, &policy).await;

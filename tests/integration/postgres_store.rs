@@ -360,3 +360,23 @@ fn an_interrupted_store_migration_finishes_when_run_again() {
         .unwrap();
     assert!(id > 1_200, "{id}");
 }
+
+/// A reload records the new config's fingerprint and keeps the instance's leases.
+#[test]
+fn joining_again_after_a_reload_keeps_the_leases() {
+    let database = ScratchDatabase::create();
+    let store = PostgresStore::open(&settings(&database)).unwrap();
+    let wanted = mailboxes(1);
+    store.join(&instance("one", 30)).unwrap();
+    store.lease_round(&wanted, Duration::from_secs(30)).unwrap();
+    store
+        .join(&mailsync::store::InstanceInfo {
+            config_fingerprint: "reloaded".to_string(),
+            ..instance("one", 30)
+        })
+        .unwrap();
+    store
+        .finish_poll(&wanted[0], mailsync::store::SyncStatus::Ok, None, 0, None)
+        .expect("still the mailbox's holder");
+    assert_eq!(store.instances().unwrap()[0].config_fingerprint, "reloaded");
+}

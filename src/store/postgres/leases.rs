@@ -106,8 +106,12 @@ impl PostgresStore {
             ],
         )?;
         let mut held = self.held();
+        // Joining again as the same instance (after a reload: a new config fingerprint)
+        // keeps its leases; another name starts with none.
+        if held.instance.as_ref().map(|joined| &joined.instance) != Some(&instance.instance) {
+            held.epochs.clear();
+        }
         held.instance = Some(instance.clone());
-        held.epochs.clear();
         Ok(())
     }
 
