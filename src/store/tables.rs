@@ -46,6 +46,23 @@ impl TableSpec {
     pub fn is_boolean(&self, column: &str) -> bool {
         self.booleans.contains(&column)
     }
+
+    /// The upsert both backends write a copied row with: `ON CONFLICT (key)` replaces every
+    /// other column, so copying a row again changes nothing.
+    pub fn on_conflict(&self) -> String {
+        let updates: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|column| !self.key.contains(column))
+            .map(|column| format!("{column} = excluded.{column}"))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        format!("ON CONFLICT ({}) {action}", self.key.join(", "))
+    }
 }
 
 /// Every table with data, parents before children. Search indexes are not copied: the

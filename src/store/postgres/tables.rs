@@ -121,17 +121,7 @@ impl Tables for PostgresStore {
     fn write_rows(&self, table: &TableSpec, rows: &[Vec<Cell>]) -> Result<(), StoreError> {
         let mut client = self.client()?;
         let mut transaction = client.transaction()?;
-        let updates: Vec<String> = table
-            .columns
-            .iter()
-            .filter(|column| !table.key.contains(column))
-            .map(|column| format!("{column} = excluded.{column}"))
-            .collect();
-        let on_conflict = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
+        let on_conflict = table.on_conflict();
         for row in rows {
             let bound: Vec<Bound> = row
                 .iter()
@@ -141,11 +131,10 @@ impl Tables for PostgresStore {
             let (values, parameters) = placeholders(&bound);
             transaction.execute(
                 &format!(
-                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
+                    "INSERT INTO {} ({}) VALUES ({}) {on_conflict}",
                     table.name,
                     table.columns.join(", "),
                     values.join(", "),
-                    table.key.join(", "),
                 ),
                 &parameters,
             )?;

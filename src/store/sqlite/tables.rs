@@ -68,23 +68,12 @@ impl Tables for SqliteStore {
         let mut connection = self.connection()?;
         let transaction = connection.transaction()?;
         {
-            let updates: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|column| !table.key.contains(column))
-                .map(|column| format!("{column} = excluded.{column}"))
-                .collect();
-            let on_conflict = if updates.is_empty() {
-                "DO NOTHING".to_string()
-            } else {
-                format!("DO UPDATE SET {}", updates.join(", "))
-            };
+            let on_conflict = table.on_conflict();
             let mut statement = transaction.prepare(&format!(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict}",
+                "INSERT INTO {} ({}) VALUES ({}) {on_conflict}",
                 table.name,
                 table.columns.join(", "),
                 vec!["?"; table.columns.len()].join(", "),
-                table.key.join(", "),
             ))?;
             for row in rows {
                 statement.execute(rusqlite::params_from_iter(row.iter().map(value)))?;
