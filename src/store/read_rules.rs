@@ -31,6 +31,42 @@ impl<'a> ReadQuery<'a> {
             attachment: None,
         }
     }
+
+    /// `Store::feed`: newest first, of one contact's activities when given.
+    pub fn feed(contact: Option<&'a str>, limit: Option<usize>) -> Self {
+        ReadQuery {
+            contact,
+            limit,
+            ..ReadQuery::new(ReadPath::Feed)
+        }
+    }
+
+    /// `Store::search`: activities whose shown content holds every word.
+    pub fn search(words: &'a str, limit: Option<usize>) -> Self {
+        ReadQuery {
+            limit,
+            search: Some(words),
+            ..ReadQuery::new(ReadPath::Search)
+        }
+    }
+
+    /// `Store::export`: the feed, whole, recorded as an export.
+    pub fn export(contact: Option<&'a str>) -> Self {
+        ReadQuery {
+            contact,
+            ..ReadQuery::new(ReadPath::Export)
+        }
+    }
+
+    /// `Store::attachment_content`: one activity carrying this content that the viewer is
+    /// shown.
+    pub fn attachment(sha256: &'a str) -> Self {
+        ReadQuery {
+            limit: Some(1),
+            attachment: Some(sha256),
+            ..ReadQuery::new(ReadPath::Attachment)
+        }
+    }
 }
 
 /// What the read path knows about one activity it may show.

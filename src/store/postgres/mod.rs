@@ -20,7 +20,7 @@ use postgres::types::Type;
 pub use connect::PostgresSettings;
 
 use super::read_rules::ReadQuery;
-use super::{AccessLogEntry, ActivityView, Erased, ReadPath, StoreOptions};
+use super::{AccessLogEntry, ActivityView, Erased, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
 use super::{
     Contact, ContactChange, Counts, Cursor, NewContact, Record, Recorded, Store, StoreError,
@@ -1070,11 +1070,7 @@ impl Store for PostgresStore {
         contact: Option<&str>,
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
-        let query = ReadQuery {
-            contact,
-            limit,
-            ..ReadQuery::new(ReadPath::Feed)
-        };
+        let query = ReadQuery::feed(contact, limit);
         read::read_path(&mut *self.client()?, viewer, &query)
     }
 
@@ -1087,11 +1083,7 @@ impl Store for PostgresStore {
         if super::read_rules::search_words(query).is_none() {
             return Ok(Vec::new());
         }
-        let query = ReadQuery {
-            limit,
-            search: Some(query),
-            ..ReadQuery::new(ReadPath::Search)
-        };
+        let query = ReadQuery::search(query, limit);
         read::read_path(&mut *self.client()?, viewer, &query)
     }
 
@@ -1100,10 +1092,7 @@ impl Store for PostgresStore {
         viewer: &Viewer,
         contact: Option<&str>,
     ) -> Result<Vec<ActivityView>, StoreError> {
-        let query = ReadQuery {
-            contact,
-            ..ReadQuery::new(ReadPath::Export)
-        };
+        let query = ReadQuery::export(contact);
         read::read_path(&mut *self.client()?, viewer, &query)
     }
 
@@ -1118,11 +1107,7 @@ impl Store for PostgresStore {
         if !files::is_sha256_hex(sha256) {
             return Ok(None);
         }
-        let query = ReadQuery {
-            limit: Some(1),
-            attachment: Some(sha256),
-            ..ReadQuery::new(ReadPath::Attachment)
-        };
+        let query = ReadQuery::attachment(sha256);
         if read::read_path(&mut *self.client()?, viewer, &query)?.is_empty() {
             return Ok(None);
         }

@@ -12,7 +12,7 @@ use super::files;
 
 mod tables;
 use super::read_rules::{self, ActivityFacts, ReadQuery};
-use super::{AccessLogEntry, ActivityView, AttachmentView, Erased, ReadPath, StoreOptions};
+use super::{AccessLogEntry, ActivityView, AttachmentView, Erased, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
 use super::{
     Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
@@ -1069,11 +1069,7 @@ impl Store for SqliteStore {
         limit: Option<usize>,
     ) -> Result<Vec<ActivityView>, StoreError> {
         let connection = self.connection()?;
-        let query = ReadQuery {
-            contact,
-            limit,
-            ..ReadQuery::new(ReadPath::Feed)
-        };
+        let query = ReadQuery::feed(contact, limit);
         read_path(&connection, viewer, &query)
     }
 
@@ -1087,11 +1083,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let connection = self.connection()?;
-        let query = ReadQuery {
-            limit,
-            search: Some(query),
-            ..ReadQuery::new(ReadPath::Search)
-        };
+        let query = ReadQuery::search(query, limit);
         read_path(&connection, viewer, &query)
     }
 
@@ -1101,10 +1093,7 @@ impl Store for SqliteStore {
         contact: Option<&str>,
     ) -> Result<Vec<ActivityView>, StoreError> {
         let connection = self.connection()?;
-        let query = ReadQuery {
-            contact,
-            ..ReadQuery::new(ReadPath::Export)
-        };
+        let query = ReadQuery::export(contact);
         read_path(&connection, viewer, &query)
     }
 
@@ -1120,11 +1109,7 @@ impl Store for SqliteStore {
         if !files::is_sha256_hex(sha256) {
             return Ok(None);
         }
-        let query = ReadQuery {
-            limit: Some(1),
-            attachment: Some(sha256),
-            ..ReadQuery::new(ReadPath::Attachment)
-        };
+        let query = ReadQuery::attachment(sha256);
         if read_path(&connection, viewer, &query)?.is_empty() {
             return Ok(None);
         }
@@ -1935,11 +1920,7 @@ mod tests {
         let store = small_world();
         for viewer in small_world_viewers() {
             for limit in [None, Some(3)] {
-                let query = ReadQuery {
-                    limit,
-                    search: Some("pineapple"),
-                    ..ReadQuery::new(ReadPath::Search)
-                };
+                let query = ReadQuery::search("pineapple", limit);
                 let plan = |plan| {
                     read_path_planned(&store.connection().unwrap(), &viewer, &query, Some(plan))
                         .unwrap()
