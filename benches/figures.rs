@@ -18,7 +18,9 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("quota", support::e2e::quota),
     ("full_sync", support::e2e::full_sync),
     ("many_mailboxes", support::e2e::many),
+    ("shared_first_sync", support::e2e::shared_first_sync),
     ("idle", support::e2e::idle),
+    ("shared_idle", support::e2e::shared_idle),
     ("latency", support::e2e::latency),
     ("failover", support::e2e::failover),
 ];

@@ -24,12 +24,14 @@ use super::report::{Report, Target, quantile, trim};
 pub const GMAIL_UNITS_PER_MINUTE: u32 = 6_000;
 const MESSAGES_GET_UNITS: f64 = 20.0;
 
-/// A folder with mailboxes for the sandbox, a config, credentials and the store.
+/// A folder with mailboxes for the sandbox, a config, credentials and the store: a SQLite
+/// file in the folder, or a scratch PostgreSQL database.
 pub struct Deployment {
     pub dir: tempfile::TempDir,
     pub mailboxes: PathBuf,
     pub config: PathBuf,
     pub store: PathBuf,
+    pub database: Option<postgres::ScratchDatabase>,
 }
 
 /// What the sandbox counted for one run, summed over users.
@@ -52,6 +54,15 @@ impl Deployment {
             store: dir.path().join("crm.sqlite3"),
             mailboxes,
             dir,
+            database: None,
+        }
+    }
+
+    /// A deployment whose store is a scratch PostgreSQL database, dropped with it.
+    pub fn on_postgres() -> Deployment {
+        Deployment {
+            database: Some(postgres::ScratchDatabase::create()),
+            ..Deployment::new()
         }
     }
 
@@ -82,8 +93,12 @@ impl Deployment {
     ) {
         let credentials =
             write_credentials(self.dir.path(), &sandbox.base_url, Auth::ServiceAccount);
+        let store = match &self.database {
+            None => "path = \"crm.sqlite3\"".to_string(),
+            Some(database) => format!("url = \"{}\"", database.url()),
+        };
         let mut config = format!(
-            "[company]\ndomains = [\"abcorp.com\"]\n[store]\npath = \"crm.sqlite3\"\n[gmail]\napi_base_url = \"{}\"\n{credentials}\ninitial_sync_days = 36500\n{gmail_extra}\n{rest}\n",
+            "[company]\ndomains = [\"abcorp.com\"]\n[store]\n{store}\n[gmail]\napi_base_url = \"{}\"\n{credentials}\ninitial_sync_days = 36500\n{gmail_extra}\n{rest}\n",
             sandbox.base_url
         );
         for email in users {
@@ -151,6 +166,12 @@ impl Deployment {
 
     /// One number from the store, read as the CRM would (WAL: never blocks the daemon).
     pub fn scalar(&self, sql: &str) -> i64 {
+        if let Some(database) = &self.database {
+            return database
+                .client()
+                .query_one(sql, &[])
+                .map_or(0, |row| row.get(0));
+        }
         let connection = rusqlite::Connection::open_with_flags(
             &self.store,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -255,12 +276,15 @@ impl Drop for Daemon {
 }
 
 fn clock_ticks_per_second() -> f64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output();
-    output
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let output = Command::new("getconf").arg("CLK_TCK").output();
+        output
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// A mailbox of `count` generated messages in which every `contact_every`-th message (at
@@ -488,18 +512,7 @@ pub fn many(smoke: bool) -> Report {
     );
     deployment.import_contacts(&contacts);
     let wall = deployment.run_once();
-    let stats = sandbox.stats();
-    let slowest_units = stats["users"]
-        .as_object()
-        .expect("users")
-        .values()
-        .map(|user| {
-            user["units"]
-                .as_object()
-                .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
-        })
-        .max()
-        .unwrap_or(0);
+    let slowest_units = slowest_mailbox_units(&sandbox);
     let counted = counted(&sandbox);
     let synced = deployment.scalar("SELECT count(*) FROM activities") as usize;
     assert_eq!(
@@ -529,6 +542,110 @@ pub fn many(smoke: bool) -> Report {
         Some(Target::AtMost(1.2)),
     );
     report
+}
+
+/// The first sync of many mailboxes on PostgreSQL, by one instance and then by three
+/// sharing them: how close each comes to the time one mailbox's own quota needs.
+pub fn shared_first_sync(smoke: bool) -> Report {
+    let (users, count, budget) = if smoke {
+        (6, 10, 600_000)
+    } else {
+        (100, 200, GMAIL_UNITS_PER_MINUTE)
+    };
+    let mut report = Report::new("shared_first_sync", smoke);
+    let contacts = mailgen::contact_addresses(200, 50);
+    let owners: Vec<String> = (0..users)
+        .map(|i| format!("user{i:03}@abcorp.com"))
+        .collect();
+    let mut with_contact = 0;
+    let mailboxes: Vec<Vec<Vec<u8>>> = owners
+        .iter()
+        .enumerate()
+        .map(|(index, owner)| {
+            let (raws, contacts_in) = mailbox(3_000 + index as u64, owner, &contacts, count, 1);
+            with_contact += contacts_in;
+            raws
+        })
+        .collect();
+    report.fact(
+        "mailboxes",
+        format!("{users} × {count} messages, all with contacts; {budget} units/minute per user; daemon.max_concurrent_users = {users}, so one instance may sync them all at once"),
+    );
+    for instances in [1, 3] {
+        let deployment = Deployment::on_postgres();
+        for (owner, raws) in owners.iter().zip(&mailboxes) {
+            deployment.write_mailbox(owner, raws.iter().cloned());
+        }
+        let sandbox = deployment.start_sandbox(budget, &[]);
+        deployment.write_config(
+            &sandbox,
+            &owners,
+            &format!("[gmail.quota]\nunits_per_minute = {budget}"),
+            &format!("[daemon]\nmax_concurrent_users = {users}\n"),
+        );
+        deployment.import_contacts(&contacts);
+        let started = Instant::now();
+        let daemons: Vec<Daemon> = (0..instances)
+            .map(|index| deployment.start_instance(&format!("instance-{index}")))
+            .collect();
+        wait_until(
+            "every mailbox's first sync",
+            Duration::from_secs(if smoke { 120 } else { 900 }),
+            || {
+                deployment.scalar("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
+                    == users as i64
+            },
+        );
+        let wall = started.elapsed();
+        for daemon in daemons {
+            daemon.stop();
+        }
+        let synced = deployment.scalar("SELECT count(*) FROM activities") as usize;
+        assert_eq!(
+            synced, with_contact,
+            "every message of every mailbox is synced"
+        );
+        let duplicates = deployment.scalar(
+            "SELECT count(*) FROM (SELECT message_id FROM activities GROUP BY message_id HAVING count(*) > 1) twice",
+        );
+        assert_eq!(duplicates, 0, "no message is stored twice");
+        let counted = counted(&sandbox);
+        let floor = slowest_mailbox_units(&sandbox) as f64 / f64::from(budget) * 60.0;
+        report.fact(
+            &format!("{instances} instance(s)"),
+            format!(
+                "{} units in {} requests ({} refused); {} s against a per-mailbox floor of {} s",
+                counted.units,
+                counted.requests,
+                counted.refused,
+                trim(wall.as_secs_f64()),
+                trim(floor)
+            ),
+        );
+        report.figure(
+            &format!("{instances} instance(s): wall time ÷ per-mailbox quota floor"),
+            wall.as_secs_f64() / floor,
+            "×",
+            Some(Target::AtMost(1.2)),
+        );
+    }
+    report
+}
+
+/// The quota units the sandbox charged the mailbox that spent the most.
+fn slowest_mailbox_units(sandbox: &SandboxProcess) -> u64 {
+    let stats = sandbox.stats();
+    stats["users"]
+        .as_object()
+        .expect("users")
+        .values()
+        .map(|user| {
+            user["units"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Sum of one method's requests over every user the sandbox served.
@@ -562,9 +679,22 @@ fn users_with(sandbox: &SandboxProcess, method: &str, n: u64) -> usize {
 /// Many sync-enabled users with no new mail: the CPU one poll cycle costs the daemon, and
 /// its memory.
 pub fn idle(smoke: bool) -> Report {
+    idle_over(Report::new("idle", smoke), Deployment::new(), 1, smoke)
+}
+
+/// The same idle mailboxes shared by two instances on PostgreSQL: each instance's CPU and
+/// memory, and the load on the database.
+pub fn shared_idle(smoke: bool) -> Report {
+    idle_over(
+        Report::new("shared_idle", smoke),
+        Deployment::on_postgres(),
+        2,
+        smoke,
+    )
+}
+
+fn idle_over(mut report: Report, deployment: Deployment, instances: usize, smoke: bool) -> Report {
     let (users, poll_secs) = if smoke { (30, 1) } else { (10_000, 60) };
-    let mut report = Report::new("idle", smoke);
-    let deployment = Deployment::new();
     let owners: Vec<String> = (0..users)
         .map(|i| format!("user{i:05}@abcorp.com"))
         .collect();
@@ -580,14 +710,18 @@ pub fn idle(smoke: bool) -> Report {
     );
     deployment.import_contacts(&mailgen::contact_addresses(1_000, 200));
     let started = Instant::now();
-    let daemon = deployment.start_daemon();
+    let daemons: Vec<Daemon> = (0..instances)
+        .map(|index| deployment.start_instance(&format!("instance-{index}")))
+        .collect();
     let first_cycle_timeout = Duration::from_secs(if smoke { 60 } else { 900 });
     wait_until("every mailbox's first sync", first_cycle_timeout, || {
         deployment.scalar("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
             == users as i64
     });
     let first_cycle = started.elapsed();
-    let cpu_first = daemon.cpu_seconds();
+    let cpu_of =
+        |daemons: &[Daemon]| -> Vec<f64> { daemons.iter().map(Daemon::cpu_seconds).collect() };
+    let cpu_first = cpu_of(&daemons);
     // Every user's next poll is an idle one (a history.list with nothing new); the cycle is
     // over when each user has made one.
     let polled_before = requests_of(&sandbox, "history.list");
@@ -599,8 +733,9 @@ pub fn idle(smoke: bool) -> Report {
     // history.list with nothing new); the machine is a VM whose speed wanders, so the
     // median is the figure. Asked once a second: the sandbox's statistics of 10,000 users
     // are a large answer, and making it costs CPU on the machine being measured.
-    let mut cycles = Vec::new();
-    let mut cpu_before = cpu_first;
+    let mut cycles: Vec<Cycle> = Vec::new();
+    let mut cpu_before = cpu_first.clone();
+    let mut database_before = deployment.database.as_ref().map(DatabaseLoad::now);
     for cycle in 1..=3 {
         let cycle_started = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(poll_secs * 3 + 120);
@@ -611,37 +746,56 @@ pub fn idle(smoke: bool) -> Report {
             );
             std::thread::sleep(Duration::from_secs(1));
         }
-        let cpu = daemon.cpu_seconds();
-        cycles.push((cpu - cpu_before, cycle_started.elapsed()));
+        let cpu = cpu_of(&daemons);
+        let database = deployment.database.as_ref().map(DatabaseLoad::now);
+        cycles.push(Cycle {
+            cpu: cpu
+                .iter()
+                .zip(&cpu_before)
+                .map(|(now, before)| now - before)
+                .collect(),
+            wall: cycle_started.elapsed(),
+            database: database
+                .zip(database_before)
+                .map(|(now, before)| now.since(&before)),
+        });
         cpu_before = cpu;
+        database_before = database;
     }
-    let (rss, peak) = daemon.memory_mb();
+    let memory: Vec<(f64, f64)> = daemons.iter().map(Daemon::memory_mb).collect();
     let polls = requests_of(&sandbox, "history.list");
-    daemon.stop();
+    for daemon in daemons {
+        daemon.stop();
+    }
     let floor_per_request = bare_request_cpu(&sandbox, if smoke { 200 } else { 10_000 });
-    let mut cpu_per_cycle: Vec<f64> = cycles.iter().map(|(cpu, _)| *cpu).collect();
+    let mut cpu_per_cycle: Vec<f64> = cycles.iter().map(|cycle| cycle.cpu.iter().sum()).collect();
     let median = quantile(&mut cpu_per_cycle, 0.5);
+    let store = if deployment.database.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
     report.fact(
         "users",
-        format!("{users} sync-enabled, empty mailboxes, poll_interval_secs = {poll_secs}, service-account tokens"),
+        format!("{users} sync-enabled, empty mailboxes, poll_interval_secs = {poll_secs}, service-account tokens; {instances} instance(s) on {store}"),
     );
     report.fact(
         "first cycle (start, a token and a full sync per user)",
         format!(
             "{} s wall, {} CPU-s",
             trim(first_cycle.as_secs_f64()),
-            trim(cpu_first)
+            trim(cpu_first.iter().sum())
         ),
     );
     report.fact(
         "measured cycles",
         format!(
-            "{polls} idle polls in 3 cycles: {} CPU-s",
+            "{polls} idle polls in 3 cycles: {}",
             cycles
                 .iter()
-                .map(|(cpu, wall)| format!("{} (in {} s)", trim(*cpu), trim(wall.as_secs_f64())))
+                .map(Cycle::describe)
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join("; ")
         ),
     );
     report.fact(
@@ -652,11 +806,12 @@ pub fn idle(smoke: bool) -> Report {
             trim(floor_per_request * users as f64)
         ),
     );
+    let one_instance = instances == 1;
     report.figure(
         "CPU per idle poll cycle (median of 3)",
         median,
         "CPU-s",
-        Some(Target::AtMost(1.0)),
+        one_instance.then_some(Target::AtMost(1.0)),
     );
     report.figure(
         "CPU per idle poll ÷ a bare HTTP request",
@@ -664,14 +819,131 @@ pub fn idle(smoke: bool) -> Report {
         "×",
         None,
     );
+    if !one_instance {
+        let mut busiest: Vec<f64> = cycles
+            .iter()
+            .map(|cycle| cycle.cpu.iter().copied().fold(0.0, f64::max))
+            .collect();
+        report.figure(
+            "CPU per idle poll cycle, busiest instance (median of 3)",
+            quantile(&mut busiest, 0.5),
+            "CPU-s",
+            None,
+        );
+    }
+    let rss = memory.iter().map(|(rss, _)| *rss).fold(0.0, f64::max);
+    let peak = memory.iter().map(|(_, peak)| *peak).fold(0.0, f64::max);
+    let per_instance = if one_instance {
+        ""
+    } else {
+        ", largest instance"
+    };
     report.figure(
-        "resident memory after the cycles",
+        &format!("resident memory after the cycles{per_instance}"),
         rss,
         "MB",
-        Some(Target::AtMost(150.0)),
+        one_instance.then_some(Target::AtMost(150.0)),
     );
-    report.figure("peak resident memory", peak, "MB", None);
+    report.figure(
+        &format!("peak resident memory{per_instance}"),
+        peak,
+        "MB",
+        None,
+    );
+    let mut load: Vec<DatabaseLoad> = cycles.iter().filter_map(|cycle| cycle.database).collect();
+    if !load.is_empty() {
+        let seconds: f64 = cycles.iter().map(|cycle| cycle.wall.as_secs_f64()).sum();
+        let transactions: f64 = load.iter().map(|load| load.transactions).sum();
+        let mut server_cpu: Vec<f64> = load.iter_mut().map(|load| load.server_cpu).collect();
+        report.figure(
+            "database: transactions per second over the cycles",
+            transactions / seconds,
+            "/s",
+            None,
+        );
+        report.figure(
+            "database: server CPU per idle poll cycle (median of 3)",
+            quantile(&mut server_cpu, 0.5),
+            "CPU-s",
+            None,
+        );
+    }
     report
+}
+
+/// One measured idle cycle.
+struct Cycle {
+    /// CPU seconds each instance used.
+    cpu: Vec<f64>,
+    wall: Duration,
+    database: Option<DatabaseLoad>,
+}
+
+impl Cycle {
+    fn describe(&self) -> String {
+        let cpu: Vec<String> = self.cpu.iter().map(|cpu| trim(*cpu)).collect();
+        format!(
+            "{} CPU-s ({}) in {} s",
+            trim(self.cpu.iter().sum()),
+            cpu.join(" + "),
+            trim(self.wall.as_secs_f64())
+        )
+    }
+}
+
+/// The database server's work: transactions committed or rolled back in the scenario's
+/// database, and the CPU of every PostgreSQL server process. Statements are not counted:
+/// that needs `pg_stat_statements` preloaded, which the shared test server is not; each
+/// statement outside a transaction is a transaction of its own.
+#[derive(Debug, Clone, Copy)]
+struct DatabaseLoad {
+    transactions: f64,
+    server_cpu: f64,
+}
+
+impl DatabaseLoad {
+    fn now(database: &postgres::ScratchDatabase) -> DatabaseLoad {
+        let mut client = database.client();
+        // The server's statistics are flushed at most once a second.
+        std::thread::sleep(Duration::from_millis(1_100));
+        let transactions: i64 = client
+            .query_one(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database
+                 WHERE datname = current_database()",
+                &[],
+            )
+            .expect("database statistics")
+            .get(0);
+        DatabaseLoad {
+            transactions: transactions as f64,
+            server_cpu: postgres_server_cpu_seconds(),
+        }
+    }
+
+    fn since(&self, before: &DatabaseLoad) -> DatabaseLoad {
+        DatabaseLoad {
+            transactions: self.transactions - before.transactions,
+            server_cpu: self.server_cpu - before.server_cpu,
+        }
+    }
+}
+
+/// CPU seconds used so far by every process named `postgres` (the server and its backends;
+/// a backend that exited since is not counted, so this is a lower bound).
+fn postgres_server_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|pid| pid.bytes().all(|byte| byte.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .filter_map(|pid| try_cpu_seconds_of(&pid))
+        .sum()
 }
 
 /// What one HTTP request costs a client on this machine at the least: CPU seconds per bare
@@ -708,13 +980,17 @@ fn own_cpu_seconds() -> f64 {
 }
 
 fn cpu_seconds_of(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    try_cpu_seconds_of(pid).expect("a process's CPU time in /proc")
+}
+
+/// `None` when the process is gone (or /proc does not say).
+fn try_cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; fields are counted after its closing parenthesis.
-    let after = &stat[stat.rfind(')').expect("a comm field") + 2..];
+    let after = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / clock_ticks_per_second()
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks_per_second())
 }
 
 /// Messages delivered while the daemon runs: time from delivery to the activity in the store.
@@ -850,7 +1126,8 @@ pub fn failover(smoke: bool) -> Report {
     let (mailboxes, lease_secs, poll_secs): (usize, u64, u64) =
         if smoke { (6, 3, 1) } else { (30, 30, 5) };
     let mut report = Report::new("failover", smoke);
-    let deployment = Deployment::new();
+    let deployment = Deployment::on_postgres();
+    let database = deployment.database.as_ref().expect("on PostgreSQL");
     let owners: Vec<String> = (0..mailboxes)
         .map(|i| format!("owner{i}@abcorp.com"))
         .collect();
@@ -861,7 +1138,6 @@ pub fn failover(smoke: bool) -> Report {
             [harness::message(1, &contact, owner, "Hello").into_bytes()],
         );
     }
-    let database = postgres::ScratchDatabase::create();
     let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &[]);
     deployment.write_config(
         &sandbox,
@@ -869,15 +1145,6 @@ pub fn failover(smoke: bool) -> Report {
         &format!("poll_interval_secs = {poll_secs}"),
         &format!("[daemon]\nlease_secs = {lease_secs}\n"),
     );
-    let config = std::fs::read_to_string(&deployment.config).expect("config");
-    std::fs::write(
-        &deployment.config,
-        config.replace(
-            "path = \"crm.sqlite3\"",
-            &format!("url = \"{}\"", database.url()),
-        ),
-    )
-    .expect("config on PostgreSQL");
     deployment.import_contacts(std::slice::from_ref(&contact));
     let mut client = database.client();
     let mut count = |sql: &str| -> i64 { client.query_one(sql, &[]).map_or(0, |row| row.get(0)) };

@@ -1,6 +1,6 @@
 //! An in-process mailsync for the benchmarks: a config and rules folder on disk, loaded
 //! through `Policy::load` as the daemon loads them, and a real store with its migrations and
-//! contacts: a SQLite file, or a scratch PostgreSQL database. Messages go through the same `prepare` + `record_all` batches as
+//! contacts: a SQLite file, or a scratch PostgreSQL database. Messages go through the same `prepare_all` + `record_all` batches as
 //! the daemon's sync.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use mailsync::store::{
 };
 
 use super::e2e::postgres::ScratchDatabase;
-use mailsync::sync::{Prepared, prepare};
+use mailsync::sync::{Prepared, prepare_all};
 
 /// Messages per transaction, as the daemon writes them.
 pub const BATCH: usize = 25;
@@ -215,12 +215,8 @@ impl World {
         let mut ingested = Ingested::default();
         for batch in messages.chunks(BATCH) {
             let started = Instant::now();
-            let prepared: Vec<Prepared> = batch
-                .iter()
-                .map(|message| {
-                    prepare(&self.policy, &*self.store, &user, "gmail", message).expect("prepared")
-                })
-                .collect();
+            let prepared =
+                prepare_all(&self.policy, &*self.store, &user, "gmail", batch).expect("prepared");
             let decided = Instant::now();
             ingested.synced += prepared
                 .iter()

@@ -7,6 +7,6 @@ pub mod retention;
 pub mod retro;
 
 pub use pipeline::{
-    DecisionLine, Mode, PartyVerdict, Prepared, Processed, company_direction, prepare, process,
-    process_too_large,
+    DecisionLine, Mode, PartyVerdict, Prepared, Processed, company_direction, prepare, prepare_all,
+    process, process_too_large,
 };

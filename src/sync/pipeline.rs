@@ -96,46 +96,105 @@ pub fn prepare(
     source: &str,
     message: &SourceMessage,
 ) -> Result<Prepared, StoreError> {
-    let source = SourceRef {
-        user_email: user.email.clone(),
-        source: source.to_string(),
-        source_id: message.source_id.clone(),
+    Ok(
+        prepare_all(policy, store, user, source, std::slice::from_ref(message))?
+            .pop()
+            .expect("one message in, one prepared out"),
+    )
+}
+
+/// Parses and decides a batch of messages for `user`'s mailbox, in order. The contacts of
+/// every party in the batch are read in one store call: with a database across the network,
+/// a round trip per message cost more than deciding it.
+pub fn prepare_all(
+    policy: &Policy,
+    store: &dyn Store,
+    user: &User,
+    source: &str,
+    messages: &[SourceMessage],
+) -> Result<Vec<Prepared>, StoreError> {
+    let read: Vec<Read<'_>> = messages
+        .iter()
+        .map(|message| Read::of(policy, user, source, message))
+        .collect();
+    let mut addresses: Vec<String> = read
+        .iter()
+        .filter_map(|read| match read {
+            Read::Parsed {
+                parsed: Ok(parsed), ..
+            } => Some(rules::parties_of(user, parsed).1),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    // Deciding looks up only a message's own parties, so one book for the batch decides
+    // each message as its own book would.
+    let contact_book = if addresses.is_empty() {
+        Default::default()
+    } else {
+        store.contact_book(&addresses)?
     };
-    if let Some(decision) = rules::decide_before_fetch(user, &message.labels) {
-        return Ok(Prepared {
+    Ok(read
+        .into_iter()
+        .map(|read| read.decide(policy, user, &contact_book))
+        .collect())
+}
+
+/// A message read for deciding: decided by its labels alone, or parsed.
+enum Read<'m> {
+    DecidedByLabels(Prepared),
+    Parsed {
+        source: SourceRef,
+        message: &'m SourceMessage,
+        parsed: Result<ParsedMessage, parse::ParseError>,
+    },
+}
+
+impl<'m> Read<'m> {
+    /// Labels are looked at first, so an excluded or disabled message is never parsed.
+    fn of(policy: &Policy, user: &User, source: &str, message: &'m SourceMessage) -> Read<'m> {
+        let source = SourceRef {
+            user_email: user.email.clone(),
+            source: source.to_string(),
+            source_id: message.source_id.clone(),
+        };
+        match rules::decide_before_fetch(user, &message.labels) {
+            Some(decision) => Read::DecidedByLabels(Prepared::without_message(source, decision)),
+            None => Read::Parsed {
+                source,
+                message,
+                parsed: parse::parse_message_with(&message.raw, &policy.config.limits),
+            },
+        }
+    }
+
+    fn decide(self, policy: &Policy, user: &User, contact_book: &rules::ContactBook) -> Prepared {
+        let (source, message, parsed) = match self {
+            Read::DecidedByLabels(prepared) => return prepared,
+            Read::Parsed {
+                source,
+                message,
+                parsed,
+            } => (source, message, parsed),
+        };
+        let decision = rules::decide(policy, user, &message.labels, parsed.as_ref(), contact_book);
+        let parsed = parsed.ok();
+        let raw_sha256 = parsed
+            .as_ref()
+            .filter(|parsed| parsed.message_id.is_none())
+            .map(|_| hex::encode(Sha256::digest(&message.raw)));
+        Prepared {
             source,
             decision,
-            parsed: None,
-            raw_sha256: None,
-            company_direction: Direction::Incoming,
-        });
+            company_direction: parsed.as_ref().map_or(Direction::Incoming, |parsed| {
+                company_direction(policy, parsed)
+            }),
+            parsed,
+            raw_sha256,
+        }
     }
-    let parsed = parse::parse_message_with(&message.raw, &policy.config.limits);
-    let contact_book = match &parsed {
-        Ok(parsed) => store.contact_book(&rules::parties_of(user, parsed).1)?,
-        Err(_) => Default::default(),
-    };
-    let decision = rules::decide(
-        policy,
-        user,
-        &message.labels,
-        parsed.as_ref(),
-        &contact_book,
-    );
-    let parsed = parsed.ok();
-    let raw_sha256 = parsed
-        .as_ref()
-        .filter(|parsed| parsed.message_id.is_none())
-        .map(|_| hex::encode(Sha256::digest(&message.raw)));
-    Ok(Prepared {
-        source,
-        decision,
-        company_direction: parsed.as_ref().map_or(Direction::Incoming, |parsed| {
-            company_direction(policy, parsed)
-        }),
-        parsed,
-        raw_sha256,
-    })
 }
 
 /// Runs one message through the pipeline for `user`'s mailbox. Only store failures are

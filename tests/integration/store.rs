@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use mailsync::parse::parse_message;
 use mailsync::rules::decide;
-use mailsync::store::{NewContact, SqliteStore, Store, Viewer};
+use mailsync::store::{NewContact, Recorded, SqliteStore, Store, Viewer};
 use mailsync::sync;
 
 use common::world::{World, contact};
@@ -94,6 +94,76 @@ fn the_same_message_in_two_mailboxes_is_one_activity_with_two_sources() {
     assert_eq!(feed[0].subject.as_deref(), Some("Renewal terms"));
     // Erin may not see Bob, so Bob is left out of what she is shown.
     assert_eq!(feed[0].contacts, vec!["alice@customer.com"]);
+}
+}
+
+/// A batch with every way two records can meet: one message under two source ids of one
+/// mailbox, a message reusing another's Message-ID with other content, a message decided
+/// twice, and skipped mail between them.
+const BATCH: &[(&str, &str)] = &[
+    ("1", FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE),
+    (
+        "2",
+        "From: x@vendor.example\nTo: dave@abcorp.com\nSubject: Hello\n\nbody\n",
+    ),
+    ("3", FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE),
+    (
+        "4",
+        "From: Alice <alice@customer.com>\nTo: dave@abcorp.com\nSubject: Not the renewal\nDate: Mon, 02 Sep 2024 09:15:00 +0000\nMessage-ID: <two-mailboxes@customer.com>\n\nOther words.\n",
+    ),
+    (
+        "5",
+        "From: Jan <jan@bookkeeper.nl>\nTo: dave@abcorp.com\nSubject: Invoice\nMessage-ID: <invoice@bookkeeper.nl>\n\nPay.\n",
+    ),
+    ("1", FROM_ALICE_AND_BOB_TO_DAVE_AND_MICHELLE),
+];
+
+conformance! {
+fn a_batch_stores_what_its_records_one_by_one_would() {
+    let mut batched = world();
+    let recorded = batched.replay_batch("dave@abcorp.com", BATCH);
+    let mut one_by_one = world();
+    let expected: Vec<_> = BATCH
+        .iter()
+        .map(|(source_id, text)| {
+            one_by_one
+                .replay("dave@abcorp.com", source_id, text)
+                .recorded
+                .expect("written")
+        })
+        .collect();
+    assert_eq!(recorded, expected);
+    assert!(
+        matches!(recorded[..], [
+            Recorded::NewActivity(first),
+            Recorded::DecisionOnly,
+            Recorded::ExistingActivity(again),
+            Recorded::NewActivity(reused),
+            Recorded::NewActivity(_),
+            Recorded::ExistingActivity(last),
+        ] if first == again && first == last && reused != first),
+        "{recorded:?}"
+    );
+    assert_eq!(batched.store.counts().unwrap(), one_by_one.store.counts().unwrap());
+    for viewer in ["michelle@abcorp.com", "dave@abcorp.com", "ceo@abcorp.com", "erin@abcorp.com"] {
+        assert_eq!(
+            batched.store.feed(&batched.viewer(viewer), None, None).unwrap(),
+            one_by_one.store.feed(&one_by_one.viewer(viewer), None, None).unwrap(),
+            "{viewer}'s feed"
+        );
+    }
+    let log = |world: &World| -> Vec<_> {
+        world
+            .store
+            .decision_log("dave@abcorp.com", None)
+            .unwrap()
+            .into_iter()
+            .map(|logged| (logged.source_id, logged.decision, logged.reason, logged.rules, logged.activity_id, logged.contacts))
+            .collect()
+    };
+    assert_eq!(log(&batched), log(&one_by_one));
+    assert_eq!(batched.search_index_matches("secret"), 1);
+    assert_eq!(batched.search_index_matches("other"), 1);
 }
 }
 

@@ -645,29 +645,15 @@ impl Store for PostgresStore {
         for user_email in users {
             self.fence(&mut transaction, user_email)?;
         }
-        let mut recorded = Vec::with_capacity(records.len());
-        let statements = if records.is_empty() {
-            None
-        } else {
-            Some(write::Statements::prepare(&mut transaction)?)
-        };
-        for record in records {
-            recorded.push(write::record_one(
-                &mut transaction,
-                statements
-                    .as_ref()
-                    .expect("prepared when there are records"),
-                &options,
-                record.source,
-                record.decision,
-                record.message,
-            )?);
-        }
+        let recorded = write::record_batch(&mut transaction, &options, records)?;
         if let Some(cursor) = cursor {
-            transaction.execute(
+            transaction.execute_typed(
                 "INSERT INTO sync_state (user_email, history_id) VALUES ($1, $2)
                  ON CONFLICT (user_email) DO UPDATE SET history_id = excluded.history_id",
-                &[&cursor.user_email, &cursor.history_id],
+                &[
+                    (&cursor.user_email, Type::TEXT),
+                    (&cursor.history_id, Type::TEXT),
+                ],
             )?;
         }
         transaction.commit()?;

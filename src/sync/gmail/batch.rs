@@ -13,7 +13,7 @@ use crate::gmail::client::{AddedMessage, GmailClient, RawMessage};
 use crate::rules;
 use crate::source::{GMAIL_SOURCE, SourceMessage};
 use crate::store::{Cursor, SourceRef};
-use crate::sync::pipeline::{Prepared, prepare};
+use crate::sync::pipeline::{Prepared, prepare_all};
 
 impl MailboxSync {
     /// Decides and writes one batch, fetching only what needs fetching.
@@ -116,10 +116,7 @@ impl MailboxSync {
             .as_ref()
             .map(|metrics| metrics.store_write_seconds.clone());
         let processed = with_store(&self.store, move |store| {
-            let mut prepared: Vec<Prepared> = messages
-                .iter()
-                .map(|message| prepare(&policy, &*store, &user, GMAIL_SOURCE, message))
-                .collect::<Result<_, _>>()?;
+            let mut prepared = prepare_all(&policy, &*store, &user, GMAIL_SOURCE, &messages)?;
             prepared.extend(by_search.into_iter().map(|id| {
                 Prepared::without_message(
                     SourceRef {

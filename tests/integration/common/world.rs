@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use mailsync::rules::Policy;
 use mailsync::source::SourceMessage;
 use mailsync::store::{
-    NewContact, PostgresSettings, PostgresStore, SharedStore, SqliteStore, StoreOptions, Viewer,
+    NewContact, PostgresSettings, PostgresStore, Recorded, SharedStore, SqliteStore, StoreOptions,
+    Viewer,
 };
 use mailsync::sync::{self, Mode, Processed};
 
@@ -183,6 +184,24 @@ impl World {
             Mode::Write,
         )
         .unwrap()
+    }
+
+    /// Records several messages of `user`'s mailbox in one batch, as the Gmail sync does:
+    /// one `prepare_all` and one `record_all`. Returns what each record did, in order.
+    pub fn replay_batch(&mut self, user: &str, messages: &[(&str, &str)]) -> Vec<Recorded> {
+        let user = self.policy.config.user_by_address(user).unwrap().clone();
+        let messages: Vec<SourceMessage> = messages
+            .iter()
+            .map(|(source_id, text)| SourceMessage {
+                source_id: source_id.to_string(),
+                raw: text.as_bytes().to_vec(),
+                labels: Vec::new(),
+            })
+            .collect();
+        let prepared =
+            sync::prepare_all(&self.policy, &*self.store, &user, "dir:/test", &messages).unwrap();
+        let records: Vec<_> = prepared.iter().map(sync::Prepared::record).collect();
+        self.store.record_all(&records, None).unwrap()
     }
 
     /// The user `email` reading, with `admins_see_private_emails` as the config says.
