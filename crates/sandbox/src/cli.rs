@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{FaultConfig, FaultKind, OAuthClient, Sandbox, SandboxConfig, not_loopback_message};
+use crate::{
+    FaultConfig, FaultKind, OAuthClient, PubSubConfig, PushFaultConfig, Sandbox, SandboxConfig,
+    SubscriptionConfig, not_loopback_message,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct SandboxArgs {
@@ -36,6 +39,31 @@ pub struct SandboxArgs {
     /// Lifetime of issued access tokens (default 3599).
     #[arg(long)]
     pub access_token_lifetime_secs: Option<u64>,
+    /// A Pub/Sub topic `users.watch` may name, as projects/PROJECT/topics/TOPIC (repeatable;
+    /// replaces the default projects/sandbox/topics/gmail).
+    #[arg(long = "pubsub-topic", value_name = "NAME")]
+    pub pubsub_topics: Vec<String>,
+    /// A pull subscription, as projects/PROJECT/subscriptions/SUB=projects/PROJECT/topics/TOPIC
+    /// (repeatable; replaces the default projects/sandbox/subscriptions/mailsync on the first
+    /// topic).
+    #[arg(long = "pubsub-subscription", value_name = "SUB=TOPIC")]
+    pub pubsub_subscriptions: Vec<String>,
+    /// Seconds a pulled message waits for its acknowledgement before it is delivered again
+    /// (default 10, at most 600).
+    #[arg(long)]
+    pub ack_deadline_secs: Option<u64>,
+    /// How long a pull waits for a message when none is ready (default 2000).
+    #[arg(long)]
+    pub pull_wait_ms: Option<u64>,
+    /// Probability (0 to 1) that a push notification is silently lost.
+    #[arg(long, default_value_t = 0.0)]
+    pub push_drop_rate: f64,
+    /// Probability (0 to 1) that a push notification is delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub push_duplicate_rate: f64,
+    /// Milliseconds before a published push notification can be pulled.
+    #[arg(long, default_value_t = 0)]
+    pub push_delay_ms: u64,
     /// Seed for ids, history gaps and faults.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -56,6 +84,40 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+/// The topics and subscriptions the flags ask for, checked: a mistake is a usage error.
+fn pubsub_config(args: &SandboxArgs) -> Result<PubSubConfig, String> {
+    let mut config = PubSubConfig::default();
+    if !args.pubsub_topics.is_empty() {
+        config.topics = args.pubsub_topics.clone();
+        if let Some(subscription) = config.subscriptions.first_mut() {
+            subscription.topic = config.topics[0].clone();
+        }
+    }
+    if !args.pubsub_subscriptions.is_empty() {
+        config.subscriptions = args
+            .pubsub_subscriptions
+            .iter()
+            .map(|pair| {
+                let (name, topic) = pair.split_once('=').ok_or_else(|| {
+                    format!("--pubsub-subscription {pair:?} is not of the form SUB=TOPIC")
+                })?;
+                Ok(SubscriptionConfig {
+                    name: name.trim().to_string(),
+                    topic: topic.trim().to_string(),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+    }
+    if let Some(seconds) = args.ack_deadline_secs {
+        config.ack_deadline_secs = seconds;
+    }
+    if let Some(milliseconds) = args.pull_wait_ms {
+        config.pull_wait_ms = milliseconds;
+    }
+    config.validate().map_err(|error| error.to_string())?;
+    Ok(config)
+}
+
 /// Loads the mailboxes and serves them until SIGTERM or SIGINT.
 pub fn run(args: SandboxArgs) -> Result<(), CliError> {
     if !args.listen.ip().is_loopback() {
@@ -67,8 +129,26 @@ pub fn run(args: SandboxArgs) -> Result<(), CliError> {
         .map(|kind| kind.parse::<FaultKind>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| CliError::Usage(error.to_string()))?;
+    let pubsub = pubsub_config(&args).map_err(CliError::Usage)?;
+    for (flag, rate) in [
+        ("--push-drop-rate", args.push_drop_rate),
+        ("--push-duplicate-rate", args.push_duplicate_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(CliError::Usage(format!(
+                "{flag} must be between 0 and 1, not {rate}"
+            )));
+        }
+    }
     let mut config = SandboxConfig {
         mailboxes_dir: args.mailboxes.clone(),
+        pubsub,
+        push_faults: PushFaultConfig {
+            drop_rate: args.push_drop_rate,
+            duplicate_rate: args.push_duplicate_rate,
+            delay_ms: args.push_delay_ms,
+            ..PushFaultConfig::default()
+        },
         faults: FaultConfig {
             rate: args.fault_rate,
             kinds: if kinds.is_empty() {
@@ -127,4 +207,69 @@ pub fn run(args: SandboxArgs) -> Result<(), CliError> {
             .context("sandbox server failed")?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::{DEFAULT_SUBSCRIPTION, DEFAULT_TOPIC};
+
+    #[derive(Debug, clap::Parser)]
+    struct Arguments {
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    }
+
+    fn pubsub(flags: &[&str]) -> Result<PubSubConfig, String> {
+        let arguments =
+            Arguments::try_parse_from(["sandbox", "--mailboxes", "."].iter().chain(flags))
+                .expect("flags parse");
+        pubsub_config(&arguments.sandbox)
+    }
+
+    #[test]
+    fn pubsub_flags_replace_the_defaults() {
+        assert_eq!(pubsub(&[]), Ok(PubSubConfig::default()));
+        let topic_only = pubsub(&["--pubsub-topic", "projects/p/topics/t"]).expect("valid");
+        assert_eq!(topic_only.topics, ["projects/p/topics/t"]);
+        assert_eq!(
+            topic_only.subscriptions,
+            [SubscriptionConfig {
+                name: DEFAULT_SUBSCRIPTION.into(),
+                topic: "projects/p/topics/t".into()
+            }],
+            "the default subscription follows the first topic"
+        );
+        let both = pubsub(&[
+            "--pubsub-topic",
+            DEFAULT_TOPIC,
+            "--pubsub-topic",
+            "projects/p/topics/t",
+            "--pubsub-subscription",
+            "projects/p/subscriptions/a=projects/p/topics/t",
+            "--pubsub-subscription",
+            &format!("projects/p/subscriptions/b={DEFAULT_TOPIC}"),
+            "--ack-deadline-secs",
+            "1",
+            "--pull-wait-ms",
+            "100",
+        ])
+        .expect("valid");
+        assert_eq!(both.subscriptions.len(), 2);
+        assert_eq!(both.subscriptions[1].topic, DEFAULT_TOPIC);
+        assert_eq!((both.ack_deadline_secs, both.pull_wait_ms), (1, 100));
+        let error = pubsub(&[
+            "--pubsub-subscription",
+            "projects/p/subscriptions/a=projects/p/topics/t",
+            "--pubsub-subscription",
+            "projects/p/subscriptions/a=projects/p/topics/t",
+        ])
+        .expect_err("unknown topic, twice");
+        assert!(
+            error.contains("not a configured topic") && error.contains("configured twice"),
+            "{error}"
+        );
+    }
 }

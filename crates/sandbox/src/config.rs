@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::faults::FaultConfig;
+use super::faults::{FaultConfig, PushFaultConfig};
 
 /// Everything [`super::Sandbox::load`] needs; `Default` gives the 2026 Gmail figures.
 #[derive(Debug, Clone)]
@@ -25,6 +25,10 @@ pub struct SandboxConfig {
     pub access_token_lifetime_secs: u64,
     /// Installed-app clients accepted by the refresh and authorization-code grants.
     pub oauth_clients: Vec<OAuthClient>,
+    /// Pub/Sub topics and subscriptions that Gmail push (`users.watch`) publishes to.
+    pub pubsub: PubSubConfig,
+    /// Faults injected into push notifications and Pub/Sub pulls.
+    pub push_faults: PushFaultConfig,
     /// Seeds message ids, history ids and faults, so a run can be reproduced.
     pub seed: u64,
 }
@@ -39,8 +43,121 @@ impl Default for SandboxConfig {
             faults: FaultConfig::default(),
             access_token_lifetime_secs: 3599,
             oauth_clients: Vec::new(),
+            pubsub: PubSubConfig::default(),
+            push_faults: PushFaultConfig::default(),
             seed: 0,
         }
+    }
+}
+
+/// The topic of [`PubSubConfig::default`].
+pub const DEFAULT_TOPIC: &str = "projects/sandbox/topics/gmail";
+/// The subscription of [`PubSubConfig::default`], attached to [`DEFAULT_TOPIC`].
+pub const DEFAULT_SUBSCRIPTION: &str = "projects/sandbox/subscriptions/mailsync";
+
+/// The Cloud Pub/Sub side of Gmail push: which topics exist (a watch on any other topic
+/// answers 404), which subscriptions receive what is published to them, and how long a pulled
+/// message waits for its acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubSubConfig {
+    /// Full names, `projects/P/topics/T`.
+    pub topics: Vec<String>,
+    /// Each attached to one of `topics`.
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// A pulled message not acknowledged within this many seconds is delivered again
+    /// (Google's default is 10; 1 to 600).
+    pub ack_deadline_secs: u64,
+    /// How long a pull waits for a message when none is ready, as Google's servers hold a
+    /// pull open for a while before answering `{}`.
+    pub pull_wait_ms: u64,
+}
+
+impl Default for PubSubConfig {
+    fn default() -> Self {
+        PubSubConfig {
+            topics: vec![DEFAULT_TOPIC.to_string()],
+            subscriptions: vec![SubscriptionConfig {
+                name: DEFAULT_SUBSCRIPTION.to_string(),
+                topic: DEFAULT_TOPIC.to_string(),
+            }],
+            ack_deadline_secs: 10,
+            pull_wait_ms: 2000,
+        }
+    }
+}
+
+/// A pull subscription: every message published to `topic` is queued on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionConfig {
+    /// Full name, `projects/P/subscriptions/S`.
+    pub name: String,
+    /// Full name of the topic, `projects/P/topics/T`.
+    pub topic: String,
+}
+
+impl PubSubConfig {
+    /// Names must have Google's form, subscriptions must name a configured topic and be
+    /// unique, and the ack deadline must be within 1..=600 s. Every problem is reported.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        let mut problems = Vec::new();
+        for topic in &self.topics {
+            if resource_name(topic, "topics").is_none() {
+                problems.push(format!(
+                    "topic {topic:?} is not of the form projects/PROJECT/topics/TOPIC"
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for subscription in &self.subscriptions {
+            if resource_name(&subscription.name, "subscriptions").is_none() {
+                problems.push(format!(
+                    "subscription {:?} is not of the form projects/PROJECT/subscriptions/SUBSCRIPTION",
+                    subscription.name
+                ));
+            }
+            if !self.topics.contains(&subscription.topic) {
+                problems.push(format!(
+                    "subscription {} names topic {:?}, which is not a configured topic",
+                    subscription.name, subscription.topic
+                ));
+            }
+            if !seen.insert(&subscription.name) {
+                problems.push(format!(
+                    "subscription {} is configured twice",
+                    subscription.name
+                ));
+            }
+        }
+        if !(1..=600).contains(&self.ack_deadline_secs) {
+            problems.push(format!(
+                "ack deadline {} s is outside 1..=600",
+                self.ack_deadline_secs
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::InvalidPubSub(problems.join("; ")))
+        }
+    }
+}
+
+/// The short name `T` of `projects/P/{collection}/T`, if `name` has that form.
+pub(super) fn resource_name<'a>(name: &'a str, collection: &str) -> Option<&'a str> {
+    let mut parts = name.split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("projects"), Some(project), Some(kind), Some(short), None)
+            if kind == collection && !project.is_empty() && !short.is_empty() =>
+        {
+            Some(short)
+        }
+        _ => None,
     }
 }
 
@@ -52,6 +169,10 @@ pub struct MethodCosts {
     pub history_list: u32,
     pub messages_list: u32,
     pub messages_get: u32,
+    /// `users.watch`.
+    pub watch: u32,
+    /// `users.stop`.
+    pub stop: u32,
 }
 
 impl Default for MethodCosts {
@@ -62,6 +183,8 @@ impl Default for MethodCosts {
             history_list: 2,
             messages_list: 5,
             messages_get: 20,
+            watch: 100,
+            stop: 50,
         }
     }
 }
@@ -89,4 +212,6 @@ pub enum SandboxError {
         "invalid fault kind {0:?} (expected 500, 503, 429, 403, drop, slow, truncate or 404new)"
     )]
     InvalidFaultKind(String),
+    #[error("invalid pub/sub configuration: {0}")]
+    InvalidPubSub(String),
 }

@@ -1,5 +1,6 @@
-//! Fault injection, the per-user quota (sliding 60 s window plus a concurrency cap), and the
-//! request statistics that tests read back to check what a client really spent.
+//! Fault injection (Gmail API requests, and push notifications with their Pub/Sub pulls), the
+//! per-user quota (sliding 60 s window plus a concurrency cap), and the request statistics that
+//! tests read back to check what a client really spent.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::str::FromStr;
@@ -10,6 +11,8 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 
 use super::config::SandboxError;
+use super::pubsub::{PubSubStats, PublishFate};
+use super::push::WatchStats;
 
 const QUOTA_WINDOW: Duration = Duration::from_secs(60);
 
@@ -102,15 +105,146 @@ impl FaultInjector {
     }
 
     pub fn pick(&mut self) -> Option<FaultKind> {
-        let rate = if self.config.rate.is_nan() {
-            0.0
-        } else {
-            self.config.rate.clamp(0.0, 1.0)
-        };
+        let rate = probability(self.config.rate);
         if self.config.kinds.is_empty() || !self.rng.random_bool(rate) {
             return None;
         }
         Some(self.config.kinds[self.rng.random_range(0..self.config.kinds.len())])
+    }
+}
+
+/// Faults of Gmail push and Cloud Pub/Sub, as `POST /sandbox/push` sets them. Notifications
+/// are not reliable at Google either: they can be late, repeated or (rarely) lost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PushFaultConfig {
+    /// Probability (0 to 1) that a notification is silently not published.
+    pub drop_rate: f64,
+    /// Probability (0 to 1) that a notification is queued twice, with the same `messageId`,
+    /// as Pub/Sub's at-least-once delivery sometimes does.
+    pub duplicate_rate: f64,
+    /// A published notification can be pulled only this many milliseconds later.
+    pub delay_ms: u64,
+    /// While set, `:pull`, `:acknowledge` and `:modifyAckDeadline` answer this error.
+    pub pull_failure: Option<PullFailure>,
+    /// While set, `users.watch` answers 403, as when Gmail's publisher account may not publish
+    /// to the topic.
+    pub watch_forbidden: bool,
+}
+
+/// An error every Pub/Sub subscription call answers while the fault is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u16")]
+pub enum PullFailure {
+    /// 403 `PERMISSION_DENIED`: the subscriber role was taken away.
+    PermissionDenied403,
+    /// 404 `NOT_FOUND`: the subscription was deleted.
+    NotFound404,
+    /// 503 `UNAVAILABLE`: a transient outage.
+    Unavailable503,
+}
+
+impl PullFailure {
+    pub fn status(self) -> u16 {
+        match self {
+            PullFailure::PermissionDenied403 => 403,
+            PullFailure::NotFound404 => 404,
+            PullFailure::Unavailable503 => 503,
+        }
+    }
+
+    /// 403, 404 or 503.
+    pub fn from_status(status: u16) -> Option<PullFailure> {
+        match status {
+            403 => Some(PullFailure::PermissionDenied403),
+            404 => Some(PullFailure::NotFound404),
+            503 => Some(PullFailure::Unavailable503),
+            _ => None,
+        }
+    }
+}
+
+impl From<PullFailure> for u16 {
+    fn from(failure: PullFailure) -> u16 {
+        failure.status()
+    }
+}
+
+/// A change to [`PushFaultConfig`]: `None` leaves a setting as it is. `pull_failure` is
+/// `Some(None)` to clear the failure.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushFaultUpdate {
+    pub drop_rate: Option<f64>,
+    pub duplicate_rate: Option<f64>,
+    pub delay_ms: Option<u64>,
+    pub pull_failure: Option<Option<PullFailure>>,
+    pub watch_forbidden: Option<bool>,
+}
+
+impl PushFaultConfig {
+    pub fn apply(&mut self, update: &PushFaultUpdate) {
+        if let Some(rate) = update.drop_rate {
+            self.drop_rate = rate;
+        }
+        if let Some(rate) = update.duplicate_rate {
+            self.duplicate_rate = rate;
+        }
+        if let Some(delay) = update.delay_ms {
+            self.delay_ms = delay;
+        }
+        if let Some(failure) = update.pull_failure {
+            self.pull_failure = failure;
+        }
+        if let Some(forbidden) = update.watch_forbidden {
+            self.watch_forbidden = forbidden;
+        }
+    }
+}
+
+/// Decides the fate of each notification. Seeded so that a run can be reproduced, and with
+/// its own generator so that push faults do not shift which Gmail requests fail.
+#[derive(Debug)]
+pub struct PushFaultInjector {
+    config: PushFaultConfig,
+    rng: StdRng,
+}
+
+impl PushFaultInjector {
+    pub fn new(config: PushFaultConfig, seed: u64) -> PushFaultInjector {
+        PushFaultInjector {
+            config,
+            rng: StdRng::seed_from_u64(seed ^ 0x9054),
+        }
+    }
+
+    pub fn config(&self) -> &PushFaultConfig {
+        &self.config
+    }
+
+    pub fn set(&mut self, config: PushFaultConfig) {
+        self.config = config;
+    }
+
+    /// Whether the next notification is dropped, duplicated and how long it is held back.
+    /// Both draws happen every time, so one rate does not change what the other decides.
+    pub fn decide(&mut self) -> PublishFate {
+        let dropped = self.rng.random_bool(probability(self.config.drop_rate));
+        let duplicated = self
+            .rng
+            .random_bool(probability(self.config.duplicate_rate));
+        PublishFate {
+            dropped,
+            duplicated: duplicated && !dropped,
+            delay: Duration::from_millis(self.config.delay_ms),
+        }
+    }
+}
+
+/// A rate as a probability `random_bool` accepts: NaN is 0, anything else clamped to 0..=1.
+fn probability(rate: f64) -> f64 {
+    if rate.is_nan() {
+        0.0
+    } else {
+        rate.clamp(0.0, 1.0)
     }
 }
 
@@ -227,6 +361,8 @@ pub struct Stats {
     pub token_requests: BTreeMap<String, u64>,
     /// Gmail API requests answered 401 (no user is known for those).
     pub unauthenticated: u64,
+    /// Push notifications and what became of them on the Pub/Sub side.
+    pub pubsub: PubSubStats,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -239,6 +375,9 @@ pub struct UserStats {
     pub statuses: BTreeMap<String, u64>,
     /// `"<method> <fault>"` → faults injected.
     pub faults_injected: BTreeMap<String, u64>,
+    /// The mailbox's push watch (`users.watch`), also once expired; `None` (JSON `null`)
+    /// when there is none or it was stopped.
+    pub watch: Option<WatchStats>,
 }
 
 impl Stats {

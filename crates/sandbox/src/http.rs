@@ -1,5 +1,11 @@
 //! HTTP routing and wire formats: the Gmail REST routes (auth, delegation, faults, quota, JSON
-//! shapes), the OAuth token and consent endpoints, and the `/sandbox/` control routes.
+//! shapes), the OAuth token and consent endpoints, and the `/sandbox/` control routes. Gmail
+//! push (`watch`, `stop`, the notification) is in `watch`, the Pub/Sub REST routes in `pubsub`.
+
+mod pubsub;
+mod watch;
+
+pub(super) use watch::notification_data;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future as _;
@@ -15,11 +21,11 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::faults::{FaultConfig, FaultKind, Rejection, UserStats};
+use super::faults::{FaultConfig, FaultKind, PullFailure, PushFaultUpdate, Rejection, UserStats};
 use super::mailbox::{
     HISTORY_TYPES, HistoryRequest, ListRequest, MailboxError, Message, SYSTEM_LABELS,
 };
@@ -77,6 +83,9 @@ enum GmailMethod {
     HistoryList,
     MessagesList,
     MessagesGet(String),
+    /// `users.watch`, with its JSON body.
+    Watch(Bytes),
+    Stop,
 }
 
 impl GmailMethod {
@@ -87,6 +96,8 @@ impl GmailMethod {
             GmailMethod::HistoryList => "history.list",
             GmailMethod::MessagesList => "messages.list",
             GmailMethod::MessagesGet(_) => "messages.get",
+            GmailMethod::Watch(_) => "watch",
+            GmailMethod::Stop => "stop",
         }
     }
 }
@@ -167,11 +178,29 @@ pub(super) async fn handle(
             };
             match gmail_method {
                 Some(gmail_method) => {
-                    gmail(&shared, &request, user_id, gmail_method, &params).await?
+                    gmail(&shared, request.headers(), user_id, gmail_method, &params).await?
                 }
                 None => error_response(&api_error(404, "notFound", "Not Found")),
             }
         }
+        (&Method::POST, ["gmail", "v1", "users", user_id, rest @ ..]) => {
+            let (head, body) = request.into_parts();
+            let gmail_method = match rest {
+                ["watch"] => match read_body(body, MAX_FORM_BYTES).await {
+                    Ok(body) => Ok(GmailMethod::Watch(body)),
+                    Err(response) => Err(response),
+                },
+                ["stop"] => Ok(GmailMethod::Stop),
+                _ => Err(error_response(&api_error(404, "notFound", "Not Found"))),
+            };
+            match gmail_method {
+                Ok(gmail_method) => {
+                    gmail(&shared, &head.headers, user_id, gmail_method, &params).await?
+                }
+                Err(response) => response,
+            }
+        }
+        (_, ["v1", rest @ ..]) => pubsub::route(&shared, &method, rest, request).await,
         (&Method::POST, ["token"]) => token(&shared, request, local).await,
         (&Method::GET, ["o", "oauth2", "auth"] | ["o", "oauth2", "v2", "auth"]) => {
             consent(&shared, &params)
@@ -195,16 +224,9 @@ impl Drop for InFlight {
     }
 }
 
-/// A Gmail API request: auth, delegation, concurrency, faults, quota, then the method itself.
-async fn gmail(
-    shared: &Arc<Shared>,
-    request: &Request<Incoming>,
-    user_id: &str,
-    method: GmailMethod,
-    params: &Params,
-) -> Result<Response<Body>, DroppedByFault> {
-    let bearer = request
-        .headers()
+/// The grant behind the request's `Authorization: Bearer` token, if it is a live one.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Option<AccessGrant> {
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
@@ -212,12 +234,31 @@ async fn gmail(
             scheme
                 .eq_ignore_ascii_case("bearer")
                 .then(|| token.trim().to_string())
-        });
-    let grant = bearer.and_then(|token| lock(&shared.oauth).authenticate(&token, Instant::now()));
-    let Some(grant) = grant else {
+        })?;
+    lock(&shared.oauth).authenticate(&bearer, Instant::now())
+}
+
+/// A Gmail API request: auth, delegation, concurrency, faults, quota, then the method itself.
+async fn gmail(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    user_id: &str,
+    method: GmailMethod,
+    params: &Params,
+) -> Result<Response<Body>, DroppedByFault> {
+    let Some(grant) = authenticate(shared, headers) else {
         lock(&shared.limiter).stats.unauthenticated += 1;
         return Ok(error_response(&api_error(401, "authError", AUTH_MESSAGE)));
     };
+    if grant.service_account {
+        // The service account's own token (for Pub/Sub) opens no mailbox: refused like a token
+        // for another mailbox, and counted for nobody.
+        return Ok(error_response(&api_error(
+            403,
+            "forbidden",
+            format!("Delegation denied for {}", grant.user),
+        )));
+    }
     let name = method.name();
     let user = grant.user.clone();
     let bump = |counter: fn(&mut UserStats) -> &mut BTreeMap<String, u64>, key: String| {
@@ -227,6 +268,8 @@ async fn gmail(
     let record = |status: &str| bump(|stats| &mut stats.statuses, format!("{name} {status}"));
     let respond = |result: Result<Value, ApiError>| {
         let response = match result {
+            // `users.stop` answers 204 with no body.
+            Ok(Value::Null) => plain_response(204, JSON, Bytes::new()),
             Ok(value) => json_response(200, &value),
             Err(error) => error_response(&error),
         };
@@ -324,6 +367,8 @@ fn charge_and_answer(
         GmailMethod::HistoryList => costs.history_list,
         GmailMethod::MessagesList => costs.messages_list,
         GmailMethod::MessagesGet(_) => costs.messages_get,
+        GmailMethod::Watch(_) => costs.watch,
+        GmailMethod::Stop => costs.stop,
     };
     let charged = lock(&shared.limiter).charge(&grant.user, method.name(), cost, Instant::now());
     if let Err(rejection) = charged {
@@ -336,7 +381,8 @@ fn charge_and_answer(
     answer(shared, grant, method, params)
 }
 
-/// The method's JSON answer. Pure with respect to quota and faults.
+/// The method's JSON answer (`Value::Null` for an empty one). Pure with respect to quota and
+/// faults.
 fn answer(
     shared: &Shared,
     grant: &AccessGrant,
@@ -427,6 +473,14 @@ fn answer(
                 ));
             }
             message_json(&message, &format, &params.all("metadataHeaders"))
+        }
+        GmailMethod::Watch(body) => {
+            drop(mailboxes);
+            watch::start(shared, grant, body)
+        }
+        GmailMethod::Stop => {
+            drop(mailboxes);
+            watch::stop(shared, grant)
         }
         GmailMethod::HistoryList => {
             let start = params
@@ -594,7 +648,7 @@ async fn token(
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let body = match read_body(request, MAX_FORM_BYTES).await {
+    let body = match read_body(request.into_body(), MAX_FORM_BYTES).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -671,7 +725,7 @@ async fn control(
             &serde_json::to_value(sandbox.stats()).unwrap_or_default(),
         ),
         (&Method::POST, "faults") => {
-            let body = match read_body(request, MAX_FORM_BYTES).await {
+            let body = match read_body(request.into_body(), MAX_FORM_BYTES).await {
                 Ok(body) => body,
                 Err(response) => return response,
             };
@@ -683,9 +737,30 @@ async fn control(
                 Err(text) => failure(400, &text),
             }
         }
+        (&Method::GET, "push") => json_response(
+            200,
+            &serde_json::to_value(sandbox.push_faults()).unwrap_or_default(),
+        ),
+        (&Method::POST, "push") => {
+            let body = match read_body(request.into_body(), MAX_FORM_BYTES).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            match parse_push_fault_update(&body) {
+                Ok(update) => json_response(
+                    200,
+                    &serde_json::to_value(sandbox.update_push_faults(&update)).unwrap_or_default(),
+                ),
+                Err(text) => failure(400, &text),
+            }
+        }
+        (&Method::POST, "expire-watches") => {
+            let expired = sandbox.expire_watches();
+            json_response(200, &json!({"ok": true, "expired": expired}))
+        }
         (&Method::POST, _) if !known_user => failure(404, "unknown sandbox user"),
         (&Method::POST, "deliver") => {
-            let raw = match read_body(request, MAX_DELIVERY_BYTES).await {
+            let raw = match read_body(request.into_body(), MAX_DELIVERY_BYTES).await {
                 Ok(body) => body.to_vec(),
                 Err(response) => return response,
             };
@@ -752,8 +827,60 @@ fn parse_fault_config(body: &[u8]) -> Result<FaultConfig, String> {
     })
 }
 
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
-    match Limited::new(request.into_body(), limit).collect().await {
+/// `{"drop_rate":0.5,"duplicate_rate":0,"delay_ms":200,"pull_failure":503,"watch_forbidden":false}`,
+/// every field optional (an empty body changes nothing); `"pull_failure":null` clears it.
+fn parse_push_fault_update(body: &[u8]) -> Result<PushFaultUpdate, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(PushFaultUpdate::default());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|error| format!("invalid push faults: {error}"))?;
+    let Value::Object(fields) = value else {
+        return Err("push faults must be a JSON object".to_string());
+    };
+    let rate = |name: &str, value: &Value| match value.as_f64() {
+        Some(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{name} must be a number between 0.0 and 1.0")),
+    };
+    let mut update = PushFaultUpdate::default();
+    for (name, value) in &fields {
+        match name.as_str() {
+            "drop_rate" => update.drop_rate = Some(rate(name, value)?),
+            "duplicate_rate" => update.duplicate_rate = Some(rate(name, value)?),
+            "delay_ms" => {
+                update.delay_ms = Some(
+                    value
+                        .as_u64()
+                        .ok_or("delay_ms must be a whole number of milliseconds")?,
+                )
+            }
+            "pull_failure" => {
+                update.pull_failure = Some(match value {
+                    Value::Null => None,
+                    _ => Some(
+                        value
+                            .as_u64()
+                            .and_then(|status| u16::try_from(status).ok())
+                            .and_then(PullFailure::from_status)
+                            .ok_or("pull_failure must be null, 403, 404 or 503")?,
+                    ),
+                })
+            }
+            "watch_forbidden" => {
+                update.watch_forbidden = Some(
+                    value
+                        .as_bool()
+                        .ok_or("watch_forbidden must be true or false")?,
+                )
+            }
+            other => return Err(format!("unknown push fault {other:?}")),
+        }
+    }
+    Ok(update)
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(_) => Err(json_response(
             413,
@@ -910,6 +1037,44 @@ mod tests {
         assert!(parse_fault_config(br#"{"rate":2,"kinds":[]}"#).is_err());
         assert!(parse_fault_config(br#"{"rate":0.5,"kinds":["boom"]}"#).is_err());
         assert!(parse_fault_config(b"not json").is_err());
+    }
+
+    #[test]
+    fn push_fault_bodies() {
+        assert_eq!(parse_push_fault_update(b""), Ok(PushFaultUpdate::default()));
+        assert_eq!(
+            parse_push_fault_update(
+                br#"{"drop_rate":0.5,"duplicate_rate":1,"delay_ms":200,"pull_failure":503,"watch_forbidden":true}"#
+            ),
+            Ok(PushFaultUpdate {
+                drop_rate: Some(0.5),
+                duplicate_rate: Some(1.0),
+                delay_ms: Some(200),
+                pull_failure: Some(Some(PullFailure::Unavailable503)),
+                watch_forbidden: Some(true),
+            })
+        );
+        assert_eq!(
+            parse_push_fault_update(br#"{"pull_failure":null}"#)
+                .expect("clears")
+                .pull_failure,
+            Some(None)
+        );
+        for bad in [
+            &br#"{"drop_rate":2}"#[..],
+            br#"{"pull_failure":500}"#,
+            br#"{"delay_ms":-1}"#,
+            br#"{"watch_forbidden":"yes"}"#,
+            br#"{"typo":1}"#,
+            b"[]",
+            b"nope",
+        ] {
+            assert!(
+                parse_push_fault_update(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

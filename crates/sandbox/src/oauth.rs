@@ -1,6 +1,7 @@
 //! Google's OAuth token endpoint and consent screen, as far as a daemon uses them: refresh
-//! grant, service-account JWT grant (claims checked, signature trusted) and authorization-code
-//! grant, with Google's flat `{"error","error_description"}` answers.
+//! grant, service-account JWT grant (claims checked, signature trusted; with `sub` a token for
+//! that mailbox, without it a token for the service account itself, which Pub/Sub takes) and
+//! authorization-code grant, with Google's flat `{"error","error_description"}` answers.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -14,6 +15,9 @@ use super::config::OAuthClient;
 
 pub const READONLY_SCOPE: &str = "https://www.googleapis.com/auth/gmail.readonly";
 pub const METADATA_SCOPE: &str = "https://www.googleapis.com/auth/gmail.metadata";
+/// What a Pub/Sub subscriber's token needs (or [`CLOUD_PLATFORM_SCOPE`]).
+pub const PUBSUB_SCOPE: &str = "https://www.googleapis.com/auth/pubsub";
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 pub const JWT_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const REVOKED: &str = "Token has been expired or revoked.";
 const UNAUTHORIZED_CLIENT: &str = "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.";
@@ -48,9 +52,22 @@ pub struct TokenResponse {
 /// Who an access token speaks for, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessGrant {
+    /// The mailbox the token opens (lower case). For a service account's own token, the
+    /// account's `client_email`, which opens no mailbox.
     pub user: String,
     /// Granted with `gmail.metadata`: Gmail then refuses `q` and `format=raw`.
     pub metadata_only: bool,
+    /// Issued by a JWT grant without `sub`: the token speaks for the service account itself,
+    /// which Pub/Sub accepts and Gmail refuses (it is nobody's mailbox).
+    pub service_account: bool,
+    /// The scopes granted, as requested.
+    pub scopes: Vec<String>,
+}
+
+impl AccessGrant {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|granted| granted == scope)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -121,7 +138,8 @@ impl OAuth {
         let user = user.to_ascii_lowercase();
         self.refresh.retain(|_, issued| issued.user != user);
         self.codes.retain(|_, issued| issued.user != user);
-        self.access.retain(|_, token| token.grant.user != user);
+        self.access
+            .retain(|_, token| token.grant.service_account || token.grant.user != user);
         self.revoked.insert(user);
     }
 
@@ -163,7 +181,7 @@ impl OAuth {
                 if issued.client_id != client_id {
                     return Err(oauth_error(401, "unauthorized_client", "Unauthorized"));
                 }
-                Ok(self.issue_access(&issued.user, &issued.scope, None, now))
+                Ok(self.issue_access(&issued.user, false, &issued.scope, None, now))
             }
             "authorization_code" => {
                 let client_id = self.check_client(field("client_id"), field("client_secret"))?;
@@ -178,18 +196,23 @@ impl OAuth {
                     return Err(oauth_error(400, "redirect_uri_mismatch", "Bad Request"));
                 }
                 let refresh = self.issue_refresh_token(&issued.user, &client_id, &issued.scope);
-                Ok(self.issue_access(&issued.user, &issued.scope, Some(refresh), now))
+                Ok(self.issue_access(&issued.user, false, &issued.scope, Some(refresh), now))
             }
             JWT_GRANT => {
                 let claims = check_jwt(field("assertion"), token_urls, now_secs)?;
-                let user = claims.subject.to_ascii_lowercase();
+                let Some(subject) = &claims.subject else {
+                    // The service account itself: no mailbox, no revocation.
+                    let account = claims.issuer.to_ascii_lowercase();
+                    return Ok(self.issue_access(&account, true, &claims.scope, None, now));
+                };
+                let user = subject.to_ascii_lowercase();
                 if !self.users.contains(&user) {
                     return Err(oauth_error(401, "unauthorized_client", UNAUTHORIZED_CLIENT));
                 }
                 if self.revoked.contains(&user) {
                     return Err(oauth_error(400, "invalid_grant", REVOKED));
                 }
-                Ok(self.issue_access(&user, &claims.scope, None, now))
+                Ok(self.issue_access(&user, false, &claims.scope, None, now))
             }
             "" => Err(oauth_error(
                 400,
@@ -219,6 +242,7 @@ impl OAuth {
     fn issue_access(
         &mut self,
         user: &str,
+        service_account: bool,
         scope: &str,
         refresh_token: Option<String>,
         now: Instant,
@@ -227,6 +251,8 @@ impl OAuth {
         let grant = AccessGrant {
             user: user.to_string(),
             metadata_only: scope.split_whitespace().any(|s| s == METADATA_SCOPE),
+            service_account,
+            scopes: scope.split_whitespace().map(str::to_string).collect(),
         };
         self.access.insert(
             access_token.clone(),
@@ -334,7 +360,11 @@ fn html_escape(text: &str) -> String {
 /// The claims of an accepted JWT assertion.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtClaims {
-    pub subject: String,
+    /// The service account's `client_email`.
+    pub issuer: String,
+    /// The mailbox to act for (domain-wide delegation); `None` when `sub` is missing, null or
+    /// empty: the token is then the service account's own.
+    pub subject: Option<String>,
     pub scope: String,
 }
 
@@ -395,11 +425,24 @@ pub fn check_jwt(
         return Err(invalid("Invalid JWT: missing iss"));
     }
     let scope = text("scope");
-    if !scope.split_whitespace().any(|s| s == READONLY_SCOPE) {
-        return Err(oauth_error(401, "unauthorized_client", UNAUTHORIZED_CLIENT));
+    let subject = Some(text("sub")).filter(|subject| !subject.is_empty());
+    match subject {
+        // Delegation is authorised for gmail.readonly only.
+        Some(_) if !scope.split_whitespace().any(|s| s == READONLY_SCOPE) => {
+            return Err(oauth_error(401, "unauthorized_client", UNAUTHORIZED_CLIENT));
+        }
+        None if scope.trim().is_empty() => {
+            return Err(oauth_error(
+                400,
+                "invalid_scope",
+                "Empty or missing scope not allowed.",
+            ));
+        }
+        _ => {}
     }
     Ok(JwtClaims {
-        subject: text("sub"),
+        issuer: text("iss"),
+        subject,
         scope,
     })
 }
@@ -439,8 +482,11 @@ mod tests {
     fn jwt_claim_checks() {
         let good = claims(URL, NOW, NOW + 3600, READONLY_SCOPE);
         assert_eq!(
-            check(&jwt(good.clone(), false)).expect("good").subject,
-            "me@x.com"
+            check(&jwt(good.clone(), false))
+                .expect("good")
+                .subject
+                .as_deref(),
+            Some("me@x.com")
         );
         assert!(check(&jwt(good, true)).is_ok(), "padding is tolerated");
         assert!(
@@ -482,6 +528,10 @@ mod tests {
             (
                 serde_json::json!({"aud": URL, "scope": READONLY_SCOPE}),
                 "invalid_grant",
+            ),
+            (
+                serde_json::json!({"iss": "sa@p.iam.gserviceaccount.com", "aud": URL, "iat": NOW, "exp": NOW + 60, "sub": null}),
+                "invalid_scope",
             ),
         ];
         for (claims, expected) in cases {
@@ -602,6 +652,48 @@ mod tests {
             oauth.token(&exchange, &[], now, NOW).err().map(|e| e.error),
             Some("invalid_grant"),
             "codes are single-use"
+        );
+    }
+
+    #[test]
+    fn a_jwt_without_sub_gets_the_service_accounts_own_token() {
+        let mut oauth = OAuth::new(Vec::new(), vec!["me@x.com".into()], Duration::from_secs(60));
+        let now = Instant::now();
+        let grant = |oauth: &mut OAuth, claims: serde_json::Value| {
+            let request = form(&[
+                ("grant_type", JWT_GRANT),
+                ("assertion", &jwt(claims, false)),
+            ]);
+            oauth
+                .token(&request, &[URL.to_string()], now, NOW)
+                .map(|answer| {
+                    (
+                        answer.scope.clone(),
+                        oauth.authenticate(&answer.access_token, now),
+                    )
+                })
+                .map_err(|error| error.error)
+        };
+        let mut own = claims(URL, NOW, NOW + 60, PUBSUB_SCOPE);
+        own.as_object_mut().expect("object").remove("sub");
+        let (scope, access) = grant(&mut oauth, own.clone()).expect("own token");
+        let access = access.expect("authenticates");
+        assert_eq!(scope, PUBSUB_SCOPE);
+        assert!(access.service_account && access.has_scope(PUBSUB_SCOPE));
+        assert_eq!(access.user, "sa@p.iam.gserviceaccount.com");
+        own["sub"] = "".into();
+        assert!(
+            grant(&mut oauth, own.clone()).is_ok(),
+            "an empty sub is no sub"
+        );
+        let (_, delegated) =
+            grant(&mut oauth, claims(URL, NOW, NOW + 60, READONLY_SCOPE)).expect("delegated");
+        let delegated = delegated.expect("authenticates");
+        assert!(!delegated.service_account && !delegated.has_scope(PUBSUB_SCOPE));
+        assert_eq!(
+            grant(&mut oauth, claims(URL, NOW, NOW + 60, PUBSUB_SCOPE)).err(),
+            Some("unauthorized_client"),
+            "delegation is for gmail.readonly only"
         );
     }
 }

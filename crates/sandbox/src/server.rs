@@ -1,5 +1,6 @@
 //! The sandbox itself: loading mailboxes from disk, the shared state behind the HTTP server,
-//! the accept loop with injected shutdown, and the direct control operations used by tests.
+//! the accept loop with injected shutdown, the direct control operations used by tests, and
+//! the publishing of a watched mailbox's changes to Pub/Sub.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,13 +13,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::config::{SandboxConfig, SandboxError};
-use super::faults::{FaultConfig, FaultInjector, Limiter, Stats};
+use super::faults::{
+    FaultConfig, FaultInjector, Limiter, PushFaultConfig, PushFaultInjector, PushFaultUpdate, Stats,
+};
 use super::mailbox::{Mailbox, SourceFile};
 use super::oauth::{OAuth, READONLY_SCOPE};
+use super::pubsub::PubSub;
+use super::push::Watches;
 
 /// Files larger than this are skipped with a warning; Gmail refuses messages over 50 MB too.
 const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
@@ -33,13 +38,51 @@ pub struct Sandbox {
 }
 
 /// State shared by all connections. Locks are std mutexes because no lock is held across an
-/// `.await`, and each critical section is short.
+/// `.await`, and each critical section is short. The push path (`watches`, `push_faults`,
+/// `pubsub`) takes its locks one at a time, never nested in another.
 pub(super) struct Shared {
     pub config: SandboxConfig,
     pub mailboxes: Mutex<HashMap<String, Mailbox>>,
     pub oauth: Mutex<OAuth>,
     pub limiter: Mutex<Limiter>,
     pub faults: Mutex<FaultInjector>,
+    pub watches: Mutex<Watches>,
+    pub pubsub: Mutex<PubSub>,
+    pub push_faults: Mutex<PushFaultInjector>,
+    /// Woken whenever a message may have become pullable, so that waiting pulls look again.
+    pub pubsub_ready: Notify,
+}
+
+impl Shared {
+    /// Publishes a change of `user`'s mailbox (the new history id `history_id`, a message now
+    /// carrying `labels`) to the topic of the user's watch, if it has a live one that admits
+    /// the change, through the push faults.
+    pub fn publish_change(
+        &self,
+        user: &str,
+        email_address: &str,
+        history_id: u64,
+        labels: &[String],
+    ) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let Some(topic) = lock(&self.watches)
+            .topic_for_change(user, labels, now_ms)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let data = super::http::notification_data(email_address, history_id);
+        let fate = lock(&self.push_faults).decide();
+        let published = lock(&self.pubsub).publish(&topic, data, now_ms, fate, Instant::now());
+        // No address: the log says what happened, not to whom.
+        tracing::debug!(
+            history_id,
+            published = published.is_some(),
+            duplicated = fate.duplicated,
+            "push notification"
+        );
+        self.pubsub_ready.notify_waiters();
+    }
 }
 
 /// Locks a mutex, ignoring poisoning: a panic elsewhere must not take the whole server down,
@@ -54,6 +97,7 @@ impl Sandbox {
     /// Reads every mailbox now. Users are the sub-folders whose name contains `@`, lower-cased;
     /// a file that cannot be read is skipped with a warning naming it.
     pub fn load(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        config.pubsub.validate()?;
         let dir = &config.mailboxes_dir;
         let entries = std::fs::read_dir(dir).map_err(|source| SandboxError::ReadMailboxes {
             path: dir.clone(),
@@ -84,6 +128,13 @@ impl Sandbox {
                 config.seed,
             )),
             faults: Mutex::new(FaultInjector::new(config.faults.clone(), config.seed)),
+            watches: Mutex::new(Watches::default()),
+            pubsub: Mutex::new(PubSub::new(&config.pubsub, config.seed)),
+            push_faults: Mutex::new(PushFaultInjector::new(
+                config.push_faults.clone(),
+                config.seed,
+            )),
+            pubsub_ready: Notify::new(),
             oauth: Mutex::new(oauth),
             mailboxes: Mutex::new(mailboxes),
             config,
@@ -157,23 +208,60 @@ impl Sandbox {
     }
 
     /// Adds a message to `user`'s mailbox as if Gmail had just received it, recording a
-    /// `messageAdded` history entry. Deliveries live in memory only.
+    /// `messageAdded` history entry, and publishes a push notification if the mailbox is
+    /// watched. Deliveries live in memory only.
     pub fn deliver(
         &self,
         user: &str,
         raw: Vec<u8>,
         labels: Option<Vec<String>>,
     ) -> Result<String, SandboxError> {
-        let mut mailboxes = lock(&self.shared.mailboxes);
-        let mailbox = mailboxes
-            .get_mut(&user.to_ascii_lowercase())
-            .ok_or_else(|| SandboxError::UnknownUser(user.to_string()))?;
-        Ok(mailbox.deliver(
-            raw,
-            labels,
-            chrono::Utc::now().timestamp_millis(),
-            Instant::now(),
-        ))
+        let key = user.to_ascii_lowercase();
+        let (id, email_address, history_id, label_ids) = {
+            let mut mailboxes = lock(&self.shared.mailboxes);
+            let mailbox = mailboxes
+                .get_mut(&key)
+                .ok_or_else(|| SandboxError::UnknownUser(user.to_string()))?;
+            let id = mailbox.deliver(
+                raw,
+                labels,
+                chrono::Utc::now().timestamp_millis(),
+                Instant::now(),
+            );
+            let label_ids = mailbox
+                .get(&id)
+                .map(|message| message.label_ids.clone())
+                .unwrap_or_default();
+            let address = mailbox.primary_address().to_string();
+            (id, address, mailbox.history_id(), label_ids)
+        };
+        self.shared
+            .publish_change(&key, &email_address, history_id, &label_ids);
+        Ok(id)
+    }
+
+    /// Every watch expires now: nothing is published until the client calls `users.watch`
+    /// again. Returns how many watches were live.
+    pub fn expire_watches(&self) -> usize {
+        lock(&self.shared.watches).expire_all(chrono::Utc::now().timestamp_millis())
+    }
+
+    /// Replaces the push faults.
+    pub fn set_push_faults(&self, faults: PushFaultConfig) {
+        lock(&self.shared.push_faults).set(faults);
+    }
+
+    /// Changes the push faults `update` names, leaves the others, and returns them all.
+    pub fn update_push_faults(&self, update: &PushFaultUpdate) -> PushFaultConfig {
+        let mut injector = lock(&self.shared.push_faults);
+        let mut faults = injector.config().clone();
+        faults.apply(update);
+        injector.set(faults.clone());
+        faults
+    }
+
+    pub fn push_faults(&self) -> PushFaultConfig {
+        lock(&self.shared.push_faults).config().clone()
     }
 
     /// Refresh tokens and JWT grants for `user` now answer `invalid_grant`, and its access tokens
@@ -207,7 +295,12 @@ impl Sandbox {
     }
 
     pub fn stats(&self) -> Stats {
-        lock(&self.shared.limiter).stats.clone()
+        let mut stats = lock(&self.shared.limiter).stats.clone();
+        stats.pubsub = lock(&self.shared.pubsub).stats();
+        for (user, watch) in lock(&self.shared.watches).stats() {
+            stats.user(user).watch = Some(watch);
+        }
+        stats
     }
 
     /// The mailbox addresses, sorted.

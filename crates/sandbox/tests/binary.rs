@@ -83,3 +83,28 @@ fn serves_on_loopback_and_stops_on_sigterm() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn push_flags_that_make_no_sense_are_usage_errors() {
+    let mailboxes = tempfile::tempdir().unwrap();
+    let cases: [&[&str]; 5] = [
+        &["--pubsub-topic", "gmail"],
+        &["--pubsub-subscription", "projects/p/subscriptions/s"],
+        &[
+            "--pubsub-subscription",
+            "projects/p/subscriptions/s=projects/p/topics/unknown",
+        ],
+        &["--ack-deadline-secs", "0"],
+        &["--push-drop-rate", "1.5"],
+    ];
+    for flags in cases {
+        let output = sandbox()
+            .arg("--mailboxes")
+            .arg(mailboxes.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {output:?}");
+    }
+}

@@ -136,6 +136,19 @@ impl SandboxProcess {
             .to_string()
     }
 
+    /// Changes the push faults the body names (`POST /sandbox/push`: `drop_rate`,
+    /// `duplicate_rate`, `delay_ms`, `pull_failure`, `watch_forbidden`; the others stay) and
+    /// returns all of them.
+    pub fn push_faults(&self, body: serde_json::Value) -> serde_json::Value {
+        self.control("push", "", body.to_string().as_bytes())
+    }
+
+    /// Every watch expires now (`POST /sandbox/expire-watches`): nothing is published until
+    /// the client calls `users.watch` again.
+    pub fn expire_watches(&self) {
+        self.control("expire-watches", "", b"");
+    }
+
     pub fn stats(&self) -> serde_json::Value {
         let (_, body, _) = http("GET", &format!("{}sandbox/stats", self.base_url), b"");
         serde_json::from_slice(&body).unwrap()
