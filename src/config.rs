@@ -85,6 +85,29 @@ struct RawGmail {
     backfill_days: u32,
     candidate_search: bool,
     quota: RawQuota,
+    push: Option<RawPush>,
+}
+
+/// `[gmail.push]`: Gmail's `users.watch` notifications, pulled from a Pub/Sub subscription.
+#[derive(Debug, Deserialize)]
+struct RawPush {
+    topic: String,
+    subscription: String,
+    #[serde(default = "default_pubsub_base_url")]
+    pubsub_base_url: String,
+    #[serde(default = "default_safety_poll_secs")]
+    safety_poll_secs: u64,
+    service_account_key: Option<PathBuf>,
+}
+
+fn default_pubsub_base_url() -> String {
+    "https://pubsub.googleapis.com/".to_string()
+}
+
+/// Pub/Sub delivers at least once, and a notification can still be lost: a poll every 15
+/// minutes bounds how late such a message can be.
+fn default_safety_poll_secs() -> u64 {
+    900
 }
 
 impl Default for RawGmail {
@@ -106,6 +129,7 @@ impl Default for RawGmail {
             backfill_days: 365,
             candidate_search: true,
             quota: RawQuota::default(),
+            push: None,
         }
     }
 }
@@ -124,6 +148,8 @@ pub struct RawQuota {
     pub history_list: u32,
     pub messages_list: u32,
     pub messages_get: u32,
+    pub watch: u32,
+    pub stop: u32,
 }
 
 impl Default for RawQuota {
@@ -135,6 +161,8 @@ impl Default for RawQuota {
             history_list: 2,
             messages_list: 5,
             messages_get: 20,
+            watch: 100,
+            stop: 50,
         }
     }
 }
@@ -151,6 +179,8 @@ impl RawQuota {
             self.history_list,
             self.messages_list,
             self.messages_get,
+            self.watch,
+            self.stop,
         ]
         .into_iter()
         .max()
@@ -280,6 +310,25 @@ pub struct GmailConfig {
     /// decides the rest without fetching) when that costs less quota than fetching everything.
     pub candidate_search: bool,
     pub quota: QuotaConfig,
+    /// `[gmail.push]`; `None` polls every `poll_interval_secs`.
+    pub push: Option<PushConfig>,
+}
+
+/// Push (`[gmail.push]`): Gmail publishes a notification to `topic` whenever a watched
+/// mailbox changes, and mailsync pulls them from `subscription`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// `projects/P/topics/T`, given to `users.watch`.
+    pub topic: String,
+    /// `projects/P/subscriptions/S`, pulled with the service account's own token.
+    pub subscription: String,
+    /// Ends with `/`.
+    pub pubsub_base_url: String,
+    /// How often each mailbox is polled anyway while push works.
+    pub safety_poll_secs: u64,
+    /// The key pulling uses: `[gmail.push] service_account_key`, else `[gmail]`'s (with
+    /// per-user OAuth there is none, and this section must name one).
+    pub service_account_key: PathBuf,
 }
 
 /// How the daemon runs.
@@ -773,6 +822,16 @@ fn validate_gmail(
             "`list_page_size` must be between 1 and 500 (Gmail's maximum)",
         ));
     }
+    let service_account_key = raw.service_account_key.map(|path| base_dir.join(path));
+    let push = raw.push.and_then(|push| {
+        validate_push(
+            file,
+            push,
+            service_account_key.as_deref(),
+            base_dir,
+            diagnostics,
+        )
+    });
     let quota = raw.quota;
     let largest_cost = quota.largest_cost();
     if quota.units_per_minute < largest_cost {
@@ -783,7 +842,7 @@ fn validate_gmail(
     }
     GmailConfig {
         api_base_url,
-        service_account_key: raw.service_account_key.map(|path| base_dir.join(path)),
+        service_account_key,
         client_secret: raw.client_secret.map(|path| base_dir.join(path)),
         initial_sync_days: raw.initial_sync_days,
         poll_interval_secs: raw.poll_interval_secs,
@@ -796,7 +855,76 @@ fn validate_gmail(
         backfill_days: raw.backfill_days,
         candidate_search: raw.candidate_search,
         quota,
+        push,
     }
+}
+
+/// `projects/{project}/{kind}/{name}` with no empty part and nothing else.
+fn is_resource_name(name: &str, kind: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == kind
+        && [parts[1], parts[3]]
+            .iter()
+            .all(|part| !part.is_empty() && !part.contains(char::is_whitespace))
+}
+
+fn validate_push(
+    file: &TomlFile,
+    raw: RawPush,
+    gmail_key: Option<&Path>,
+    base_dir: &Path,
+    diagnostics: &mut Diagnostics,
+) -> Option<PushConfig> {
+    let at = |key: &str| KeyPath::default().key("gmail").key("push").key(key);
+    let before = diagnostics.len();
+    if !is_resource_name(&raw.topic, "topics") {
+        diagnostics.push(file.diagnostic(
+            &at("topic"),
+            format!(
+                "`{}` is not a Pub/Sub topic name: write projects/PROJECT/topics/TOPIC",
+                raw.topic
+            ),
+        ));
+    }
+    if !is_resource_name(&raw.subscription, "subscriptions") {
+        diagnostics.push(file.diagnostic(
+            &at("subscription"),
+            format!(
+                "`{}` is not a Pub/Sub subscription name: write projects/PROJECT/subscriptions/SUBSCRIPTION",
+                raw.subscription
+            ),
+        ));
+    }
+    let pubsub_base_url = validate_base_url(&raw.pubsub_base_url).unwrap_or_else(|problem| {
+        diagnostics.push(file.diagnostic(&at("pubsub_base_url"), problem));
+        default_pubsub_base_url()
+    });
+    if raw.safety_poll_secs == 0 {
+        diagnostics.push(file.diagnostic(
+            &at("safety_poll_secs"),
+            "`safety_poll_secs` must be at least 1: notifications can be lost, and only this poll finds their mail",
+        ));
+    }
+    let service_account_key = match (raw.service_account_key, gmail_key) {
+        (Some(path), _) => Some(base_dir.join(path)),
+        (None, Some(path)) => Some(path.to_path_buf()),
+        (None, None) => {
+            diagnostics.push(file.diagnostic(
+                &KeyPath::default().key("gmail").key("push"),
+                "with per-user OAuth ([gmail] client_secret), [gmail.push] needs `service_account_key`: the key of a service account with the Pub/Sub Subscriber role on the subscription",
+            ));
+            None
+        }
+    };
+    (diagnostics.len() == before).then(|| PushConfig {
+        topic: raw.topic,
+        subscription: raw.subscription,
+        pubsub_base_url,
+        safety_poll_secs: raw.safety_poll_secs,
+        service_account_key: service_account_key.expect("checked above"),
+    })
 }
 
 /// True when an http(s) URL names this machine (127.0.0.0/8, ::1 or localhost): the only
@@ -911,6 +1039,75 @@ mod tests {
         assert!(problems[0].contains("free-mail"));
         assert!(problems[2].contains("unknown key `users[0].colour`"));
         assert!(problems[4].contains("already an address of user `michelle@abcorp.com`"));
+    }
+
+    /// `[gmail.push]` as data: each text, and what comes of it (the push settings, or the
+    /// problems with their lines).
+    #[test]
+    fn push_settings_are_checked_and_default_sensibly() {
+        let key = "[gmail]\nservice_account_key = \"sa.json\"\n";
+        let secret = "[gmail]\nclient_secret = \"secret.json\"\n";
+        let push = "[gmail.push]\ntopic = \"projects/p/topics/t\"\nsubscription = \"projects/p/subscriptions/s\"\n";
+        let config = load(&format!("{MINIMAL}{key}{push}")).unwrap();
+        let settings = config.gmail.push.expect("push on");
+        assert_eq!(settings.safety_poll_secs, 900);
+        assert_eq!(settings.pubsub_base_url, "https://pubsub.googleapis.com/");
+        assert_eq!(
+            settings.service_account_key,
+            PathBuf::from("/etc/mailsync/sa.json"),
+            "[gmail]'s key"
+        );
+        assert_eq!(
+            load(&format!("{MINIMAL}{key}")).unwrap().gmail.push,
+            None,
+            "no section, no push"
+        );
+        let own_key = format!("{MINIMAL}{secret}{push}service_account_key = \"pubsub.json\"\n");
+        assert_eq!(
+            load(&own_key)
+                .unwrap()
+                .gmail
+                .push
+                .unwrap()
+                .service_account_key,
+            PathBuf::from("/etc/mailsync/pubsub.json")
+        );
+        let cases: &[(&str, &[(usize, &str)])] = &[
+            (
+                &format!("{secret}{push}"),
+                &[(7, "needs `service_account_key`")],
+            ),
+            (
+                &format!(
+                    "{key}[gmail.push]\ntopic = \"gmail-topic\"\nsubscription = \"projects/p/topics/t\"\nsafety_poll_secs = 0\npubsub_base_url = \"http://pubsub.example.com\"\n"
+                ),
+                &[
+                    (8, "not a Pub/Sub topic name"),
+                    (9, "not a Pub/Sub subscription name"),
+                    (10, "`safety_poll_secs` must be at least 1"),
+                    (11, "plain http"),
+                ],
+            ),
+            (
+                &format!("{key}{push}poll_secs = 5\n"),
+                &[(10, "unknown key `gmail.push.poll_secs`")],
+            ),
+            (
+                &format!("{key}[gmail.push]\ntopic = \"projects/p/topics/t\"\n"),
+                &[(7, "missing field `subscription`")],
+            ),
+        ];
+        for (text, expected) in cases {
+            let problems = load(&format!("{MINIMAL}{text}")).unwrap_err();
+            assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+            for (problem, (line, words)) in problems.iter().zip(expected.iter()) {
+                assert!(
+                    problem.starts_with(&format!("/etc/mailsync/mailsync.toml:{line}:"))
+                        && problem.contains(words),
+                    "expected line {line} saying {words:?}, got {problem}"
+                );
+            }
+        }
     }
 
     #[test]

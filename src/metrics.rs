@@ -32,6 +32,11 @@ pub struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
     pub status: String,
@@ -58,6 +63,9 @@ pub struct Metrics {
     live_instances: Gauge,
     config_mismatches: Gauge,
     runner: Gauge,
+    push_pulling: Gauge,
+    pub push_notifications: Family<OutcomeLabels, Counter>,
+    pub push_watches: Family<OutcomeLabels, Counter>,
     last_success_by_user: Arc<Mutex<HashMap<String, f64>>>,
 }
 
@@ -86,6 +94,9 @@ impl Metrics {
             live_instances: Gauge::default(),
             config_mismatches: Gauge::default(),
             runner: Gauge::default(),
+            push_pulling: Gauge::default(),
+            push_notifications: Family::default(),
+            push_watches: Family::default(),
             last_success_by_user: Arc::default(),
         };
         registry.register(
@@ -158,10 +169,39 @@ impl Metrics {
             "1 when this instance runs the work that must happen once (retention, rules, contact changes)",
             metrics.runner.clone(),
         );
+        registry.register(
+            "mailsync_push_pulling",
+            "1 while push notifications are pulled; 0 when pulling fails (every mailbox is polled at poll_interval_secs) or push is not configured",
+            metrics.push_pulling.clone(),
+        );
+        registry.register(
+            "mailsync_push_notifications",
+            "Push notifications pulled, by outcome: woke (a mailbox of this instance), forwarded (to the instance holding it), ignored (no synced mailbox), malformed",
+            metrics.push_notifications.clone(),
+        );
+        registry.register(
+            "mailsync_push_watches",
+            "users.watch and users.stop calls, by outcome",
+            metrics.push_watches.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             ..metrics
         }
+    }
+
+    /// Whether push notifications are being pulled.
+    pub fn push_pulling(&self, pulling: bool) {
+        self.push_pulling.set(i64::from(pulling));
+    }
+
+    /// Counts one of `family`'s outcomes.
+    pub fn outcome(family: &Family<OutcomeLabels, Counter>, outcome: &str) {
+        family
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// What the last lease round left this instance with.

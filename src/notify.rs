@@ -24,6 +24,9 @@ pub enum Alert {
         failures: u32,
         error: String,
     },
+    /// Pulling push notifications fails: every mailbox is polled at `poll_interval_secs`
+    /// until it works again.
+    PushFailing { subscription: String, error: String },
 }
 
 impl Alert {
@@ -32,12 +35,23 @@ impl Alert {
         match self {
             Alert::NeedsReauth { .. } => "needs_reauth",
             Alert::RepeatedFailures { .. } => "repeated_failures",
+            Alert::PushFailing { .. } => "push_failing",
         }
     }
 
-    pub fn user(&self) -> &str {
+    /// The user the alert is about; `None` for one about the whole daemon.
+    pub fn user(&self) -> Option<&str> {
         match self {
-            Alert::NeedsReauth { user, .. } | Alert::RepeatedFailures { user, .. } => user,
+            Alert::NeedsReauth { user, .. } | Alert::RepeatedFailures { user, .. } => Some(user),
+            Alert::PushFailing { .. } => None,
+        }
+    }
+
+    /// What alerts of one kind are rate-limited by: the user, or the subscription.
+    pub fn key(&self) -> &str {
+        match self {
+            Alert::PushFailing { subscription, .. } => subscription,
+            _ => self.user().unwrap_or_default(),
         }
     }
 
@@ -48,6 +62,9 @@ impl Alert {
             }
             Alert::RepeatedFailures { user, failures, .. } => {
                 format!("mailsync: email sync for {user} has failed {failures} times in a row")
+            }
+            Alert::PushFailing { .. } => {
+                "mailsync: push notifications fail; every mailbox is polled instead".to_string()
             }
         }
     }
@@ -70,6 +87,14 @@ impl Alert {
                 "The last {failures} polls of {user}'s Gmail failed; mailsync keeps retrying, but their email is not reaching the CRM.\n\n\
                  Last error: {error}\n\n\
                  `mailsync status` shows every user's state; the daemon's log (journalctl -u mailsync) has the details.\n"
+            ),
+            Alert::PushFailing {
+                subscription,
+                error,
+            } => format!(
+                "mailsync cannot pull Gmail's push notifications from {subscription}, so new mail reaches the CRM only at each poll ([gmail] poll_interval_secs) instead of within seconds. Nothing is lost; mailsync goes back to push by itself when pulling works again.\n\n\
+                 Error: {error}\n\n\
+                 What to check: that the subscription exists, that the service account has the Pub/Sub Subscriber role on it, and that this machine reaches pubsub.googleapis.com. `mailsync status` shows how each mailbox is reached.\n"
             ),
         }
     }
@@ -144,8 +169,10 @@ impl Notifier {
     /// Who hears about `alert`: ops, and the user when configured.
     pub fn recipients(&self, alert: &Alert) -> Vec<String> {
         let mut recipients = self.config.ops.clone();
-        if self.config.notify_user && !recipients.iter().any(|r| r == alert.user()) {
-            recipients.push(alert.user().to_string());
+        if let Some(user) = alert.user().filter(|_| self.config.notify_user)
+            && !recipients.iter().any(|recipient| recipient == user)
+        {
+            recipients.push(user.to_string());
         }
         recipients
     }

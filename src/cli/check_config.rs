@@ -8,7 +8,11 @@ use std::path::Path;
 use super::{CommandError, CommandResult, ExitStatus, runtime};
 
 pub fn run(config_path: &Path) -> CommandResult {
-    let (policy, credentials) = runtime()?
+    let crate::settings::Settings {
+        policy,
+        credentials,
+        push_key,
+    } = runtime()?
         .block_on(crate::settings::load(config_path))
         .map_err(CommandError::Config)?;
     let config = &policy.config;
@@ -33,5 +37,18 @@ pub fn run(config_path: &Path) -> CommandResult {
         credentials.describe(),
         config.store,
     )?;
+    if let (Some(push), Some(key)) = (&config.gmail.push, &push_key) {
+        writeln!(
+            out,
+            "  push: watch publishes to {}; pulled from {} as {} (safety poll every {} s)",
+            push.topic, push.subscription, key.client_email, push.safety_poll_secs
+        )?;
+    } else {
+        writeln!(
+            out,
+            "  push: off (polling every {} s)",
+            config.gmail.poll_interval_secs
+        )?;
+    }
     Ok(ExitStatus::Success)
 }

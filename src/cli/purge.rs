@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use super::{CommandError, CommandResult, ExitStatus, open_store};
+use super::{CommandError, CommandResult, ExitStatus, open_store, runtime};
 use crate::address;
 use crate::rules::Policy;
 
@@ -48,7 +48,22 @@ pub fn run(policy: &Policy, args: PurgeArgs) -> CommandResult {
             ));
         }
     }
-    let purged = open_store(policy)?.purge_user(&email)?;
+    let store = open_store(policy)?;
+    // Before the purge, which takes the user's refresh token with it.
+    if policy.config.gmail.push.is_some()
+        && store
+            .sync_state(&email)?
+            .is_some_and(|state| state.watch_expires_at.is_some())
+    {
+        let refresh_token = store.refresh_token(&email)?;
+        match stop_watch(policy, &email, refresh_token) {
+            Ok(()) => println!("stopped {email}'s Gmail watch"),
+            Err(error) => println!(
+                "note: could not stop {email}'s Gmail watch ({error}); it runs out by itself within 7 days, and its notifications are ignored"
+            ),
+        }
+    }
+    let purged = store.purge_user(&email)?;
     println!(
         "purged {email}: {} activities removed, {} shared activities lost this mailbox's source, {} decisions removed, {} attachment files removed",
         purged.activities_removed,
@@ -74,4 +89,27 @@ pub fn run(policy: &Policy, args: PurgeArgs) -> CommandResult {
         );
     }
     Ok(ExitStatus::Success)
+}
+
+/// `users.stop` for the purged mailbox, so Gmail stops publishing its changes.
+fn stop_watch(
+    policy: &Policy,
+    email: &str,
+    refresh_token: Option<String>,
+) -> Result<(), CommandError> {
+    runtime()?.block_on(async {
+        let credentials = super::load_credentials(policy).await?;
+        let client = crate::gmail::GmailClient::for_user(
+            &policy.config.gmail,
+            &credentials,
+            email,
+            refresh_token,
+            crate::gmail::http::api_client(),
+            crate::gmail::http::oauth_client(),
+        );
+        client
+            .stop_watch()
+            .await
+            .map_err(|error| CommandError::Failed(error.into()))
+    })
 }

@@ -7,7 +7,7 @@ use super::output::json_line;
 use super::{CommandResult, ExitStatus, open_store};
 use crate::printable;
 use crate::rules::Policy;
-use crate::store::SyncStatus;
+use crate::store::{PushState, SyncStatus};
 
 use clap::Args;
 
@@ -46,6 +46,12 @@ struct UserStatus {
     instance: Option<String>,
     /// Until when that instance holds it (RFC 3339, UTC).
     lease_expires_at: Option<String>,
+    /// How new mail reaches the mailbox with `[gmail.push]`: `push` (its watch is live and
+    /// notifications are pulled), or `polling` (no watch yet, or pulling fails); none
+    /// without push.
+    push: Option<PushState>,
+    /// When the mailbox's Gmail watch runs out (RFC 3339, UTC); none without one.
+    watch_expires_at: Option<String>,
 }
 
 pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
@@ -93,6 +99,13 @@ pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
                 last_verify_at: state.and_then(|state| state.last_verify_at).map(rfc3339),
                 instance: lease.and_then(|lease| lease.instance.clone()),
                 lease_expires_at: lease.and_then(|lease| lease.expires_at.clone()),
+                push: state
+                    .filter(|_| user.sync && policy.config.gmail.push.is_some())
+                    .and_then(|state| state.push_state),
+                watch_expires_at: state
+                    .filter(|_| user.sync)
+                    .and_then(|state| state.watch_expires_at)
+                    .map(rfc3339),
             }
         })
         .collect();
@@ -103,8 +116,15 @@ pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
         }
         return Ok(ExitStatus::Success);
     }
-    // The instance column only where there are instances to tell apart.
+    // The instance column only where there are instances to tell apart, and the push
+    // column only with push.
     let shared = !leases.is_empty();
+    let pushing = policy.config.gmail.push.is_some();
+    let push_header = if pushing {
+        format!(" {:<8}", "PUSH")
+    } else {
+        String::new()
+    };
     let instance_header = if shared {
         format!(" {:<28}", "INSTANCE")
     } else {
@@ -112,7 +132,7 @@ pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
     };
     writeln!(
         out,
-        "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}{instance_header}  LAST ERROR",
+        "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}{instance_header}{push_header}  LAST ERROR",
         "USER", "SYNC", "STATE", "HISTORY ID", "LAST SYNC", "ACTIVITIES"
     )?;
     for row in &rows {
@@ -124,9 +144,14 @@ pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
         } else {
             String::new()
         };
+        let push = if pushing {
+            format!(" {:<8}", row.push.map_or("-", PushState::as_str))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}{instance}  {}",
+            "{:<32} {:<5} {:<13} {:<12} {:<21} {:>10}{instance}{push}  {}",
             printable::escape(&row.user),
             if row.sync { "on" } else { "off" },
             row.state.as_str(),

@@ -3,6 +3,7 @@
 //! as [`Controls`], so tests drive them without signals and `main` wires real ones.
 
 mod instance;
+mod push;
 mod supervisor;
 mod worker;
 

@@ -10,9 +10,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::push::{PushHealth, Wakes};
 use super::worker::{Shared, Stopped, run_worker};
 use crate::diagnostic::Diagnostics;
-use crate::gmail::auth::Credentials;
 use crate::gmail::http;
 use crate::metrics::Metrics;
 use crate::rules::Policy;
@@ -51,7 +51,7 @@ pub enum DaemonError {
 
 /// Loads settings the same way at start-up and on reload: one code path, so a config that
 /// starts also reloads and vice versa.
-async fn load(config_path: &Path) -> Result<(Policy, Credentials), DaemonError> {
+async fn load(config_path: &Path) -> Result<crate::settings::Settings, DaemonError> {
     crate::settings::load(config_path)
         .await
         .map_err(DaemonError::Config)
@@ -106,10 +106,25 @@ impl Workers {
         if !disabled.is_empty() {
             // Store calls block: off the async threads.
             let store = self.shared.store.clone();
-            tokio::task::spawn_blocking(move || {
-                for email in disabled {
-                    if let Err(error) = store.set_sync_status(&email, SyncStatus::Disabled, None) {
-                        tracing::error!(user = %email, error = %error, "cannot record sync status");
+            let watched = policy.config.gmail.push.is_some();
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let recorded = tokio::task::spawn_blocking({
+                    let disabled = disabled.clone();
+                    move || {
+                        for email in disabled {
+                            if let Err(error) =
+                                store.set_sync_status(&email, SyncStatus::Disabled, None)
+                            {
+                                tracing::error!(user = %email, error = %error, "cannot record sync status");
+                            }
+                        }
+                    }
+                });
+                let _ = recorded.await;
+                if watched {
+                    for email in disabled {
+                        super::worker::stop_watch(shared.clone(), email).await;
                     }
                 }
             });
@@ -307,7 +322,11 @@ async fn retention_loop(
 
 /// Runs the daemon until `controls.shutdown` is cancelled.
 pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutcome, DaemonError> {
-    let (policy, credentials) = load(&config_path).await?;
+    let crate::settings::Settings {
+        policy,
+        credentials,
+        push_key,
+    } = load(&config_path).await?;
     let store_location = policy.config.store.clone();
     // Blocking work (a file lock, a database connection): off the async threads.
     let (_lock, store) = {
@@ -338,7 +357,10 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
             controls.shutdown.clone(),
         ));
     }
+    let (push_tx, push_rx) = watch::channel(PushHealth::Off);
     let shared = Arc::new(Shared {
+        wakes: Wakes::default(),
+        push: push_rx,
         store,
         policy: policy_rx.clone(),
         credentials: credentials_rx,
@@ -408,6 +430,26 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         leave(&workers.shared.store).await;
         return Ok(outcome);
     }
+    if let (Some(push), Some(key)) = (policy_rx.borrow().config.gmail.push.clone(), push_key) {
+        // With several instances, a notification one pulls may be for another's mailbox.
+        if matches!(
+            store_location,
+            crate::config::StoreLocation::Postgres { .. }
+        ) {
+            tokio::spawn(super::push::forwarded_wakes_loop(
+                workers.shared.clone(),
+                controls.shutdown.clone(),
+            ));
+        }
+        start_pulling(
+            &workers.shared,
+            &push,
+            key,
+            push_tx,
+            controls.shutdown.clone(),
+        )
+        .await;
+    }
     tokio::spawn(retention_loop(
         workers.shared.store.clone(),
         policy_rx.clone(),
@@ -440,7 +482,11 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                 }
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
                 match load(&config_path).await {
-                    Ok((policy, credentials)) if policy.config.store == store_location => {
+                    Ok(settings) if settings.policy.config.gmail.push != policy_rx.borrow().config.gmail.push => {
+                        tracing::error!("config reload rejected: [gmail.push] cannot change while running; restart instead; keeping the old config");
+                        drop(settings);
+                    }
+                    Ok(crate::settings::Settings { policy, credentials, .. }) if policy.config.store == store_location => {
                         tracing::info!("config reloaded");
                         let policy = Arc::new(policy);
                         workers
@@ -493,6 +539,38 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
     leave(&store).await;
     tracing::info!("mailsync daemon stopped");
     Ok(RunOutcome::Clean)
+}
+
+/// Starts pulling push notifications. A key that cannot even be made into a client is
+/// reported, and every mailbox is polled as without push.
+async fn start_pulling(
+    shared: &Arc<Shared>,
+    push: &crate::config::PushConfig,
+    key: Arc<yup_oauth2::ServiceAccountKey>,
+    health: watch::Sender<PushHealth>,
+    shutdown: CancellationToken,
+) {
+    match crate::gmail::pubsub::PubSubClient::new(
+        push,
+        key,
+        shared.api_http.clone(),
+        shared.oauth_http.clone(),
+    )
+    .await
+    {
+        Ok(client) => {
+            tokio::spawn(super::push::pull_loop(
+                client,
+                shared.clone(),
+                health,
+                shutdown,
+            ));
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "cannot pull push notifications; every mailbox is polled every poll_interval_secs");
+            health.send_replace(PushHealth::Failing);
+        }
+    }
 }
 
 /// Gives this instance's leases back so the others take its mailboxes over at once.

@@ -8,13 +8,15 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::push::{PushHealth, Wakes};
+
 use crate::gmail::auth::Credentials;
 use crate::gmail::client::GmailClient;
 use crate::gmail::http::{ApiClient, OAuthClient};
 use crate::metrics::{Metrics, UserLabels};
 use crate::notify::{Alert, Notifier};
 use crate::rules::Policy;
-use crate::store::{Store, SyncStatus};
+use crate::store::{PushState, Store, SyncStatus};
 use crate::sync::gmail::{MailboxSync, SharedStore, SyncError, Window};
 
 /// What every worker shares.
@@ -30,6 +32,10 @@ pub struct Shared {
     /// Sync every mailbox once and stop (`mailsync run --once`).
     pub once: bool,
     pub metrics: Metrics,
+    /// Each running worker's wake-up, for push notifications.
+    pub wakes: Wakes,
+    /// Whether push notifications arrive.
+    pub push: watch::Receiver<PushHealth>,
 }
 
 /// Why a worker stopped.
@@ -85,13 +91,13 @@ fn with_store<T>(
 
 /// Sends `alert` unless one of its kind went out for this user within the interval; the
 /// send runs in the background so a slow relay never delays syncing.
-fn notify(shared: &Shared, policy: &Policy, alert: Alert) {
+pub(super) fn notify(shared: &Shared, policy: &Policy, alert: Alert) {
     let Some(config) = policy.config.notify.clone() else {
         return;
     };
     let now = chrono::Utc::now().timestamp();
     let last = with_store(&shared.store, |store| {
-        store.last_notified(alert.user(), alert.kind())
+        store.last_notified(alert.key(), alert.kind())
     })
     .flatten();
     if last.is_some_and(|last| now - last < config.notify_interval_secs as i64) {
@@ -103,7 +109,7 @@ fn notify(shared: &Shared, policy: &Policy, alert: Alert) {
     }
     // Marked before sending: a crash mid-send must not turn into a burst of duplicates.
     with_store(&shared.store, |store| {
-        store.set_notified(alert.user(), alert.kind(), now)
+        store.set_notified(alert.key(), alert.kind(), now)
     });
     tokio::spawn(async move {
         let notifier = Notifier::new(config);
@@ -130,6 +136,9 @@ pub async fn run_worker(
     // by reference (a copy per user would cost about a kilobyte per user).
     let mut policy_updates = shared.policy.clone();
     let mut credential_updates = shared.credentials.clone();
+    let mut push_updates = shared.push.clone();
+    let mut push_followed = true;
+    let wake = shared.wakes.register(&user_email);
     let span = tracing::info_span!("worker", user = %user_email);
     async move {
         // Kept across polls so the quota bucket remembers recent requests; rebuilt when a
@@ -160,6 +169,13 @@ pub async fn run_worker(
             // Read once per poll: the sync and the reconciliation check below use it too. A
             // failed read fails the poll (it must not pass for "no cursor yet").
             let state = with_store_or_error(&shared.store, |store| store.sync_state(&user.email));
+            // The watch and push state as stored: written again only when they change.
+            let mut recorded_push = state
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map_or((None, None), |state| (state.watch_expires_at, state.push_state));
+            let mut watch_expires_at = recorded_push.0;
             if state.as_ref().is_ok_and(|state| state.as_ref().is_none_or(|state| state.history_id.is_none())) {
                 with_store(&shared.store, |store| store.set_sync_status(&user.email, SyncStatus::Syncing, None));
             }
@@ -207,6 +223,9 @@ pub async fn run_worker(
                         with_store(&shared.store, |store| store.set_verify_result(&user.email, 0, now));
                     } else {
                         Box::pin(reconcile_if_due(&shared, &sync, &policy, last_verify_at)).await;
+                    }
+                    if let Some(push) = &policy.config.gmail.push {
+                        watch_expires_at = Box::pin(renew_watch(&shared, &client, &push.topic, watch_expires_at, report.full)).await;
                     }
                     // An idle poll is the common case: at info it would be one line per user per
                     // minute, noise for ops and CPU for a 10,000-user daemon.
@@ -271,9 +290,31 @@ pub async fn run_worker(
             if shared.once {
                 return if failures == 0 { Stopped::PolledOnce } else { Stopped::FailedOnce };
             }
-            tokio::select! {
-                () = tokio::time::sleep(poll_interval) => {}
-                () = cancel.cancelled() => return Stopped::Cancelled,
+            // Until the next poll: a notification for the mailbox, or the poll interval that
+            // fits how new mail arrives now (it changes when pulling fails or works again).
+            let polled_at = tokio::time::Instant::now();
+            loop {
+                let push_state = push_state(&policy, *push_updates.borrow_and_update(), watch_expires_at);
+                if (watch_expires_at, push_state) != recorded_push {
+                    with_store(&shared.store, |store| store.set_push(&user.email, watch_expires_at, push_state));
+                    recorded_push = (watch_expires_at, push_state);
+                }
+                let interval = match (push_state, &policy.config.gmail.push) {
+                    (Some(PushState::Push), Some(push)) => Duration::from_secs(push.safety_poll_secs),
+                    _ => poll_interval,
+                };
+                tokio::select! {
+                    () = tokio::time::sleep_until(polled_at + interval) => break,
+                    () = wake.woken() => {
+                        tracing::debug!("woken by a push notification");
+                        break;
+                    }
+                    changed = push_updates.changed(), if push_followed => {
+                        // Without push nothing ever changes, and the sender may be gone.
+                        push_followed = changed.is_ok();
+                    }
+                    () = cancel.cancelled() => return Stopped::Cancelled,
+                }
             }
         }
     }
@@ -303,6 +344,83 @@ fn build_client(
         )
         .with_metrics(shared.metrics.clone()),
     )
+}
+
+/// Ends the Gmail watch of a mailbox whose sync was turned off, so Gmail stops publishing
+/// its changes. A failure is logged: the watch then runs out by itself within 7 days, and
+/// its notifications are ignored meanwhile.
+pub(super) async fn stop_watch(shared: Arc<Shared>, user_email: String) {
+    let watched = with_store(&shared.store, |store| store.sync_state(&user_email))
+        .flatten()
+        .is_some_and(|state| state.watch_expires_at.is_some());
+    if !watched {
+        return;
+    }
+    let policy = shared.policy.borrow().clone();
+    let credentials = shared.credentials.borrow().clone();
+    let client = build_client(&shared, &credentials, &user_email, &policy);
+    match client.stop_watch().await {
+        Ok(()) => {
+            crate::metrics::Metrics::outcome(&shared.metrics.push_watches, "stopped");
+            with_store(&shared.store, |store| {
+                store.set_push(&user_email, None, None)
+            });
+            tracing::info!(user = %user_email, "sync turned off; Gmail watch stopped");
+        }
+        Err(error) => {
+            crate::metrics::Metrics::outcome(&shared.metrics.push_watches, "stop_failed");
+            tracing::warn!(user = %user_email, error = %error, "users.stop failed; the watch runs out by itself within 7 days");
+        }
+    }
+}
+
+/// A watch is renewed when it has less than this left: Google asks for a new `users.watch`
+/// daily, and a watch runs for 7 days.
+const WATCH_RENEW_WITHIN_SECS: i64 = 6 * 86_400;
+
+/// Calls `users.watch` when the mailbox has no live watch, when its watch is a day old, or
+/// after a full sync (which follows a `404` on history: the old watch's notifications named
+/// history the mailbox no longer has). Returns the watch's expiry as it now stands; a failed
+/// call keeps the old one (the mailbox is polled meanwhile), and is tried after the next poll.
+async fn renew_watch(
+    shared: &Shared,
+    client: &GmailClient,
+    topic: &str,
+    expires_at: Option<i64>,
+    full_sync: bool,
+) -> Option<i64> {
+    let now = chrono::Utc::now().timestamp();
+    if !full_sync && expires_at.is_some_and(|at| at - now > WATCH_RENEW_WITHIN_SECS) {
+        return expires_at;
+    }
+    match client.watch(topic).await {
+        Ok(expires) => {
+            crate::metrics::Metrics::outcome(&shared.metrics.push_watches, "watched");
+            tracing::debug!(expires_at = expires, "watch renewed");
+            Some(expires)
+        }
+        Err(error) => {
+            crate::metrics::Metrics::outcome(&shared.metrics.push_watches, "watch_failed");
+            tracing::warn!(error = %error, "users.watch failed; the mailbox is polled every poll_interval_secs and the watch is tried again after the next poll");
+            expires_at
+        }
+    }
+}
+
+/// How new mail reaches a mailbox: by push while notifications are pulled and its watch is
+/// live, by polling otherwise; `None` without `[gmail.push]`.
+fn push_state(
+    policy: &Policy,
+    health: PushHealth,
+    watch_expires_at: Option<i64>,
+) -> Option<PushState> {
+    policy.config.gmail.push.as_ref()?;
+    let watched = watch_expires_at.is_some_and(|at| at > chrono::Utc::now().timestamp());
+    Some(if health == PushHealth::Pulling && watched {
+        PushState::Push
+    } else {
+        PushState::Polling
+    })
 }
 
 /// Runs reconciliation after a successful poll when `verify_interval_secs` has passed since the
@@ -391,6 +509,8 @@ mod tests {
             slots: Arc::new(Semaphore::new(1)),
             once: false,
             metrics: Metrics::new(),
+            wakes: Wakes::default(),
+            push: watch::channel(PushHealth::Off).1,
         };
         let worker = run_worker(
             Arc::new(shared),

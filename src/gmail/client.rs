@@ -32,6 +32,8 @@ pub enum Method {
     HistoryList,
     MessagesList,
     MessagesGet,
+    Watch,
+    Stop,
 }
 
 impl Method {
@@ -42,6 +44,8 @@ impl Method {
             Method::HistoryList => "users.history.list",
             Method::MessagesList => "users.messages.list",
             Method::MessagesGet => "users.messages.get",
+            Method::Watch => "users.watch",
+            Method::Stop => "users.stop",
         }
     }
 
@@ -52,6 +56,8 @@ impl Method {
             Method::HistoryList => quota.history_list,
             Method::MessagesList => quota.messages_list,
             Method::MessagesGet => quota.messages_get,
+            Method::Watch => quota.watch,
+            Method::Stop => quota.stop,
         }
     }
 }
@@ -407,6 +413,56 @@ impl GmailClient {
         }
         self.mailbox_confirmed.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// `users.watch`: Gmail publishes a notification to `topic` whenever this mailbox
+    /// changes, except for mail in spam and trash, which is never synced. Returns when the
+    /// watch expires (seconds since the epoch); Google asks for a new call daily.
+    pub async fn watch(&self, topic: &str) -> Result<i64, GmailError> {
+        let request = google_gmail1::api::WatchRequest {
+            topic_name: Some(topic.to_string()),
+            label_ids: Some(vec!["SPAM".to_string(), "TRASH".to_string()]),
+            label_filter_behavior: Some("exclude".to_string()),
+            label_filter_action: None,
+        };
+        let answer = self
+            .execute(Method::Watch, |hub: Arc<Gmail<Connector>>| {
+                let request = request.clone();
+                async move {
+                    let mut observer = Observer::default();
+                    let result = hub
+                        .users()
+                        .watch(request, "me")
+                        .add_scope(Scope::Readonly)
+                        .delegate(&mut observer)
+                        .doit()
+                        .await
+                        .map(|(_, answer)| answer);
+                    (result, observer)
+                }
+            })
+            .await?;
+        let expiration_ms = answer
+            .expiration
+            .ok_or_else(|| GmailError::BadResponse("watch without expiration".to_string()))?;
+        Ok(expiration_ms.div_euclid(1000))
+    }
+
+    /// `users.stop`: no more notifications for this mailbox.
+    pub async fn stop_watch(&self) -> Result<(), GmailError> {
+        self.execute(Method::Stop, |hub: Arc<Gmail<Connector>>| async move {
+            let mut observer = Observer::default();
+            let result = hub
+                .users()
+                .stop("me")
+                .add_scope(Scope::Readonly)
+                .delegate(&mut observer)
+                .doit()
+                .await
+                .map(drop);
+            (result, observer)
+        })
+        .await
     }
 
     /// One page of `users.messages.list` for a Gmail search.

@@ -404,6 +404,38 @@ pub struct SyncState {
     /// Contact addresses appeared after this mailbox's backfill mark, or it has no mark
     /// yet: its next backfill has work to do.
     pub backfill_due: bool,
+    /// When the mailbox's Gmail watch runs out (seconds since the epoch); `None` without one.
+    pub watch_expires_at: Option<i64>,
+    /// How new mail reaches the mailbox; `None` when push is not configured.
+    pub push_state: Option<PushState>,
+}
+
+/// How new mail reaches a mailbox while push is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushState {
+    /// Its watch is live and notifications are pulled: it is polled only every
+    /// `safety_poll_secs`.
+    Push,
+    /// No live watch, or pulling fails: it is polled every `poll_interval_secs`.
+    Polling,
+}
+
+impl PushState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushState::Push => "push",
+            PushState::Polling => "polling",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PushState> {
+        match text {
+            "push" => Some(PushState::Push),
+            "polling" => Some(PushState::Polling),
+            _ => None,
+        }
+    }
 }
 
 /// One row of the decision log, as support reads it.
@@ -732,6 +764,15 @@ pub trait Store: Send + Sync {
         next_poll_at: Option<i64>,
     ) -> Result<(), StoreError>;
 
+    /// Records the mailbox's watch (when it runs out; `None`: no watch) and how its new mail
+    /// arrives (`None`: push is not configured).
+    fn set_push(
+        &self,
+        user_email: &str,
+        watch_expires_at: Option<i64>,
+        state: Option<PushState>,
+    ) -> Result<(), StoreError>;
+
     /// Records a reconciliation: how many gaps it found, and when.
     fn set_verify_result(&self, user_email: &str, gaps: u64, at: i64) -> Result<(), StoreError>;
 
@@ -852,6 +893,19 @@ pub trait Store: Send + Sync {
             live_instances: 1,
             config_mismatches: 0,
         })
+    }
+
+    /// Asks the instance holding `user_email`'s lease to sync the mailbox now (a push
+    /// notification this instance pulled for a mailbox it does not hold). False when no live
+    /// instance holds it, and always with SQLite, whose one daemon holds every mailbox.
+    fn forward_wake(&self, _user_email: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// The wake-ups other instances left for this instance's mailboxes, each handed out
+    /// once.
+    fn take_wakes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Releases every lease this instance holds and removes its record (a clean stop: the

@@ -172,6 +172,8 @@ pub const TABLES: &[TableSpec] = &[
             "next_poll_at",
             "last_verify_at",
             "verify_gaps",
+            "watch_expires_at",
+            "push_state",
         ],
         key: &["user_email"],
         booleans: &[],

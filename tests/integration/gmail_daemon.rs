@@ -6,6 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::gmail::{SandboxProcess, Setup, message, wait_until};
+use common::logs::{assert_log_is_clean, assert_nothing_private};
 use common::scenario::{MailFile, Scenario};
 
 const ALICE: &str = "alice@customer.com";
@@ -61,59 +62,6 @@ fn assert_exactly_once(setup: &Setup) {
         "n > 1",
     );
     assert_eq!(duplicated_messages, 0);
-}
-
-/// What must never be in a log: message content, contact addresses, tokens and keys. The
-/// marker words come from the messages of `mixed_mail` and `tests/fixtures/logscan/`.
-const NEVER_LOGGED: &[&str] = &[
-    "Secret subject",
-    "Body of message",
-    ALICE,
-    BOB,
-    "stranger@vendor.example",
-    "ya29.",
-    "1//sandbox-",
-    "refresh_token",
-    "PRIVATE KEY",
-    "access_token",
-    // tests/fixtures/logscan: subjects, body words (plain, HTML text, attributes), links and
-    // their tokens, decoded words, attachment names.
-    "zebracorn",
-    "marzipanword",
-    "quokkatitle",
-    "gnomealt",
-    "tracker.example",
-    "LINKTOKEN123",
-    "img.example",
-    "tapirsubject",
-    "okapiword",
-    "ALTSIG999",
-    "pangolin",
-    "U2VjcmV0IHBhbmdvbGlu",
-    "wombatword",
-    "narwhalsubject",
-    "axolotlword",
-    "salary-review-ocelot",
-];
-
-/// The log holds none of [`NEVER_LOGGED`].
-fn assert_nothing_private(log: &str) {
-    for forbidden in NEVER_LOGGED {
-        assert!(
-            !log.contains(forbidden),
-            "the log contains {forbidden:?}:\n{log}"
-        );
-    }
-}
-
-/// A daemon's log, written at trace in JSON, holds none of [`NEVER_LOGGED`], and its
-/// debug lines were there to scan.
-fn assert_log_is_clean(log: &str) {
-    assert_nothing_private(log);
-    assert!(
-        log.contains("\"level\":\"DEBUG\""),
-        "the scan covered debug lines"
-    );
 }
 
 /// Every line of `log` is one JSON object.

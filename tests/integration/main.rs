@@ -26,6 +26,7 @@ mod parse_snapshots;
 mod postgres_store;
 mod privacy;
 mod properties;
+mod push;
 mod reliability;
 mod shipped_files;
 mod store;

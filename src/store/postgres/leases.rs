@@ -252,6 +252,42 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Leaves a wake-up for the live owner of `user_email`'s lease; false when none holds it.
+    pub(super) fn forward_wake_to_owner(&self, user_email: &str) -> Result<bool, StoreError> {
+        let mut client = self.client()?;
+        let forwarded = client.execute_typed(
+            "INSERT INTO mailbox_wakes (user_email, owner, requested_at)
+             SELECT user_email, owner, clock_timestamp() FROM mailbox_leases
+             WHERE user_email = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()
+             ON CONFLICT (user_email) DO UPDATE
+               SET owner = excluded.owner, requested_at = excluded.requested_at",
+            &[(&user_email, Type::TEXT)],
+        )?;
+        Ok(forwarded > 0)
+    }
+
+    /// Takes the wake-ups left for this instance. One left for a mailbox it no longer holds
+    /// is taken too, and wakes nothing: the mailbox's new owner synced it when it took it.
+    pub(super) fn take_wakes_for_instance(&self) -> Result<Vec<String>, StoreError> {
+        let Some(instance) = self
+            .held()
+            .instance
+            .as_ref()
+            .map(|info| info.instance.clone())
+        else {
+            return Ok(Vec::new());
+        };
+        let mut client = self.client()?;
+        Ok(client
+            .query_typed(
+                "DELETE FROM mailbox_wakes WHERE owner = $1 RETURNING user_email",
+                &[(&instance, Type::TEXT)],
+            )?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
     pub(super) fn live_instances(&self) -> Result<Vec<InstanceView>, StoreError> {
         let mut client = self.client()?;
         Ok(client

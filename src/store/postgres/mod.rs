@@ -21,7 +21,7 @@ pub use connect::PostgresSettings;
 
 use super::read_rules::ReadQuery;
 use super::{AccessLogEntry, ActivityView, Erased, StoreOptions};
-use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
+use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged, PushState};
 use super::{
     Contact, ContactChange, Counts, Cursor, NewContact, Record, Recorded, Store, StoreError,
     SyncState, SyncStatus, Viewer,
@@ -36,6 +36,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "002_instances",
         include_str!("migrations/002_instances.sql"),
     ),
+    ("003_push", include_str!("migrations/003_push.sql")),
 ];
 
 /// Advisory lock keys (one namespace per database): applying migrations; writing and
@@ -332,7 +333,8 @@ const SYNC_STATE_COLUMNS: &str =
      s.consecutive_failures, s.next_poll_at, s.last_verify_at, s.verify_gaps,
      NOT EXISTS (SELECT 1 FROM backfill_marks m WHERE m.user_email = s.user_email)
        OR EXISTS (SELECT 1 FROM backfill_marks m JOIN contact_events e ON e.id > m.covered_through
-                  WHERE m.user_email = s.user_email)";
+                  WHERE m.user_email = s.user_email),
+     s.watch_expires_at, s.push_state";
 
 fn sync_state_from_row(row: &postgres::Row) -> SyncState {
     let state: String = row.get(1);
@@ -347,6 +349,11 @@ fn sync_state_from_row(row: &postgres::Row) -> SyncState {
         last_verify_at: row.get(7),
         verify_gaps: row.get::<_, i64>(8) as u64,
         backfill_due: row.get(9),
+        watch_expires_at: row.get(10),
+        push_state: row
+            .get::<_, Option<String>>(11)
+            .as_deref()
+            .and_then(PushState::parse),
     }
 }
 
@@ -776,6 +783,31 @@ impl Store for PostgresStore {
                    consecutive_failures = excluded.consecutive_failures, next_poll_at = excluded.next_poll_at",
                 &[&user_email, &i64::from(consecutive_failures), &next_poll_at],
         )?;
+            Ok(())
+        })
+    }
+
+    fn set_push(
+        &self,
+        user_email: &str,
+        watch_expires_at: Option<i64>,
+        state: Option<PushState>,
+    ) -> Result<(), StoreError> {
+        let sql = "INSERT INTO sync_state (user_email, state, watch_expires_at, push_state)
+                 VALUES ($1, 'syncing', $2, $3)
+                 ON CONFLICT (user_email) DO UPDATE SET
+                   watch_expires_at = excluded.watch_expires_at, push_state = excluded.push_state";
+        let state = state.map(PushState::as_str);
+        let params: &[&(dyn postgres::types::ToSql + Sync)] =
+            &[&user_email, &watch_expires_at, &state];
+        if watch_expires_at.is_none() && state.is_none() {
+            // Clearing a stopped watch of a mailbox whose sync is off, which nobody holds:
+            // like recording that its sync is off, not a write for the mailbox's sync.
+            self.client()?.execute(sql, params)?;
+            return Ok(());
+        }
+        self.write_for(user_email, |transaction| {
+            transaction.execute(sql, params)?;
             Ok(())
         })
     }
@@ -1228,6 +1260,14 @@ impl Store for PostgresStore {
 
     fn leave(&self) -> Result<(), StoreError> {
         self.leave_store()
+    }
+
+    fn forward_wake(&self, user_email: &str) -> Result<bool, StoreError> {
+        self.forward_wake_to_owner(user_email)
+    }
+
+    fn take_wakes(&self) -> Result<Vec<String>, StoreError> {
+        self.take_wakes_for_instance()
     }
 
     fn instances(&self) -> Result<Vec<InstanceView>, StoreError> {

@@ -13,7 +13,7 @@ use super::files;
 mod tables;
 use super::read_rules::{self, ActivityFacts, ReadQuery};
 use super::{AccessLogEntry, ActivityView, AttachmentView, Erased, StoreOptions};
-use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged};
+use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged, PushState};
 use super::{
     Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
     SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
@@ -42,6 +42,7 @@ const MIGRATIONS: &[M<'static>] = &[
     )),
     M::up(include_str!("migrations/013_backfill_marks.sql")),
     M::up(include_str!("migrations/014_contact_feed_by_date.sql")),
+    M::up(include_str!("migrations/015_push.sql")),
 ];
 
 /// The daemon's mark in `contact_events` (table `event_marks`): how far never-sync changes
@@ -787,6 +788,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn set_push(
+        &self,
+        user_email: &str,
+        watch_expires_at: Option<i64>,
+        state: Option<PushState>,
+    ) -> Result<(), StoreError> {
+        let connection = self.connection()?;
+        connection
+            .prepare_cached(
+                "INSERT INTO sync_state (user_email, state, watch_expires_at, push_state)
+                 VALUES (?1, 'syncing', ?2, ?3)
+                 ON CONFLICT (user_email) DO UPDATE SET
+                   watch_expires_at = excluded.watch_expires_at, push_state = excluded.push_state",
+            )?
+            .execute(params![
+                user_email,
+                watch_expires_at,
+                state.map(PushState::as_str)
+            ])?;
+        Ok(())
+    }
+
     fn set_verify_result(&self, user_email: &str, gaps: u64, at: i64) -> Result<(), StoreError> {
         let connection = self.connection()?;
         connection.execute(
@@ -1454,7 +1477,8 @@ const SYNC_STATE_COLUMNS: &str =
      s.consecutive_failures, s.next_poll_at, s.last_verify_at, s.verify_gaps,
      NOT EXISTS (SELECT 1 FROM backfill_marks m WHERE m.user_email = s.user_email)
        OR EXISTS (SELECT 1 FROM backfill_marks m JOIN contact_events e ON e.id > m.covered_through
-                  WHERE m.user_email = s.user_email)";
+                  WHERE m.user_email = s.user_email),
+     s.watch_expires_at, s.push_state";
 
 fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::Error> {
     let state: String = row.get(1)?;
@@ -1469,6 +1493,11 @@ fn sync_state_from_row(row: &rusqlite::Row<'_>) -> Result<SyncState, rusqlite::E
         last_verify_at: row.get(7)?,
         verify_gaps: row.get::<_, i64>(8)? as u64,
         backfill_due: row.get(9)?,
+        watch_expires_at: row.get(10)?,
+        push_state: row
+            .get::<_, Option<String>>(11)?
+            .as_deref()
+            .and_then(PushState::parse),
     })
 }
 

@@ -116,7 +116,7 @@ impl MailboxSync {
             .as_ref()
             .map(|metrics| metrics.store_write_seconds.clone());
         let processed = with_store(&self.store, move |store| {
-            let mut prepared = prepare_all(&policy, &*store, &user, GMAIL_SOURCE, &messages)?;
+            let mut prepared = prepare_all(&policy, store, &user, GMAIL_SOURCE, &messages)?;
             prepared.extend(by_search.into_iter().map(|id| {
                 Prepared::without_message(
                     SourceRef {

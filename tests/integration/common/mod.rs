@@ -7,6 +7,7 @@ use mailsync::config::Config;
 use mailsync::rules::{Policy, RuleSet};
 
 pub mod gmail;
+pub mod logs;
 pub mod postgres;
 pub mod scenario;
 pub mod smtp;

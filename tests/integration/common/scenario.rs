@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 
 use super::gmail::{Auth, SandboxProcess, Setup};
 
+/// The sandbox's default Pub/Sub topic and the subscription attached to it.
+pub const PUSH_TOPIC: &str = "projects/sandbox/topics/gmail";
+pub const PUSH_SUBSCRIPTION: &str = "projects/sandbox/subscriptions/mailsync";
+
 /// One message file of a sandbox mailbox: its file name and its bytes. The name matters: the
 /// sandbox derives message ids from it and orders messages of the same date by it.
 pub type MailFile = (String, Vec<u8>);
@@ -35,6 +39,7 @@ pub struct Scenario {
     gmail_settings: String,
     config_after_users: String,
     postgres: bool,
+    push: Option<u64>,
 }
 
 impl Scenario {
@@ -55,6 +60,13 @@ impl Scenario {
     /// owners.
     pub fn users(mut self, users: &[&str]) -> Self {
         self.users = Some(users.iter().map(|u| u.to_string()).collect());
+        self
+    }
+
+    /// Push is on (`[gmail.push]` on the sandbox's default topic and subscription), with a
+    /// safety poll every `safety_poll_secs`.
+    pub fn push(mut self, safety_poll_secs: u64) -> Self {
+        self.push = Some(safety_poll_secs);
         self
     }
 
@@ -148,14 +160,15 @@ impl Scenario {
         let users: Vec<(&str, bool)> = users.into_iter().map(|user| (user, true)).collect();
         let contacts: Vec<&str> = self.contacts.iter().map(String::as_str).collect();
         let database = self.postgres.then(super::postgres::ScratchDatabase::create);
-        let setup = Setup::new(
-            sandbox,
-            &users,
-            &contacts,
-            auth,
-            &self.gmail_settings,
-            database,
-        );
+        let mut gmail_settings = self.gmail_settings.clone();
+        if let Some(safety_poll_secs) = self.push {
+            // Last: the lines after a table header belong to it.
+            gmail_settings.push_str(&format!(
+                "\n[gmail.push]\ntopic = \"{PUSH_TOPIC}\"\nsubscription = \"{PUSH_SUBSCRIPTION}\"\npubsub_base_url = \"{}\"\nsafety_poll_secs = {safety_poll_secs}\n",
+                sandbox.base_url
+            ));
+        }
+        let setup = Setup::new(sandbox, &users, &contacts, auth, &gmail_settings, database);
         if !self.config_after_users.is_empty() {
             setup.edit_config(|config| format!("{config}{}", self.config_after_users));
         }
