@@ -46,6 +46,7 @@ mod with_sandbox {
     use super::super::{CommandResult, ExitStatus, load_policy, open_store, runtime};
     use super::DemoArgs;
     use crate::daemon::{self, Controls, RunOutcome};
+    use crate::store::{PushState, SyncStatus};
     use mailsync_sandbox::{self as sandbox, OAuthClient, SandboxConfig};
 
     /// Every file of the demo, by path inside the demo folder.
@@ -170,22 +171,44 @@ mod with_sandbox {
                 }
             }
 
-            heading("running the daemon once (mailsync run --once)")?;
+            heading("starting the daemon (mailsync run), with push")?;
+            let shutdown = CancellationToken::new();
             let (_reload_tx, reload) = mpsc::channel(1);
             let controls = Controls {
-                shutdown: CancellationToken::new(),
+                shutdown: shutdown.clone(),
                 reload,
-                once: true,
+                once: false,
             };
-            let outcome = daemon::run(config_path.clone(), controls)
-                .await
-                .map_err(|error| anyhow::anyhow!("the daemon failed: {error}"))?;
+            // Run in this task, beside the demo's own steps (the daemon's future stays on
+            // the thread that polls it).
+            let daemon = daemon::run(config_path.clone(), controls);
+            tokio::pin!(daemon);
+            let mut stopped_early = None;
+            let pushed = tokio::select! {
+                outcome = &mut daemon => {
+                    stopped_early = Some(outcome);
+                    Err(anyhow::anyhow!("the daemon stopped before the demo's message was stored"))
+                }
+                pushed = show_push(&policy, &server) => pushed,
+            };
+            shutdown.cancel();
+            let outcome = match stopped_early {
+                Some(outcome) => outcome,
+                None => daemon.await,
+            }
+            .map_err(|error| anyhow::anyhow!("the daemon failed: {error}"))?;
+            pushed?;
             if outcome == RunOutcome::SomeFailed {
                 status = ExitStatus::SomeFailed;
             }
             server.shutdown().await.context("cannot stop the sandbox")?;
-
             let store = open_store(&policy)?;
+            if store.sync_states()?.iter().any(|state| {
+                matches!(state.status, SyncStatus::Error | SyncStatus::NeedsReauth)
+            }) {
+                status = ExitStatus::SomeFailed;
+            }
+
             for user in policy.config.users.iter().filter(|user| user.sync) {
                 heading(&format!("what the daemon decided in {}'s mailbox", user.email))?;
                 let log = store.decision_log(&user.email, None)?;
@@ -221,6 +244,108 @@ mod with_sandbox {
         })
     }
 
+    /// A message the demo delivers once every mailbox is synced and watched: from Alice, a
+    /// contact, to Michelle. The same every run, so a second run adds nothing.
+    const PUSHED_MESSAGE: &str = "From: Alice Customer <alice@customer.com>\r\nTo: Michelle <michelle@abcorp.com>\r\nSubject: Signed renewal attached\r\nDate: Tue, 10 Sep 2024 08:00:00 +0000\r\nMessage-ID: <renewal-signed@customer.com>\r\n\r\nHi Michelle, the signed renewal is on its way.\r\n";
+
+    const PUSHED_MESSAGE_ID: &str = "<renewal-signed@customer.com>";
+
+    /// Waits until every mailbox is synced and watched, then delivers [`PUSHED_MESSAGE`] and
+    /// shows how soon push brought it into the store.
+    async fn show_push(
+        policy: &crate::rules::Policy,
+        server: &sandbox::SpawnedSandbox,
+    ) -> anyhow::Result<()> {
+        let store = open_store(policy)?;
+        let syncing: Vec<&str> = policy
+            .config
+            .users
+            .iter()
+            .filter(|user| user.sync)
+            .map(|user| user.email.as_str())
+            .collect();
+        let ready = || -> anyhow::Result<bool> {
+            let states = store.sync_states()?;
+            let watches = server.sandbox.stats();
+            Ok(syncing.iter().all(|user| {
+                states.iter().any(|state| {
+                    state.user_email == *user
+                        && state.history_id.is_some()
+                        && state.push_state == Some(PushState::Push)
+                }) && watches
+                    .users
+                    .get(*user)
+                    .is_some_and(|stats| stats.watch.is_some())
+            }))
+        };
+        wait_for("every mailbox synced and watched", ready).await?;
+        heading(
+            "every mailbox is synced and watched; delivering a new message to michelle@abcorp.com",
+        )?;
+        let decided = || -> anyhow::Result<bool> {
+            Ok(store
+                .decision_log("michelle@abcorp.com", None)?
+                .iter()
+                .any(|logged| logged.message_id.as_deref() == Some(PUSHED_MESSAGE_ID)))
+        };
+        let asked = || {
+            server
+                .sandbox
+                .stats()
+                .users
+                .get("michelle@abcorp.com")
+                .map_or(0, |stats| {
+                    stats.requests.get("history.list").copied().unwrap_or(0)
+                })
+        };
+        // A second run of the demo delivers the same message again, already stored.
+        let stored_before = decided()?;
+        let asked_before = asked();
+        let delivered = std::time::Instant::now();
+        server
+            .sandbox
+            .deliver(
+                "michelle@abcorp.com",
+                PUSHED_MESSAGE.as_bytes().to_vec(),
+                None,
+            )
+            .context("cannot deliver the demo message")?;
+        wait_for("the new message stored", || {
+            Ok(asked() > asked_before && decided()?)
+        })
+        .await?;
+        let elapsed = delivered.elapsed().as_millis();
+        let poll = policy.config.gmail.poll_interval_secs;
+        let mut out = std::io::stdout().lock();
+        if stored_before {
+            writeln!(
+                out,
+                "Gmail's push notification woke michelle@abcorp.com's sync {elapsed} ms after the message arrived (an earlier run of the demo stored it already; without push, the next poll would have been up to {poll} s later)"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "stored {elapsed} ms after it arrived: Gmail's push notification woke michelle@abcorp.com's sync (without it, the next poll would have been up to {poll} s later)"
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Polls `done` until it holds (a minute at most).
+    async fn wait_for(
+        what: &str,
+        mut done: impl FnMut() -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done()? {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     fn heading(text: &str) -> std::io::Result<()> {
         writeln!(std::io::stdout().lock(), "\n== {text} ==")
     }
@@ -247,8 +372,19 @@ mod with_sandbox {
             .find(|(path, _)| *path == "mailsync.toml")
             .map(|(_, content)| String::from_utf8_lossy(content).into_owned())
             .expect("the demo ships a config");
+        // Pulling push notifications takes a service account's own key; the sandbox makes a
+        // throwaway one (the demo's users sign in with OAuth, which has none).
+        let key_path = dir.join("pubsub-key.json");
+        let key =
+            sandbox::throwaway_service_account_key(token_url, "mailsync-demo@sandbox.example")
+                .map_err(|error| anyhow::anyhow!(error))?;
+        std::fs::write(&key_path, serde_json::to_vec_pretty(&key)?)
+            .context("cannot write the demo's Pub/Sub key")?;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
         let config = format!(
-            "{base_config}\n# Written by `mailsync demo` for this run's sandbox.\n[gmail]\napi_base_url = \"{base_url}\"\nclient_secret = \"client_secret.json\"\n# The sample mail is from 2024; look back far enough to see it.\ninitial_sync_days = 36500\n"
+            "{base_config}\n# Written by `mailsync demo` for this run's sandbox.\n[gmail]\napi_base_url = \"{base_url}\"\nclient_secret = \"client_secret.json\"\n# The sample mail is from 2024; look back far enough to see it.\ninitial_sync_days = 36500\n\n# Push: the sandbox publishes a notification for every change of a watched mailbox.\n[gmail.push]\ntopic = \"{}\"\nsubscription = \"{}\"\npubsub_base_url = \"{base_url}\"\nservice_account_key = \"pubsub-key.json\"\n",
+            sandbox::DEFAULT_TOPIC,
+            sandbox::DEFAULT_SUBSCRIPTION,
         );
         std::fs::write(dir.join("mailsync.toml"), config)
             .context("cannot write the demo config")?;

@@ -341,7 +341,10 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (credentials_tx, credentials_rx) = watch::channel(credentials);
     let metrics = Metrics::new();
-    if let Some(config) = &policy_rx.borrow().config.metrics {
+    // Cloned out of the channel: a borrow held across an await would keep the daemon's
+    // future from moving between threads.
+    let metrics_config = policy_rx.borrow().config.metrics.clone();
+    if let Some(config) = &metrics_config {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|error| {
@@ -430,7 +433,8 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         leave(&workers.shared.store).await;
         return Ok(outcome);
     }
-    if let (Some(push), Some(key)) = (policy_rx.borrow().config.gmail.push.clone(), push_key) {
+    let push = policy_rx.borrow().config.gmail.push.clone();
+    if let (Some(push), Some(key)) = (push, push_key) {
         // With several instances, a notification one pulls may be for another's mailbox.
         if matches!(
             store_location,

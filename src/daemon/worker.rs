@@ -145,6 +145,10 @@ pub async fn run_worker(
         // reload brings new settings or credentials.
         let mut client: Option<Arc<GmailClient>> = None;
         let mut polls: u64 = 0;
+        // Whether this worker has made the mailbox's watch: it does at its first poll, so a
+        // watch lost while no daemon ran (stopped elsewhere, a topic made anew) comes back
+        // with a restart.
+        let mut watched = false;
         let mut failures = with_store(&shared.store, |store| store.sync_state(&user_email))
             .flatten()
             .map_or(0, |state| state.consecutive_failures);
@@ -224,8 +228,12 @@ pub async fn run_worker(
                     } else {
                         Box::pin(reconcile_if_due(&shared, &sync, &policy, last_verify_at)).await;
                     }
-                    if let Some(push) = &policy.config.gmail.push {
-                        watch_expires_at = Box::pin(renew_watch(&shared, &client, &push.topic, watch_expires_at, report.full)).await;
+                    if let Some(push) = &policy.config.gmail.push
+                        && (!watched || report.full || watch_due(watch_expires_at))
+                        && let Some(expires) = Box::pin(renew_watch(&shared, &client, &push.topic)).await
+                    {
+                        watch_expires_at = Some(expires);
+                        watched = true;
                     }
                     // An idle poll is the common case: at info it would be one line per user per
                     // minute, noise for ops and CPU for a 10,000-user daemon.
@@ -378,21 +386,17 @@ pub(super) async fn stop_watch(shared: Arc<Shared>, user_email: String) {
 /// daily, and a watch runs for 7 days.
 const WATCH_RENEW_WITHIN_SECS: i64 = 6 * 86_400;
 
-/// Calls `users.watch` when the mailbox has no live watch, when its watch is a day old, or
-/// after a full sync (which follows a `404` on history: the old watch's notifications named
-/// history the mailbox no longer has). Returns the watch's expiry as it now stands; a failed
-/// call keeps the old one (the mailbox is polled meanwhile), and is tried after the next poll.
-async fn renew_watch(
-    shared: &Shared,
-    client: &GmailClient,
-    topic: &str,
-    expires_at: Option<i64>,
-    full_sync: bool,
-) -> Option<i64> {
-    let now = chrono::Utc::now().timestamp();
-    if !full_sync && expires_at.is_some_and(|at| at - now > WATCH_RENEW_WITHIN_SECS) {
-        return expires_at;
-    }
+/// Whether the mailbox's watch must be made again: it has none, or it is a day old.
+fn watch_due(expires_at: Option<i64>) -> bool {
+    expires_at.is_none_or(|at| at - chrono::Utc::now().timestamp() <= WATCH_RENEW_WITHIN_SECS)
+}
+
+/// `users.watch` for the mailbox, after a poll: at a worker's first, when the watch is a day
+/// old, and after a full sync (which follows a `404` on history: the old watch's
+/// notifications named history the mailbox no longer has). Returns the new watch's expiry;
+/// `None` when the call failed (the mailbox is polled meanwhile, and the watch is tried again
+/// after the next poll).
+async fn renew_watch(shared: &Shared, client: &GmailClient, topic: &str) -> Option<i64> {
     match client.watch(topic).await {
         Ok(expires) => {
             crate::metrics::Metrics::outcome(&shared.metrics.push_watches, "watched");
@@ -402,7 +406,7 @@ async fn renew_watch(
         Err(error) => {
             crate::metrics::Metrics::outcome(&shared.metrics.push_watches, "watch_failed");
             tracing::warn!(error = %error, "users.watch failed; the mailbox is polled every poll_interval_secs and the watch is tried again after the next poll");
-            expires_at
+            None
         }
     }
 }

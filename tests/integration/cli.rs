@@ -133,9 +133,25 @@ fn demo_syncs_through_the_sandbox_and_a_second_run_adds_nothing() {
         "{stdout}"
     );
     assert!(stdout.contains("6 created"), "{stdout}");
+    // Delivered once the mailboxes are watched, and brought in by push.
+    let pushed = stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("stored ")?
+                .split(" ms after it arrived")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("the demo shows push at work:\n{stdout}"));
+    assert!(pushed < 5_000, "stored {pushed} ms after delivery");
     assert!(
-        stdout.contains("11 decision(s): 4 synced, 7 skipped"),
+        stdout.contains("12 decision(s): 5 synced, 7 skipped"),
         "michelle's mailbox:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("michelle@abcorp.com              on    ok") && stdout.contains(" push "),
+        "status shows push:\n{stdout}"
     );
     assert!(
         stdout.contains("blocked_by_rule      [never the doctor]"),
@@ -165,7 +181,7 @@ fn demo_syncs_through_the_sandbox_and_a_second_run_adds_nothing() {
             .unwrap();
         String::from_utf8_lossy(&output.stdout).lines().count()
     };
-    assert_eq!(feed("michelle@abcorp.com"), 7);
+    assert_eq!(feed("michelle@abcorp.com"), 8);
 
     let second = mailsync()
         .args(["demo", "--dir"])
@@ -176,12 +192,16 @@ fn demo_syncs_through_the_sandbox_and_a_second_run_adds_nothing() {
     let stdout = String::from_utf8_lossy(&second.stdout);
     assert!(stdout.contains("6 unchanged"), "{stdout}");
     assert!(
-        stdout.contains("11 decision(s): 4 synced, 7 skipped"),
+        stdout.contains("an earlier run of the demo stored it already"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("12 decision(s): 5 synced, 7 skipped"),
         "no new decisions on the second run:\n{stdout}"
     );
     assert_eq!(
         feed("michelle@abcorp.com"),
-        7,
+        8,
         "no new activities on the second run"
     );
 }

@@ -57,6 +57,7 @@ pub mod cli;
 mod config;
 mod faults;
 mod http;
+mod keys;
 mod mailbox;
 mod oauth;
 mod pubsub;
@@ -74,6 +75,7 @@ pub use config::{
 pub use faults::{
     FaultConfig, FaultKind, PullFailure, PushFaultConfig, PushFaultUpdate, Stats, UserStats,
 };
+pub use keys::throwaway_service_account_key;
 pub use oauth::{CLOUD_PLATFORM_SCOPE, METADATA_SCOPE, PUBSUB_SCOPE, READONLY_SCOPE};
 pub use pubsub::PubSubStats;
 pub use push::WatchStats;
