@@ -22,6 +22,9 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("idle", support::e2e::idle),
     ("shared_idle", support::e2e::shared_idle),
     ("latency", support::e2e::latency),
+    ("push_latency", support::e2e::push_latency),
+    ("push_drops", support::e2e::push_drops),
+    ("push_idle", support::e2e::push_idle),
     ("failover", support::e2e::failover),
 ];
 

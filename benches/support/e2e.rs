@@ -695,29 +695,8 @@ pub fn shared_idle(smoke: bool) -> Report {
 
 fn idle_over(mut report: Report, deployment: Deployment, instances: usize, smoke: bool) -> Report {
     let (users, poll_secs) = if smoke { (30, 1) } else { (10_000, 60) };
-    let owners: Vec<String> = (0..users)
-        .map(|i| format!("user{i:05}@abcorp.com"))
-        .collect();
-    for owner in &owners {
-        deployment.write_mailbox(owner, std::iter::empty());
-    }
-    let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &[]);
-    deployment.write_config(
-        &sandbox,
-        &owners,
-        &format!("poll_interval_secs = {poll_secs}"),
-        "",
-    );
-    deployment.import_contacts(&mailgen::contact_addresses(1_000, 200));
-    let started = Instant::now();
-    let daemons: Vec<Daemon> = (0..instances)
-        .map(|index| deployment.start_instance(&format!("instance-{index}")))
-        .collect();
-    let first_cycle_timeout = Duration::from_secs(if smoke { 60 } else { 900 });
-    wait_until("every mailbox's first sync", first_cycle_timeout, || {
-        deployment.scalar("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
-            == users as i64
-    });
+    let fleet = IdleFleet::start(&deployment, users, poll_secs, None, instances, smoke);
+    let (sandbox, daemons, started) = (fleet.sandbox, fleet.daemons, fleet.started);
     let first_cycle = started.elapsed();
     let cpu_of =
         |daemons: &[Daemon]| -> Vec<f64> { daemons.iter().map(Daemon::cpu_seconds).collect() };
@@ -871,6 +850,126 @@ fn idle_over(mut report: Report, deployment: Deployment, instances: usize, smoke
     report
 }
 
+/// Idle mailboxes, a sandbox serving them and daemons syncing them, once every mailbox has
+/// had its first sync (and, with push, its watch).
+struct IdleFleet {
+    sandbox: SandboxProcess,
+    daemons: Vec<Daemon>,
+    /// When the daemons started.
+    started: Instant,
+}
+
+impl IdleFleet {
+    fn start(
+        deployment: &Deployment,
+        users: usize,
+        poll_secs: u64,
+        safety_poll_secs: Option<u64>,
+        instances: usize,
+        smoke: bool,
+    ) -> IdleFleet {
+        let owners: Vec<String> = (0..users)
+            .map(|i| format!("user{i:05}@abcorp.com"))
+            .collect();
+        for owner in &owners {
+            deployment.write_mailbox(owner, std::iter::empty());
+        }
+        let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &[]);
+        let mut gmail = format!("poll_interval_secs = {poll_secs}");
+        if let Some(safety_poll_secs) = safety_poll_secs {
+            gmail = format!("{gmail}\n{}", push_section(&sandbox, safety_poll_secs));
+        }
+        deployment.write_config(&sandbox, &owners, &gmail, "");
+        deployment.import_contacts(&mailgen::contact_addresses(1_000, 200));
+        let started = Instant::now();
+        let daemons: Vec<Daemon> = (0..instances)
+            .map(|index| deployment.start_instance(&format!("instance-{index}")))
+            .collect();
+        let first_cycle_timeout = Duration::from_secs(if smoke { 60 } else { 900 });
+        let ready = if safety_poll_secs.is_some() {
+            "SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL AND push_state = 'push'"
+        } else {
+            "SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL"
+        };
+        // Asked once a second at most: on the machine being measured.
+        wait_until("every mailbox's first sync", first_cycle_timeout, || {
+            let done = deployment.scalar(ready) == users as i64;
+            if !done {
+                std::thread::sleep(Duration::from_millis(900));
+            }
+            done
+        });
+        IdleFleet {
+            sandbox,
+            daemons,
+            started,
+        }
+    }
+}
+
+/// 10,000 idle mailboxes with push: the daemon's CPU per minute, the Gmail requests each
+/// mailbox costs a day, and memory. The window covers a whole safety poll (15 minutes), so
+/// every mailbox's idle requests are in it.
+pub fn push_idle(smoke: bool) -> Report {
+    let (users, safety_poll_secs) = if smoke { (30, 2) } else { (10_000, 900) };
+    let mut report = Report::new("push_idle", smoke);
+    let deployment = Deployment::new();
+    let fleet = IdleFleet::start(&deployment, users, 60, Some(safety_poll_secs), 1, smoke);
+    let first_cycle = fleet.started.elapsed();
+    let daemon = &fleet.daemons[0];
+    let cpu_first = daemon.cpu_seconds();
+    let requests_before = counted(&fleet.sandbox).requests;
+    let window = Duration::from_secs(safety_poll_secs + if smoke { 1 } else { 60 });
+    let window_started = Instant::now();
+    std::thread::sleep(window);
+    let measured = window_started.elapsed().as_secs_f64();
+    let cpu = daemon.cpu_seconds() - cpu_first;
+    let requests = counted(&fleet.sandbox).requests - requests_before;
+    let (rss, peak) = daemon.memory_mb();
+    let watches = requests_of(&fleet.sandbox, "watch");
+    for daemon in fleet.daemons {
+        daemon.stop();
+    }
+    let per_day = 86_400.0 / measured;
+    // The window holds the safety polls; a watch is renewed once a day, outside it.
+    let requests_per_mailbox_day = requests as f64 / users as f64 * per_day + 1.0;
+    report.fact(
+        "users",
+        format!("{users} sync-enabled, empty mailboxes, push on (safety_poll_secs = {safety_poll_secs}), service-account tokens"),
+    );
+    report.fact(
+        "first cycle (start, a token, a full sync and a watch per user)",
+        format!(
+            "{} s wall, {} CPU-s, {watches} users.watch",
+            trim(first_cycle.as_secs_f64()),
+            trim(cpu_first)
+        ),
+    );
+    report.fact(
+        "window",
+        format!(
+            "{} s: {} CPU-s, {requests} Gmail requests (the safety polls); a day adds one users.watch per mailbox",
+            trim(measured),
+            trim(cpu)
+        ),
+    );
+    report.figure(
+        "daemon CPU per minute, idle",
+        cpu / measured * 60.0,
+        "CPU-s",
+        Some(Target::AtMost(0.25)),
+    );
+    report.figure(
+        "Gmail requests per idle mailbox per day",
+        requests_per_mailbox_day,
+        "",
+        Some(Target::AtMost(110.0)),
+    );
+    report.figure("resident memory", rss, "MB", Some(Target::AtMost(150.0)));
+    report.figure("peak resident memory", peak, "MB", None);
+    report
+}
+
 /// One measured idle cycle.
 struct Cycle {
     /// CPU seconds each instance used.
@@ -993,129 +1092,258 @@ fn try_cpu_seconds_of(pid: &str) -> Option<f64> {
     Some(ticks / clock_ticks_per_second())
 }
 
-/// Messages delivered while the daemon runs: time from delivery to the activity in the store.
+/// Messages delivered while the daemon polls: time from delivery to the activity in the store.
 pub fn latency(smoke: bool) -> Report {
     let (deliveries, poll_secs, mean_gap_ms) = if smoke { (10, 1, 100) } else { (200, 5, 500) };
     let mut report = Report::new("latency", smoke);
-    let deployment = Deployment::new();
-    let owners: Vec<String> = (0..4).map(|i| format!("seller{i}@abcorp.com")).collect();
-    for owner in &owners {
-        deployment.write_mailbox(owner, std::iter::empty());
-    }
-    let contacts = mailgen::contact_addresses(50, 10);
-    let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &[]);
-    deployment.write_config(
-        &sandbox,
-        &owners,
-        &format!("poll_interval_secs = {poll_secs}"),
-        "",
-    );
-    deployment.import_contacts(&contacts);
-    let daemon = deployment.start_daemon();
-    wait_until(
-        "every mailbox's first sync",
-        Duration::from_secs(60),
-        || {
-            deployment.scalar("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
-                == owners.len() as i64
-        },
-    );
-    let cast = Cast {
-        contacts: contacts.clone(),
-        ..Cast::new("seller0@abcorp.com", 0, 1)
-    };
-    let mut generator = MailGenerator::new(
-        21,
-        cast,
-        Mix {
-            automated: 0.0,
-            ..Mix::default()
-        },
-    );
-    let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next_random = move || {
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        (rng_state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut delivered: Vec<(String, Instant)> = Vec::new();
-    let mut stored: std::collections::HashMap<String, Instant> = Default::default();
-    let connection = rusqlite::Connection::open_with_flags(
-        &deployment.store,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("store opens");
-    connection
-        .busy_timeout(Duration::from_secs(10))
-        .expect("busy timeout");
-    let observe = |stored: &mut std::collections::HashMap<String, Instant>| {
-        let mut statement = connection
-            .prepare_cached("SELECT message_id FROM activities")
-            .expect("a query");
-        let ids: Vec<String> = statement
-            .query_map([], |row| row.get::<_, Option<String>>(0))
-            .expect("rows")
-            .filter_map(|row| row.ok().flatten())
-            .collect();
-        let now = Instant::now();
-        for id in ids {
-            stored.entry(id).or_insert(now);
-        }
-    };
-    let mut next_delivery = Instant::now();
-    while delivered.len() < deliveries {
-        if Instant::now() >= next_delivery {
-            let owner = &owners[delivered.len() % owners.len()];
-            let generated = generator.message_with(Some(true));
-            let raw = String::from_utf8(generated.raw).expect("generated mail is UTF-8");
-            let raw = raw.replace("seller0@abcorp.com", owner);
-            sandbox.deliver(owner, &raw);
-            delivered.push((generated.message_id, Instant::now()));
-            // Exponential gaps: deliveries arrive as a Poisson process.
-            let gap = -(1.0 - next_random()).ln() * f64::from(mean_gap_ms);
-            next_delivery = Instant::now() + Duration::from_millis(gap as u64);
-        }
-        observe(&mut stored);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let deadline = Instant::now() + Duration::from_secs(poll_secs * 4 + 30);
-    while Instant::now() < deadline && delivered.iter().any(|(id, _)| !stored.contains_key(id)) {
-        observe(&mut stored);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    daemon.stop();
-    let mut latencies: Vec<f64> = delivered
-        .iter()
-        .map(|(id, at)| {
-            stored
-                .get(id)
-                .unwrap_or_else(|| panic!("delivered message {id} never stored"))
-                .saturating_duration_since(*at)
-                .as_secs_f64()
-        })
-        .collect();
+    let mut run = Deliveries::run(deliveries, mean_gap_ms, Arrival::Polling { poll_secs });
     report.fact(
         "deliveries",
         format!(
             "{deliveries} to 4 mailboxes, Poisson arrivals (mean gap {mean_gap_ms} ms), each from a contact; poll_interval_secs = {poll_secs}; the store is read every 20 ms"
         ),
     );
-    report.fact(
-        "latency",
-        format!(
-            "median {} s, max {} s",
-            trim(quantile(&mut latencies, 0.5)),
-            trim(quantile(&mut latencies, 1.0))
-        ),
-    );
-    report.figure(
+    run.report(
+        &mut report,
         "delivered → stored p99",
-        quantile(&mut latencies, 0.99),
-        "s",
-        Some(Target::AtMost(poll_secs as f64 + 1.0)),
+        0.99,
+        poll_secs as f64 + 1.0,
     );
     report
+}
+
+/// The same deliveries with push: a notification wakes the mailbox; the safety poll (every
+/// 15 minutes) never comes into it.
+pub fn push_latency(smoke: bool) -> Report {
+    let (deliveries, mean_gap_ms) = if smoke { (10, 100) } else { (200, 500) };
+    let mut report = Report::new("push_latency", smoke);
+    let mut run = Deliveries::run(
+        deliveries,
+        mean_gap_ms,
+        Arrival::Push {
+            safety_poll_secs: 900,
+            drop_rate: 0.0,
+        },
+    );
+    report.fact(
+        "deliveries",
+        format!(
+            "{deliveries} to 4 mailboxes, Poisson arrivals (mean gap {mean_gap_ms} ms), each from a contact; push on, safety_poll_secs = 900; the store is read every 20 ms"
+        ),
+    );
+    run.report(&mut report, "delivered → stored p99, by push", 0.99, 2.0);
+    report
+}
+
+/// Push with a tenth of the notifications lost: the safety poll finds their mail. The
+/// target is relative to `safety_poll_secs`, so it is short here, to keep the run short.
+pub fn push_drops(smoke: bool) -> Report {
+    let (deliveries, mean_gap_ms, safety_poll_secs) =
+        if smoke { (10, 100, 2) } else { (200, 500, 30) };
+    let mut report = Report::new("push_drops", smoke);
+    let mut run = Deliveries::run(
+        deliveries,
+        mean_gap_ms,
+        Arrival::Push {
+            safety_poll_secs,
+            drop_rate: 0.1,
+        },
+    );
+    report.fact(
+        "deliveries",
+        format!(
+            "{deliveries} to 4 mailboxes, Poisson arrivals (mean gap {mean_gap_ms} ms); the sandbox drops 10% of the notifications; safety_poll_secs = {safety_poll_secs}"
+        ),
+    );
+    report.fact("notifications dropped", run.dropped);
+    run.report(
+        &mut report,
+        "delivered → stored, the slowest",
+        1.0,
+        (safety_poll_secs + 5) as f64,
+    );
+    report
+}
+
+/// How the daemon of a delivery scenario learns of new mail.
+#[derive(Clone, Copy)]
+enum Arrival {
+    Polling {
+        poll_secs: u64,
+    },
+    Push {
+        safety_poll_secs: u64,
+        drop_rate: f64,
+    },
+}
+
+/// How long after its delivery each message was stored.
+struct Deliveries {
+    latencies: Vec<f64>,
+    /// Notifications the sandbox dropped.
+    dropped: u64,
+}
+
+impl Deliveries {
+    /// `deliveries` messages from contacts to four mailboxes, Poisson arrivals `mean_gap_ms`
+    /// apart, once every mailbox is synced (and, with push, watched).
+    fn run(deliveries: usize, mean_gap_ms: u32, arrival: Arrival) -> Deliveries {
+        let deployment = Deployment::new();
+        let owners: Vec<String> = (0..4).map(|i| format!("seller{i}@abcorp.com")).collect();
+        for owner in &owners {
+            deployment.write_mailbox(owner, std::iter::empty());
+        }
+        let contacts = mailgen::contact_addresses(50, 10);
+        let (gmail, drop_flag, drain_secs) = match arrival {
+            Arrival::Polling { poll_secs } => (
+                format!("poll_interval_secs = {poll_secs}"),
+                None,
+                poll_secs * 4 + 30,
+            ),
+            Arrival::Push {
+                safety_poll_secs,
+                drop_rate,
+            } => (
+                "poll_interval_secs = 60".to_string(),
+                (drop_rate > 0.0).then(|| drop_rate.to_string()),
+                safety_poll_secs * 2 + 30,
+            ),
+        };
+        let mut flags = Vec::new();
+        if let Some(rate) = &drop_flag {
+            flags.extend(["--push-drop-rate", rate.as_str()]);
+        }
+        let sandbox = deployment.start_sandbox(GMAIL_UNITS_PER_MINUTE, &flags);
+        let gmail = match arrival {
+            Arrival::Push {
+                safety_poll_secs, ..
+            } => format!("{gmail}\n{}", push_section(&sandbox, safety_poll_secs)),
+            Arrival::Polling { .. } => gmail,
+        };
+        deployment.write_config(&sandbox, &owners, &gmail, "");
+        deployment.import_contacts(&contacts);
+        let daemon = deployment.start_daemon();
+        let push = matches!(arrival, Arrival::Push { .. });
+        wait_until(
+            "every mailbox's first sync (and watch)",
+            Duration::from_secs(60),
+            || {
+                deployment.scalar("SELECT count(*) FROM sync_state WHERE history_id IS NOT NULL")
+                    == owners.len() as i64
+                    && (!push
+                        || deployment
+                            .scalar("SELECT count(*) FROM sync_state WHERE push_state = 'push'")
+                            == owners.len() as i64)
+            },
+        );
+        let cast = Cast {
+            contacts: contacts.clone(),
+            ..Cast::new("seller0@abcorp.com", 0, 1)
+        };
+        let mut generator = MailGenerator::new(
+            21,
+            cast,
+            Mix {
+                automated: 0.0,
+                ..Mix::default()
+            },
+        );
+        let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next_random = move || {
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            (rng_state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut delivered: Vec<(String, Instant)> = Vec::new();
+        let mut stored: std::collections::HashMap<String, Instant> = Default::default();
+        let connection = rusqlite::Connection::open_with_flags(
+            &deployment.store,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("store opens");
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        let observe = |stored: &mut std::collections::HashMap<String, Instant>| {
+            let mut statement = connection
+                .prepare_cached("SELECT message_id FROM activities")
+                .expect("a query");
+            let ids: Vec<String> = statement
+                .query_map([], |row| row.get::<_, Option<String>>(0))
+                .expect("rows")
+                .filter_map(|row| row.ok().flatten())
+                .collect();
+            let now = Instant::now();
+            for id in ids {
+                stored.entry(id).or_insert(now);
+            }
+        };
+        let mut next_delivery = Instant::now();
+        while delivered.len() < deliveries {
+            if Instant::now() >= next_delivery {
+                let owner = &owners[delivered.len() % owners.len()];
+                let generated = generator.message_with(Some(true));
+                let raw = String::from_utf8(generated.raw).expect("generated mail is UTF-8");
+                let raw = raw.replace("seller0@abcorp.com", owner);
+                sandbox.deliver(owner, &raw);
+                delivered.push((generated.message_id, Instant::now()));
+                // Exponential gaps: deliveries arrive as a Poisson process.
+                let gap = -(1.0 - next_random()).ln() * f64::from(mean_gap_ms);
+                next_delivery = Instant::now() + Duration::from_millis(gap as u64);
+            }
+            observe(&mut stored);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let deadline = Instant::now() + Duration::from_secs(drain_secs);
+        while Instant::now() < deadline && delivered.iter().any(|(id, _)| !stored.contains_key(id))
+        {
+            observe(&mut stored);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon.stop();
+        let latencies = delivered
+            .iter()
+            .map(|(id, at)| {
+                stored
+                    .get(id)
+                    .unwrap_or_else(|| panic!("delivered message {id} never stored"))
+                    .saturating_duration_since(*at)
+                    .as_secs_f64()
+            })
+            .collect();
+        Deliveries {
+            latencies,
+            dropped: sandbox.stats()["pubsub"]["dropped"].as_u64().unwrap_or(0),
+        }
+    }
+
+    /// The median and the slowest as facts, and the `quantile` as the figure.
+    fn report(&mut self, report: &mut Report, name: &str, quantile_of: f64, target: f64) {
+        report.fact(
+            "latency",
+            format!(
+                "median {} s, max {} s",
+                trim(quantile(&mut self.latencies, 0.5)),
+                trim(quantile(&mut self.latencies, 1.0))
+            ),
+        );
+        report.figure(
+            name,
+            quantile(&mut self.latencies, quantile_of),
+            "s",
+            Some(Target::AtMost(target)),
+        );
+    }
+}
+
+/// The `[gmail.push]` section for `sandbox`'s default topic and subscription, to end the
+/// `[gmail]` lines with.
+fn push_section(sandbox: &SandboxProcess, safety_poll_secs: u64) -> String {
+    format!(
+        "[gmail.push]\ntopic = \"projects/sandbox/topics/gmail\"\nsubscription = \"projects/sandbox/subscriptions/mailsync\"\npubsub_base_url = \"{}\"\nsafety_poll_secs = {safety_poll_secs}\n",
+        sandbox.base_url
+    )
 }
 
 /// Failover on PostgreSQL: three instances share 30 mailboxes at the default lease (30 s),

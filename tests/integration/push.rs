@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::gmail::{Daemon, Setup, message, wait_until};
 use common::logs::assert_log_is_clean;
 use common::scenario::{MailFile, PUSH_SUBSCRIPTION, PUSH_TOPIC, Sandbox, Scenario};
+use common::smtp::SmtpSink;
 
 const ALICE: &str = "alice@customer.com";
 const MICHELLE: &str = "michelle@abcorp.com";
@@ -126,7 +127,13 @@ fn a_notification_brings_new_mail_in_seconds_and_idle_mailboxes_are_not_polled()
 
 #[test]
 fn when_pulling_fails_every_mailbox_is_polled_until_it_works_again() {
-    let (sandbox, setup) = two_mailboxes(NEVER).start();
+    let smtp = SmtpSink::start();
+    let (sandbox, setup) = two_mailboxes(NEVER)
+        .config_after_users(&format!(
+            "\n[notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_security = \"none\"\nfrom = \"mailsync <mailsync@abcorp.com>\"\nops = [\"ops@abcorp.com\"]\nnotify_user = true\n",
+            smtp.port
+        ))
+        .start();
     let daemon = start_pushing(&setup, &[MICHELLE, DAVE]);
     sandbox.push_faults(serde_json::json!({"pull_failure": 503}));
     wait_until("every mailbox polled instead", WAIT, || {
@@ -136,6 +143,21 @@ fn when_pulling_fails_every_mailbox_is_polled_until_it_works_again() {
     });
     // Pulling is down, so only polling can bring this in.
     deliver_and_time(&sandbox, &setup, DAVE, 20);
+    wait_until("ops told", WAIT, || !smtp.messages().is_empty());
+    let told = smtp.messages();
+    assert_eq!(told.len(), 1, "one notification, to ops only");
+    assert_eq!(
+        told[0].to,
+        vec!["ops@abcorp.com".to_string()],
+        "not a user's business"
+    );
+    // Unfolded, and quoted-printable's soft line breaks taken out.
+    let text = told[0].data.replace("=\r\n", "").replace("\r\n ", " ");
+    assert!(text.contains("push notifications fail"), "{text}");
+    assert!(
+        text.contains("projects/sandbox/subscriptions/mailsync"),
+        "{text}"
+    );
     let log = daemon.log_text();
     assert!(
         log.contains("pulling push notifications failed"),
