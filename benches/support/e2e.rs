@@ -313,6 +313,48 @@ fn mailbox(
     (raws, with_contact)
 }
 
+/// A company's mailboxes for the many-mailbox scenarios: `users` mailboxes of `count`
+/// messages, every one with a contact on it, generated from `seed` on.
+struct Company {
+    contacts: Vec<String>,
+    owners: Vec<String>,
+    mailboxes: Vec<Vec<Vec<u8>>>,
+    /// Messages with a contact: every one of them is synced.
+    with_contact: usize,
+}
+
+impl Company {
+    fn new(users: usize, count: usize, seed: u64) -> Company {
+        let contacts = mailgen::contact_addresses(200, 50);
+        let owners: Vec<String> = (0..users)
+            .map(|i| format!("user{i:03}@abcorp.com"))
+            .collect();
+        let mut with_contact = 0;
+        let mailboxes = owners
+            .iter()
+            .enumerate()
+            .map(|(index, owner)| {
+                let (raws, contacts_in) = mailbox(seed + index as u64, owner, &contacts, count, 1);
+                with_contact += contacts_in;
+                raws
+            })
+            .collect();
+        Company {
+            contacts,
+            owners,
+            mailboxes,
+            with_contact,
+        }
+    }
+
+    /// The mailboxes as the sandbox of `deployment` reads them.
+    fn write(&self, deployment: &Deployment) {
+        for (owner, raws) in self.owners.iter().zip(&self.mailboxes) {
+            deployment.write_mailbox(owner, raws.iter().cloned());
+        }
+    }
+}
+
 /// One mailbox's first sync by `mailsync run --once`, with the same budget on both sides.
 struct FirstSync {
     wall: Duration,
@@ -494,23 +536,19 @@ pub fn many(smoke: bool) -> Report {
         (50, 200, GMAIL_UNITS_PER_MINUTE)
     };
     let mut report = Report::new("many_mailboxes", smoke);
-    let contacts = mailgen::contact_addresses(200, 50);
+    let company = Company::new(users, count, 1_000);
+    let (contacts, owners, with_contact) =
+        (&company.contacts, &company.owners, company.with_contact);
     let deployment = Deployment::new();
-    let owners: Vec<String> = (0..users).map(|i| format!("user{i}@abcorp.com")).collect();
-    let mut with_contact = 0;
-    for (index, owner) in owners.iter().enumerate() {
-        let (raws, contacts_in) = mailbox(1_000 + index as u64, owner, &contacts, count, 1);
-        with_contact += contacts_in;
-        deployment.write_mailbox(owner, raws);
-    }
+    company.write(&deployment);
     let sandbox = deployment.start_sandbox(budget, &[]);
     deployment.write_config(
         &sandbox,
-        &owners,
+        owners,
         &format!("[gmail.quota]\nunits_per_minute = {budget}"),
         "",
     );
-    deployment.import_contacts(&contacts);
+    deployment.import_contacts(contacts);
     let wall = deployment.run_once();
     let slowest_units = slowest_mailbox_units(&sandbox);
     let counted = counted(&sandbox);
@@ -553,37 +591,24 @@ pub fn shared_first_sync(smoke: bool) -> Report {
         (100, 200, GMAIL_UNITS_PER_MINUTE)
     };
     let mut report = Report::new("shared_first_sync", smoke);
-    let contacts = mailgen::contact_addresses(200, 50);
-    let owners: Vec<String> = (0..users)
-        .map(|i| format!("user{i:03}@abcorp.com"))
-        .collect();
-    let mut with_contact = 0;
-    let mailboxes: Vec<Vec<Vec<u8>>> = owners
-        .iter()
-        .enumerate()
-        .map(|(index, owner)| {
-            let (raws, contacts_in) = mailbox(3_000 + index as u64, owner, &contacts, count, 1);
-            with_contact += contacts_in;
-            raws
-        })
-        .collect();
+    let company = Company::new(users, count, 3_000);
+    let (contacts, owners, with_contact) =
+        (&company.contacts, &company.owners, company.with_contact);
     report.fact(
         "mailboxes",
         format!("{users} × {count} messages, all with contacts; {budget} units/minute per user; daemon.max_concurrent_users = {users}, so one instance may sync them all at once"),
     );
     for instances in [1, 3] {
         let deployment = Deployment::on_postgres();
-        for (owner, raws) in owners.iter().zip(&mailboxes) {
-            deployment.write_mailbox(owner, raws.iter().cloned());
-        }
+        company.write(&deployment);
         let sandbox = deployment.start_sandbox(budget, &[]);
         deployment.write_config(
             &sandbox,
-            &owners,
+            owners,
             &format!("[gmail.quota]\nunits_per_minute = {budget}"),
             &format!("[daemon]\nmax_concurrent_users = {users}\n"),
         );
-        deployment.import_contacts(&contacts);
+        deployment.import_contacts(contacts);
         let started = Instant::now();
         let daemons: Vec<Daemon> = (0..instances)
             .map(|index| deployment.start_instance(&format!("instance-{index}")))

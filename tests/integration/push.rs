@@ -73,6 +73,17 @@ fn deliver_and_time(sandbox: &Sandbox, setup: &Setup, user: &str, index: usize) 
     delivered.elapsed()
 }
 
+/// Runs a command that must succeed; its standard output.
+fn succeeds(setup: &Setup, args: &[&str]) -> String {
+    let output = setup.mailsync(args);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn requests(sandbox: &Sandbox, user: &str, method: &str) -> u64 {
     sandbox.stats()["users"][user]["requests"][method]
         .as_u64()
@@ -175,22 +186,51 @@ fn when_pulling_fails_every_mailbox_is_polled_until_it_works_again() {
     assert_log_is_clean(&daemon.log_text());
 }
 
+/// Each way pulling can fail from the start, and what the log says to fix: the mailboxes are
+/// polled, and new mail still arrives.
 #[test]
-fn a_subscription_that_does_not_exist_means_polling_and_says_why() {
-    let (sandbox, setup) = two_mailboxes(NEVER).start();
-    sandbox.push_faults(serde_json::json!({"pull_failure": 404}));
-    let daemon = setup.start_daemon();
-    wait_until("both mailboxes synced and polled", WAIT, || {
-        [MICHELLE, DAVE]
-            .iter()
-            .all(|user| push_state(&setup, user) == "polling")
-            && activities(&setup) == 2
-    });
-    deliver_and_time(&sandbox, &setup, MICHELLE, 30);
-    assert!(
-        daemon.log_text().contains("no subscription by that name"),
-        "the log says what to fix"
-    );
+fn every_way_pulling_fails_means_polling_and_the_log_says_what_to_fix() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "403",
+            "give the service account the Pub/Sub Subscriber role",
+        ),
+        ("404", "no subscription by that name"),
+        ("network", "cannot reach Pub/Sub"),
+    ];
+    for (failure, advice) in cases {
+        let (sandbox, setup) = two_mailboxes(NEVER).start();
+        if *failure == "network" {
+            // A port nothing listens on.
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = closed.local_addr().unwrap().port();
+            drop(closed);
+            setup.edit_config(|config| {
+                config.replace(
+                    &format!("pubsub_base_url = \"{}\"", sandbox.base_url),
+                    &format!("pubsub_base_url = \"http://127.0.0.1:{port}/\""),
+                )
+            });
+        } else {
+            let status: u16 = failure.parse().unwrap();
+            sandbox.push_faults(serde_json::json!({ "pull_failure": status }));
+        }
+        let daemon = setup.start_daemon();
+        wait_until(
+            &format!("{failure}: both mailboxes synced and polled"),
+            WAIT,
+            || {
+                [MICHELLE, DAVE]
+                    .iter()
+                    .all(|user| push_state(&setup, user) == "polling")
+                    && activities(&setup) == 2
+            },
+        );
+        deliver_and_time(&sandbox, &setup, MICHELLE, 30);
+        let log = daemon.log_text();
+        assert!(log.contains(advice), "{failure}: the log says {advice:?}");
+        assert_log_is_clean(&log);
+    }
 }
 
 #[test]
@@ -313,14 +353,8 @@ fn with_per_user_oauth_push_pulls_with_a_service_account_of_its_own() {
             "[gmail.push]\nservice_account_key = \"service-account.json\"\n",
         )
     });
-    let output = setup.mailsync(&["check-config"]);
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&output.stdout)
+        succeeds(&setup, &["check-config"])
             .contains("pulled from projects/sandbox/subscriptions/mailsync")
     );
     let mut daemon = start_pushing(&setup, &[MICHELLE]);
@@ -329,14 +363,8 @@ fn with_per_user_oauth_push_pulls_with_a_service_account_of_its_own() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait(WAIT), Some(0));
     // Offboarding: the purge ends the watch first, while the user's token is still there.
-    let output = setup.mailsync(&["purge", "--user", MICHELLE, "--yes"]);
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&output.stdout)
+        succeeds(&setup, &["purge", "--user", MICHELLE, "--yes"])
             .contains("stopped michelle@abcorp.com's Gmail watch")
     );
     assert_eq!(requests(&sandbox, MICHELLE, "stop"), 1);
