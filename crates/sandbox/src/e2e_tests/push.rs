@@ -677,23 +677,6 @@ async fn a_waiting_pull_answers_as_soon_as_a_notification_arrives() {
     );
 }
 
-/// A throwaway RSA key made with openssl, as the main crate's harness makes one: the
-/// repository holds no keys.
-fn test_rsa_key() -> String {
-    let output = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("openssl is installed (.ci/run installs it)");
-    assert!(output.status.success(), "openssl genpkey failed");
-    String::from_utf8(output.stdout).expect("PEM is text")
-}
-
 #[tokio::test]
 async fn google_pubsub1_pulls_and_acknowledges_with_the_service_accounts_own_token() {
     use google_pubsub1::api::{AcknowledgeRequest, PullRequest, Scope};
@@ -712,16 +695,9 @@ async fn google_pubsub1_pulls_and_acknowledges_with_the_service_accounts_own_tok
     );
 
     let key = yup_oauth2::parse_service_account_key(
-        json!({
-            "type": "service_account",
-            "project_id": "sandbox",
-            "private_key_id": "test",
-            "private_key": test_rsa_key(),
-            "client_email": SERVICE_ACCOUNT,
-            "client_id": "1",
-            "token_uri": harness.server.token_url(),
-        })
-        .to_string(),
+        crate::throwaway_service_account_key(&harness.server.token_url(), SERVICE_ACCOUNT)
+            .expect("a key")
+            .to_string(),
     )
     .expect("key");
     let oauth_http = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
