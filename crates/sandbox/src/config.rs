@@ -173,6 +173,9 @@ pub struct MethodCosts {
     pub watch: u32,
     /// `users.stop`.
     pub stop: u32,
+    pub messages_modify: u32,
+    pub threads_modify: u32,
+    pub labels_create: u32,
 }
 
 impl Default for MethodCosts {
@@ -185,6 +188,9 @@ impl Default for MethodCosts {
             messages_get: 20,
             watch: 100,
             stop: 50,
+            messages_modify: 5,
+            threads_modify: 10,
+            labels_create: 5,
         }
     }
 }
@@ -206,6 +212,15 @@ pub enum SandboxError {
     },
     #[error("unknown sandbox user {0}")]
     UnknownUser(String),
+    #[error("unknown message {0}")]
+    UnknownMessage(String),
+    #[error("unknown thread {0}")]
+    UnknownThread(String),
+    /// A label to remove that does not exist, or a name no label can have.
+    #[error("unknown label {0:?}")]
+    UnknownLabel(String),
+    #[error("label {0:?} cannot be both added and removed")]
+    LabelAddedAndRemoved(String),
     #[error("cannot bind sandbox listener: {0}")]
     Bind(std::io::Error),
     #[error(

@@ -1,7 +1,8 @@
 //! End-to-end tests: the server on 127.0.0.1:0 against a temporary mailbox folder, driven by
 //! hyper-util's legacy client over plain HTTP, as the sync client will drive it. Push and
-//! Pub/Sub are in `push`.
+//! Pub/Sub are in `push`, label changes in `labels`.
 
+mod labels;
 mod push;
 
 use std::path::Path;

@@ -1,7 +1,9 @@
 //! HTTP routing and wire formats: the Gmail REST routes (auth, delegation, faults, quota, JSON
 //! shapes), the OAuth token and consent endpoints, and the `/sandbox/` control routes. Gmail
-//! push (`watch`, `stop`, the notification) is in `watch`, the Pub/Sub REST routes in `pubsub`.
+//! push (`watch`, `stop`, the notification) is in `watch`, label changes (`messages.modify`,
+//! `threads.modify`, `labels.create`) in `labels`, the Pub/Sub REST routes in `pubsub`.
 
+mod labels;
 mod pubsub;
 mod watch;
 
@@ -25,9 +27,11 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::config::SandboxError;
 use super::faults::{FaultConfig, FaultKind, PullFailure, PushFaultUpdate, Rejection, UserStats};
 use super::mailbox::{
-    HISTORY_TYPES, HistoryRequest, ListRequest, MailboxError, Message, SYSTEM_LABELS,
+    HISTORY_TYPES, HistoryChange, HistoryRequest, LabelTarget, ListRequest, MailboxError, Message,
+    SYSTEM_LABELS,
 };
 use super::oauth::{AccessGrant, ConsentAnswer};
 use super::query::Query;
@@ -86,6 +90,11 @@ enum GmailMethod {
     /// `users.watch`, with its JSON body.
     Watch(Bytes),
     Stop,
+    /// The message id and the JSON body.
+    MessagesModify(String, Bytes),
+    /// The thread id and the JSON body.
+    ThreadsModify(String, Bytes),
+    LabelsCreate(Bytes),
 }
 
 impl GmailMethod {
@@ -98,6 +107,9 @@ impl GmailMethod {
             GmailMethod::MessagesGet(_) => "messages.get",
             GmailMethod::Watch(_) => "watch",
             GmailMethod::Stop => "stop",
+            GmailMethod::MessagesModify(..) => "messages.modify",
+            GmailMethod::ThreadsModify(..) => "threads.modify",
+            GmailMethod::LabelsCreate(_) => "labels.create",
         }
     }
 }
@@ -186,11 +198,19 @@ pub(super) async fn handle(
         (&Method::POST, ["gmail", "v1", "users", user_id, rest @ ..]) => {
             let (head, body) = request.into_parts();
             let gmail_method = match rest {
-                ["watch"] => match read_body(body, MAX_FORM_BYTES).await {
-                    Ok(body) => Ok(GmailMethod::Watch(body)),
-                    Err(response) => Err(response),
-                },
+                ["watch"] => read_body(body, MAX_FORM_BYTES)
+                    .await
+                    .map(GmailMethod::Watch),
                 ["stop"] => Ok(GmailMethod::Stop),
+                ["labels"] => read_body(body, MAX_FORM_BYTES)
+                    .await
+                    .map(GmailMethod::LabelsCreate),
+                ["messages", id, "modify"] => read_body(body, MAX_FORM_BYTES)
+                    .await
+                    .map(|body| GmailMethod::MessagesModify(id.to_string(), body)),
+                ["threads", id, "modify"] => read_body(body, MAX_FORM_BYTES)
+                    .await
+                    .map(|body| GmailMethod::ThreadsModify(id.to_string(), body)),
                 _ => Err(error_response(&api_error(404, "notFound", "Not Found"))),
             };
             match gmail_method {
@@ -369,6 +389,9 @@ fn charge_and_answer(
         GmailMethod::MessagesGet(_) => costs.messages_get,
         GmailMethod::Watch(_) => costs.watch,
         GmailMethod::Stop => costs.stop,
+        GmailMethod::MessagesModify(..) => costs.messages_modify,
+        GmailMethod::ThreadsModify(..) => costs.threads_modify,
+        GmailMethod::LabelsCreate(_) => costs.labels_create,
     };
     let charged = lock(&shared.limiter).charge(&grant.user, method.name(), cost, Instant::now());
     if let Err(rejection) = charged {
@@ -408,9 +431,7 @@ fn answer(
                 .iter()
                 .map(|id| json!({"id": id, "name": id, "type": "system"}))
                 .collect();
-            labels.extend(mailbox.user_labels().iter().map(|label| {
-                json!({"id": label.id, "name": label.name, "type": "user", "messageListVisibility": "show", "labelListVisibility": "labelShow"})
-            }));
+            labels.extend(mailbox.user_labels().iter().map(labels::user_label_json));
             Ok(json!({ "labels": labels }))
         }
         GmailMethod::MessagesList => {
@@ -482,6 +503,19 @@ fn answer(
             drop(mailboxes);
             watch::stop(shared, grant)
         }
+        // The methods that change the mailbox take its lock again, to write.
+        GmailMethod::MessagesModify(id, body) => {
+            drop(mailboxes);
+            labels::modify(shared, grant, LabelTarget::Message(id), body)
+        }
+        GmailMethod::ThreadsModify(id, body) => {
+            drop(mailboxes);
+            labels::modify(shared, grant, LabelTarget::Thread(id), body)
+        }
+        GmailMethod::LabelsCreate(body) => {
+            drop(mailboxes);
+            labels::create(shared, grant, body)
+        }
         GmailMethod::HistoryList => {
             let start = params
                 .get("startHistoryId")
@@ -516,10 +550,28 @@ fn answer(
                     .records
                     .iter()
                     .map(|record| {
+                        let message = labels::message_ref(
+                            &record.message_id,
+                            &record.thread_id,
+                            &record.label_ids,
+                        );
+                        let (field, change) = match &record.change {
+                            HistoryChange::MessageAdded => {
+                                ("messagesAdded", json!({ "message": message }))
+                            }
+                            HistoryChange::LabelsAdded(changed) => (
+                                "labelsAdded",
+                                json!({"message": message, "labelIds": changed}),
+                            ),
+                            HistoryChange::LabelsRemoved(changed) => (
+                                "labelsRemoved",
+                                json!({"message": message, "labelIds": changed}),
+                            ),
+                        };
                         json!({
                             "id": record.id.to_string(),
                             "messages": [{"id": record.message_id, "threadId": record.thread_id}],
-                            "messagesAdded": [{"message": {"id": record.message_id, "threadId": record.thread_id, "labelIds": record.label_ids}}],
+                            field: [change],
                         })
                     })
                     .collect();
@@ -538,6 +590,10 @@ fn mailbox_error(error: MailboxError) -> ApiError {
     match error {
         MailboxError::InvalidPageToken => invalid_argument("Invalid pageToken"),
         MailboxError::HistoryExpired => not_found(),
+        MailboxError::LabelNameTaken => {
+            api_error(409, "alreadyExists", "Label name exists or conflicts")
+        }
+        MailboxError::InvalidLabelName => invalid_argument("Invalid label name"),
     }
 }
 
@@ -768,9 +824,48 @@ async fn control(
                 .get("labels")
                 .filter(|labels| !labels.is_empty())
                 .map(|labels| labels.split(',').map(str::to_string).collect());
-            match sandbox.deliver(&user, raw, labels) {
-                Ok(id) => json_response(200, &json!({ "id": id })),
+            match sandbox.deliver_message(&user, raw, labels) {
+                Ok(delivered) => json_response(
+                    200,
+                    &json!({ "id": delivered.id, "threadId": delivered.thread_id }),
+                ),
                 Err(error) => failure(404, &error.to_string()),
+            }
+        }
+        (&Method::POST, "label") => {
+            let target = match (
+                params.get("thread").filter(|id| !id.is_empty()),
+                params.get("message").filter(|id| !id.is_empty()),
+            ) {
+                (Some(thread), None) => LabelTarget::Thread(thread),
+                (None, Some(message)) => LabelTarget::Message(message),
+                _ => return failure(400, "label needs thread=THREAD_ID or message=MESSAGE_ID"),
+            };
+            let names = |key: &str| -> Vec<String> {
+                params
+                    .all(key)
+                    .iter()
+                    .flat_map(|names| names.split(','))
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            let (add, remove) = (names("add"), names("remove"));
+            if add.is_empty() && remove.is_empty() {
+                return failure(400, "label needs add=NAME or remove=NAME (comma-separated)");
+            }
+            match sandbox.change_labels(&user, target, &add, &remove) {
+                Ok(changed) => json_response(
+                    200,
+                    &json!({"ok": true, "historyId": changed.history_id.to_string(), "changed": changed.changed}),
+                ),
+                Err(
+                    error @ (SandboxError::UnknownUser(_)
+                    | SandboxError::UnknownMessage(_)
+                    | SandboxError::UnknownThread(_)),
+                ) => failure(404, &error.to_string()),
+                Err(error) => failure(400, &error.to_string()),
             }
         }
         (&Method::POST, "rename") => match params.get("address") {
@@ -895,6 +990,7 @@ fn error_json(error: &ApiError) -> Value {
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
+        409 => "ALREADY_EXISTS",
         429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
         _ => "INTERNAL",

@@ -32,8 +32,8 @@ pub const SYSTEM_LABELS: [&str; 14] = [
     "CATEGORY_FORUMS",
 ];
 
-/// History types Gmail accepts in `historyTypes`. Only `messageAdded` is ever recorded, because
-/// the sandbox has no operation that deletes a message or changes its labels.
+/// History types Gmail accepts in `historyTypes`. `messageDeleted` is accepted but never
+/// recorded, because the sandbox has no operation that deletes a message.
 pub const HISTORY_TYPES: [&str; 4] = [
     "messageAdded",
     "messageDeleted",
@@ -82,13 +82,73 @@ impl Message {
     }
 }
 
-/// One history record. Every record is a `messageAdded`, see [`HISTORY_TYPES`].
+/// What one history record says happened to its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryChange {
+    MessageAdded,
+    /// The label ids added.
+    LabelsAdded(Vec<String>),
+    /// The label ids removed.
+    LabelsRemoved(Vec<String>),
+}
+
+impl HistoryChange {
+    /// The `historyTypes` value that selects it (Gmail's filter names are singular, its
+    /// record fields plural).
+    pub fn history_type(&self) -> &'static str {
+        match self {
+            HistoryChange::MessageAdded => "messageAdded",
+            HistoryChange::LabelsAdded(_) => "labelAdded",
+            HistoryChange::LabelsRemoved(_) => "labelRemoved",
+        }
+    }
+
+    /// The labels the change added or removed; none for a new message.
+    pub fn changed_label_ids(&self) -> &[String] {
+        match self {
+            HistoryChange::MessageAdded => &[],
+            HistoryChange::LabelsAdded(labels) | HistoryChange::LabelsRemoved(labels) => labels,
+        }
+    }
+}
+
+/// One history record: one change to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRecord {
     pub id: u64,
+    pub change: HistoryChange,
     pub message_id: String,
     pub thread_id: String,
+    /// The message's labels once the change was made (a snapshot, so that a client replaying
+    /// the records in order sees each state the message went through).
     pub label_ids: Vec<String>,
+}
+
+impl HistoryRecord {
+    /// Whether `labelId` keeps the record: the message carries the label or the change
+    /// concerns it, so that removing a label is seen by a client following that label.
+    pub fn concerns_label(&self, label_id: &str) -> bool {
+        self.label_ids
+            .iter()
+            .chain(self.change.changed_label_ids())
+            .any(|label| label == label_id)
+    }
+}
+
+/// What a label change applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelTarget<'a> {
+    Message(&'a str),
+    /// Every message of the thread, as a label applied to a conversation in Gmail's UI.
+    Thread(&'a str),
+}
+
+/// One message a label change really changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedMessage {
+    pub id: String,
+    /// Its labels now, then those it lost: the labels a watch's filter looks at.
+    pub touched_label_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +206,10 @@ pub enum MailboxError {
     InvalidPageToken,
     /// `startHistoryId` is below the retention floor: the client must do a full sync.
     HistoryExpired,
+    /// `labels.create` of a name a label already has (ignoring case).
+    LabelNameTaken,
+    /// `labels.create` of a blank name.
+    InvalidLabelName,
 }
 
 /// One user's mailbox.
@@ -272,20 +336,14 @@ impl Mailbox {
                 .entry(message_id.clone())
                 .or_insert_with(|| thread_id.clone());
         }
-        self.history_id += self.rng.random_range(1..=5u64);
-        self.history.push(HistoryRecord {
-            id: self.history_id,
-            message_id: id.clone(),
-            thread_id: thread_id.clone(),
-            label_ids: label_ids.clone(),
-        });
+        let history_id = self.record(HistoryChange::MessageAdded, &id, &thread_id, &label_ids);
         let message = Message {
             id: id.clone(),
             thread_id,
             raw: Bytes::from(raw),
             label_ids,
             internal_date_ms: parsed.date_ms,
-            history_id: self.history_id,
+            history_id,
             snippet: parsed.snippet,
             headers: parsed.headers,
             delivered_at,
@@ -297,6 +355,150 @@ impl Mailbox {
         });
         self.order.insert(position, id.clone());
         self.messages.insert(id, message);
+    }
+
+    /// Appends a history record under the next history id (a random gap of 1 to 5, as Gmail's
+    /// ids are not consecutive) and returns that id.
+    fn record(
+        &mut self,
+        change: HistoryChange,
+        message_id: &str,
+        thread_id: &str,
+        label_ids: &[String],
+    ) -> u64 {
+        self.history_id += self.rng.random_range(1..=5u64);
+        self.history.push(HistoryRecord {
+            id: self.history_id,
+            change,
+            message_id: message_id.to_string(),
+            thread_id: thread_id.to_string(),
+            label_ids: label_ids.to_vec(),
+        });
+        self.history_id
+    }
+
+    /// The ids of the messages `target` names, oldest first; `None` when it names nothing.
+    pub fn target_messages(&self, target: LabelTarget<'_>) -> Option<Vec<String>> {
+        let ids: Vec<String> = match target {
+            LabelTarget::Message(id) => self
+                .messages
+                .get(id)
+                .map(|m| m.id.clone())
+                .into_iter()
+                .collect(),
+            LabelTarget::Thread(thread_id) => self
+                .order
+                .iter()
+                .rev()
+                .filter(|id| self.messages[*id].thread_id == thread_id)
+                .cloned()
+                .collect(),
+        };
+        (!ids.is_empty()).then_some(ids)
+    }
+
+    /// Gmail's `modify`: adds the label ids `add` and removes `remove` (both checked by the
+    /// caller, and disjoint) on each message of `message_ids`. A message that really gains
+    /// labels gets a `labelsAdded` record and one that really loses some a `labelsRemoved`
+    /// record, both with its final labels; asking for what a message already is records
+    /// nothing, as in Gmail. Returns the messages that changed.
+    pub fn modify_labels(
+        &mut self,
+        message_ids: &[String],
+        add: &[String],
+        remove: &[String],
+    ) -> Vec<ChangedMessage> {
+        let mut changed = Vec::new();
+        for id in message_ids {
+            let Some(message) = self.messages.get(id) else {
+                continue;
+            };
+            let mut added: Vec<String> = Vec::new();
+            for label in add {
+                if !message.has_label(label) && !added.contains(label) {
+                    added.push(label.clone());
+                }
+            }
+            let mut removed: Vec<String> = Vec::new();
+            for label in remove {
+                if message.has_label(label) && !removed.contains(label) {
+                    removed.push(label.clone());
+                }
+            }
+            if added.is_empty() && removed.is_empty() {
+                continue;
+            }
+            let mut label_ids: Vec<String> = message
+                .label_ids
+                .iter()
+                .filter(|label| !removed.contains(label))
+                .cloned()
+                .collect();
+            label_ids.extend(added.iter().cloned());
+            let thread_id = message.thread_id.clone();
+            let mut touched_label_ids = label_ids.clone();
+            touched_label_ids.extend(removed.iter().cloned());
+            if !added.is_empty() {
+                self.record(
+                    HistoryChange::LabelsAdded(added),
+                    id,
+                    &thread_id,
+                    &label_ids,
+                );
+            }
+            if !removed.is_empty() {
+                self.record(
+                    HistoryChange::LabelsRemoved(removed),
+                    id,
+                    &thread_id,
+                    &label_ids,
+                );
+            }
+            // `messages.get` reports the id of the last record that touched the message.
+            let history_id = self.history_id;
+            if let Some(message) = self.messages.get_mut(id) {
+                message.label_ids = label_ids;
+                message.history_id = history_id;
+            }
+            changed.push(ChangedMessage {
+                id: id.clone(),
+                touched_label_ids,
+            });
+        }
+        changed
+    }
+
+    /// `labels.create`: a new user label. Names are unique ignoring case, system labels'
+    /// included, as in Gmail.
+    pub fn create_label(&mut self, name: &str) -> Result<UserLabel, MailboxError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(MailboxError::InvalidLabelName);
+        }
+        if self.label_id_by_name(name).is_some() {
+            return Err(MailboxError::LabelNameTaken);
+        }
+        let id = self.user_label_id(name);
+        Ok(UserLabel {
+            id,
+            name: name.to_string(),
+        })
+    }
+
+    /// The id of the label named `name`, ignoring case: a system label (whose name is its id)
+    /// or a user label.
+    pub fn label_id_by_name(&self, name: &str) -> Option<String> {
+        let name = name.trim();
+        if let Some(system) = SYSTEM_LABELS
+            .iter()
+            .find(|id| id.eq_ignore_ascii_case(name))
+        {
+            return Some(system.to_string());
+        }
+        self.user_labels
+            .iter()
+            .find(|label| label.name.to_lowercase() == name.to_lowercase())
+            .map(|label| label.id.clone())
     }
 
     /// 16 lowercase hex digits from sha256(seed, user, key), re-hashed on the rare collision.
@@ -483,16 +685,21 @@ impl Mailbox {
             return Err(MailboxError::HistoryExpired);
         }
         let after = after_token.unwrap_or(0).max(request.start_history_id);
-        let wants_added =
-            request.types.is_empty() || request.types.iter().any(|kind| kind == "messageAdded");
         let records: Vec<&HistoryRecord> = self
             .history
             .iter()
-            .filter(|record| record.id > after && wants_added)
+            .filter(|record| record.id > after)
+            .filter(|record| {
+                request.types.is_empty()
+                    || request
+                        .types
+                        .iter()
+                        .any(|kind| kind == record.change.history_type())
+            })
             .filter(|record| {
                 request
                     .label_id
-                    .is_none_or(|label| record.label_ids.iter().any(|id| id == label))
+                    .is_none_or(|label| record.concerns_label(label))
             })
             .take(request.max_results)
             .collect();
@@ -986,6 +1193,170 @@ mod tests {
             mailbox.history(&filtered).expect("filtered").records.len(),
             1
         );
+    }
+
+    #[test]
+    fn label_changes_record_one_entry_per_message_and_kind_and_nothing_when_already_so() {
+        let mut mailbox = sample();
+        let parent = mailbox
+            .messages
+            .values()
+            .find(|m| m.snippet == "Hello there")
+            .expect("parent")
+            .id
+            .clone();
+        let reply = mailbox
+            .messages
+            .values()
+            .find(|m| m.snippet == "reply")
+            .expect("reply")
+            .id
+            .clone();
+        assert_eq!(
+            mailbox.target_messages(LabelTarget::Thread(&parent)),
+            Some(vec![parent.clone(), reply.clone()]),
+            "the whole thread, oldest first"
+        );
+        assert_eq!(
+            mailbox.target_messages(LabelTarget::Message(&reply)),
+            Some(vec![reply.clone()])
+        );
+        assert_eq!(mailbox.target_messages(LabelTarget::Thread(&reply)), None);
+        assert_eq!(
+            mailbox.target_messages(LabelTarget::Message("0000000000000000")),
+            None
+        );
+
+        let crm = mailbox.create_label("CRM/Private").expect("created");
+        assert_eq!(crm.id, "Label_2");
+        for taken in ["crm/private", " CRM/PRIVATE ", "inbox", "work, projects"] {
+            assert_eq!(
+                mailbox.create_label(taken),
+                Err(MailboxError::LabelNameTaken),
+                "{taken}"
+            );
+        }
+        assert_eq!(
+            mailbox.create_label("  "),
+            Err(MailboxError::InvalidLabelName)
+        );
+        assert_eq!(
+            mailbox.label_id_by_name("Unread").as_deref(),
+            Some("UNREAD")
+        );
+        assert_eq!(
+            mailbox.label_id_by_name("crm/PRIVATE"),
+            Some(crm.id.clone())
+        );
+
+        let before = mailbox.history_id();
+        let thread = mailbox
+            .target_messages(LabelTarget::Thread(&parent))
+            .expect("thread");
+        let changed = mailbox.modify_labels(
+            &thread,
+            std::slice::from_ref(&crm.id),
+            &["UNREAD".to_string()],
+        );
+        // The parent gains the label and loses UNREAD; the reply, never unread, only gains.
+        assert_eq!(
+            changed,
+            [
+                ChangedMessage {
+                    id: parent.clone(),
+                    touched_label_ids: vec!["INBOX".into(), crm.id.clone(), "UNREAD".into()],
+                },
+                ChangedMessage {
+                    id: reply.clone(),
+                    touched_label_ids: vec!["SENT".into(), crm.id.clone()],
+                },
+            ]
+        );
+        let new: Vec<&HistoryRecord> = mailbox.history.iter().filter(|r| r.id > before).collect();
+        let summary: Vec<(&str, &str, Vec<String>, &[String])> = new
+            .iter()
+            .map(|record| {
+                (
+                    record.message_id.as_str(),
+                    record.change.history_type(),
+                    record.label_ids.clone(),
+                    record.change.changed_label_ids(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    parent.as_str(),
+                    "labelAdded",
+                    vec!["INBOX".to_string(), crm.id.clone()],
+                    &[crm.id.clone()][..]
+                ),
+                (
+                    parent.as_str(),
+                    "labelRemoved",
+                    vec!["INBOX".to_string(), crm.id.clone()],
+                    &["UNREAD".to_string()][..]
+                ),
+                (
+                    reply.as_str(),
+                    "labelAdded",
+                    vec!["SENT".to_string(), crm.id.clone()],
+                    &[crm.id.clone()][..]
+                ),
+            ]
+        );
+        assert!(
+            new.windows(2)
+                .all(|pair| (1..=5).contains(&(pair[1].id - pair[0].id)))
+        );
+        assert!(new.iter().all(|record| record.thread_id == parent));
+        assert_eq!(
+            mailbox.messages[&parent].label_ids,
+            ["INBOX", crm.id.as_str()]
+        );
+        assert_eq!(mailbox.messages[&parent].history_id, new[1].id);
+        assert_eq!(mailbox.messages[&reply].history_id, mailbox.history_id());
+
+        // Asking for what the messages already are records nothing.
+        let now = mailbox.history_id();
+        assert!(
+            mailbox
+                .modify_labels(
+                    &thread,
+                    std::slice::from_ref(&crm.id),
+                    &["UNREAD".to_string()]
+                )
+                .is_empty()
+        );
+        assert_eq!(mailbox.history_id(), now);
+
+        let query = |types: &[&str], label_id: Option<&'static str>| {
+            mailbox
+                .history(&HistoryRequest {
+                    start_history_id: before,
+                    types: types.iter().map(|kind| kind.to_string()).collect(),
+                    label_id,
+                    max_results: 100,
+                    ..HistoryRequest::default()
+                })
+                .expect("history")
+                .records
+                .iter()
+                .map(|record| record.change.history_type())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            query(&[], None),
+            ["labelAdded", "labelRemoved", "labelAdded"]
+        );
+        assert_eq!(query(&["labelAdded"], None), ["labelAdded", "labelAdded"]);
+        assert_eq!(query(&["labelRemoved"], None), ["labelRemoved"]);
+        assert!(query(&["messageAdded", "messageDeleted"], None).is_empty());
+        // UNREAD is gone from the message, yet its removal concerns it.
+        assert_eq!(query(&[], Some("UNREAD")), ["labelRemoved"]);
+        assert_eq!(query(&["labelAdded"], Some("SENT")), ["labelAdded"]);
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Whether a change to a message now carrying `labels` is published at `now_ms`.
+    /// Whether a change to a message now carrying `labels` is published at `now_ms`. For a
+    /// label change, `labels` also holds those the message just lost, so that a watch on
+    /// INBOX hears of a message leaving the inbox.
     pub fn admits(&self, labels: &[String], now_ms: i64) -> bool {
         if now_ms >= self.expiration_ms {
             return false;
@@ -98,8 +100,9 @@ impl Watches {
         expired
     }
 
-    /// The topic a change of `user`'s mailbox, to a message now carrying `labels`, is
-    /// published to at `now_ms`, if the user has a live watch that admits it.
+    /// The topic a change of `user`'s mailbox, to a message now carrying `labels` (see
+    /// [`Watch::admits`]), is published to at `now_ms`, if the user has a live watch that
+    /// admits it.
     pub fn topic_for_change(&self, user: &str, labels: &[String], now_ms: i64) -> Option<&str> {
         self.by_user
             .get(user)

@@ -20,7 +20,7 @@ use super::config::{SandboxConfig, SandboxError};
 use super::faults::{
     FaultConfig, FaultInjector, Limiter, PushFaultConfig, PushFaultInjector, PushFaultUpdate, Stats,
 };
-use super::mailbox::{Mailbox, SourceFile};
+use super::mailbox::{LabelTarget, Mailbox, SourceFile};
 use super::oauth::{OAuth, READONLY_SCOPE};
 use super::pubsub::PubSub;
 use super::push::Watches;
@@ -54,21 +54,27 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Publishes a change of `user`'s mailbox (the new history id `history_id`, a message now
-    /// carrying `labels`) to the topic of the user's watch, if it has a live one that admits
-    /// the change, through the push faults.
+    /// Publishes one change of `user`'s mailbox (the new history id `history_id`; per message
+    /// changed, the labels the change touched) to the topic of the user's watch, if it has a
+    /// live one that admits the change for one of those messages, through the push faults.
+    /// One notification per change, however many messages it touched, as Gmail may fold
+    /// several changes into one notification.
     pub fn publish_change(
         &self,
         user: &str,
         email_address: &str,
         history_id: u64,
-        labels: &[String],
+        touched: &[Vec<String>],
     ) {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let Some(topic) = lock(&self.watches)
-            .topic_for_change(user, labels, now_ms)
-            .map(str::to_string)
-        else {
+        let topic = {
+            let watches = lock(&self.watches);
+            touched
+                .iter()
+                .find_map(|labels| watches.topic_for_change(user, labels, now_ms))
+                .map(str::to_string)
+        };
+        let Some(topic) = topic else {
             return;
         };
         let data = super::http::notification_data(email_address, history_id);
@@ -209,15 +215,27 @@ impl Sandbox {
 
     /// Adds a message to `user`'s mailbox as if Gmail had just received it, recording a
     /// `messageAdded` history entry, and publishes a push notification if the mailbox is
-    /// watched. Deliveries live in memory only.
+    /// watched. Deliveries live in memory only. Returns the message id.
     pub fn deliver(
         &self,
         user: &str,
         raw: Vec<u8>,
         labels: Option<Vec<String>>,
     ) -> Result<String, SandboxError> {
+        self.deliver_message(user, raw, labels)
+            .map(|delivered| delivered.id)
+    }
+
+    /// [`Sandbox::deliver`], also telling which thread the message joined, so that a test can
+    /// then change the labels of that conversation.
+    pub fn deliver_message(
+        &self,
+        user: &str,
+        raw: Vec<u8>,
+        labels: Option<Vec<String>>,
+    ) -> Result<Delivered, SandboxError> {
         let key = user.to_ascii_lowercase();
-        let (id, email_address, history_id, label_ids) = {
+        let (id, thread_id, email_address, history_id, label_ids) = {
             let mut mailboxes = lock(&self.shared.mailboxes);
             let mailbox = mailboxes
                 .get_mut(&key)
@@ -228,16 +246,92 @@ impl Sandbox {
                 chrono::Utc::now().timestamp_millis(),
                 Instant::now(),
             );
-            let label_ids = mailbox
+            let (thread_id, label_ids) = mailbox
                 .get(&id)
-                .map(|message| message.label_ids.clone())
+                .map(|message| (message.thread_id.clone(), message.label_ids.clone()))
                 .unwrap_or_default();
             let address = mailbox.primary_address().to_string();
-            (id, address, mailbox.history_id(), label_ids)
+            (id, thread_id, address, mailbox.history_id(), label_ids)
         };
         self.shared
-            .publish_change(&key, &email_address, history_id, &label_ids);
-        Ok(id)
+            .publish_change(&key, &email_address, history_id, &[label_ids]);
+        Ok(Delivered { id, thread_id })
+    }
+
+    /// Changes labels as a user does in Gmail's UI: on every message of a thread (or on one
+    /// message), adding the labels named `add` and removing those named `remove`. Names are
+    /// label names, not ids (`CRM/Private`, `INBOX`), ignoring case; a user label named in
+    /// `add` that does not exist yet is created first, as the UI does. Each message that really
+    /// changes gets a `labelsAdded` and/or a `labelsRemoved` history record, and a watched
+    /// mailbox is notified once.
+    pub fn change_labels(
+        &self,
+        user: &str,
+        target: LabelTarget<'_>,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<LabelsChanged, SandboxError> {
+        let key = user.to_ascii_lowercase();
+        let (email_address, history_id, touched) = {
+            let mut mailboxes = lock(&self.shared.mailboxes);
+            let mailbox = mailboxes
+                .get_mut(&key)
+                .ok_or_else(|| SandboxError::UnknownUser(user.to_string()))?;
+            let message_ids = mailbox
+                .target_messages(target)
+                .ok_or_else(|| match target {
+                    LabelTarget::Message(id) => SandboxError::UnknownMessage(id.to_string()),
+                    LabelTarget::Thread(id) => SandboxError::UnknownThread(id.to_string()),
+                })?;
+            // A label to remove must exist: creating it would only hide a typo in the test.
+            let remove_ids = remove
+                .iter()
+                .map(|name| {
+                    mailbox
+                        .label_id_by_name(name)
+                        .ok_or_else(|| SandboxError::UnknownLabel(name.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // Checked before any label is created, so that a refused change leaves no trace.
+            if let Some(both) = add.iter().find(|name| {
+                mailbox
+                    .label_id_by_name(name)
+                    .is_some_and(|id| remove_ids.contains(&id))
+            }) {
+                return Err(SandboxError::LabelAddedAndRemoved(both.clone()));
+            }
+            let mut add_ids = Vec::new();
+            for name in add {
+                let id = match mailbox.label_id_by_name(name) {
+                    Some(id) => id,
+                    None => {
+                        mailbox
+                            .create_label(name)
+                            .map_err(|_| SandboxError::UnknownLabel(name.clone()))?
+                            .id
+                    }
+                };
+                add_ids.push(id);
+            }
+            let changed = mailbox.modify_labels(&message_ids, &add_ids, &remove_ids);
+            let touched: Vec<Vec<String>> = changed
+                .into_iter()
+                .map(|message| message.touched_label_ids)
+                .collect();
+            (
+                mailbox.primary_address().to_string(),
+                mailbox.history_id(),
+                touched,
+            )
+        };
+        if !touched.is_empty() {
+            self.shared
+                .publish_change(&key, &email_address, history_id, &touched);
+        }
+        Ok(LabelsChanged {
+            history_id,
+            changed: touched.len(),
+        })
     }
 
     /// Every watch expires now: nothing is published until the client calls `users.watch`
@@ -364,6 +458,22 @@ fn read_mailbox_files(dir: &Path) -> Vec<SourceFile> {
         }
     }
     files
+}
+
+/// A message [`Sandbox::deliver_message`] added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub id: String,
+    pub thread_id: String,
+}
+
+/// What [`Sandbox::change_labels`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelsChanged {
+    /// The mailbox's history id afterwards (unchanged when nothing changed).
+    pub history_id: u64,
+    /// How many messages changed; a message already as asked is not counted.
+    pub changed: usize,
 }
 
 /// A sandbox serving on a free loopback port in this process, for tests and demos.

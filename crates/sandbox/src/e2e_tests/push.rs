@@ -778,3 +778,104 @@ async fn google_pubsub1_pulls_and_acknowledges_with_the_service_accounts_own_tok
     };
     assert_eq!(body["error"]["status"], "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_label_change_notifies_a_watched_mailbox_through_its_filter_and_faults() {
+    let harness = Harness::start(quick).await;
+    let gmail = harness.access_token().await;
+    let subscriber = harness.service_account_token(PUBSUB_SCOPE).await;
+    let (_, listed) = harness
+        .api(&gmail, "me/messages?q=from%3Abob%40customer.com")
+        .await;
+    let first = listed["messages"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let (_, spam) = harness.api(&gmail, "me/messages?q=in%3Aspam").await;
+    let spam = spam["messages"][0]["id"].as_str().expect("id").to_string();
+    let (status, answer) = harness
+        .watch(
+            &gmail,
+            json!({"topicName": DEFAULT_TOPIC, "labelIds": ["INBOX"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let shared = &harness;
+    let label = |query: String| async move {
+        let (status, answer) = shared
+            .post_json(&format!("/sandbox/label?user={ALICE}&{query}"), b"")
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    };
+
+    // Labelling FIRST's thread (FIRST is in the inbox, its reply is not) changes two messages
+    // and publishes one notification with the history id after both.
+    let changed = label(format!("thread={first}&add=CRM%2FPrivate")).await;
+    assert_eq!(changed["changed"], 2);
+    let received = harness.pull(&subscriber).await;
+    assert_eq!(received.len(), 1, "{received:?}");
+    let now = harness.server.sandbox.history_id(ALICE).expect("alice");
+    assert_eq!(changed["historyId"], json!(now.to_string()));
+    assert_eq!(
+        notification(&received[0]),
+        json!({"emailAddress": ALICE, "historyId": now})
+    );
+    harness
+        .acknowledge(&subscriber, &[ack_id(&received[0])])
+        .await;
+
+    // The filter admits only changes to inbox messages: labelling spam publishes nothing, a
+    // change that changes nothing neither; taking a message out of the inbox does publish.
+    assert_eq!(
+        label(format!("message={spam}&add=CRM%2FPrivate")).await["changed"],
+        1
+    );
+    assert_eq!(
+        label(format!("thread={first}&add=CRM%2FPrivate")).await["changed"],
+        0
+    );
+    assert!(harness.pull(&subscriber).await.is_empty());
+    assert_eq!(harness.stats_json().await["pubsub"]["published"], 1);
+    label(format!("message={first}&remove=INBOX")).await;
+    let received = harness.pull(&subscriber).await;
+    assert_eq!(
+        received.len(),
+        1,
+        "archiving is a change to an inbox message"
+    );
+    harness
+        .acknowledge(&subscriber, &[ack_id(&received[0])])
+        .await;
+
+    // messages.modify through the API notifies the same way.
+    let (status, body) = harness
+        .gmail_post(
+            &gmail,
+            &format!("messages/{first}/modify"),
+            &json!({"addLabelIds": ["INBOX"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let received = harness.pull(&subscriber).await;
+    assert_eq!(
+        received.iter().map(notification).collect::<Vec<_>>(),
+        [
+            json!({"emailAddress": ALICE, "historyId": harness.server.sandbox.history_id(ALICE).expect("alice")})
+        ]
+    );
+    harness
+        .acknowledge(&subscriber, &[ack_id(&received[0])])
+        .await;
+
+    // Push faults apply: with every notification dropped, a label change is lost too.
+    harness.push_faults(json!({"drop_rate": 1.0})).await;
+    label(format!("message={first}&add=STARRED")).await;
+    assert!(harness.pull(&subscriber).await.is_empty());
+    let pubsub = &harness.stats_json().await["pubsub"];
+    assert_eq!(
+        (&pubsub["published"], &pubsub["dropped"]),
+        (&json!(3), &json!(1))
+    );
+    harness.server.shutdown().await.expect("clean shutdown");
+}
