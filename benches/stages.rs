@@ -137,6 +137,7 @@ fn reading(c: &mut Criterion) {
     world.ingest("dave@abcorp.com", &batch);
     let viewer = Viewer {
         email: "sam@abcorp.com".to_string(),
+        addresses: vec!["sam@abcorp.com".to_string()],
         is_admin: false,
         admins_see_private_emails: false,
     };

@@ -469,6 +469,7 @@ fn smoke_sized(count: usize) -> bool {
 fn viewer(email: &str, is_admin: bool) -> Viewer {
     Viewer {
         email: email.to_string(),
+        addresses: vec![email.to_string()],
         is_admin,
         admins_see_private_emails: false,
     }

@@ -124,12 +124,26 @@ mod with_sandbox {
             include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/11-newsletter.eml"),
         ),
         (
+            "mailboxes/michelle@abcorp.com/12-alice-private.eml",
+            include_bytes!(
+                "../../examples/demo/mailboxes/michelle@abcorp.com/12-alice-private.eml"
+            ),
+        ),
+        (
+            "mailboxes/michelle@abcorp.com/13-carol-never.eml",
+            include_bytes!("../../examples/demo/mailboxes/michelle@abcorp.com/13-carol-never.eml"),
+        ),
+        (
             "mailsync.toml",
             include_bytes!("../../examples/demo/mailsync.toml"),
         ),
         (
             "rules/demo.toml",
             include_bytes!("../../examples/demo/rules/demo.toml"),
+        ),
+        (
+            "rules/labels.toml",
+            include_bytes!("../../examples/demo/rules/labels.toml"),
         ),
     ];
 
@@ -220,10 +234,12 @@ mod with_sandbox {
                     viewer: viewer.to_string(),
                     contact: None,
                     limit: None,
+                    threads: false,
                     json: false,
                 };
                 super::super::feed::run(&policy, feed)?;
             }
+            show_labels(&policy, &*store)?;
             heading("sync status")?;
             super::super::status::run(
                 &policy,
@@ -330,6 +346,62 @@ mod with_sandbox {
         }
         Ok(())
     }
+
+    /// The two conversations Michelle labelled in Gmail (`X-Gmail-Labels` in the demo's
+    /// mailbox), as the store has them.
+    fn show_labels(
+        policy: &crate::rules::Policy,
+        store: &dyn crate::store::Store,
+    ) -> anyhow::Result<()> {
+        heading("michelle@abcorp.com labelled two conversations in Gmail")?;
+        let mut out = std::io::stdout().lock();
+        let dave = crate::store::Viewer::of(
+            policy
+                .config
+                .user_by_address("dave@abcorp.com")
+                .context("the demo config has dave")?,
+            policy.config.admins_see_private_emails,
+        );
+        let private = store
+            .feed(&dave, None, None)?
+            .into_iter()
+            .find(|activity| activity.message_id.as_deref() == Some(LABELLED_PRIVATE));
+        match private {
+            Some(activity) => writeln!(
+                out,
+                "CRM/Private on {LABELLED_PRIVATE}: activity #{} is {}; dave@abcorp.com sees that it happened, subject {}",
+                activity.activity_id,
+                activity.level.as_str(),
+                if activity.subject.is_some() {
+                    "shown"
+                } else {
+                    "withheld"
+                }
+            )?,
+            None => writeln!(
+                out,
+                "CRM/Private on {LABELLED_PRIVATE}: not in dave@abcorp.com's feed"
+            )?,
+        }
+        let never = store
+            .decision_log("michelle@abcorp.com", None)?
+            .into_iter()
+            .filter(|logged| logged.rules.iter().any(|rule| rule == "label: CRM/Never"))
+            .count();
+        writeln!(
+            out,
+            "CRM/Never: {never} message{} of michelle@abcorp.com's mailbox never synced (decision blocked_by_rule, rule \"label: CRM/Never\"); nothing of {} is stored",
+            if never == 1 { "" } else { "s" },
+            if never == 1 { "it" } else { "them" }
+        )?;
+        writeln!(
+            out,
+            "Remove a label in Gmail and the next sync undoes it (see rules/labels.toml)."
+        )?;
+        Ok(())
+    }
+
+    const LABELLED_PRIVATE: &str = "<salary-1@customer.com>";
 
     /// Polls `done` until it holds (a minute at most).
     async fn wait_for(

@@ -9,7 +9,7 @@ use super::{CommandResult, ExitStatus, find_user};
 use crate::address;
 use crate::config::User;
 use crate::printable;
-use crate::rules::{NO_SYNC_RULE_NAME, Policy, Reason, Verdict, Visibility};
+use crate::rules::{DecidedBy, NO_SYNC_RULE_NAME, Policy, Reason, Verdict, Visibility};
 use crate::source::SourceMessage;
 use crate::sync::{self, DecisionLine, Mode, Processed};
 
@@ -117,8 +117,14 @@ fn write_explanation(
         Reason::BlockedByRule if decision.rules.iter().all(|rule| rule.name == NO_SYNC_RULE_NAME) => {
             "a party is a contact marked never-sync (`contacts set --no-sync`); one blocked party keeps the whole message out".to_string()
         }
+        Reason::BlockedByRule if decision.decided_by() == Some(DecidedBy::Label) => {
+            "a skip rule matched a label of the conversation in this mailbox: this mailbox's copy is not kept".to_string()
+        }
         Reason::BlockedByRule => {
             "a skip rule matched a party; one blocked party keeps the whole message out".to_string()
+        }
+        Reason::SkippedByOwner => {
+            "the mailbox's owner chose skip for this conversation (`activity set --conversation`)".to_string()
         }
         Reason::NoQualifyingParty => {
             "no party is a contact outside the company: nothing links this message to the CRM"
@@ -145,24 +151,43 @@ fn write_explanation(
         }
     }
     if let Some(visibility) = decision.visibility() {
-        let visibility_rules: Vec<_> = decision.rules.iter().collect();
-        let how = if visibility_rules.is_empty() {
-            format!(
-                "no private/visible rule matched a qualifying party, so the user setting applies (emails_visible = {})",
+        let decided_by = decision.decided_by().unwrap_or(DecidedBy::Default);
+        let how = match decided_by {
+            DecidedBy::Owner => {
+                "step 2: the owner's choice for this conversation (`activity set`), which wins over labels and rules".to_string()
+            }
+            DecidedBy::Label => {
+                "step 2: a label rule matched a label of the conversation in this mailbox (the most restrictive wins)".to_string()
+            }
+            DecidedBy::Rule => {
+                "step 2: an address or domain rule matched a qualifying party (the most restrictive wins)".to_string()
+            }
+            DecidedBy::Default => format!(
+                "step 2: no owner's choice, label rule or address rule, so the user setting applies (emails_visible = {})",
                 user.emails_visible
-            )
-        } else if visibility == Visibility::Private {
-            "a private rule matched (private wins over visible)".to_string()
-        } else {
-            "a visible rule matched and no private rule did".to_string()
+            ),
         };
-        writeln!(out, "visibility: {} — {how}", visibility.as_str())?;
-        if visibility == Visibility::Private {
-            writeln!(
+        writeln!(
+            out,
+            "visibility: {} (decided_by {}) — {how}",
+            visibility.as_str(),
+            decided_by.as_str()
+        )?;
+        match visibility {
+            Visibility::Private => writeln!(
                 out,
                 "            others see the date, direction and contacts, not the subject, body or attachments"
-            )?;
+            )?,
+            Visibility::Participants => writeln!(
+                out,
+                "            only the users on the conversation (its mailboxes' owners, and users on its From, To or Cc) see it at all"
+            )?,
+            Visibility::Visible => {}
         }
+        writeln!(
+            out,
+            "            step 4: the activity's level weighs every mailbox's copy: an owner's or label's choice, the most restrictive; else the least restrictive"
+        )?;
     }
     if !decision.rules.is_empty() {
         writeln!(out, "rules:")?;

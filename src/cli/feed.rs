@@ -40,6 +40,10 @@ pub struct FeedArgs {
     /// At most this many activities.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Group the activities by conversation (the conversation with the newest activity
+    /// first, each newest first).
+    #[arg(long)]
+    pub threads: bool,
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
@@ -65,17 +69,61 @@ pub struct ExportArgs {
 
 pub(super) fn viewer(policy: &Policy, address: &str) -> Result<Viewer, super::CommandError> {
     let user = find_user(policy, address)?;
-    Ok(Viewer {
-        email: user.email.clone(),
-        is_admin: user.is_admin(),
-        admins_see_private_emails: policy.config.admins_see_private_emails,
-    })
+    Ok(Viewer::of(user, policy.config.admins_see_private_emails))
 }
 
 pub fn run(policy: &Policy, args: FeedArgs) -> CommandResult {
     let viewer = viewer(policy, &args.viewer)?;
     let activities = open_store(policy)?.feed(&viewer, args.contact.as_deref(), args.limit)?;
-    print(&activities, &viewer, args.json)
+    if args.threads {
+        print_threads(&activities, &viewer, args.json)
+    } else {
+        print(&activities, &viewer, args.json)
+    }
+}
+
+/// The feed grouped by conversation, in the order each conversation first appears.
+fn print_threads(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandResult {
+    let mut order: Vec<&str> = Vec::new();
+    let mut threads: std::collections::HashMap<&str, Vec<&ActivityView>> =
+        std::collections::HashMap::new();
+    for activity in activities {
+        let members = threads.entry(&activity.conversation).or_default();
+        if members.is_empty() {
+            order.push(&activity.conversation);
+        }
+        members.push(activity);
+    }
+    let mut out = std::io::stdout().lock();
+    for conversation in &order {
+        let members = &threads[conversation];
+        if json {
+            for activity in members {
+                json_line(&mut out, activity)?;
+            }
+            continue;
+        }
+        writeln!(
+            out,
+            "conversation {} ({} activit{})",
+            printable::escape(conversation),
+            members.len(),
+            if members.len() == 1 { "y" } else { "ies" }
+        )?;
+        for activity in members {
+            print_one(&mut out, activity, "  ")?;
+        }
+    }
+    if !json {
+        writeln!(
+            out,
+            "{} conversation{} visible to {}",
+            order.len(),
+            if order.len() == 1 { "" } else { "s" },
+            printable::escape(&viewer.email)
+        )?;
+    }
+    Ok(ExitStatus::Success)
 }
 
 pub fn search(policy: &Policy, args: SearchArgs) -> CommandResult {
@@ -91,25 +139,7 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
             json_line(&mut out, activity)?;
             continue;
         }
-        writeln!(
-            out,
-            "#{} {} {} {} — {}",
-            activity.activity_id,
-            printable::escape(activity.date.as_deref().unwrap_or("(no date)")),
-            printable::escape(&activity.direction),
-            printable::escape(&activity.contacts.join(", ")),
-            printable::escape(&activity.sources.join(", ")),
-        )?;
-        match &activity.subject {
-            Some(subject) => writeln!(out, "    {}", printable::escape(subject))?,
-            None if activity.content_erased_at.is_some() => writeln!(
-                out,
-                "    (content erased by retention on {})",
-                printable::escape(activity.content_erased_at.as_deref().unwrap_or_default())
-            )?,
-            None if activity.private => writeln!(out, "    (private: content withheld)")?,
-            None => writeln!(out, "    (no subject)")?,
-        }
+        print_one(&mut out, activity, "")?;
     }
     if !json {
         writeln!(
@@ -121,6 +151,34 @@ fn print(activities: &[ActivityView], viewer: &Viewer, json: bool) -> CommandRes
         )?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// One activity as text: a heading line (with its level when it is not visible to all) and
+/// its subject, or why there is none.
+fn print_one(out: &mut impl Write, activity: &ActivityView, indent: &str) -> std::io::Result<()> {
+    let level = match activity.level {
+        crate::rules::Visibility::Visible => String::new(),
+        other => format!(" [{}]", other.as_str()),
+    };
+    writeln!(
+        out,
+        "{indent}#{} {} {} {} — {}{level}",
+        activity.activity_id,
+        printable::escape(activity.date.as_deref().unwrap_or("(no date)")),
+        printable::escape(&activity.direction),
+        printable::escape(&activity.contacts.join(", ")),
+        printable::escape(&activity.sources.join(", ")),
+    )?;
+    match &activity.subject {
+        Some(subject) => writeln!(out, "{indent}    {}", printable::escape(subject)),
+        None if activity.content_erased_at.is_some() => writeln!(
+            out,
+            "{indent}    (content erased by retention on {})",
+            printable::escape(activity.content_erased_at.as_deref().unwrap_or_default())
+        ),
+        None if activity.private => writeln!(out, "{indent}    (private: content withheld)"),
+        None => writeln!(out, "{indent}    (no subject)"),
+    }
 }
 
 /// The CSV header of `export --format csv`, as the issue fixes it. The JSON form carries

@@ -1,6 +1,7 @@
 //! The command line: argument definitions, and one module per command. Commands return a
 //! [`CommandError`] that says which exit code the failure deserves.
 
+mod activity;
 mod auth;
 mod check_config;
 mod contacts;
@@ -28,6 +29,7 @@ use clap::{Parser, Subcommand};
 use crate::config::DEFAULT_CONFIG_PATH;
 use crate::logging::LogFormat;
 
+pub use activity::ActivityCommand;
 pub use auth::AuthCommand;
 pub use contacts::ContactsCommand;
 use context::{daemon_runtime, find_user, load_credentials, load_policy, open_store, runtime};
@@ -92,6 +94,10 @@ pub enum Command {
     /// Show the activities a user may see, newest first, with content withheld where the
     /// decision spec says so.
     Feed(FeedArgs),
+
+    /// An activity's privacy, as its owner sets it: `activity set`.
+    #[command(subcommand)]
+    Activity(ActivityCommand),
 
     /// Run the sync daemon: poll every sync-enabled user's Gmail until SIGTERM or SIGINT.
     ///
@@ -190,6 +196,7 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Replay(args) => replay::run(&load_policy(config_path)?, args),
         Command::Explain(args) => explain::run(&load_policy(config_path)?, args),
         Command::Feed(args) => feed::run(&load_policy(config_path)?, args),
+        Command::Activity(command) => activity::run(&load_policy(config_path)?, command),
         Command::Search(args) => feed::search(&load_policy(config_path)?, args),
         Command::Export(args) => feed::export(&load_policy(config_path)?, args),
         Command::Purge(args) => purge::run(&load_policy(config_path)?, args),

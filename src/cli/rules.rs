@@ -42,7 +42,7 @@ struct ChangeLine<'a> {
 
 fn line(change: &SourceChange) -> ChangeLine<'_> {
     match change {
-        SourceChange::Remove { source, rules } => ChangeLine {
+        SourceChange::Remove { source, rules, .. } => ChangeLine {
             change: "remove",
             activity_id: source.activity_id,
             message_id: source.message_id.as_deref(),
@@ -56,6 +56,7 @@ fn line(change: &SourceChange) -> ChangeLine<'_> {
             source,
             visibility,
             rules,
+            ..
         } => ChangeLine {
             change: "visibility",
             activity_id: source.activity_id,

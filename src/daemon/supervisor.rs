@@ -700,6 +700,7 @@ mod tests {
         ));
         let viewer = crate::store::Viewer {
             email: "dave@abcorp.com".to_string(),
+            addresses: vec!["dave@abcorp.com".to_string()],
             is_admin: false,
             admins_see_private_emails: false,
         };

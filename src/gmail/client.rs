@@ -7,7 +7,7 @@
 //! google-gmail1 retries nothing by itself; its `Delegate` is used only to see the status and
 //! `Retry-After` of failures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,10 +135,20 @@ pub struct AddedMessage {
     pub label_ids: Vec<String>,
 }
 
-/// A page of `users.history.list` (message additions only).
+/// A message whose labels history says changed, with the labels it has after the page's
+/// last change to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelChange {
+    pub id: String,
+    pub label_ids: Vec<String>,
+}
+
+/// A page of `users.history.list`: messages added, and messages whose labels changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryPage {
     pub added: Vec<AddedMessage>,
+    /// One per message, in the order of its last change on the page.
+    pub label_changes: Vec<LabelChange>,
     /// The highest history record id on this page.
     pub last_record_id: Option<u64>,
     pub next_page_token: Option<String>,
@@ -195,6 +205,9 @@ pub struct GmailClient {
     metrics: Option<crate::metrics::Metrics>,
     /// Set once `users.getProfile` has shown that the grant opens this user's mailbox.
     mailbox_confirmed: AtomicBool,
+    /// The mailbox's label names by id, from `users.labels.list`; read again when a label id
+    /// it does not know turns up.
+    label_names: Mutex<HashMap<String, String>>,
 }
 
 /// What `users.getProfile` says of a mailbox.
@@ -226,6 +239,7 @@ impl GmailClient {
             stats: Mutex::new(RequestStats::default()),
             metrics: None,
             mailbox_confirmed: AtomicBool::new(false),
+            label_names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -543,7 +557,8 @@ impl GmailClient {
         })
     }
 
-    /// One page of `users.history.list` after `start_history_id`, message additions only.
+    /// One page of `users.history.list` after `start_history_id`: message additions, and
+    /// label changes (the labels a label rule may match, docs/spec/gmail-api.md).
     pub async fn history(
         &self,
         start_history_id: u64,
@@ -560,6 +575,8 @@ impl GmailClient {
                         .history_list("me")
                         .start_history_id(start_history_id)
                         .add_history_types("messageAdded")
+                        .add_history_types("labelAdded")
+                        .add_history_types("labelRemoved")
                         .max_results(page_size)
                         .add_scope(Scope::Readonly);
                     if let Some(token) = &page_token {
@@ -582,23 +599,101 @@ impl GmailClient {
         };
         let records = history.history.unwrap_or_default();
         let last_record_id = records.iter().filter_map(|record| record.id).max();
-        let added = records
-            .into_iter()
-            .flat_map(|record| record.messages_added.unwrap_or_default())
-            .filter_map(|added| added.message)
-            .filter_map(|message| {
-                Some(AddedMessage {
-                    id: message.id?,
+        let mut added = Vec::new();
+        let mut label_changes: Vec<LabelChange> = Vec::new();
+        for record in records {
+            for message in record
+                .messages_added
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|added| added.message)
+            {
+                if let Some(id) = message.id {
+                    added.push(AddedMessage {
+                        id,
+                        label_ids: message.label_ids.unwrap_or_default(),
+                    });
+                }
+            }
+            let changed = record
+                .labels_added
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|change| change.message)
+                .chain(
+                    record
+                        .labels_removed
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|change| change.message),
+                );
+            for message in changed {
+                let Some(id) = message.id else { continue };
+                // Each record carries the message's labels after it: the last one wins.
+                label_changes.retain(|known| known.id != id);
+                label_changes.push(LabelChange {
+                    id,
                     label_ids: message.label_ids.unwrap_or_default(),
-                })
-            })
-            .collect();
+                });
+            }
+        }
         Ok(HistoryPage {
             added,
+            label_changes,
             last_record_id,
             next_page_token: history.next_page_token.filter(|token| !token.is_empty()),
             history_id: history.history_id,
         })
+    }
+}
+
+impl GmailClient {
+    /// The names of `label_ids` (system labels are their own names, `INBOX`; user labels
+    /// have ids like `Label_12`). Reads `users.labels.list` once, and again when an id it
+    /// does not know turns up (a label made since); an id still unknown then keeps its id.
+    pub async fn label_names(&self, label_ids: &[String]) -> Result<Vec<String>, GmailError> {
+        let unknown = {
+            let names = self.label_names.lock().expect("label names lock");
+            label_ids
+                .iter()
+                .any(|id| id.starts_with("Label_") && !names.contains_key(id))
+        };
+        if unknown {
+            let listed = self.list_labels().await?;
+            *self.label_names.lock().expect("label names lock") = listed;
+        }
+        let names = self.label_names.lock().expect("label names lock");
+        Ok(label_ids
+            .iter()
+            .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+            .collect())
+    }
+
+    /// `users.labels.list`: every label's name by id.
+    async fn list_labels(&self) -> Result<HashMap<String, String>, GmailError> {
+        let listed = self
+            .execute(
+                Method::LabelsList,
+                |hub: Arc<Gmail<Connector>>| async move {
+                    let mut observer = Observer::default();
+                    let result = hub
+                        .users()
+                        .labels_list("me")
+                        .add_scope(Scope::Readonly)
+                        .delegate(&mut observer)
+                        .doit()
+                        .await
+                        .map(|(_, labels)| labels);
+                    (result, observer)
+                },
+            )
+            .await?;
+        Ok(listed
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|label| Some((label.id?, label.name?)))
+            .collect())
     }
 }
 

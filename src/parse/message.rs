@@ -87,6 +87,20 @@ pub struct ParsedMessage {
     pub problems: Vec<String>,
 }
 
+impl ParsedMessage {
+    /// The conversation this message belongs to, the same in every mailbox
+    /// (docs/spec/decisions.md, "Conversations"): the first Message-ID of its References,
+    /// else its In-Reply-To, else its own Message-ID. `None` for a message with none of them,
+    /// whose conversation is its own key.
+    pub fn conversation(&self) -> Option<&str> {
+        self.references
+            .first()
+            .or(self.in_reply_to.first())
+            .or(self.message_id.as_ref())
+            .map(String::as_str)
+    }
+}
+
 /// Why a message could not be read at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {

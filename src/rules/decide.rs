@@ -1,6 +1,6 @@
 //! The decision for one message in one user's mailbox, exactly as the spec orders it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::address;
@@ -112,6 +112,7 @@ pub enum Reason {
     ExcludedLabel,
     ParseError,
     BlockedByRule,
+    SkippedByOwner,
     NoQualifyingParty,
     Synced,
 }
@@ -123,6 +124,7 @@ impl Reason {
             Reason::ExcludedLabel => "excluded_label",
             Reason::ParseError => "parse_error",
             Reason::BlockedByRule => "blocked_by_rule",
+            Reason::SkippedByOwner => "skipped_by_owner",
             Reason::NoQualifyingParty => "no_qualifying_party",
             Reason::Synced => "synced",
         }
@@ -153,11 +155,16 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// How far a copy, or an activity, is shown; in order, least restrictive first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
+    /// Whoever may see the activity sees its content.
     Visible,
+    /// Metadata only for anyone but its owners (and admins, if the account allows).
     Private,
+    /// Seen at all, in full, only by the users who took part in its conversation.
+    Participants,
 }
 
 impl Visibility {
@@ -165,8 +172,73 @@ impl Visibility {
         match self {
             Visibility::Visible => "visible",
             Visibility::Private => "private",
+            Visibility::Participants => "participants",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Visibility> {
+        match text {
+            "visible" => Some(Visibility::Visible),
+            "private" => Some(Visibility::Private),
+            "participants" => Some(Visibility::Participants),
+            _ => None,
+        }
+    }
+}
+
+/// Which level of the spec chose a copy's visibility (step 2 of "The level of a synced
+/// message"): the owner's override, a label rule, an address or domain rule, or the user's
+/// default. Owner and label choices are explicit: they outrank the others across copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecidedBy {
+    Owner,
+    Label,
+    Rule,
+    Default,
+}
+
+impl DecidedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecidedBy::Owner => "owner",
+            DecidedBy::Label => "label",
+            DecidedBy::Rule => "rule",
+            DecidedBy::Default => "default",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DecidedBy> {
+        match text {
+            "owner" => Some(DecidedBy::Owner),
+            "label" => Some(DecidedBy::Label),
+            "rule" => Some(DecidedBy::Rule),
+            "default" => Some(DecidedBy::Default),
+            _ => None,
+        }
+    }
+
+    pub fn is_explicit(self) -> bool {
+        matches!(self, DecidedBy::Owner | DecidedBy::Label)
+    }
+}
+
+/// Step 4: an activity's level from its copies' choices. Any explicit choice (owner or
+/// label): the most restrictive explicit one; otherwise the least restrictive ("visible if
+/// any source is visible"). `None` for an activity without copies.
+pub fn activity_level(
+    copies: impl IntoIterator<Item = (Visibility, DecidedBy)>,
+) -> Option<Visibility> {
+    let mut explicit: Option<Visibility> = None;
+    let mut implicit: Option<Visibility> = None;
+    for (visibility, decided_by) in copies {
+        if decided_by.is_explicit() {
+            explicit = explicit.max(Some(visibility));
+        } else {
+            implicit = Some(implicit.map_or(visibility, |known| known.min(visibility)));
+        }
+    }
+    explicit.or(implicit)
 }
 
 /// A rule that took part in a decision, with the party it matched and where it is written.
@@ -174,7 +246,10 @@ impl Visibility {
 pub struct RuleMatch {
     pub name: String,
     pub action: Action,
+    /// The party it matched; for a label rule, the first qualifying party.
     pub party: String,
+    /// For a label rule, the label it matched.
+    pub label: Option<String>,
     pub file: PathBuf,
     pub line: usize,
 }
@@ -185,6 +260,8 @@ pub struct RuleMatch {
 pub struct Approval {
     contacts: Vec<String>,
     visibility: Visibility,
+    decided_by: DecidedBy,
+    labels: Vec<String>,
 }
 
 impl Approval {
@@ -195,6 +272,16 @@ impl Approval {
 
     pub fn visibility(&self) -> Visibility {
         self.visibility
+    }
+
+    pub fn decided_by(&self) -> DecidedBy {
+        self.decided_by
+    }
+
+    /// The copy's labels that a label rule matched (lower-cased), kept with the source so
+    /// that a later reply in the conversation, and a reload, weigh them again.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
     }
 }
 
@@ -236,6 +323,19 @@ impl Decision {
 
     pub fn visibility(&self) -> Option<Visibility> {
         self.approval.as_ref().map(Approval::visibility)
+    }
+
+    /// Which level chose: for a synced copy, and for a copy skipped by a label or an
+    /// override.
+    pub fn decided_by(&self) -> Option<DecidedBy> {
+        match (&self.approval, self.reason) {
+            (Some(approval), _) => Some(approval.decided_by),
+            (None, Reason::SkippedByOwner) => Some(DecidedBy::Owner),
+            (None, Reason::BlockedByRule) if self.rules.iter().any(|rule| rule.label.is_some()) => {
+                Some(DecidedBy::Label)
+            }
+            _ => None,
+        }
     }
 
     /// Names of the rules that made the decision, each once, in the order they applied.
@@ -321,15 +421,82 @@ pub struct ContactBook {
     /// Addresses of contacts marked never-sync (`contacts set --no-sync`): they act as a `skip`
     /// rule for every mailbox.
     pub never_sync: HashSet<String>,
+    /// What the store holds of the conversations of the messages being decided, in the
+    /// mailbox deciding them, by conversation key: a later reply inherits the owner's
+    /// override and the labels of the conversation.
+    pub conversations: HashMap<String, ConversationContext>,
+}
+
+/// What one mailbox has said about one conversation before.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationContext {
+    /// The owner's override for the whole conversation (`activity set --conversation`).
+    pub owner_choice: Option<Action>,
+    /// Labels that label rules matched on the mailbox's stored copies (lower-cased).
+    pub labels: Vec<String>,
+}
+
+impl ConversationContext {
+    /// Adds labels another stored copy carries, each once.
+    pub fn add_labels(&mut self, labels: Vec<String>) {
+        for label in labels {
+            if !self.labels.contains(&label) {
+                self.labels.push(label);
+            }
+        }
+    }
 }
 
 impl From<HashSet<String>> for ContactBook {
     fn from(contacts: HashSet<String>) -> Self {
         ContactBook {
             contacts,
-            never_sync: HashSet::new(),
+            ..ContactBook::default()
         }
     }
+}
+
+/// The labels of a copy in `user`'s mailbox that a label rule in scope matches, lower-cased,
+/// sorted, each once: what is kept with the copy. Other labels are not stored.
+pub fn rule_labels(policy: &Policy, user: &User, labels: &[String]) -> Vec<String> {
+    let mut matched: Vec<String> = labels
+        .iter()
+        .map(|label| label.trim().to_lowercase())
+        .filter(|label| {
+            policy
+                .rules
+                .rules
+                .iter()
+                .filter(|rule| rule.in_scope_for(&user.email))
+                .any(|rule| rule.matcher.matches_labels([label.as_str()]))
+        })
+        .collect();
+    matched.sort_unstable();
+    matched.dedup();
+    matched
+}
+
+/// The names of the label rules in scope for `user` whose action is skip and which match one
+/// of `labels`.
+pub fn skip_label_rules(policy: &Policy, user: &User, labels: &[String]) -> Vec<String> {
+    policy
+        .rules
+        .rules
+        .iter()
+        .filter(|rule| rule.in_scope_for(&user.email) && rule.action == Action::Skip)
+        .filter(|rule| {
+            rule.matcher
+                .matches_labels(labels.iter().map(String::as_str))
+        })
+        .map(|rule| rule.name.clone())
+        .collect()
+}
+
+/// The most restrictive of several choices: skip, then participants, private, visible.
+pub(super) fn most_restrictive(actions: impl IntoIterator<Item = Action>) -> Option<Action> {
+    actions
+        .into_iter()
+        .max_by_key(|action| action.visibility().map_or(u8::MAX, |level| level as u8))
 }
 
 /// Decides one message in `user`'s mailbox against the contacts the store knows.
@@ -363,6 +530,7 @@ pub fn decide(
                 name: rule.name.clone(),
                 action: rule.action,
                 party: party.to_string(),
+                label: None,
                 file: rule.file.clone(),
                 line: rule.line,
             })
@@ -378,6 +546,7 @@ pub fn decide(
                 name: NO_SYNC_RULE_NAME.to_string(),
                 action: Action::Skip,
                 party: party.clone(),
+                label: None,
                 file: PathBuf::new(),
                 line: 0,
             });
@@ -424,23 +593,66 @@ pub fn decide(
     if contacts.is_empty() {
         return decision;
     }
-    let visibility_matches: Vec<RuleMatch> = contacts
+    // Step 2: the copy's own choice, from the first level that has one.
+    let context = message
+        .conversation()
+        .and_then(|conversation| book.conversations.get(conversation));
+    let copy_labels: Vec<&str> = labels
+        .iter()
+        .map(String::as_str)
+        .chain(
+            context
+                .iter()
+                .flat_map(|known| known.labels.iter().map(String::as_str)),
+        )
+        .collect();
+    let label_matches: Vec<RuleMatch> = rules_in_scope
+        .iter()
+        .filter(|rule| rule.matcher.matches_labels(copy_labels.iter().copied()))
+        .map(|rule| RuleMatch {
+            name: rule.name.clone(),
+            action: rule.action,
+            party: contacts[0].clone(),
+            label: rule.matcher.label.clone(),
+            file: rule.file.clone(),
+            line: rule.line,
+        })
+        .collect();
+    let party_matches: Vec<RuleMatch> = contacts
         .iter()
         .flat_map(|contact| matching(contact, &|action| action != Action::Skip))
         .collect();
-    let any_rule = |action: Action| visibility_matches.iter().any(|m| m.action == action);
-    let visibility = if any_rule(Action::Private) {
-        Visibility::Private
-    } else if any_rule(Action::Visible) || user.emails_visible {
-        Visibility::Visible
-    } else {
-        Visibility::Private
+    let (choice, decided_by) = match context.and_then(|known| known.owner_choice) {
+        Some(choice) => (choice, DecidedBy::Owner),
+        None => match most_restrictive(label_matches.iter().map(|m| m.action)) {
+            Some(choice) => (choice, DecidedBy::Label),
+            None => match most_restrictive(party_matches.iter().map(|m| m.action)) {
+                Some(choice) => (choice, DecidedBy::Rule),
+                None if user.emails_visible => (Action::Visible, DecidedBy::Default),
+                None => (Action::Private, DecidedBy::Default),
+            },
+        },
+    };
+    // Only the copy's own labels are kept with it: what it inherits is read again from its
+    // conversation, so that a label taken off the conversation stops counting everywhere.
+    let matched_labels = rule_labels(policy, user, labels);
+    decision.rules = label_matches;
+    decision.rules.extend(party_matches);
+    // Step 3: a copy whose own choice is skip is not kept.
+    let Some(visibility) = choice.visibility() else {
+        decision.reason = match decided_by {
+            DecidedBy::Owner => Reason::SkippedByOwner,
+            _ => Reason::BlockedByRule,
+        };
+        decision.rules.retain(|m| m.action == Action::Skip);
+        return decision;
     };
     decision.reason = Reason::Synced;
-    decision.rules = visibility_matches;
     decision.approval = Some(Approval {
         contacts,
         visibility,
+        decided_by,
+        labels: matched_labels,
     });
     decision
 }

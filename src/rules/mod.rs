@@ -11,8 +11,10 @@ mod recheck;
 mod ruleset;
 
 pub use decide::{
-    Approval, ContactBook, Decision, Direction, Outcome, PartyVerdict, Policy, Reason, RuleMatch,
-    Verdict, Visibility, decide, decide_before_fetch, decide_by_search, excluded_label, parties_of,
+    Approval, ContactBook, ConversationContext, DecidedBy, Decision, Direction, Outcome,
+    PartyVerdict, Policy, Reason, RuleMatch, Verdict, Visibility, activity_level, decide,
+    decide_before_fetch, decide_by_search, excluded_label, parties_of, rule_labels,
+    skip_label_rules,
 };
 pub use recheck::{
     Mailbox, PartyFingerprint, Recheck, StoredParties, address_hash, party_fingerprints, recheck,

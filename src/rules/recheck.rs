@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use std::collections::HashSet;
 
-use super::decide::{PartyVerdict, Policy, Visibility};
+use super::decide::{DecidedBy, PartyVerdict, Policy, Visibility, most_restrictive};
 use super::{Action, Matcher, MessageFacts, NO_SYNC_RULE_NAME, PartyPattern, Rule};
 use crate::address;
 use crate::config::User;
@@ -44,9 +44,11 @@ impl PartyPattern {
 }
 
 impl Matcher {
-    /// Whether the rule matches a remembered party of a message with these facts.
+    /// Whether the rule matches a remembered party of a message with these facts. A label
+    /// rule matches no party, as in [`Matcher::matches`].
     pub fn matches_fingerprint(&self, party: &PartyFingerprint, facts: &MessageFacts) -> bool {
-        self.matches_message(facts)
+        !self.is_label_rule()
+            && self.matches_message(facts)
             && self
                 .party
                 .as_ref()
@@ -55,12 +57,17 @@ impl Matcher {
 }
 
 /// What a stored source is decided again from: its parties as remembered, its linked contact
-/// addresses (the parties that qualified), and the message facts kept with it.
+/// addresses (the parties that qualified), the message facts kept with it, and the choice
+/// it carries (who made it, and the labels a label rule matched on it).
 #[derive(Debug, Clone, Copy)]
 pub struct StoredParties<'a> {
     pub parties: &'a [PartyFingerprint],
     pub contacts: &'a [String],
     pub facts: &'a MessageFacts,
+    /// The labels label rules matched on the copy (lower-cased), as stored with it.
+    pub labels: &'a [String],
+    /// The owner's override, which no rule changes (only `activity set ... default`).
+    pub owner_choice: Option<Visibility>,
 }
 
 /// Whose mailbox a stored source came from, as far as deciding it again needs.
@@ -74,7 +81,10 @@ pub enum Mailbox<'a> {
     /// unscoped rule can make stored mail private, never visible, because what made it
     /// private (a rule scoped to the user, their `emails_visible`) left with them and can no
     /// longer be weighed.
-    Departed { stored_visibility: Visibility },
+    Departed {
+        stored_visibility: Visibility,
+        stored_decided_by: DecidedBy,
+    },
 }
 
 impl Mailbox<'_> {
@@ -85,12 +95,14 @@ impl Mailbox<'_> {
         }
     }
 
-    /// Visibility when no private or visible rule matches.
+    /// Visibility when no rule chooses.
     fn default_visibility(&self) -> Visibility {
         match self {
             Mailbox::User(user) if user.emails_visible => Visibility::Visible,
             Mailbox::User(_) => Visibility::Private,
-            Mailbox::Departed { stored_visibility } => *stored_visibility,
+            Mailbox::Departed {
+                stored_visibility, ..
+            } => *stored_visibility,
         }
     }
 }
@@ -98,17 +110,21 @@ impl Mailbox<'_> {
 /// The outcome for one stored source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recheck {
-    /// A skip rule now matches a party: the source goes (and the activity with its last source).
+    /// A skip rule now matches a party, or a label rule says skip: the source goes (and the
+    /// activity with its last source).
     Blocked { rules: Vec<String> },
-    /// The source stays, with this visibility, for these rules.
+    /// The source stays, with this choice, made at this level, for these rules.
     Keep {
         visibility: Visibility,
+        decided_by: DecidedBy,
         rules: Vec<String>,
     },
 }
 
-/// Decides a stored source of `mailbox` again. `never_sync_hashes` are the address hashes of
-/// contacts marked never-sync, which block like a skip rule.
+/// Decides a stored source of `mailbox` again, in the spec's order: a party's skip rule (or a
+/// never-sync contact), then the copy's own choice (the owner's override, a label rule, the
+/// address or domain rules, the user's default). `never_sync_hashes` are the address hashes
+/// of contacts marked never-sync, which block like a skip rule.
 ///
 /// The parties are those computed when the source was stored, minus the addresses the
 /// mailbox's user had then; that holds for a departed user too, so nothing here needs their
@@ -123,6 +139,8 @@ pub fn recheck(
         parties,
         contacts,
         facts,
+        labels,
+        owner_choice,
     } = stored;
     let in_scope: Vec<&Rule> = policy
         .rules
@@ -130,7 +148,7 @@ pub fn recheck(
         .iter()
         .filter(|rule| mailbox.has_in_scope(rule))
         .collect();
-    let names = |rules: Vec<&Rule>| -> Vec<String> {
+    let names = |rules: &[&Rule]| -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for rule in rules {
             if !names.contains(&rule.name) {
@@ -159,13 +177,45 @@ pub fn recheck(
             .iter()
             .any(|contact| never_sync_hashes.contains(&address_hash(contact)));
     if !blocking.is_empty() || never_sync {
-        let mut rules = names(blocking);
+        let mut rules = names(&blocking);
         if never_sync {
             rules.push(NO_SYNC_RULE_NAME.to_string());
         }
         return Recheck::Blocked { rules };
     }
-    let visibility_rules: Vec<&Rule> = in_scope
+    if let Some(visibility) = owner_choice {
+        return Recheck::Keep {
+            visibility,
+            decided_by: DecidedBy::Owner,
+            rules: Vec::new(),
+        };
+    }
+    let label_rules: Vec<&Rule> = in_scope
+        .iter()
+        .copied()
+        .filter(|rule| {
+            rule.matcher
+                .matches_labels(labels.iter().map(String::as_str))
+        })
+        .collect();
+    if let Some(choice) = most_restrictive(label_rules.iter().map(|rule| rule.action)) {
+        let chosen: Vec<&Rule> = label_rules
+            .iter()
+            .copied()
+            .filter(|rule| rule.action == choice)
+            .collect();
+        return match choice.visibility() {
+            None => Recheck::Blocked {
+                rules: names(&chosen),
+            },
+            Some(visibility) => Recheck::Keep {
+                visibility,
+                decided_by: DecidedBy::Label,
+                rules: names(&chosen),
+            },
+        };
+    }
+    let party_rules: Vec<&Rule> = in_scope
         .iter()
         .copied()
         .filter(|rule| rule.action != Action::Skip)
@@ -175,24 +225,36 @@ pub fn recheck(
                 .any(|contact| rule.matcher.matches(contact, facts))
         })
         .collect();
-    let visibility = if visibility_rules
-        .iter()
-        .any(|rule| rule.action == Action::Private)
-    {
-        Visibility::Private
-    } else if let Mailbox::Departed { stored_visibility } = mailbox {
-        stored_visibility
-    } else if visibility_rules
-        .iter()
-        .any(|rule| rule.action == Action::Visible)
-    {
-        Visibility::Visible
-    } else {
-        mailbox.default_visibility()
+    let chosen =
+        most_restrictive(party_rules.iter().map(|rule| rule.action)).and_then(Action::visibility);
+    let (visibility, decided_by) = match (chosen, mailbox) {
+        // A departed user's stored level only narrows.
+        (
+            Some(visibility),
+            Mailbox::Departed {
+                stored_visibility,
+                stored_decided_by,
+            },
+        ) => {
+            if visibility > stored_visibility {
+                (visibility, DecidedBy::Rule)
+            } else {
+                (stored_visibility, stored_decided_by)
+            }
+        }
+        (
+            None,
+            Mailbox::Departed {
+                stored_decided_by, ..
+            },
+        ) => (mailbox.default_visibility(), stored_decided_by),
+        (Some(visibility), Mailbox::User(_)) => (visibility, DecidedBy::Rule),
+        (None, _) => (mailbox.default_visibility(), DecidedBy::Default),
     };
     Recheck::Keep {
         visibility,
-        rules: names(visibility_rules),
+        decided_by,
+        rules: names(&party_rules),
     }
 }
 
@@ -215,6 +277,25 @@ mod tests {
     }
 
     #[test]
+    fn a_label_rule_matches_no_party() {
+        let party = (
+            "customer.com".to_string(),
+            address_hash("alice@customer.com"),
+        );
+        let label = Matcher {
+            party: None,
+            automated: None,
+            calendar: None,
+            label: Some("crm/never".to_string()),
+        };
+        let facts = MessageFacts::default();
+        assert!(!label.matches_fingerprint(&party, &facts));
+        assert!(!label.matches("alice@customer.com", &facts));
+        assert!(label.matches_labels(["INBOX", "CRM/Never"]));
+        assert!(!label.matches_labels(["INBOX", "CRM/Never2"]));
+    }
+
+    #[test]
     fn message_conditions_need_known_facts() {
         let party = (
             "news.example".to_string(),
@@ -224,6 +305,7 @@ mod tests {
             party: None,
             automated: Some(true),
             calendar: None,
+            label: None,
         };
         let known = MessageFacts {
             automated: Some(true),

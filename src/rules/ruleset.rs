@@ -35,6 +35,7 @@ struct RawMatch {
     domain: Option<String>,
     automated: Option<bool>,
     calendar: Option<bool>,
+    label: Option<String>,
 }
 
 /// What a matching rule does to a message.
@@ -43,6 +44,9 @@ struct RawMatch {
 pub enum Action {
     /// The whole message is skipped (privacy first: one blocked party blocks the message).
     Skip,
+    /// The message is synced and seen, in full, only by the users who took part in its
+    /// conversation; everyone else does not see that it happened.
+    Participants,
     /// The message is synced but only its metadata is shown to others.
     Private,
     /// The message is synced and its content shown to whoever may see its contacts.
@@ -53,8 +57,30 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Skip => "skip",
+            Action::Participants => "participants",
             Action::Private => "private",
             Action::Visible => "visible",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        [
+            Action::Skip,
+            Action::Participants,
+            Action::Private,
+            Action::Visible,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == text)
+    }
+
+    /// The level a non-skip action gives a copy.
+    pub fn visibility(self) -> Option<super::Visibility> {
+        match self {
+            Action::Skip => None,
+            Action::Participants => Some(super::Visibility::Participants),
+            Action::Private => Some(super::Visibility::Private),
+            Action::Visible => Some(super::Visibility::Visible),
         }
     }
 }
@@ -108,6 +134,9 @@ pub struct Matcher {
     pub automated: Option<bool>,
     /// `Some(true)`: only calendar-only messages; `Some(false)`: only the others.
     pub calendar: Option<bool>,
+    /// A Gmail label name, lower-cased: the rule matches a copy carrying it (in its mailbox,
+    /// on it or on another stored message of its conversation), whatever its parties.
+    pub label: Option<String>,
 }
 
 impl Matcher {
@@ -116,6 +145,7 @@ impl Matcher {
             party: Some(PartyPattern::Address(address.into())),
             automated: None,
             calendar: None,
+            label: None,
         }
     }
 
@@ -124,6 +154,7 @@ impl Matcher {
             party: Some(PartyPattern::Domain(domain.into())),
             automated: None,
             calendar: None,
+            label: None,
         }
     }
 
@@ -135,9 +166,25 @@ impl Matcher {
         holds(self.automated, facts.automated) && holds(self.calendar, facts.calendar_only)
     }
 
-    /// Whether the rule matches `party_address` in a message with these facts.
+    /// Whether this is a label rule, decided by a copy's labels instead of its parties.
+    pub fn is_label_rule(&self) -> bool {
+        self.label.is_some()
+    }
+
+    /// Whether a label rule matches a copy carrying `labels` (names, any case).
+    pub fn matches_labels<'a>(&self, labels: impl IntoIterator<Item = &'a str>) -> bool {
+        self.label.as_ref().is_some_and(|wanted| {
+            labels
+                .into_iter()
+                .any(|label| label.trim().eq_ignore_ascii_case(wanted))
+        })
+    }
+
+    /// Whether the rule matches `party_address` in a message with these facts. A label rule
+    /// matches no party: labels are weighed apart ([`Matcher::matches_labels`]).
     pub fn matches(&self, party_address: &str, facts: &MessageFacts) -> bool {
-        self.matches_message(facts)
+        !self.is_label_rule()
+            && self.matches_message(facts)
             && self
                 .party
                 .as_ref()
@@ -152,6 +199,9 @@ impl std::fmt::Display for Matcher {
             Some(PartyPattern::Address(address)) => parts.push(format!("address {address}")),
             Some(PartyPattern::Domain(domain)) => parts.push(format!("domain {domain}")),
             None => {}
+        }
+        if let Some(label) = &self.label {
+            parts.push(format!("label {label}"));
         }
         match self.automated {
             Some(true) => parts.push("automated mail".to_string()),
@@ -314,16 +364,36 @@ fn validate_rule(
         }
         (None, None) => None,
     };
+    let label = raw.matcher.label.map(|label| label.trim().to_lowercase());
+    if let Some(label) = &label {
+        if label.is_empty() {
+            diagnostics
+                .push(file.diagnostic(&match_at, format!("rule `{name}`: `label` is empty")));
+        }
+        if party.is_some() || raw.matcher.automated.is_some() || raw.matcher.calendar.is_some() {
+            diagnostics.push(file.diagnostic(
+                &match_at,
+                format!(
+                    "rule `{name}`: `label` stands alone in `match` (a label decides the whole conversation, whoever is on it)"
+                ),
+            ));
+        }
+    }
     let matcher = Matcher {
         party,
         automated: raw.matcher.automated,
         calendar: raw.matcher.calendar,
+        label,
     };
-    if matcher.party.is_none() && matcher.automated.is_none() && matcher.calendar.is_none() {
+    if matcher.party.is_none()
+        && matcher.automated.is_none()
+        && matcher.calendar.is_none()
+        && matcher.label.is_none()
+    {
         diagnostics.push(file.diagnostic(
             &match_at,
             format!(
-                "rule `{name}`: `match` needs `address`, `domain`, `automated` or `calendar` (an empty match would match every message)"
+                "rule `{name}`: `match` needs `address`, `domain`, `label`, `automated` or `calendar` (an empty match would match every message)"
             ),
         ));
     }

@@ -12,6 +12,8 @@ pub struct MessageIdentity {
     /// The Message-ID as written, or `sha256:<hex>` of the raw bytes when there is none.
     pub message_key: String,
     pub fingerprint: String,
+    /// The conversation's key (`ParsedMessage::conversation`, else the message's own key).
+    pub conversation: String,
 }
 
 impl MessageIdentity {
@@ -25,6 +27,9 @@ impl MessageIdentity {
             ),
         };
         Ok(MessageIdentity {
+            conversation: parsed
+                .conversation()
+                .map_or_else(|| message_key.clone(), str::to_string),
             message_key,
             fingerprint: content_fingerprint(parsed),
         })

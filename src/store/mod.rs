@@ -17,7 +17,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::parse::ParsedMessage;
-use crate::rules::{ContactBook, Decision, Direction, MessageFacts, Visibility};
+use crate::rules::{
+    Action, ContactBook, ConversationContext, DecidedBy, Decision, Direction, MessageFacts, Reason,
+    Visibility,
+};
 
 pub use files::is_sha256_hex;
 pub use identity::MessageIdentity;
@@ -438,6 +441,19 @@ impl PushState {
     }
 }
 
+/// Whether a decision's rules (as stored, JSON) name one of `rules`.
+pub(crate) fn names_any(stored_rules: &str, rules: &[String]) -> bool {
+    serde_json::from_str::<Vec<String>>(stored_rules)
+        .unwrap_or_default()
+        .iter()
+        .any(|name| rules.contains(name))
+}
+
+/// Who chose a logged decision, as SQL over decision `d` (both backends).
+pub(crate) const LOGGED_DECIDED_BY: &str = "COALESCE(
+    (SELECT s.decided_by FROM activity_sources s WHERE s.activity_id = d.activity_id AND s.user_email = d.user_email),
+    CASE d.reason WHEN 'skipped_by_owner' THEN 'owner' END)";
+
 /// One row of the decision log, as support reads it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LoggedDecision {
@@ -447,6 +463,9 @@ pub struct LoggedDecision {
     pub decision: String,
     pub reason: String,
     pub rules: Vec<String>,
+    /// Which level chose: for a synced message its copy's (`owner`, `label`, `rule`,
+    /// `default`), `owner` for a copy its owner skipped; otherwise `None`.
+    pub decided_by: Option<String>,
     /// For synced messages: the activity, its Message-ID and the contact addresses linked.
     pub activity_id: Option<i64>,
     pub message_id: Option<String>,
@@ -467,6 +486,12 @@ pub struct StoredSource {
     pub source: String,
     pub source_id: String,
     pub visibility: Visibility,
+    /// Which level chose `visibility` (`owner` is an override no rule changes).
+    pub decided_by: DecidedBy,
+    /// The labels label rules matched on this copy (lower-cased).
+    pub labels: Vec<String>,
+    /// The activity's conversation key.
+    pub conversation: String,
     pub parties: Vec<crate::rules::PartyFingerprint>,
     /// The activity's linked contact addresses.
     pub contacts: Vec<String>,
@@ -474,20 +499,61 @@ pub struct StoredSource {
     pub facts: MessageFacts,
 }
 
-/// A change retroactive rules make to one stored source.
+/// A change to one stored source: by retroactive rules, a label changed in Gmail, or the
+/// owner's override.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceChange {
-    /// A skip rule now matches: the source goes, its decision becomes `blocked_by_rule`, and
-    /// the activity goes with its last source.
+    /// The copy's choice is now skip: the source goes, its decision becomes `reason`
+    /// (`blocked_by_rule` or `skipped_by_owner`), and the activity goes with its last source.
     Remove {
         source: StoredSource,
+        reason: Reason,
         rules: Vec<String>,
     },
+    /// The copy's choice changed (its level, who made it, or the labels behind it).
     SetVisibility {
         source: StoredSource,
         visibility: Visibility,
+        decided_by: DecidedBy,
+        labels: Vec<String>,
         rules: Vec<String>,
     },
+}
+
+impl SourceChange {
+    pub fn source(&self) -> &StoredSource {
+        match self {
+            SourceChange::Remove { source, .. } | SourceChange::SetVisibility { source, .. } => {
+                source
+            }
+        }
+    }
+}
+
+/// The conversation-wide part of an owner's choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationChoice {
+    pub conversation: String,
+    /// Per mailbox whose choice it is, the choice later replies inherit (`None`: back to
+    /// labels and rules).
+    pub mailboxes: Vec<(String, Option<Action>)>,
+}
+
+/// An owner's (or an admin's) choice for an activity or its conversation, as `activity set`
+/// makes it: the changes to the sources, the conversation-wide choice that later replies
+/// inherit, and the access-log entry, written in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerChoice {
+    /// Who made the choice.
+    pub viewer: String,
+    pub activity_id: i64,
+    pub message_id: Option<String>,
+    pub viewer_is_owner: bool,
+    /// With `--conversation`: what later replies of the conversation inherit.
+    pub conversation: Option<ConversationChoice>,
+    /// What the access log says was set, e.g. `private` or `default (conversation)`.
+    pub change: String,
+    pub changes: Vec<SourceChange>,
 }
 
 /// What applying retroactive changes did.
@@ -547,9 +613,13 @@ pub struct AccessLogEntry {
     pub viewer: String,
     pub activity_id: i64,
     pub message_id: Option<String>,
+    /// `feed`, `search`, `export`, `attachment`, or `set` for an owner's choice.
     pub path: String,
-    /// The viewer's mailbox is one of the activity's sources (only exports log owners).
+    /// The viewer's mailbox is one of the activity's sources (only exports and choices log
+    /// owners).
     pub viewer_is_owner: bool,
+    /// For `set`: what was chosen.
+    pub change: Option<String>,
     /// RFC 3339, UTC.
     pub at: String,
 }
@@ -584,9 +654,24 @@ pub enum Recorded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Viewer {
     pub email: String,
+    /// The viewer's primary address and aliases (lower-cased): being on a conversation's
+    /// From, To or Cc under any of them makes the viewer a participant.
+    pub addresses: Vec<String>,
     pub is_admin: bool,
     /// The account setting `admins_see_private_emails`, which matters only for admins.
     pub admins_see_private_emails: bool,
+}
+
+impl Viewer {
+    /// A configured user reading, under the account's `admins_see_private_emails`.
+    pub fn of(user: &crate::config::User, admins_see_private_emails: bool) -> Viewer {
+        Viewer {
+            email: user.email.clone(),
+            addresses: user.addresses().map(crate::address::normalize).collect(),
+            is_admin: user.is_admin(),
+            admins_see_private_emails,
+        }
+    }
 }
 
 /// One activity as a given viewer may see it: content withheld is `None`.
@@ -599,6 +684,11 @@ pub struct ActivityView {
     pub direction: String,
     /// Addresses of the linked contacts this viewer may see.
     pub contacts: Vec<String>,
+    /// The activity's conversation key, the same in every mailbox.
+    pub conversation: String,
+    /// `visible`, `private` or `participants` (docs/spec/decisions.md, step 4).
+    pub level: Visibility,
+    /// Content withheld from others than its owners: the level is not `visible`.
     pub private: bool,
     pub subject: Option<String>,
     pub body: Option<String>,
@@ -791,8 +881,51 @@ pub trait Store: Send + Sync {
     /// Every stored source, for retroactive rules.
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError>;
 
-    /// Applies retroactive changes in one transaction.
+    /// The stored sources of one activity (`conversation: false`) or of every activity of
+    /// its conversation; empty when there is no such activity.
+    fn sources_of(
+        &self,
+        activity_id: i64,
+        conversation: bool,
+    ) -> Result<Vec<StoredSource>, StoreError>;
+
+    /// The stored source of one message of one mailbox, if it is synced.
+    fn stored_source(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_id: &str,
+    ) -> Result<Option<StoredSource>, StoreError>;
+
+    /// What `user_email`'s mailbox has said before about each of `conversations`: its
+    /// conversation-wide override and the labels label rules matched on its stored copies,
+    /// except the copies of the messages being decided (`source`, `source_ids`), whose own
+    /// labels are read again. Conversations it said nothing about are left out.
+    fn conversation_contexts(
+        &self,
+        user_email: &str,
+        conversations: &[String],
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, ConversationContext>, StoreError>;
+
+    /// Applies changes to stored sources in one transaction.
     fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError>;
+
+    /// Applies an owner's choice, its conversation-wide record and its access-log entry in
+    /// one transaction.
+    fn apply_owner_choice(&self, choice: &OwnerChoice) -> Result<AppliedChanges, StoreError>;
+
+    /// Forgets a message's decision so it is fetched and decided again (a `skip` label
+    /// removed in Gmail): deleted only if it is `blocked_by_rule` by one of `rules` (the
+    /// label rules that could have skipped it). Returns whether it was.
+    fn forget_blocked_decision(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_id: &str,
+        rules: &[String],
+    ) -> Result<bool, StoreError>;
 
     /// Removes everything that came from `user_email`'s mailbox: activities it alone
     /// contributed, its sources on shared ones, its decisions, sync state, notification

@@ -5,6 +5,7 @@
 //! conformance tests run every viewer against both backends.
 
 use super::{ReadPath, Viewer};
+use crate::rules::Visibility;
 
 /// What one read asks for beyond the viewer.
 #[derive(Debug, Clone, Copy)]
@@ -74,27 +75,68 @@ impl<'a> ReadQuery<'a> {
 pub(crate) struct ActivityFacts {
     /// One of the activity's sources is the viewer's own mailbox.
     pub viewer_owns_a_source: bool,
-    /// At least one source decided "visible".
-    pub any_source_visible: bool,
+    /// The activity's level, from its copies' choices (step 4 of the spec).
+    pub level: Visibility,
     /// Retention erased its content.
     pub content_erased: bool,
 }
 
-/// Rule 2: content is shown when the activity is visible (any source said so), the viewer
-/// owns a source, or the viewer is an admin and the account lets admins read private mail.
+/// Rule 2: content is shown when the activity is visible, the viewer owns a source, the
+/// viewer is an admin and the account lets admins read private mail, or the activity is
+/// for its participants (whom rule 1 alone lets see it at all: its participants see it in
+/// full, and admins are not let in).
 pub(crate) fn content_shown(viewer: &Viewer, facts: ActivityFacts) -> bool {
-    facts.any_source_visible
-        || facts.viewer_owns_a_source
-        || (viewer.is_admin && viewer.admins_see_private_emails)
+    match facts.level {
+        Visibility::Visible | Visibility::Participants => true,
+        Visibility::Private => {
+            facts.viewer_owns_a_source || (viewer.is_admin && viewer.admins_see_private_emails)
+        }
+    }
 }
 
 /// The access log: private content shown to someone who owns none of its sources, and any
-/// export that includes private content, even by an owner (exports leave the system). Erased
-/// content is shown to nobody, so reading it is nothing to record.
+/// export that includes content that is not visible to all (private or participants'), even
+/// by an owner (exports leave the system). Erased content is shown to nobody, so reading it
+/// is nothing to record.
 pub(crate) fn must_record_access(viewer: &Viewer, facts: ActivityFacts, path: ReadPath) -> bool {
-    let private_content_shown =
-        content_shown(viewer, facts) && !facts.any_source_visible && !facts.content_erased;
-    private_content_shown && (!facts.viewer_owns_a_source || path == ReadPath::Export)
+    let restricted_content_shown =
+        content_shown(viewer, facts) && facts.level != Visibility::Visible && !facts.content_erased;
+    let someone_elses_private = facts.level == Visibility::Private && !facts.viewer_owns_a_source;
+    restricted_content_shown && (someone_elses_private || path == ReadPath::Export)
+}
+
+/// Step 4 of the spec as SQL, over activity `a`: the most restrictive explicit choice (an
+/// owner's or a label's) among its sources, else the least restrictive choice. The same text
+/// runs on SQLite and PostgreSQL.
+pub(crate) const ACTIVITY_LEVEL: &str = "(SELECT CASE COALESCE(
+        MAX(CASE WHEN lv.decided_by IN ('owner', 'label') THEN
+            CASE lv.visibility WHEN 'visible' THEN 0 WHEN 'private' THEN 1 ELSE 2 END END),
+        MIN(CASE lv.visibility WHEN 'visible' THEN 0 WHEN 'private' THEN 1 ELSE 2 END))
+      WHEN 0 THEN 'visible' WHEN 1 THEN 'private' ELSE 'participants' END
+    FROM activity_sources lv WHERE lv.activity_id = a.id)";
+
+/// Whether the viewer took part in activity `a`'s conversation, as SQL: they own a source
+/// of one of its activities, or one of their addresses is among the parties kept with one
+/// (as the SHA-256 of the address: the store keeps no other party's address). `viewer` is
+/// the viewer-email placeholder; `find` the backend's substring position function (`instr`
+/// in SQLite, `strpos` in PostgreSQL). The hashes are written into the text: they are hex
+/// digits computed here, never user input.
+pub(crate) fn participant_sql(viewer: &Viewer, viewer_placeholder: &str, find: &str) -> String {
+    let mut by_address: Vec<String> = viewer
+        .addresses
+        .iter()
+        .map(|address| {
+            let hash = crate::rules::address_hash(address);
+            debug_assert!(hash.bytes().all(|byte| byte.is_ascii_hexdigit()));
+            format!("{find}(ps.parties, '\"{hash}\"') > 0")
+        })
+        .collect();
+    by_address.push(format!("ps.user_email = {viewer_placeholder}"));
+    format!(
+        "EXISTS (SELECT 1 FROM activities pc JOIN activity_sources ps ON ps.activity_id = pc.id
+                 WHERE pc.conversation = a.conversation AND ({}))",
+        by_address.join(" OR ")
+    )
 }
 
 /// A viewer's search words: whitespace-separated, every one required, nothing in them is
@@ -133,44 +175,62 @@ mod tests {
     fn viewer(is_admin: bool, admins_see_private_emails: bool) -> Viewer {
         Viewer {
             email: "v@abcorp.com".to_string(),
+            addresses: vec!["v@abcorp.com".to_string()],
             is_admin,
             admins_see_private_emails,
         }
     }
 
-    /// Every combination: (owns, visible, erased, admin, admins see private, path) →
+    /// Every combination: (owns, level, erased, admin, admins see private, path) →
     /// (content shown, recorded).
     #[test]
     fn content_and_access_records_follow_the_spec() {
-        for bits in 0..64u32 {
-            let bit = |n: u32| bits & (1 << n) != 0;
-            let facts = ActivityFacts {
-                viewer_owns_a_source: bit(0),
-                any_source_visible: bit(1),
-                content_erased: bit(2),
-            };
-            let viewer = viewer(bit(3), bit(4));
-            let path = if bit(5) {
-                ReadPath::Export
-            } else {
-                ReadPath::Feed
-            };
-            let shown = content_shown(&viewer, facts);
-            assert_eq!(
-                shown,
-                bit(1) || bit(0) || (bit(3) && bit(4)),
-                "{facts:?} {viewer:?}"
-            );
-            let recorded = must_record_access(&viewer, facts, path);
-            // Recorded only when private, unerased content was actually shown...
-            if recorded {
-                assert!(shown && !bit(1) && !bit(2), "{facts:?} {viewer:?} {path:?}");
-            }
-            // ...and always for an admin reading someone else's private mail, or an export.
-            if shown && !bit(1) && !bit(2) && (!bit(0) || path == ReadPath::Export) {
-                assert!(recorded, "{facts:?} {viewer:?} {path:?}");
+        for level in [
+            Visibility::Visible,
+            Visibility::Private,
+            Visibility::Participants,
+        ] {
+            for bits in 0..32u32 {
+                let bit = |n: u32| bits & (1 << n) != 0;
+                let facts = ActivityFacts {
+                    viewer_owns_a_source: bit(0),
+                    level,
+                    content_erased: bit(1),
+                };
+                let viewer = viewer(bit(2), bit(3));
+                let path = if bit(4) {
+                    ReadPath::Export
+                } else {
+                    ReadPath::Feed
+                };
+                let shown = content_shown(&viewer, facts);
+                let expected = match level {
+                    Visibility::Visible | Visibility::Participants => true,
+                    Visibility::Private => bit(0) || (bit(2) && bit(3)),
+                };
+                assert_eq!(shown, expected, "{facts:?} {viewer:?}");
+                let recorded = must_record_access(&viewer, facts, path);
+                let restricted = shown && level != Visibility::Visible && !bit(1);
+                // Recorded only when restricted, unerased content was actually shown...
+                if recorded {
+                    assert!(restricted, "{facts:?} {viewer:?} {path:?}");
+                }
+                // ...and always for an admin reading someone else's private mail, or an
+                // export of anything not visible to all.
+                let others_private = level == Visibility::Private && !bit(0);
+                if restricted && (others_private || path == ReadPath::Export) {
+                    assert!(recorded, "{facts:?} {viewer:?} {path:?}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn participants_sql_names_every_address_by_hash_only() {
+        let sql = participant_sql(&viewer(false, false), "?1", "instr");
+        assert!(sql.contains(&crate::rules::address_hash("v@abcorp.com")));
+        assert!(!sql.contains("abcorp"), "{sql}");
+        assert!(sql.contains("ps.user_email = ?1"));
     }
 
     #[test]

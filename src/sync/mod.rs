@@ -2,6 +2,7 @@
 //! Gmail sync built on it ([`gmail`]), shared by the daemon and `replay`.
 
 pub mod gmail;
+pub mod owner_choice;
 mod pipeline;
 pub mod retention;
 pub mod retro;

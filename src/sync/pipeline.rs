@@ -4,7 +4,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::User;
 use crate::parse::{self, ParsedMessage};
-use crate::rules::{self, Decision, Direction, Policy};
+use crate::rules::{self, DecidedBy, Decision, Direction, Policy};
 use crate::source::{SourceMessage, TooLarge};
 use crate::store::{MessageToStore, Record, Recorded, SourceRef, Store, StoreError};
 
@@ -14,6 +14,8 @@ pub struct Processed {
     pub source_id: String,
     /// The Message-ID header as written, when the message was read.
     pub message_id: Option<String>,
+    /// The conversation key (`ParsedMessage::conversation`), when the message was read.
+    pub conversation: Option<String>,
     pub decision: Decision,
     /// What the store changed; `None` on a dry run or when nothing may be stored.
     pub recorded: Option<Recorded>,
@@ -72,13 +74,19 @@ impl Prepared {
     }
 
     pub fn into_processed(self, recorded: Option<Recorded>) -> Processed {
-        let (message_id, problems, automation) = match self.parsed {
-            Some(parsed) => (parsed.message_id, parsed.problems, Some(parsed.automation)),
-            None => (None, Vec::new(), None),
+        let (message_id, conversation, problems, automation) = match self.parsed {
+            Some(parsed) => (
+                parsed.message_id.clone(),
+                parsed.conversation().map(str::to_string),
+                parsed.problems,
+                Some(parsed.automation),
+            ),
+            None => (None, None, Vec::new(), None),
         };
         Processed {
             source_id: self.source.source_id,
             message_id,
+            conversation,
             decision: self.decision,
             recorded,
             problems,
@@ -131,11 +139,32 @@ pub fn prepare_all(
     addresses.dedup();
     // Deciding looks up only a message's own parties, so one book for the batch decides
     // each message as its own book would.
-    let contact_book = if addresses.is_empty() {
-        Default::default()
+    let mut contact_book = if addresses.is_empty() {
+        rules::ContactBook::default()
     } else {
         store.contact_book(&addresses)?
     };
+    // A reply inherits what its mailbox said about the conversation before: the owner's
+    // override and the labels label rules matched.
+    let mut conversations: Vec<String> = read
+        .iter()
+        .filter_map(|read| match read {
+            Read::Parsed {
+                parsed: Ok(parsed), ..
+            } => parsed.conversation().map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    if !conversations.is_empty() {
+        let source_ids: Vec<String> = messages
+            .iter()
+            .map(|message| message.source_id.clone())
+            .collect();
+        contact_book.conversations =
+            store.conversation_contexts(&user.email, &conversations, source, &source_ids)?;
+    }
     Ok(read
         .into_iter()
         .map(|read| read.decide(policy, user, &contact_book))
@@ -271,6 +300,10 @@ pub struct DecisionLine {
     pub decision: &'static str,
     pub reason: &'static str,
     pub visibility: Option<&'static str>,
+    /// Which level chose the visibility (or the skip): `owner`, `label`, `rule` or
+    /// `default`.
+    pub decided_by: Option<&'static str>,
+    pub conversation: Option<String>,
     pub contacts: Vec<String>,
     pub rules: Vec<String>,
     pub parties: Vec<PartyVerdict>,
@@ -292,6 +325,8 @@ impl DecisionLine {
             decision: decision.outcome().as_str(),
             reason: decision.reason.as_str(),
             visibility: decision.visibility().map(|v| v.as_str()),
+            decided_by: decision.decided_by().map(DecidedBy::as_str),
+            conversation: processed.conversation.clone(),
             contacts: decision
                 .approval()
                 .map(|approval| approval.contacts().to_vec())

@@ -27,11 +27,9 @@ impl Playground {
         let demo = common::demo();
         std::fs::copy(demo.join("mailsync.toml"), dir.path().join("mailsync.toml")).unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::copy(
-            demo.join("rules/demo.toml"),
-            dir.path().join("rules/demo.toml"),
-        )
-        .unwrap();
+        for rules in ["rules/demo.toml", "rules/labels.toml"] {
+            std::fs::copy(demo.join(rules), dir.path().join(rules)).unwrap();
+        }
         let playground = Playground { dir };
         playground
             .run(&[
@@ -146,8 +144,25 @@ fn demo_syncs_through_the_sandbox_and_a_second_run_adds_nothing() {
         .unwrap_or_else(|| panic!("the demo shows push at work:\n{stdout}"));
     assert!(pushed < 5_000, "stored {pushed} ms after delivery");
     assert!(
-        stdout.contains("12 decision(s): 5 synced, 7 skipped"),
+        stdout.contains("14 decision(s): 6 synced, 8 skipped"),
         "michelle's mailbox:\n{stdout}"
+    );
+    // Michelle labelled one conversation CRM/Private and one CRM/Never in Gmail.
+    assert!(
+        stdout.contains("is private; dave@abcorp.com sees that it happened, subject withheld"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("blocked_by_rule      [label: CRM/Never]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CRM/Never: 1 message of michelle@abcorp.com's mailbox never synced"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("Dinner on Saturday"),
+        "nothing of the CRM/Never conversation is shown:\n{stdout}"
     );
     assert!(
         stdout.contains("michelle@abcorp.com              on    ok") && stdout.contains(" push "),
@@ -181,7 +196,7 @@ fn demo_syncs_through_the_sandbox_and_a_second_run_adds_nothing() {
             .unwrap();
         String::from_utf8_lossy(&output.stdout).lines().count()
     };
-    assert_eq!(feed("michelle@abcorp.com"), 8);
+    assert_eq!(feed("michelle@abcorp.com"), 9);
 
     let second = mailsync()
         .args(["demo", "--dir"])
@@ -196,12 +211,12 @@ fn demo_syncs_through_the_sandbox_and_a_second_run_adds_nothing() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("12 decision(s): 5 synced, 7 skipped"),
+        stdout.contains("14 decision(s): 6 synced, 8 skipped"),
         "no new decisions on the second run:\n{stdout}"
     );
     assert_eq!(
         feed("michelle@abcorp.com"),
-        8,
+        9,
         "no new activities on the second run"
     );
 }
@@ -218,7 +233,7 @@ fn replay_json_has_one_spec_object_per_message() {
         "--json",
     ]);
     let lines = json_lines(&out);
-    assert_eq!(lines.len(), 11);
+    assert_eq!(lines.len(), 13);
     let by_file = |name: &str| {
         lines
             .iter()
@@ -235,6 +250,8 @@ fn replay_json_has_one_spec_object_per_message() {
             "decision": "synced",
             "reason": "synced",
             "visibility": "visible",
+            "decided_by": "rule",
+            "conversation": "<renewal-1@customer.com>",
             "contacts": ["alice@customer.com", "bob@bigclient.io"],
             "rules": ["customers visible"],
             "parties": [
@@ -287,7 +304,7 @@ fn replay_writes_unless_dry_run_and_is_idempotent() {
         "--source",
         &mailbox("michelle"),
     ]);
-    assert!(first.contains("4 synced (4 new activities)"), "{first}");
+    assert!(first.contains("5 synced (5 new activities)"), "{first}");
     let after_first = common::dump_store(&store);
     let second = playground.stdout(&[
         "replay",
@@ -296,7 +313,7 @@ fn replay_writes_unless_dry_run_and_is_idempotent() {
         "--source",
         &mailbox("michelle"),
     ]);
-    assert!(second.contains("4 synced (0 new activities)"), "{second}");
+    assert!(second.contains("5 synced (0 new activities)"), "{second}");
     assert_eq!(
         common::dump_store(&store),
         after_first,
@@ -645,7 +662,7 @@ fn explain_shows_how_visibility_was_chosen() {
         message.to_str().unwrap(),
     ]);
     assert!(
-        out.contains("visibility: private — no private/visible rule matched"),
+        out.contains("visibility: private (decided_by default) — step 2: no owner's choice, label rule or address rule"),
         "{out}"
     );
     assert!(out.contains("emails_visible = false"), "{out}");
@@ -700,8 +717,10 @@ fn feed_json_follows_the_read_path() {
             "body",
             "contacts",
             "content_erased_at",
+            "conversation",
             "date",
             "direction",
+            "level",
             "message_id",
             "private",
             "sources",
@@ -1002,7 +1021,7 @@ fn check_config_accepts_the_demo_and_the_config_can_come_from_the_environment() 
         .assert()
         .success()
         .stdout(predicate::str::contains("users: 4 (3 with sync on)"))
-        .stdout(predicate::str::contains("rules: 5 from 1 file(s)"));
+        .stdout(predicate::str::contains("rules: 7 from 2 file(s)"));
 }
 
 #[test]
@@ -1228,7 +1247,7 @@ fn rules_apply_removes_what_a_new_skip_rule_matches_and_recomputes_visibility() 
 
     let check = playground.stdout(&["rules", "check"]);
     assert!(
-        check.contains("7 rule(s), all valid")
+        check.contains("9 rule(s), all valid")
             && check.contains("\"skip elsewhere\"  skip domain elsewhere.example"),
         "{check}"
     );

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use mailsync::config::Config;
 use mailsync::parse::parse_message;
-use mailsync::rules::{ContactBook, Policy, RuleSet, decide};
+use mailsync::rules::{
+    Action, ContactBook, ConversationContext, DecidedBy, Policy, RuleSet, Visibility,
+    activity_level, decide,
+};
 use serde::Deserialize;
 
 /// The whole data file. Every struct refuses unknown keys: a misspelt field must be an
@@ -25,6 +28,17 @@ struct Cases {
     /// Addresses of contacts marked never-sync (`contacts set --no-sync`).
     never_sync: Vec<String>,
     case: Vec<Case>,
+    /// Step 4 of the spec: an activity's level from its copies.
+    level: Vec<LevelCase>,
+}
+
+/// An activity's copies, each `[visibility, decided_by]`, and the level the spec gives it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LevelCase {
+    name: String,
+    copies: Vec<(String, String)>,
+    level: String,
 }
 
 /// One message in one mailbox, and what the spec says about it.
@@ -44,6 +58,11 @@ struct Case {
     contacts: Option<Vec<String>>,
     /// Never-sync addresses of the case's own, instead of the file's.
     never_sync: Option<Vec<String>>,
+    /// The mailbox owner's choice for the conversation (`activity set --conversation`).
+    owner_choice: Option<String>,
+    /// Labels label rules matched on the mailbox's other stored copies of the conversation.
+    #[serde(default)]
+    conversation_labels: Vec<String>,
     expected: Expected,
 }
 
@@ -55,6 +74,9 @@ struct Expected {
     decision: String,
     reason: String,
     visibility: Option<String>,
+    /// Which level chose (owner, label, rule, default); none for a message no choice was
+    /// made for.
+    decided_by: Option<String>,
     /// The linked contacts, in message order.
     #[serde(default)]
     contacts: Vec<String>,
@@ -90,6 +112,7 @@ fn book(contacts: &[String], never_sync: &[String]) -> ContactBook {
     ContactBook {
         contacts: contacts.iter().cloned().collect(),
         never_sync: never_sync.iter().cloned().collect(),
+        ..ContactBook::default()
     }
 }
 
@@ -112,7 +135,20 @@ fn mismatches(case: &Case, policy: &Policy, contacts: &ContactBook) -> Vec<Strin
         .into_bytes()
     };
     let parsed = parse_message(&raw);
-    let decision = decide(policy, user, &case.labels, parsed.as_ref(), contacts);
+    let mut contacts = contacts.clone();
+    if case.owner_choice.is_some() || !case.conversation_labels.is_empty() {
+        contacts.conversations.insert(
+            "<case@test>".to_string(),
+            ConversationContext {
+                owner_choice: case.owner_choice.as_deref().map(|choice| {
+                    Action::parse(choice)
+                        .unwrap_or_else(|| panic!("{}: owner_choice {choice}", case.name))
+                }),
+                labels: case.conversation_labels.clone(),
+            },
+        );
+    }
+    let decision = decide(policy, user, &case.labels, parsed.as_ref(), &contacts);
     let want = &case.expected;
     let got_parties: Vec<(String, String)> = decision
         .parties
@@ -138,6 +174,11 @@ fn mismatches(case: &Case, policy: &Policy, contacts: &ContactBook) -> Vec<Strin
             "visibility",
             format!("{:?}", decision.visibility().map(|v| v.as_str())),
             format!("{:?}", want.visibility.as_deref()),
+        ),
+        (
+            "decided_by",
+            format!("{:?}", decision.decided_by().map(|d| d.as_str())),
+            format!("{:?}", want.decided_by.as_deref()),
         ),
         (
             "contacts",
@@ -202,6 +243,26 @@ fn every_case_of_the_spec_decides_as_written() {
 }
 
 #[test]
+fn every_level_case_of_step_four_holds() {
+    let mut failures = Vec::new();
+    for case in cases().level {
+        let copies = case.copies.iter().map(|(visibility, decided_by)| {
+            (
+                Visibility::parse(visibility)
+                    .unwrap_or_else(|| panic!("{}: visibility {visibility}", case.name)),
+                DecidedBy::parse(decided_by)
+                    .unwrap_or_else(|| panic!("{}: decided_by {decided_by}", case.name)),
+            )
+        });
+        let got = activity_level(copies).map(Visibility::as_str);
+        if got != Some(case.level.as_str()) {
+            failures.push(format!("{}: got {got:?}, want {}", case.name, case.level));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn case_names_are_unique() {
     let mut names = HashSet::new();
     for case in cases().case {
@@ -218,7 +279,7 @@ fn case_names_are_unique() {
 fn an_unknown_key_in_the_cases_is_an_error() {
     let case = |extra_case: &str, extra_expected: &str| {
         format!(
-            "config = ''\nrules = ''\ncontacts = []\nnever_sync = []\n\
+            "config = ''\nrules = ''\ncontacts = []\nnever_sync = []\nlevel = []\n\
              [[case]]\nname = \"n\"\nmailbox = \"m@abcorp.com\"\nheaders = \"\"\n{extra_case}\n\
              [case.expected]\ndecision = \"skipped\"\nreason = \"parse_error\"\n{extra_expected}\n"
         )

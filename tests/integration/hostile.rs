@@ -973,6 +973,7 @@ fn every_hostile_case_in_one_mailbox() {
     // What was stored from the hostile messages is as clean as what the parser returned.
     let viewer = mailsync::store::Viewer {
         email: "dave@abcorp.com".to_string(),
+        addresses: vec!["dave@abcorp.com".to_string()],
         is_admin: false,
         admins_see_private_emails: false,
     };

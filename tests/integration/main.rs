@@ -4,6 +4,8 @@
 //! - `decision_table` — the decision spec as data (`tests/fixtures/decisions/cases.toml`).
 //! - `store`, `privacy` — the read path per viewer, idempotence, backfill, retention, the
 //!   access log, attachment content.
+//! - `conversations` — per-conversation privacy: label rules, the owner's override, the
+//!   participants level, each viewer's feed, search and export, on each backend.
 //! - `properties` — invariants under proptest.
 //! - `cli`, `shipped_files` — the built binary as a user runs it; the files we ship.
 //! - `gmail_daemon`, `candidates`, `operability`, `reliability` — the daemon and the
@@ -17,6 +19,7 @@ mod common;
 
 mod candidates;
 mod cli;
+mod conversations;
 mod corpus;
 mod decision_table;
 mod gmail_daemon;

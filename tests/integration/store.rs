@@ -762,7 +762,7 @@ fn retroactive_rules_reach_the_stored_mail_of_a_user_who_left_the_config() {
         .changes
         .iter()
         .map(|change| match change {
-            mailsync::store::SourceChange::Remove { source, rules } => {
+            mailsync::store::SourceChange::Remove { source, rules, .. } => {
                 (source.message_id.clone().unwrap(), rules.clone())
             }
             other => panic!("only removals expected, got {other:?}"),

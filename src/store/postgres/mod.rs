@@ -26,8 +26,11 @@ use super::{
     Contact, ContactChange, Counts, Cursor, NewContact, Record, Recorded, Store, StoreError,
     SyncState, SyncStatus, Viewer,
 };
-use super::{InstanceInfo, InstanceView, LeaseRound, LeaseView, SourceChange, StoredSource, files};
-use crate::rules::{ContactBook, MessageFacts, Visibility};
+use super::{
+    ConversationChoice, InstanceInfo, InstanceView, LeaseRound, LeaseView, OwnerChoice,
+    SourceChange, StoredSource, files,
+};
+use crate::rules::{Action, ContactBook, ConversationContext, DecidedBy, MessageFacts, Visibility};
 
 /// Each entry is one schema version; never edit a released one, append a new one.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -37,6 +40,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/002_instances.sql"),
     ),
     ("003_push", include_str!("migrations/003_push.sql")),
+    (
+        "004_conversations",
+        include_str!("migrations/004_conversations.sql"),
+    ),
 ];
 
 /// Advisory lock keys (one namespace per database): applying migrations; writing and
@@ -921,42 +928,71 @@ impl Store for PostgresStore {
     }
 
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
-        let mut client = self.client()?;
-        let rows = client.query(
-            "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties,
-                    a.automated, a.calendar_only
-             FROM activity_sources s JOIN activities a ON a.id = s.activity_id
-             ORDER BY s.activity_id, s.user_email COLLATE \"C\"",
-            &[],
-        )?;
-        // Every activity's contact addresses in one read: a query per source would be a
-        // round trip per stored activity at every start and reload.
-        let addresses = links_by_activity(&mut *client, None)?;
-        let mut sources = Vec::with_capacity(rows.len());
-        for row in rows {
-            let activity_id: i64 = row.get(0);
-            let visibility: String = row.get(5);
-            let parties: String = row.get(6);
-            sources.push(StoredSource {
-                activity_id,
-                message_id: row.get(1),
-                user_email: row.get(2),
-                source: row.get(3),
-                source_id: row.get(4),
-                visibility: if visibility == "visible" {
-                    Visibility::Visible
-                } else {
-                    Visibility::Private
-                },
-                parties: serde_json::from_str(&parties).unwrap_or_default(),
-                contacts: addresses.get(&activity_id).cloned().unwrap_or_default(),
-                facts: MessageFacts {
-                    automated: row.get(7),
-                    calendar_only: row.get(8),
-                },
-            });
+        self.sources_where("TRUE", &[])
+    }
+
+    fn sources_of(
+        &self,
+        activity_id: i64,
+        conversation: bool,
+    ) -> Result<Vec<StoredSource>, StoreError> {
+        if conversation {
+            self.sources_where(
+                "a.conversation = (SELECT conversation FROM activities WHERE id = $1)",
+                &[&activity_id],
+            )
+        } else {
+            self.sources_where("s.activity_id = $1", &[&activity_id])
         }
-        Ok(sources)
+    }
+
+    fn stored_source(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_id: &str,
+    ) -> Result<Option<StoredSource>, StoreError> {
+        Ok(self
+            .sources_where(
+                "s.user_email = $1 AND s.activity_id = (SELECT activity_id FROM decisions
+                   WHERE user_email = $1 AND source = $2 AND source_id = $3)",
+                &[&user_email, &source, &source_id],
+            )?
+            .pop())
+    }
+
+    fn conversation_contexts(
+        &self,
+        user_email: &str,
+        conversations: &[String],
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, ConversationContext>, StoreError> {
+        let mut client = self.client()?;
+        let mut contexts: HashMap<String, ConversationContext> = HashMap::new();
+        for row in client.query(
+            "SELECT conversation, choice FROM conversation_overrides
+             WHERE user_email = $1 AND conversation = ANY($2)",
+            &[&user_email, &conversations],
+        )? {
+            let choice: String = row.get(1);
+            contexts.entry(row.get(0)).or_default().owner_choice = Action::parse(&choice);
+        }
+        for row in client.query(
+            "SELECT a.conversation, s.labels FROM activity_sources s JOIN activities a ON a.id = s.activity_id
+             WHERE s.user_email = $1 AND a.conversation = ANY($2) AND s.labels <> '[]'
+               AND NOT EXISTS (SELECT 1 FROM decisions d
+                               WHERE d.user_email = $1 AND d.activity_id = s.activity_id AND d.source = $3
+                                 AND d.source_id = ANY($4))",
+            &[&user_email, &conversations, &source, &source_ids],
+        )? {
+            let labels: String = row.get(1);
+            contexts
+                .entry(row.get(0))
+                .or_default()
+                .add_labels(serde_json::from_str(&labels).unwrap_or_default());
+        }
+        Ok(contexts)
     }
 
     fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError> {
@@ -965,55 +1001,87 @@ impl Store for PostgresStore {
         {
             let mut client = self.client()?;
             let mut transaction = client.transaction()?;
-            for change in changes {
-                match change {
-                    SourceChange::Remove { source, rules } => {
-                        let rules_json = serde_json::to_string(rules).expect("strings serialize");
-                        for row in transaction.query(
-                            "SELECT sha256 FROM attachments WHERE activity_id = $1 AND stored",
-                            &[&source.activity_id],
-                        )? {
-                            candidates.insert(row.get::<_, String>(0));
-                        }
-                        applied.sources_removed += transaction.execute(
-                            "DELETE FROM activity_sources WHERE activity_id = $1 AND user_email = $2",
-                            &[&source.activity_id, &source.user_email],
-                        )?;
-                        transaction.execute(
-                            "UPDATE decisions SET decision = 'skipped', reason = 'blocked_by_rule', rules = $1,
-                               activity_id = NULL, decided_at = $2
-                             WHERE user_email = $3 AND activity_id = $4",
-                            &[&rules_json, &now(), &source.user_email, &source.activity_id],
-                        )?;
-                        applied.activities_removed += transaction.execute(
-                            "DELETE FROM activities WHERE id = $1
-                               AND NOT EXISTS (SELECT 1 FROM activity_sources WHERE activity_id = $1)",
-                            &[&source.activity_id],
-                        )?;
-                    }
-                    SourceChange::SetVisibility {
-                        source,
-                        visibility,
-                        rules,
-                    } => {
-                        let rules_json = serde_json::to_string(rules).expect("strings serialize");
-                        applied.visibility_changed += transaction.execute(
-                            "UPDATE activity_sources SET visibility = $1, rules = $2
-                             WHERE activity_id = $3 AND user_email = $4 AND visibility != $1",
-                            &[
-                                &visibility.as_str(),
-                                &rules_json,
-                                &source.activity_id,
-                                &source.user_email,
-                            ],
-                        )?;
-                    }
-                }
-            }
+            apply_changes(&mut transaction, changes, &mut applied, &mut candidates)?;
             transaction.commit()?;
         }
         self.remove_unreferenced_files(&candidates)?;
         Ok(applied)
+    }
+
+    fn apply_owner_choice(&self, choice: &OwnerChoice) -> Result<AppliedChanges, StoreError> {
+        let mut applied = AppliedChanges::default();
+        let mut candidates = BTreeSet::new();
+        {
+            let mut client = self.client()?;
+            let mut transaction = client.transaction()?;
+            apply_changes(
+                &mut transaction,
+                &choice.changes,
+                &mut applied,
+                &mut candidates,
+            )?;
+            if let Some(ConversationChoice {
+                conversation,
+                mailboxes: choices,
+            }) = &choice.conversation
+            {
+                for (user_email, action) in choices {
+                    match action {
+                        Some(action) => transaction.execute(
+                            "INSERT INTO conversation_overrides (user_email, conversation, choice, set_at)
+                             VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (user_email, conversation) DO UPDATE
+                               SET choice = excluded.choice, set_at = excluded.set_at",
+                            &[user_email, conversation, &action.as_str(), &now()],
+                        )?,
+                        None => transaction.execute(
+                            "DELETE FROM conversation_overrides WHERE user_email = $1 AND conversation = $2",
+                            &[user_email, conversation],
+                        )?,
+                    };
+                }
+            }
+            transaction.execute(
+                "INSERT INTO access_log (viewer, activity_id, message_id, path, viewer_is_owner, accessed_at, change)
+                 VALUES ($1, $2, $3, 'set', $4, $5, $6)",
+                &[
+                    &choice.viewer,
+                    &choice.activity_id,
+                    &choice.message_id,
+                    &choice.viewer_is_owner,
+                    &now(),
+                    &choice.change,
+                ],
+            )?;
+            transaction.commit()?;
+        }
+        self.remove_unreferenced_files(&candidates)?;
+        Ok(applied)
+    }
+
+    fn forget_blocked_decision(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_id: &str,
+        rules: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client()?;
+        let stored: Option<String> = client
+            .query_opt(
+                "SELECT rules FROM decisions WHERE user_email = $1 AND source = $2 AND source_id = $3
+                   AND reason = 'blocked_by_rule'",
+                &[&user_email, &source, &source_id],
+            )?
+            .map(|row| row.get(0));
+        if !stored.is_some_and(|stored| super::names_any(&stored, rules)) {
+            return Ok(false);
+        }
+        Ok(client.execute(
+            "DELETE FROM decisions WHERE user_email = $1 AND source = $2 AND source_id = $3
+               AND reason = 'blocked_by_rule'",
+            &[&user_email, &source, &source_id],
+        )? > 0)
     }
 
     fn decision_log(
@@ -1023,11 +1091,14 @@ impl Store for PostgresStore {
     ) -> Result<Vec<LoggedDecision>, StoreError> {
         let mut client = self.client()?;
         let rows = client.query(
-            "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at, d.detail
-             FROM decisions d LEFT JOIN activities a ON a.id = d.activity_id
-             WHERE d.user_email = $1
-             ORDER BY d.decided_at, d.source COLLATE \"C\", d.source_id COLLATE \"C\"
-             LIMIT $2",
+            &format!(
+                "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at, d.detail, {decided_by}
+                 FROM decisions d LEFT JOIN activities a ON a.id = d.activity_id
+                 WHERE d.user_email = $1
+                 ORDER BY d.decided_at, d.source COLLATE \"C\", d.source_id COLLATE \"C\"
+                 LIMIT $2",
+                decided_by = super::LOGGED_DECIDED_BY
+            ),
             &[&user_email, &limit.map(|limit| limit.min(i64::MAX as usize) as i64)],
         )?;
         let ids: Vec<i64> = rows.iter().filter_map(|row| row.get(6)).collect();
@@ -1050,6 +1121,7 @@ impl Store for PostgresStore {
                 message_id: row.get(7),
                 contacts,
                 detail: row.get(9),
+                decided_by: row.get(10),
                 decided_at: rfc3339(row.get(8)).unwrap_or_default(),
             });
         }
@@ -1210,7 +1282,7 @@ impl Store for PostgresStore {
         let mut client = self.client()?;
         Ok(client
             .query(
-                "SELECT viewer, activity_id, message_id, path, viewer_is_owner, accessed_at FROM access_log
+                "SELECT viewer, activity_id, message_id, path, viewer_is_owner, accessed_at, change FROM access_log
                  WHERE ($1::BIGINT IS NULL OR accessed_at >= $1) AND ($2::TEXT IS NULL OR viewer = $2)
                  ORDER BY accessed_at, id",
                 &[&since, &viewer],
@@ -1223,6 +1295,7 @@ impl Store for PostgresStore {
                 path: row.get(3),
                 viewer_is_owner: row.get(4),
                 at: rfc3339(row.get(5)).unwrap_or_default(),
+                change: row.get(6),
             })
             .collect())
     }
@@ -1277,4 +1350,133 @@ impl Store for PostgresStore {
     fn leases(&self) -> Result<Vec<LeaseView>, StoreError> {
         self.mailbox_leases()
     }
+}
+
+impl PostgresStore {
+    /// Stored sources matching `filter` (over `s`, the source, and `a`, its activity), with
+    /// their activities' contact addresses.
+    fn sources_where(
+        &self,
+        filter: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<StoredSource>, StoreError> {
+        let mut client = self.client()?;
+        let rows = client.query(
+            &format!(
+                "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties,
+                        a.automated, a.calendar_only, s.decided_by, s.labels, a.conversation
+                 FROM activity_sources s JOIN activities a ON a.id = s.activity_id
+                 WHERE {filter}
+                 ORDER BY s.activity_id, s.user_email COLLATE \"C\""
+            ),
+            params,
+        )?;
+        // Every activity's contact addresses in one read: a query per source would be a
+        // round trip per stored activity at every start and reload.
+        let ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+        let addresses = if filter == "TRUE" {
+            links_by_activity(&mut *client, None)?
+        } else {
+            links_by_activity(&mut *client, Some(&ids))?
+        };
+        let mut sources = Vec::with_capacity(rows.len());
+        for row in rows {
+            let activity_id: i64 = row.get(0);
+            let visibility: String = row.get(5);
+            let parties: String = row.get(6);
+            let decided_by: String = row.get(9);
+            let labels: String = row.get(10);
+            let conversation: Option<String> = row.get(11);
+            sources.push(StoredSource {
+                activity_id,
+                message_id: row.get(1),
+                user_email: row.get(2),
+                source: row.get(3),
+                source_id: row.get(4),
+                visibility: Visibility::parse(&visibility).unwrap_or(Visibility::Private),
+                decided_by: DecidedBy::parse(&decided_by).unwrap_or(DecidedBy::Default),
+                labels: serde_json::from_str(&labels).unwrap_or_default(),
+                conversation: conversation.unwrap_or_default(),
+                parties: serde_json::from_str(&parties).unwrap_or_default(),
+                contacts: addresses.get(&activity_id).cloned().unwrap_or_default(),
+                facts: MessageFacts {
+                    automated: row.get(7),
+                    calendar_only: row.get(8),
+                },
+            });
+        }
+        Ok(sources)
+    }
+}
+
+/// Applies changes to stored sources inside `transaction`, counting them, and collecting
+/// the attachment files that may no longer be referenced.
+fn apply_changes(
+    transaction: &mut postgres::Transaction<'_>,
+    changes: &[SourceChange],
+    applied: &mut AppliedChanges,
+    candidates: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    for change in changes {
+        match change {
+            SourceChange::Remove {
+                source,
+                reason,
+                rules,
+            } => {
+                let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                for row in transaction.query(
+                    "SELECT sha256 FROM attachments WHERE activity_id = $1 AND stored",
+                    &[&source.activity_id],
+                )? {
+                    candidates.insert(row.get::<_, String>(0));
+                }
+                applied.sources_removed += transaction.execute(
+                    "DELETE FROM activity_sources WHERE activity_id = $1 AND user_email = $2",
+                    &[&source.activity_id, &source.user_email],
+                )?;
+                transaction.execute(
+                    "UPDATE decisions SET decision = 'skipped', reason = $5, rules = $1,
+                       activity_id = NULL, decided_at = $2
+                     WHERE user_email = $3 AND activity_id = $4",
+                    &[
+                        &rules_json,
+                        &now(),
+                        &source.user_email,
+                        &source.activity_id,
+                        &reason.as_str(),
+                    ],
+                )?;
+                applied.activities_removed += transaction.execute(
+                    "DELETE FROM activities WHERE id = $1
+                       AND NOT EXISTS (SELECT 1 FROM activity_sources WHERE activity_id = $1)",
+                    &[&source.activity_id],
+                )?;
+            }
+            SourceChange::SetVisibility {
+                source,
+                visibility,
+                decided_by,
+                labels,
+                rules,
+            } => {
+                let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                let labels_json = serde_json::to_string(labels).expect("strings serialize");
+                applied.visibility_changed += transaction.execute(
+                    "UPDATE activity_sources SET visibility = $1, rules = $2, decided_by = $5, labels = $6
+                     WHERE activity_id = $3 AND user_email = $4
+                       AND (visibility != $1 OR decided_by != $5 OR labels != $6)",
+                    &[
+                        &visibility.as_str(),
+                        &rules_json,
+                        &source.activity_id,
+                        &source.user_email,
+                        &decided_by.as_str(),
+                        &labels_json,
+                    ],
+                )?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::now;
+use crate::rules::{DecidedBy, Visibility, activity_level};
 use crate::store::read_rules::{self, ActivityFacts, ReadQuery};
 use crate::store::{ActivityView, AttachmentView, StoreError, Viewer};
 
@@ -12,17 +13,23 @@ use crate::store::{ActivityView, AttachmentView, StoreError, Viewer};
 const CONTACT_VISIBLE_TO_VIEWER: &str = "($2::BOOLEAN OR NOT EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id)
      OR EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id AND v.user_email = $1::TEXT))";
 
-/// Rule 2 as SQL, for search and attachments: only content the viewer is shown may match.
-/// `$6` = admins_see_private_emails.
+/// Rule 2 as SQL, for search and attachments: only content the viewer is shown may match
+/// (see `read_rules::content_shown`). `$6` = admins_see_private_emails. A participants-only
+/// activity passed rule 1 only for its participants.
 ///
 /// Each alternative is a branch of one `EXISTS` over a `UNION ALL`, not an `OR` of
 /// `EXISTS`: PostgreSQL evaluates an `EXISTS` under an `OR` as a hashed subplan over the whole
 /// table (every activity's sources or links: 120 ms at 200,000 activities) instead of one
 /// index probe per activity of the page it walks by date; a `UNION ALL` cannot be hashed so.
-const CONTENT_SHOWN_TO_VIEWER: &str = "EXISTS (
-       SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible'
-       UNION ALL SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = $1::TEXT
-       UNION ALL SELECT 1 WHERE $2::BOOLEAN AND $6::BOOLEAN)";
+fn content_shown_to_viewer() -> String {
+    format!(
+        "EXISTS (
+           SELECT 1 WHERE {level} <> 'private'
+           UNION ALL SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = $1::TEXT
+           UNION ALL SELECT 1 WHERE $2::BOOLEAN AND $6::BOOLEAN)",
+        level = read_rules::ACTIVITY_LEVEL
+    )
+}
 
 /// The one place that decides what a viewer sees in PostgreSQL, and keeps the access log
 /// (written before any content is returned; if it cannot be written, nothing is shown).
@@ -54,6 +61,13 @@ pub(super) fn read_path(
             "AND $3::BIGINT IS NULL".to_string(),
         ),
     };
+    // Rule 1, participants: an activity for its participants is seen by them alone.
+    let rule_one = format!(
+        "{rule_one} AND ({level} <> 'participants' OR {participant})",
+        level = read_rules::ACTIVITY_LEVEL,
+        participant = read_rules::participant_sql(viewer, "$1::TEXT", "strpos"),
+    );
+    let content_shown = content_shown_to_viewer();
     // Every word required, none of it syntax: the words joined for plainto_tsquery, which
     // ANDs them. Words in content this viewer is not shown never match.
     let words = match query.search {
@@ -71,7 +85,7 @@ pub(super) fn read_path(
         Some(_) => format!(
             "AND a.id IN (SELECT activity_id FROM activity_search
                           WHERE document @@ plainto_tsquery('simple', $4::TEXT))
-             AND {CONTENT_SHOWN_TO_VIEWER}"
+             AND {content_shown}"
         ),
         None => "AND $4::TEXT IS NULL AND $6::BOOLEAN IS NOT NULL".to_string(),
     };
@@ -80,19 +94,23 @@ pub(super) fn read_path(
             format!(
                 "AND a.content_erased_at IS NULL
                  AND EXISTS (SELECT 1 FROM attachments t WHERE t.activity_id = a.id AND t.sha256 = $5::TEXT AND t.stored)
-                 AND {CONTENT_SHOWN_TO_VIEWER}"
+                 AND {content_shown}"
             ),
-            "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND (s.user_email = $1::TEXT OR s.visibility = 'visible'))) DESC,
-             a.date DESC NULLS LAST, a.id DESC",
+            format!(
+                "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = $1::TEXT)
+                  OR {level} = 'visible') DESC,
+                 a.date DESC NULLS LAST, a.id DESC",
+                level = read_rules::ACTIVITY_LEVEL
+            ),
         ),
         // Undated activities last, as in SQLite; these orders are the indexes'.
         None if query.contact.is_some() => (
             "AND $5::TEXT IS NULL".to_string(),
-            "ac.date DESC NULLS LAST, ac.activity_id DESC",
+            "ac.date DESC NULLS LAST, ac.activity_id DESC".to_string(),
         ),
         None => (
             "AND $5::TEXT IS NULL".to_string(),
-            "a.date DESC NULLS LAST, a.id DESC",
+            "a.date DESC NULLS LAST, a.id DESC".to_string(),
         ),
     };
     let limit = match query.limit {
@@ -101,7 +119,7 @@ pub(super) fn read_path(
     };
     let sql = format!(
         "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
-                a.content_erased_at
+                a.content_erased_at, a.conversation
          FROM {from}
          WHERE {rule_one}
            {contact_filter}
@@ -151,24 +169,25 @@ pub(super) fn read_path(
             .or_default()
             .insert(row.get(1));
     }
-    // The page's sources say who owns each activity and whether any source made it visible
-    // (read here rather than as EXISTS in the page's query, which PostgreSQL would hash over
-    // every source of the store).
+    // The page's sources say who owns each activity and its level (read here rather than
+    // in the page's query, which PostgreSQL would hash over every source of the store).
     let mut sources_of: HashMap<i64, Vec<String>> = HashMap::new();
     let mut owned = std::collections::HashSet::new();
-    let mut visible = std::collections::HashSet::new();
+    let mut choices: HashMap<i64, Vec<(Visibility, DecidedBy)>> = HashMap::new();
     for row in client.query(
-        "SELECT activity_id, user_email, visibility FROM activity_sources
+        "SELECT activity_id, user_email, visibility, decided_by FROM activity_sources
          WHERE activity_id = ANY($1) ORDER BY activity_id, user_email COLLATE \"C\"",
         &[&ids],
     )? {
-        let (id, user, visibility): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+        let (id, user, visibility, decided_by): (i64, String, String, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         if user == viewer.email {
             owned.insert(id);
         }
-        if visibility == "visible" {
-            visible.insert(id);
-        }
+        choices.entry(id).or_default().push((
+            Visibility::parse(&visibility).unwrap_or(Visibility::Private),
+            DecidedBy::parse(&decided_by).unwrap_or(DecidedBy::Default),
+        ));
         sources_of.entry(id).or_default().push(user);
     }
     let mut attachments_of: HashMap<i64, Vec<AttachmentView>> = HashMap::new();
@@ -196,9 +215,11 @@ pub(super) fn read_path(
         let message_id: Option<String> = row.get(1);
         let date: Option<i64> = row.get(2);
         let erased_at: Option<i64> = row.get(6);
+        let level =
+            activity_level(choices.remove(&id).unwrap_or_default()).unwrap_or(Visibility::Private);
         let facts = ActivityFacts {
             viewer_owns_a_source: owned.contains(&id),
-            any_source_visible: visible.contains(&id),
+            level,
             content_erased: erased_at.is_some(),
         };
         let content_shown = read_rules::content_shown(viewer, facts);
@@ -215,7 +236,9 @@ pub(super) fn read_path(
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
-            private: !facts.any_source_visible,
+            conversation: row.get::<_, Option<String>>(7).unwrap_or_default(),
+            level,
+            private: level != Visibility::Visible,
             subject: if content_shown { row.get(4) } else { None },
             body: if content_shown { row.get(5) } else { None },
             attachments: content_shown.then(|| attachments_of.remove(&id).unwrap_or_default()),

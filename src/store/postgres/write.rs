@@ -36,6 +36,7 @@ pub(super) fn record_batch(
             })
         })
         .collect();
+    drop_skipped_copies(transaction, records)?;
     upsert_sources(transaction, records, &activity_ids)?;
     link_contacts(transaction, records, &activity_ids)?;
     upsert_decisions(transaction, records, &activity_ids)?;
@@ -49,6 +50,55 @@ pub(super) fn record_batch(
         .collect())
 }
 
+/// A message decided again as skipped (its mailbox's label or a rule now keeps it out) loses
+/// this mailbox's stored copy, and the activity goes with its last copy: nothing a mailbox
+/// has now kept out stays stored from it.
+fn drop_skipped_copies(
+    transaction: &mut Transaction<'_>,
+    records: &[Record<'_>],
+) -> Result<(), StoreError> {
+    let skipped: Vec<&Record<'_>> = records
+        .iter()
+        .filter(|record| record.decision.approval().is_none())
+        .collect();
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<&str> = skipped
+        .iter()
+        .map(|r| r.source.user_email.as_str())
+        .collect();
+    let sources: Vec<&str> = skipped.iter().map(|r| r.source.source.as_str()).collect();
+    let source_ids: Vec<&str> = skipped
+        .iter()
+        .map(|r| r.source.source_id.as_str())
+        .collect();
+    let dropped: Vec<i64> = transaction
+        .query_typed(
+            "DELETE FROM activity_sources s
+             USING decisions d, unnest($1::text[], $2::text[], $3::text[]) AS k(user_email, source, source_id)
+             WHERE d.user_email = k.user_email AND d.source = k.source AND d.source_id = k.source_id
+               AND d.decision = 'synced' AND s.activity_id = d.activity_id AND s.user_email = d.user_email
+             RETURNING s.activity_id",
+            &[
+                (&users, Type::TEXT_ARRAY),
+                (&sources, Type::TEXT_ARRAY),
+                (&source_ids, Type::TEXT_ARRAY),
+            ],
+        )?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !dropped.is_empty() {
+        transaction.execute_typed(
+            "DELETE FROM activities a WHERE a.id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id)",
+            &[(&dropped, Type::INT8_ARRAY)],
+        )?;
+    }
+    Ok(())
+}
+
 /// Where a synced record's activity is: already stored, or the batch's n-th new one.
 #[derive(Debug, Clone, Copy)]
 enum Target {
@@ -60,6 +110,7 @@ enum Target {
 struct NewActivity<'a> {
     message_key: String,
     fingerprint: String,
+    conversation: String,
     message: MessageToStore<'a>,
 }
 
@@ -127,6 +178,7 @@ impl<'a> Plan<'a> {
                     plan.new.push(NewActivity {
                         message_key,
                         fingerprint: identity.fingerprint,
+                        conversation: identity.conversation,
                         message,
                     });
                     (target, true)
@@ -218,16 +270,17 @@ fn insert_activities(
     let calendar_only = column(new, |activity| {
         activity.message.parsed.automation.calendar_only
     });
+    let conversations = column(new, |activity| activity.conversation.as_str());
     // ON CONFLICT: another instance may store the same message from another mailbox at the
     // same moment; then this copy joins that activity.
     let inserted: HashMap<String, i64> = transaction
         .query_typed(
             "INSERT INTO activities (message_key, message_id, date, direction, subject, body,
                                      in_reply_to, created_at, fingerprint, content_erased_at,
-                                     automated, calendar_only)
+                                     automated, calendar_only, conversation)
              SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::int8[], $9::text[], $10::int8[],
-                                  $11::bool[], $12::bool[])
+                                  $11::bool[], $12::bool[], $13::text[])
              ON CONFLICT (message_key) DO NOTHING
              RETURNING message_key, id",
             &[
@@ -243,6 +296,7 @@ fn insert_activities(
                 (&erased_at, Type::INT8_ARRAY),
                 (&automated, Type::BOOL_ARRAY),
                 (&calendar_only, Type::BOOL_ARRAY),
+                (&conversations, Type::TEXT_ARRAY),
             ],
         )?
         .iter()
@@ -483,16 +537,40 @@ fn upsert_sources(
         ))
         .expect("pairs of strings always serialize")
     });
+    let decided_by = text(|row| {
+        row.marked_by
+            .decision
+            .decided_by()
+            .expect("a synced decision always says who chose")
+            .as_str()
+            .to_string()
+    });
+    let labels = text(|row| {
+        serde_json::to_string(
+            row.marked_by
+                .decision
+                .approval()
+                .expect("a source row is only made for a synced decision")
+                .labels(),
+        )
+        .expect("strings serialize")
+    });
+    // An owner's choice stays until the owner changes it.
     transaction.execute_typed(
         "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility,
-                                       direction, rules, synced_at, parties)
+                                       direction, rules, synced_at, parties, decided_by, labels)
          SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::text[], $7::text[], $8::int8[], $9::text[])
+                              $6::text[], $7::text[], $8::int8[], $9::text[], $10::text[],
+                              $11::text[])
          ON CONFLICT (activity_id, user_email) DO UPDATE
-           SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties
-           WHERE activity_sources.visibility != excluded.visibility
-              OR activity_sources.rules != excluded.rules
-              OR activity_sources.parties != excluded.parties",
+           SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties,
+               decided_by = excluded.decided_by, labels = excluded.labels
+           WHERE activity_sources.decided_by != 'owner'
+             AND (activity_sources.visibility != excluded.visibility
+                  OR activity_sources.rules != excluded.rules
+                  OR activity_sources.parties != excluded.parties
+                  OR activity_sources.decided_by != excluded.decided_by
+                  OR activity_sources.labels != excluded.labels)",
         &[
             (&activity_ids, Type::INT8_ARRAY),
             (&users, Type::TEXT_ARRAY),
@@ -503,6 +581,8 @@ fn upsert_sources(
             (&rules, Type::TEXT_ARRAY),
             (&synced, Type::INT8_ARRAY),
             (&parties, Type::TEXT_ARRAY),
+            (&decided_by, Type::TEXT_ARRAY),
+            (&labels, Type::TEXT_ARRAY),
         ],
     )?;
     Ok(())

@@ -18,8 +18,8 @@ use super::{
     Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
     SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
-use super::{SourceChange, StoredSource};
-use crate::rules::Visibility;
+use super::{ConversationChoice, OwnerChoice, SourceChange, StoredSource};
+use crate::rules::{Action, ConversationContext, DecidedBy, Visibility};
 use crate::rules::{ContactBook, Decision, MessageFacts};
 
 /// Each entry is one schema version; never edit a released one, append a new one.
@@ -43,6 +43,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/013_backfill_marks.sql")),
     M::up(include_str!("migrations/014_contact_feed_by_date.sql")),
     M::up(include_str!("migrations/015_push.sql")),
+    M::up(include_str!("migrations/016_conversations.sql")),
 ];
 
 /// The daemon's mark in `contact_events` (table `event_marks`): how far never-sync changes
@@ -914,45 +915,77 @@ impl Store for SqliteStore {
     }
 
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
+        sources_where(&*self.connection()?, "1", [])
+    }
+
+    fn sources_of(
+        &self,
+        activity_id: i64,
+        conversation: bool,
+    ) -> Result<Vec<StoredSource>, StoreError> {
+        let filter = if conversation {
+            "a.conversation = (SELECT conversation FROM activities WHERE id = ?1)"
+        } else {
+            "s.activity_id = ?1"
+        };
+        sources_where(&*self.connection()?, filter, [activity_id])
+    }
+
+    fn stored_source(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_id: &str,
+    ) -> Result<Option<StoredSource>, StoreError> {
+        Ok(sources_where(
+            &*self.connection()?,
+            "s.user_email = ?1 AND s.activity_id = (SELECT activity_id FROM decisions
+               WHERE user_email = ?1 AND source = ?2 AND source_id = ?3)",
+            [user_email, source, source_id],
+        )?
+        .pop())
+    }
+
+    fn conversation_contexts(
+        &self,
+        user_email: &str,
+        conversations: &[String],
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, ConversationContext>, StoreError> {
+        let except = serde_json::to_string(source_ids).expect("strings serialize");
         let connection = self.connection()?;
-        let mut statement = connection.prepare(
-            "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties,
-                    a.automated, a.calendar_only
-             FROM activity_sources s JOIN activities a ON a.id = s.activity_id
-             ORDER BY s.activity_id, s.user_email",
+        let mut contexts: HashMap<String, ConversationContext> = HashMap::new();
+        let mut overrides = connection.prepare_cached(
+            "SELECT choice FROM conversation_overrides WHERE user_email = ?1 AND conversation = ?2",
         )?;
-        let rows = statement.query_map([], |row| {
-            let visibility: String = row.get(5)?;
-            let parties: String = row.get(6)?;
-            Ok(StoredSource {
-                activity_id: row.get(0)?,
-                message_id: row.get(1)?,
-                user_email: row.get(2)?,
-                source: row.get(3)?,
-                source_id: row.get(4)?,
-                visibility: if visibility == "visible" {
-                    Visibility::Visible
-                } else {
-                    Visibility::Private
-                },
-                parties: serde_json::from_str(&parties).unwrap_or_default(),
-                contacts: Vec::new(),
-                facts: MessageFacts {
-                    automated: row.get(7)?,
-                    calendar_only: row.get(8)?,
-                },
-            })
-        })?;
-        let mut sources: Vec<StoredSource> = rows.collect::<Result<_, _>>()?;
-        let mut contacts_of = connection.prepare_cached(
-            "SELECT address FROM activity_contacts WHERE activity_id = ?1 ORDER BY address",
+        let mut labels = connection.prepare_cached(
+            "SELECT s.labels FROM activities a JOIN activity_sources s ON s.activity_id = a.id
+             WHERE a.conversation = ?2 AND s.user_email = ?1 AND s.labels != '[]'
+               AND NOT EXISTS (SELECT 1 FROM decisions d
+                               WHERE d.user_email = ?1 AND d.activity_id = s.activity_id AND d.source = ?3
+                                 AND d.source_id IN (SELECT value FROM json_each(?4)))",
         )?;
-        for source in &mut sources {
-            source.contacts = contacts_of
-                .query_map([source.activity_id], |row| row.get(0))?
-                .collect::<Result<_, _>>()?;
+        for conversation in conversations {
+            let choice: Option<String> = overrides
+                .query_row(params![user_email, conversation], |row| row.get(0))
+                .optional()?;
+            let mut context = ConversationContext {
+                owner_choice: choice.as_deref().and_then(Action::parse),
+                labels: Vec::new(),
+            };
+            for stored in labels
+                .query_map(params![user_email, conversation, source, except], |row| {
+                    row.get::<_, String>(0)
+                })?
+            {
+                context.add_labels(serde_json::from_str(&stored?).unwrap_or_default());
+            }
+            if context != ConversationContext::default() {
+                contexts.insert(conversation.clone(), context);
+            }
         }
-        Ok(sources)
+        Ok(contexts)
     }
 
     fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError> {
@@ -960,55 +993,80 @@ impl Store for SqliteStore {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut applied = AppliedChanges::default();
         let mut candidates = BTreeSet::new();
-        for change in changes {
-            match change {
-                SourceChange::Remove { source, rules } => {
-                    let rules_json = serde_json::to_string(rules).expect("strings serialize");
-                    let mut hashes = transaction.prepare_cached(
-                        "SELECT sha256 FROM attachments WHERE activity_id = ?1 AND stored",
-                    )?;
-                    for sha256 in hashes.query_map([source.activity_id], |row| row.get(0))? {
-                        candidates.insert(sha256?);
-                    }
-                    drop(hashes);
-                    applied.sources_removed += transaction.execute(
-                        "DELETE FROM activity_sources WHERE activity_id = ?1 AND user_email = ?2",
-                        params![source.activity_id, source.user_email],
-                    )? as u64;
-                    transaction.execute(
-                        "UPDATE decisions SET decision = 'skipped', reason = 'blocked_by_rule', rules = ?1,
-                           activity_id = NULL, decided_at = ?2
-                         WHERE user_email = ?3 AND activity_id = ?4",
-                        params![rules_json, now(), source.user_email, source.activity_id],
-                    )?;
-                    applied.activities_removed += transaction.execute(
-                        "DELETE FROM activities WHERE id = ?1
-                           AND NOT EXISTS (SELECT 1 FROM activity_sources WHERE activity_id = ?1)",
-                        [source.activity_id],
-                    )? as u64;
-                }
-                SourceChange::SetVisibility {
-                    source,
-                    visibility,
-                    rules,
-                } => {
-                    let rules_json = serde_json::to_string(rules).expect("strings serialize");
-                    applied.visibility_changed += transaction.execute(
-                        "UPDATE activity_sources SET visibility = ?1, rules = ?2
-                         WHERE activity_id = ?3 AND user_email = ?4 AND visibility != ?1",
-                        params![
-                            visibility.as_str(),
-                            rules_json,
-                            source.activity_id,
-                            source.user_email
-                        ],
-                    )? as u64;
-                }
-            }
-        }
+        apply_changes(&transaction, changes, &mut applied, &mut candidates)?;
         transaction.commit()?;
         remove_unreferenced_files(&mut connection, &self.options(), &candidates)?;
         Ok(applied)
+    }
+
+    fn apply_owner_choice(&self, choice: &OwnerChoice) -> Result<AppliedChanges, StoreError> {
+        let mut connection = self.connection()?;
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut applied = AppliedChanges::default();
+        let mut candidates = BTreeSet::new();
+        apply_changes(&transaction, &choice.changes, &mut applied, &mut candidates)?;
+        if let Some(ConversationChoice {
+            conversation,
+            mailboxes: choices,
+        }) = &choice.conversation
+        {
+            for (user_email, action) in choices {
+                match action {
+                    Some(action) => transaction.execute(
+                        "INSERT INTO conversation_overrides (user_email, conversation, choice, set_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (user_email, conversation) DO UPDATE
+                           SET choice = excluded.choice, set_at = excluded.set_at",
+                        params![user_email, conversation, action.as_str(), now()],
+                    )?,
+                    None => transaction.execute(
+                        "DELETE FROM conversation_overrides WHERE user_email = ?1 AND conversation = ?2",
+                        params![user_email, conversation],
+                    )?,
+                };
+            }
+        }
+        transaction.execute(
+            "INSERT INTO access_log (viewer, activity_id, message_id, path, viewer_is_owner, accessed_at, change)
+             VALUES (?1, ?2, ?3, 'set', ?4, ?5, ?6)",
+            params![
+                choice.viewer,
+                choice.activity_id,
+                choice.message_id,
+                choice.viewer_is_owner,
+                now(),
+                choice.change
+            ],
+        )?;
+        transaction.commit()?;
+        remove_unreferenced_files(&mut connection, &self.options(), &candidates)?;
+        Ok(applied)
+    }
+
+    fn forget_blocked_decision(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_id: &str,
+        rules: &[String],
+    ) -> Result<bool, StoreError> {
+        let connection = self.connection()?;
+        let stored: Option<String> = connection
+            .query_row(
+                "SELECT rules FROM decisions WHERE user_email = ?1 AND source = ?2 AND source_id = ?3
+                   AND reason = 'blocked_by_rule'",
+                params![user_email, source, source_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if !stored.is_some_and(|stored| super::names_any(&stored, rules)) {
+            return Ok(false);
+        }
+        Ok(connection.execute(
+            "DELETE FROM decisions WHERE user_email = ?1 AND source = ?2 AND source_id = ?3
+               AND reason = 'blocked_by_rule'",
+            params![user_email, source, source_id],
+        )? > 0)
     }
 
     fn decision_log(
@@ -1018,12 +1076,13 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LoggedDecision>, StoreError> {
         let connection = self.connection()?;
         let mut statement = connection.prepare(&format!(
-            "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at, d.detail
+            "SELECT d.user_email, d.source, d.source_id, d.decision, d.reason, d.rules, d.activity_id, a.message_id, d.decided_at, d.detail, {decided_by}
              FROM decisions d LEFT JOIN activities a ON a.id = d.activity_id
              WHERE d.user_email = ?1
              ORDER BY d.decided_at, d.source, d.source_id
              {}",
-            limit_clause(limit)
+            limit_clause(limit),
+            decided_by = super::LOGGED_DECIDED_BY,
         ))?;
         let rows = statement.query_map(params![user_email], |row| {
             let rules: String = row.get(5)?;
@@ -1039,6 +1098,7 @@ impl Store for SqliteStore {
                 message_id: row.get(7)?,
                 contacts: Vec::new(),
                 detail: row.get(9)?,
+                decided_by: row.get(10)?,
                 decided_at: chrono::DateTime::from_timestamp(decided_at, 0)
                     .map(|date| date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_default(),
@@ -1204,7 +1264,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AccessLogEntry>, StoreError> {
         let connection = self.connection()?;
         let mut statement = connection.prepare(
-            "SELECT viewer, activity_id, message_id, path, viewer_is_owner, accessed_at FROM access_log
+            "SELECT viewer, activity_id, message_id, path, viewer_is_owner, accessed_at, change FROM access_log
              WHERE (?1 IS NULL OR accessed_at >= ?1) AND (?2 IS NULL OR viewer = ?2)
              ORDER BY accessed_at, id",
         )?;
@@ -1217,6 +1277,7 @@ impl Store for SqliteStore {
                     path: row.get(3)?,
                     viewer_is_owner: row.get(4)?,
                     at: rfc3339(row.get(5)?).unwrap_or_default(),
+                    change: row.get(6)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -1300,7 +1361,31 @@ fn record_one<'a>(
     let rules_json =
         serde_json::to_string(&decision.rule_names()).expect("a list of strings always serializes");
     let (recorded, activity_id) = match decision.approval() {
-        None => (Recorded::DecisionOnly, None),
+        None => {
+            // Decided again as skipped (its mailbox's label or a rule now keeps it out): this
+            // mailbox's stored copy goes, and the activity with its last copy.
+            let dropped: Option<i64> = transaction
+                .prepare_cached(
+                    "DELETE FROM activity_sources
+                     WHERE user_email = ?1 AND activity_id = (SELECT activity_id FROM decisions
+                       WHERE user_email = ?1 AND source = ?2 AND source_id = ?3 AND decision = 'synced')
+                     RETURNING activity_id",
+                )?
+                .query_row(
+                    params![source.user_email, source.source, source.source_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(activity_id) = dropped {
+                transaction
+                    .prepare_cached(
+                        "DELETE FROM activities WHERE id = ?1
+                           AND NOT EXISTS (SELECT 1 FROM activity_sources WHERE activity_id = ?1)",
+                    )?
+                    .execute([activity_id])?;
+            }
+            (Recorded::DecisionOnly, None)
+        }
         Some(approval) => {
             let message = message.ok_or(StoreError::MissingMessage)?;
             let parsed = message.parsed;
@@ -1337,8 +1422,8 @@ fn record_one<'a>(
                         if erased { None } else { text.clone() }
                     };
                     transaction.prepare_cached(
-                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, content_erased_at, automated, calendar_only)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, content_erased_at, automated, calendar_only, conversation)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     )?.execute(
                         params![
                             message_key,
@@ -1353,6 +1438,7 @@ fn record_one<'a>(
                             erased.then_some(recorded_at),
                             parsed.automation.is_automated(),
                             parsed.automation.calendar_only,
+                            identity.conversation,
                         ],
                     )?;
                     let id = transaction.last_insert_rowid();
@@ -1404,13 +1490,17 @@ fn record_one<'a>(
                 .expect("a synced decision always read the message");
             // A mailbox contributes one source per activity. Seeing the message again in
             // the same mailbox (a replay, a second folder) keeps the first source id but
-            // takes the latest decision's visibility, so rule changes are reflected.
+            // takes the latest decision's choice, so rule changes are reflected; an owner's
+            // choice stays until the owner changes it.
             transaction.prepare_cached(
-                "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at, parties)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO activity_sources (activity_id, user_email, source, source_id, visibility, direction, rules, synced_at, parties, decided_by, labels)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (activity_id, user_email) DO UPDATE
-                   SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties
-                   WHERE visibility != excluded.visibility OR rules != excluded.rules OR parties != excluded.parties",
+                   SET visibility = excluded.visibility, rules = excluded.rules, parties = excluded.parties,
+                       decided_by = excluded.decided_by, labels = excluded.labels
+                   WHERE decided_by != 'owner'
+                     AND (visibility != excluded.visibility OR rules != excluded.rules OR parties != excluded.parties
+                          OR decided_by != excluded.decided_by OR labels != excluded.labels)",
             )?.execute(
                 params![
                     activity_id,
@@ -1423,6 +1513,8 @@ fn record_one<'a>(
                     now(),
                     serde_json::to_string(&crate::rules::party_fingerprints(&decision.parties))
                         .expect("pairs of strings always serialize"),
+                    approval.decided_by().as_str(),
+                    serde_json::to_string(approval.labels()).expect("strings serialize"),
                 ],
             )?;
             let mut link = transaction.prepare_cached(
@@ -1519,11 +1611,18 @@ fn fts_query(query: &str) -> Option<String> {
 const CONTACT_VISIBLE_TO_VIEWER: &str = "(?2 OR NOT EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id)
      OR EXISTS (SELECT 1 FROM contact_visible_to v WHERE v.contact_id = ac.contact_id AND v.user_email = ?1))";
 
-/// The read path's rule 2 as SQL: the viewer is shown activity `a`'s content. `?1` = viewer
-/// email, `?2` = viewer is admin, `?6` = admins_see_private_emails.
-const CONTENT_SHOWN_TO_VIEWER: &str = "(EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible')
-     OR EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
-     OR (?2 AND ?6))";
+/// The read path's rule 2 as SQL (see `read_rules::content_shown`): the viewer is shown
+/// activity `a`'s content. `?1` = viewer email, `?2` = viewer is admin, `?6` =
+/// admins_see_private_emails. A participants-only activity passed rule 1 only for its
+/// participants.
+fn content_shown_to_viewer() -> String {
+    format!(
+        "({level} != 'private'
+          OR EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1)
+          OR (?2 AND ?6))",
+        level = read_rules::ACTIVITY_LEVEL
+    )
+}
 
 fn rfc3339(seconds: i64) -> Option<String> {
     chrono::DateTime::from_timestamp(seconds, 0)
@@ -1617,6 +1716,13 @@ fn read_path_planned(
     // the index and read those, newest first. Many (the words most mail holds): walk the
     // activities newest first and ask the index about each, stopping at the limit, instead of
     // collecting a set as large as the store.
+    // Rule 1, participants: an activity for its participants is seen by them alone.
+    let rule_one = format!(
+        "{rule_one} AND ({level} != 'participants' OR {participant})",
+        level = read_rules::ACTIVITY_LEVEL,
+        participant = read_rules::participant_sql(viewer, "?1", "instr"),
+    );
+    let content_shown = content_shown_to_viewer();
     let fts = query.search.and_then(fts_query);
     let plan = match (fts.as_deref(), plan) {
         (Some(_), Some(plan)) => plan,
@@ -1632,11 +1738,11 @@ fn read_path_planned(
     let search_filter = match (fts.as_deref(), plan) {
         (Some(_), SearchPlan::WalkByDate) => format!(
             "AND EXISTS (SELECT 1 FROM activity_search WHERE activity_search MATCH ?5 AND rowid = a.id)
-             AND {CONTENT_SHOWN_TO_VIEWER}"
+             AND {content_shown}"
         ),
         (Some(_), SearchPlan::CollectMatches) => format!(
             "AND a.id IN (SELECT rowid FROM activity_search WHERE activity_search MATCH ?5)
-             AND {CONTENT_SHOWN_TO_VIEWER}"
+             AND {content_shown}"
         ),
         (None, _) => "AND ?5 IS NULL AND ?6 IS NOT NULL".to_string(),
     };
@@ -1647,9 +1753,9 @@ fn read_path_planned(
             format!(
                 "AND a.content_erased_at IS NULL
                  AND EXISTS (SELECT 1 FROM attachments t WHERE t.activity_id = a.id AND t.sha256 = ?7 AND t.stored)
-                 AND {CONTENT_SHOWN_TO_VIEWER}"
+                 AND {content_shown}"
             ),
-            "(is_owner OR any_visible) DESC, a.date DESC, a.id DESC",
+            "(is_owner OR level = 'visible') DESC, a.date DESC, a.id DESC",
         ),
         // NULL sorts lowest in SQLite, so undated activities come last, and these orders
         // are the `activities_by_date` and `activity_contacts_by_contact_date` indexes': the
@@ -1662,8 +1768,8 @@ fn read_path_planned(
     let sql = format!(
         "SELECT a.id, a.message_id, a.date, a.direction, a.subject, a.body,
                 EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.user_email = ?1) AS is_owner,
-                EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id AND s.visibility = 'visible') AS any_visible,
-                a.content_erased_at
+                {level} AS level,
+                a.content_erased_at, a.conversation
          FROM {from}
          WHERE {rule_one}
            {contact_filter}
@@ -1671,6 +1777,7 @@ fn read_path_planned(
            {attachment_filter}
          ORDER BY {order}
          {limit}",
+        level = read_rules::ACTIVITY_LEVEL,
         limit = limit_clause(query.limit)
     );
     // ?4 was the limit; it is in the text now (see limit_clause), and the slot stays so the
@@ -1697,8 +1804,9 @@ fn read_path_planned(
                     row.get::<_, Option<String>>(4)?,
                     row.get::<_, Option<String>>(5)?,
                     row.get::<_, bool>(6)?,
-                    row.get::<_, bool>(7)?,
+                    row.get::<_, Option<String>>(7)?,
                     row.get::<_, Option<i64>>(8)?,
+                    row.get::<_, Option<String>>(9)?,
                 ))
             },
         )?
@@ -1717,10 +1825,26 @@ fn read_path_planned(
     )?;
     let mut views = Vec::new();
     let mut accesses = Vec::new();
-    for (id, message_id, date, direction, subject, body, is_owner, any_visible, erased_at) in rows {
+    for (
+        id,
+        message_id,
+        date,
+        direction,
+        subject,
+        body,
+        is_owner,
+        level,
+        erased_at,
+        conversation,
+    ) in rows
+    {
+        let level = level
+            .as_deref()
+            .and_then(Visibility::parse)
+            .unwrap_or(Visibility::Private);
         let facts = ActivityFacts {
             viewer_owns_a_source: is_owner,
-            any_source_visible: any_visible,
+            level,
             content_erased: erased_at.is_some(),
         };
         let content_shown = read_rules::content_shown(viewer, facts);
@@ -1757,7 +1881,9 @@ fn read_path_planned(
             date: date.and_then(rfc3339),
             direction,
             contacts: dedup_sorted(contacts),
-            private: !any_visible,
+            conversation: conversation.unwrap_or_default(),
+            level,
+            private: level != Visibility::Visible,
             subject: if content_shown { subject } else { None },
             body: if content_shown { body } else { None },
             attachments,
@@ -1863,6 +1989,129 @@ fn canonical_store_path(store_path: &Path) -> std::io::Result<std::path::PathBuf
     }
 }
 
+/// Stored sources matching `filter` (over `s`, the source, and `a`, its activity), with their
+/// activities' contact addresses.
+fn sources_where<P: rusqlite::Params>(
+    connection: &rusqlite::Connection,
+    filter: &str,
+    params: P,
+) -> Result<Vec<StoredSource>, StoreError> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT s.activity_id, a.message_id, s.user_email, s.source, s.source_id, s.visibility, s.parties,
+                a.automated, a.calendar_only, s.decided_by, s.labels, a.conversation
+         FROM activity_sources s JOIN activities a ON a.id = s.activity_id
+         WHERE {filter}
+         ORDER BY s.activity_id, s.user_email"
+    ))?;
+    let rows = statement.query_map(params, |row| {
+        let visibility: String = row.get(5)?;
+        let parties: String = row.get(6)?;
+        let decided_by: String = row.get(9)?;
+        let labels: String = row.get(10)?;
+        let conversation: Option<String> = row.get(11)?;
+        Ok(StoredSource {
+            activity_id: row.get(0)?,
+            message_id: row.get(1)?,
+            user_email: row.get(2)?,
+            source: row.get(3)?,
+            source_id: row.get(4)?,
+            visibility: Visibility::parse(&visibility).unwrap_or(Visibility::Private),
+            decided_by: DecidedBy::parse(&decided_by).unwrap_or(DecidedBy::Default),
+            labels: serde_json::from_str(&labels).unwrap_or_default(),
+            conversation: conversation.unwrap_or_default(),
+            parties: serde_json::from_str(&parties).unwrap_or_default(),
+            contacts: Vec::new(),
+            facts: MessageFacts {
+                automated: row.get(7)?,
+                calendar_only: row.get(8)?,
+            },
+        })
+    })?;
+    let mut sources: Vec<StoredSource> = rows.collect::<Result<_, _>>()?;
+    let mut contacts_of = connection.prepare_cached(
+        "SELECT address FROM activity_contacts WHERE activity_id = ?1 ORDER BY address",
+    )?;
+    for source in &mut sources {
+        source.contacts = contacts_of
+            .query_map([source.activity_id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(sources)
+}
+
+/// Applies changes to stored sources inside `transaction`, counting them, and collecting the
+/// attachment files that may no longer be referenced.
+fn apply_changes(
+    transaction: &rusqlite::Transaction<'_>,
+    changes: &[SourceChange],
+    applied: &mut AppliedChanges,
+    candidates: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    for change in changes {
+        match change {
+            SourceChange::Remove {
+                source,
+                reason,
+                rules,
+            } => {
+                let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                let mut hashes = transaction.prepare_cached(
+                    "SELECT sha256 FROM attachments WHERE activity_id = ?1 AND stored",
+                )?;
+                for sha256 in hashes.query_map([source.activity_id], |row| row.get(0))? {
+                    candidates.insert(sha256?);
+                }
+                drop(hashes);
+                applied.sources_removed += transaction.execute(
+                    "DELETE FROM activity_sources WHERE activity_id = ?1 AND user_email = ?2",
+                    params![source.activity_id, source.user_email],
+                )? as u64;
+                transaction.execute(
+                    "UPDATE decisions SET decision = 'skipped', reason = ?5, rules = ?1,
+                       activity_id = NULL, decided_at = ?2
+                     WHERE user_email = ?3 AND activity_id = ?4",
+                    params![
+                        rules_json,
+                        now(),
+                        source.user_email,
+                        source.activity_id,
+                        reason.as_str()
+                    ],
+                )?;
+                applied.activities_removed += transaction.execute(
+                    "DELETE FROM activities WHERE id = ?1
+                       AND NOT EXISTS (SELECT 1 FROM activity_sources WHERE activity_id = ?1)",
+                    [source.activity_id],
+                )? as u64;
+            }
+            SourceChange::SetVisibility {
+                source,
+                visibility,
+                decided_by,
+                labels,
+                rules,
+            } => {
+                let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                let labels_json = serde_json::to_string(labels).expect("strings serialize");
+                applied.visibility_changed += transaction.execute(
+                    "UPDATE activity_sources SET visibility = ?1, rules = ?2, decided_by = ?5, labels = ?6
+                     WHERE activity_id = ?3 AND user_email = ?4
+                       AND (visibility != ?1 OR decided_by != ?5 OR labels != ?6)",
+                    params![
+                        visibility.as_str(),
+                        rules_json,
+                        source.activity_id,
+                        source.user_email,
+                        decided_by.as_str(),
+                        labels_json
+                    ],
+                )? as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -1936,6 +2185,7 @@ mod tests {
             .into_iter()
             .map(|viewer| Viewer {
                 email: viewer.to_string(),
+                addresses: vec![viewer.to_string()],
                 is_admin: viewer.starts_with("root"),
                 admins_see_private_emails: false,
             })

@@ -100,7 +100,7 @@ impl MailboxSync {
         let order: Vec<&str> = batch.iter().map(|message| message.id.as_str()).collect();
         fetched.sort_by_key(|message| order.iter().position(|id| *id == message.id));
 
-        let messages: Vec<SourceMessage> = without_fetch
+        let mut messages: Vec<SourceMessage> = without_fetch
             .into_iter()
             .chain(fetched.into_iter().map(|message| SourceMessage {
                 source_id: message.id,
@@ -108,6 +108,10 @@ impl MailboxSync {
                 labels: message.label_ids,
             }))
             .collect();
+        // Label rules match names (`CRM/Private`); Gmail gives user labels by id.
+        for message in &mut messages {
+            message.labels = self.client.label_names(&message.labels).await?;
+        }
         let policy = self.policy.clone();
         let user = self.user.clone();
         let write = self.write;

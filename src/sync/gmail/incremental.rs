@@ -31,6 +31,9 @@ impl MailboxSync {
             let mut added = page.added;
             let mut seen_on_page = HashSet::new();
             added.retain(|message| seen_on_page.insert(message.id.clone()));
+            // Before the page's cursor is written, so that a crash reads them again.
+            self.apply_label_changes(page.label_changes, &seen_on_page, &mut report)
+                .await?;
             let cursor = Cursor {
                 user_email: self.user.email.clone(),
                 history_id: reached.to_string(),

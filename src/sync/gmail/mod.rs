@@ -31,6 +31,7 @@ mod backfill;
 mod batch;
 mod full;
 mod incremental;
+mod labels;
 mod store_access;
 mod verify;
 
@@ -88,6 +89,9 @@ pub struct SyncReport {
     pub candidate_search: bool,
     /// New contact addresses whose earlier mail was searched for in this run.
     pub backfilled_addresses: usize,
+    /// Stored copies whose choice changed because their conversation's labels changed in
+    /// Gmail (made private, visible, participants-only, or removed).
+    pub label_changes: usize,
     pub history_id: Option<String>,
 }
 

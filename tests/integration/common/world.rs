@@ -170,6 +170,17 @@ impl World {
 
     /// Records one message of `user`'s mailbox (a `dir:` source) as the sync would.
     pub fn replay(&mut self, user: &str, source_id: &str, text: &str) -> Processed {
+        self.replay_labelled(user, source_id, text, &[])
+    }
+
+    /// [`World::replay`] of a message carrying Gmail labels (names, as Takeout writes them).
+    pub fn replay_labelled(
+        &mut self,
+        user: &str,
+        source_id: &str,
+        text: &str,
+        labels: &[&str],
+    ) -> Processed {
         let user = self.policy.config.user_by_address(user).unwrap().clone();
         sync::process(
             &self.policy,
@@ -179,7 +190,7 @@ impl World {
             &SourceMessage {
                 source_id: source_id.to_string(),
                 raw: text.as_bytes().to_vec(),
-                labels: Vec::new(),
+                labels: labels.iter().map(|label| label.to_string()).collect(),
             },
             Mode::Write,
         )
@@ -213,11 +224,7 @@ impl World {
     /// both settings in one world).
     pub fn viewer_with(&self, email: &str, admins_see_private_emails: bool) -> Viewer {
         let user = self.policy.config.user_by_address(email).unwrap();
-        Viewer {
-            email: user.email.clone(),
-            is_admin: user.is_admin(),
-            admins_see_private_emails,
-        }
+        Viewer::of(user, admins_see_private_emails)
     }
 
     /// The attachments folder the config names.

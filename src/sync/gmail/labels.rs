@@ -1,0 +1,130 @@
+//! Labels changed in Gmail (history's `labelsAdded` / `labelsRemoved`): a conversation
+//! labelled for a label rule changes its activities within one sync, without fetching the
+//! message again (docs/spec/decisions.md, "The level of a synced message"). A copy keeps the
+//! labels label rules match; when they change, every copy of the conversation in this mailbox
+//! is decided again from what the store keeps. A message a `skip` label kept out, once the
+//! label is gone, is fetched and decided again: nothing of it was stored.
+
+use std::collections::HashSet;
+
+use super::batch::BatchMode;
+use super::store_access::with_store;
+use super::{MailboxSync, SyncError, SyncReport};
+use crate::gmail::client::{AddedMessage, LabelChange};
+use crate::rules;
+use crate::source::GMAIL_SOURCE;
+use crate::store::SourceChange;
+use crate::sync::retro::{self, LabelsByConversation};
+
+impl MailboxSync {
+    /// Applies a history page's label changes, except for messages the page also adds (they
+    /// are fetched with their labels as they are now).
+    pub(super) async fn apply_label_changes(
+        &self,
+        changes: Vec<LabelChange>,
+        added_on_page: &HashSet<String>,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
+        if !self.write
+            || !self
+                .policy
+                .rules
+                .rules
+                .iter()
+                .any(|rule| rule.matcher.is_label_rule())
+        {
+            return Ok(());
+        }
+        let mut to_fetch: Vec<AddedMessage> = Vec::new();
+        for change in changes {
+            self.check_cancelled()?;
+            if added_on_page.contains(&change.id) {
+                continue;
+            }
+            let names = self.client.label_names(&change.label_ids).await?;
+            let own = rules::rule_labels(&self.policy, &self.user, &names);
+            let skipping = rules::skip_label_rules(&self.policy, &self.user, &names);
+            let skip_rules: Vec<String> = self
+                .policy
+                .rules
+                .rules
+                .iter()
+                .filter(|rule| rule.matcher.is_label_rule() && rule.action == rules::Action::Skip)
+                .map(|rule| rule.name.clone())
+                .collect();
+            let policy = self.policy.clone();
+            let user = self.user.clone();
+            let id = change.id.clone();
+            let outcome = with_store(&self.store, move |store| {
+                let Some(stored) = store.stored_source(&user.email, GMAIL_SOURCE, &id)? else {
+                    // Not stored: perhaps a skip label kept it out, and is gone now.
+                    let refetch = skipping.is_empty()
+                        && store.forget_blocked_decision(
+                            &user.email,
+                            GMAIL_SOURCE,
+                            &id,
+                            &skip_rules,
+                        )?;
+                    return Ok(LabelOutcome::Refetch(refetch));
+                };
+                if stored.labels == own {
+                    return Ok(LabelOutcome::Changed(0));
+                }
+                let mut sources = store.sources_of(stored.activity_id, true)?;
+                sources.retain(|source| source.user_email == user.email);
+                for source in &mut sources {
+                    if source.activity_id == stored.activity_id {
+                        source.labels = own.clone();
+                    }
+                }
+                let labels = LabelsByConversation::of(&sources);
+                let never_sync = retro::never_sync_hashes(store)?;
+                let mut changes: Vec<SourceChange> = Vec::new();
+                for source in &sources {
+                    // The changed copy is compared with what is stored, the others as stored.
+                    let mut as_stored = source.clone();
+                    if source.activity_id == stored.activity_id {
+                        as_stored.labels = stored.labels.clone();
+                    }
+                    changes.extend(retro::decide_again_with(
+                        &policy,
+                        &as_stored,
+                        &source.labels,
+                        &labels.of_source(source),
+                        retro::source_override(source),
+                        &never_sync,
+                    ));
+                }
+                let applied = store.apply_source_changes(&changes)?;
+                Ok(LabelOutcome::Changed(
+                    (applied.visibility_changed + applied.sources_removed) as usize,
+                ))
+            })
+            .await?;
+            match outcome {
+                LabelOutcome::Changed(count) => report.label_changes += count,
+                LabelOutcome::Refetch(true) => to_fetch.push(AddedMessage {
+                    id: change.id,
+                    label_ids: change.label_ids,
+                }),
+                LabelOutcome::Refetch(false) => {}
+            }
+        }
+        for chunk in to_fetch.chunks(super::BATCH_SIZE) {
+            let mode = BatchMode {
+                labels_known: true,
+                ..BatchMode::default()
+            };
+            self.process_batch(chunk, mode, None, report).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What one label change did.
+enum LabelOutcome {
+    /// Sources changed or removed (0: nothing a label rule weighs changed).
+    Changed(usize),
+    /// Not stored; whether its decision was forgotten to fetch it again.
+    Refetch(bool),
+}

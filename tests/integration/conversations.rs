@@ -1,0 +1,292 @@
+//! Per-conversation privacy through the store, on each backend (docs/spec/decisions.md,
+//! "Conversations" and "The level of a synced message"): label rules, the owner's override
+//! and its undoing, the participants level, and what every viewer gets from `feed`, `search`
+//! and `export`.
+
+use crate::common;
+use crate::conformance;
+
+use mailsync::rules::{Action, Visibility};
+use mailsync::store::{ActivityView, NewContact};
+use mailsync::sync::owner_choice::{self, Choice, ChoiceError};
+
+use common::world::World;
+
+const CONFIG: &str = r#"
+[company]
+domains = ["abcorp.com"]
+admins_see_private_emails = true
+[store]
+path = "unused.sqlite3"
+[[users]]
+email = "michelle@abcorp.com"
+role = "admin"
+sync = true
+emails_visible = true
+[[users]]
+email = "dave@abcorp.com"
+sync = true
+emails_visible = true
+[[users]]
+email = "erin@abcorp.com"
+sync = true
+emails_visible = false
+[[users]]
+email = "olga@abcorp.com"
+aliases = ["olga.k@abcorp.com"]
+sync = false
+"#;
+
+/// The ready-made label rules, as shipped, and a participants label.
+fn rules() -> String {
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/labels.toml"),
+    )
+    .unwrap();
+    format!(
+        "{shipped}\n[[rule]]\nname = \"label: CRM/Participants\"\nmatch = {{ label = \"CRM/Participants\" }}\naction = \"participants\"\n"
+    )
+}
+
+fn world() -> World {
+    World::new(CONFIG, &rules()).with_contact(NewContact {
+        name: Some("Alice".to_string()),
+        emails: vec!["alice@customer.com".to_string()],
+        visible_to: None,
+        no_sync: None,
+    })
+}
+
+/// A message from Alice to `to`, in the conversation `<first@customer.com>` when `reply`.
+fn mail(message_id: &str, to: &str, subject: &str, reply: bool) -> String {
+    let thread = if reply {
+        "In-Reply-To: <first@customer.com>\nReferences: <first@customer.com>\n"
+    } else {
+        ""
+    };
+    format!(
+        "From: Alice <alice@customer.com>\nTo: {to}\nSubject: {subject}\n\
+         Date: Mon, 02 Sep 2024 09:15:00 +0000\nMessage-ID: <{message_id}>\n{thread}\n\
+         The zanzibar figures, between us.\n"
+    )
+}
+
+fn feed(world: &World, viewer: &str) -> Vec<ActivityView> {
+    world.store.feed(&world.viewer(viewer), None, None).unwrap()
+}
+
+fn search(world: &World, viewer: &str) -> Vec<ActivityView> {
+    world
+        .store
+        .search(&world.viewer(viewer), "zanzibar", None)
+        .unwrap()
+}
+
+fn export(world: &World, viewer: &str) -> Vec<ActivityView> {
+    world.store.export(&world.viewer(viewer), None).unwrap()
+}
+
+/// Whether the viewer gets the activity at all, and its subject.
+fn seen(world: &World, viewer: &str, message_id: &str) -> Option<Option<String>> {
+    feed(world, viewer)
+        .into_iter()
+        .find(|activity| activity.message_id.as_deref() == Some(message_id))
+        .map(|activity| activity.subject)
+}
+
+fn set(
+    world: &World,
+    viewer: &str,
+    activity_id: i64,
+    conversation: bool,
+    choice: Choice,
+) -> Result<mailsync::store::AppliedChanges, ChoiceError> {
+    let user = world.policy.config.user_by_address(viewer).unwrap();
+    let planned = owner_choice::plan(
+        &world.policy,
+        &*world.store,
+        user,
+        activity_id,
+        conversation,
+        choice,
+    )?;
+    Ok(world.store.apply_owner_choice(&planned)?)
+}
+
+conformance! {
+fn participants_see_it_in_full_and_nobody_else_sees_it_at_all() {
+    let world = &mut world();
+    // Dave labels the conversation CRM/Participants; Olga, whose sync is off, is on its Cc
+    // under her alias.
+    let first = mail(
+        "first@customer.com",
+        "dave@abcorp.com\nCc: olga.k@abcorp.com",
+        "Negotiation",
+        false,
+    );
+    let processed = world.replay_labelled("dave@abcorp.com", "1", &first, &["INBOX", "CRM/Participants"]);
+    assert_eq!(processed.decision.visibility(), Some(Visibility::Participants));
+    // A later reply without the label inherits it: the label is the conversation's.
+    let reply = mail("second@customer.com", "dave@abcorp.com", "Re: Negotiation", true);
+    world.replay("dave@abcorp.com", "2", &reply);
+
+    for message_id in ["<first@customer.com>", "<second@customer.com>"] {
+        // The owner, and a participant under an alias whose sync is off: in full.
+        for participant in ["dave@abcorp.com", "olga@abcorp.com"] {
+            assert_eq!(
+                seen(world, participant, message_id),
+                Some(Some(
+                    if message_id.starts_with("<first") { "Negotiation" } else { "Re: Negotiation" }
+                        .to_string()
+                )),
+                "{participant} {message_id}"
+            );
+        }
+        // Not even that it happened: a colleague who may see Alice, and an admin whom
+        // admins_see_private_emails lets read private mail.
+        for outsider in ["erin@abcorp.com", "michelle@abcorp.com"] {
+            assert_eq!(seen(world, outsider, message_id), None, "{outsider} {message_id}");
+        }
+    }
+    for outsider in ["erin@abcorp.com", "michelle@abcorp.com"] {
+        assert!(search(world, outsider).is_empty(), "{outsider}");
+        assert!(export(world, outsider).is_empty(), "{outsider}");
+    }
+    assert_eq!(search(world, "olga@abcorp.com").len(), 2);
+    let level = &feed(world, "olga@abcorp.com")[0];
+    assert_eq!(level.level, Visibility::Participants);
+    assert_eq!(level.conversation, "<first@customer.com>");
+    // A participant's feed leaves no access record; an export of it does.
+    assert!(world.access_rows().is_empty());
+    assert_eq!(export(world, "olga@abcorp.com").len(), 2);
+    let rows = world.access_rows();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|(viewer, _, path, owner)| viewer == "olga@abcorp.com" && path == "export" && !owner));
+}
+}
+
+conformance! {
+fn a_label_in_one_mailbox_makes_the_shared_activity_private_until_it_is_removed() {
+    let world = &mut world();
+    // The same message in Michelle's mailbox (visible by default) and Dave's, where it
+    // carries CRM/Private: the explicit choice wins over the default.
+    let text = mail("first@customer.com", "michelle@abcorp.com, dave@abcorp.com", "Salary", false);
+    world.replay("michelle@abcorp.com", "m1", &text);
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(Some("Salary".to_string())));
+    world.replay_labelled("dave@abcorp.com", "d1", &text, &["CRM/Private"]);
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(None), "private: metadata only");
+    assert!(search(world, "erin@abcorp.com").is_empty());
+    assert_eq!(export(world, "erin@abcorp.com")[0].subject, None);
+    // Both owners still read it.
+    for owner in ["michelle@abcorp.com", "dave@abcorp.com"] {
+        assert_eq!(seen(world, owner, "<first@customer.com>"), Some(Some("Salary".to_string())));
+    }
+    // The label removed (the copy decided again without it): visible again.
+    world.replay_labelled("dave@abcorp.com", "d1", &text, &[]);
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(Some("Salary".to_string())));
+}
+}
+
+conformance! {
+fn the_owners_override_wins_until_undone_and_is_written_to_the_access_log() {
+    let world = &mut world();
+    let text = mail("first@customer.com", "dave@abcorp.com", "Renewal", false);
+    world.replay_labelled("dave@abcorp.com", "d1", &text, &["CRM/Private"]);
+    let reply = mail("second@customer.com", "dave@abcorp.com", "Re: Renewal", true);
+    world.replay("dave@abcorp.com", "d2", &reply);
+    let id = feed(world, "dave@abcorp.com")
+        .iter()
+        .find(|a| a.message_id.as_deref() == Some("<first@customer.com>"))
+        .unwrap()
+        .activity_id;
+    // Someone whose mailbox it did not come from, and who is no admin, may not.
+    assert!(matches!(
+        set(world, "erin@abcorp.com", id, false, Choice::Set(Action::Visible)),
+        Err(ChoiceError::NotAllowed { .. })
+    ));
+    assert!(matches!(
+        set(world, "dave@abcorp.com", 999_999, false, Choice::Default),
+        Err(ChoiceError::NoSuchActivity(999_999))
+    ));
+    // Dave's override wins over his label, for the whole conversation.
+    let applied = set(world, "dave@abcorp.com", id, true, Choice::Set(Action::Visible)).unwrap();
+    assert_eq!(applied.visibility_changed, 2);
+    for message_id in ["<first@customer.com>", "<second@customer.com>"] {
+        assert!(seen(world, "erin@abcorp.com", message_id).unwrap().is_some(), "{message_id}");
+    }
+    // Rules applied again leave an owner's choice alone.
+    let plan = mailsync::sync::retro::plan(&world.policy, &*world.store).unwrap();
+    assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+    // A later reply inherits the override, whatever its labels.
+    let third = mail("third@customer.com", "dave@abcorp.com", "Re: Renewal again", true);
+    let processed = world.replay_labelled("dave@abcorp.com", "d3", &third, &["CRM/Private"]);
+    assert_eq!(processed.decision.visibility(), Some(Visibility::Visible));
+    assert_eq!(
+        processed.decision.decided_by().map(|d| d.as_str()),
+        Some("owner")
+    );
+    // Undone with default: the label decides again.
+    set(world, "dave@abcorp.com", id, true, Choice::Default).unwrap();
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(None));
+    assert_eq!(seen(world, "erin@abcorp.com", "<second@customer.com>"), Some(None), "the reply inherits the label again");
+    // Every change is in the access log, with what was chosen.
+    let log = world.store.access_log(None, None).unwrap();
+    let changes: Vec<(&str, &str, Option<&str>)> = log
+        .iter()
+        .filter(|entry| entry.path == "set")
+        .map(|entry| (entry.viewer.as_str(), entry.path.as_str(), entry.change.as_deref()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("dave@abcorp.com", "set", Some("visible (conversation)")),
+            ("dave@abcorp.com", "set", Some("default (conversation)")),
+        ]
+    );
+    // An admin may skip it: the only copy goes, and the activity with it.
+    let applied = set(world, "michelle@abcorp.com", id, false, Choice::Set(Action::Skip)).unwrap();
+    assert_eq!((applied.sources_removed, applied.activities_removed), (1, 1));
+    assert_eq!(seen(world, "dave@abcorp.com", "<first@customer.com>"), None);
+    let log = world.store.decision_log("dave@abcorp.com", None).unwrap();
+    let skipped = log.iter().find(|d| d.source_id == "d1").unwrap();
+    assert_eq!((skipped.reason.as_str(), skipped.decided_by.as_deref()), ("skipped_by_owner", Some("owner")));
+}
+}
+
+conformance! {
+fn a_skip_label_takes_away_this_mailboxs_copy_only() {
+    let world = &mut world();
+    let text = mail("first@customer.com", "michelle@abcorp.com, dave@abcorp.com", "Dinner", false);
+    world.replay("michelle@abcorp.com", "m1", &text);
+    world.replay("dave@abcorp.com", "d1", &text);
+    // Dave's copy is labelled CRM/Never: rules applied again take his source away; the
+    // activity stays with Michelle's.
+    world.replay_labelled("dave@abcorp.com", "d1", &text, &["CRM/Never"]);
+    let activity = feed(world, "michelle@abcorp.com").pop().unwrap();
+    assert_eq!(activity.sources, ["michelle@abcorp.com"]);
+    // Michelle labels hers too: the activity goes with its last source.
+    world.replay_labelled("michelle@abcorp.com", "m1", &text, &["crm/never"]);
+    assert!(feed(world, "michelle@abcorp.com").is_empty());
+    assert_eq!(world.store.counts().unwrap().activities, 0);
+}
+}
+
+conformance! {
+fn rules_applied_again_weigh_the_stored_labels() {
+    let world = &mut world();
+    let text = mail("first@customer.com", "dave@abcorp.com", "Pricing", false);
+    world.replay_labelled("dave@abcorp.com", "d1", &text, &["CRM/Private"]);
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(None));
+    // The label rules are removed: what the label made private follows dave's default.
+    world.policy = common::policy(CONFIG, "");
+    let dry = mailsync::sync::retro::apply(&world.policy, &*world.store, true).unwrap();
+    assert_eq!(dry.planned.visibility_changed, 1);
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(None), "a dry run changes nothing");
+    mailsync::sync::retro::apply(&world.policy, &*world.store, false).unwrap();
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(Some("Pricing".to_string())));
+    // And back: the stored label is matched again, without the message.
+    world.policy = common::policy(CONFIG, &rules());
+    mailsync::sync::retro::apply(&world.policy, &*world.store, false).unwrap();
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(None));
+}
+}
