@@ -46,6 +46,9 @@ struct RawCompany {
     domains: Vec<String>,
     #[serde(default)]
     admins_see_private_emails: bool,
+    /// Every mailbox's capture unless its user says otherwise.
+    #[serde(default)]
+    capture: Capture,
 }
 
 #[derive(Debug, Deserialize)]
@@ -359,6 +362,29 @@ struct RawUser {
     /// what it said.
     #[serde(default)]
     emails_visible: bool,
+    /// `[company] capture` unless given.
+    capture: Option<Capture>,
+}
+
+/// What is kept of a mailbox's synced mail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capture {
+    /// Subject, body and attachments too.
+    #[default]
+    Full,
+    /// Only date, direction, parties, conversation and contact links: subjects, bodies and
+    /// attachments are never stored or indexed.
+    Metadata,
+}
+
+impl Capture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capture::Full => "full",
+            Capture::Metadata => "metadata",
+        }
+    }
 }
 
 /// What a user may see beyond their own mail.
@@ -380,6 +406,8 @@ pub struct User {
     pub role: Role,
     pub sync: bool,
     pub emails_visible: bool,
+    /// What is kept of this mailbox's synced mail.
+    pub capture: Capture,
 }
 
 impl User {
@@ -629,6 +657,7 @@ fn validate(
             role: raw_user.role,
             sync: raw_user.sync,
             emails_visible: raw_user.emails_visible,
+            capture: raw_user.capture.unwrap_or(raw.company.capture),
         });
     }
 

@@ -39,7 +39,7 @@ pub use explain::ExplainArgs;
 pub use feed::{ExportArgs, ExportFormat, FeedArgs, SearchArgs};
 pub use notify::NotifyCommand;
 pub use output::{CommandError, CommandResult, ExitStatus};
-pub use privacy::{AttachmentArgs, AuditArgs, RetentionCommand};
+pub use privacy::{AttachmentArgs, AuditArgs, CaptureCommand, RetentionCommand};
 pub use purge::PurgeArgs;
 pub use replay::ReplayArgs;
 pub use rules::RulesCommand;
@@ -155,6 +155,11 @@ pub enum Command {
     #[command(subcommand)]
     Retention(RetentionCommand),
 
+    /// Metadata-only capture: erase what was stored from mailboxes switched to
+    /// `capture = "metadata"` (metadata stays).
+    #[command(subcommand)]
+    Capture(CaptureCommand),
+
     /// The access log: private content shown to someone other than its owners (an admin with
     /// admins_see_private_emails), and exports that included private content.
     Audit(AuditArgs),
@@ -202,6 +207,9 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Purge(args) => purge::run(&load_policy(config_path)?, args),
         Command::Retention(RetentionCommand::Apply { dry_run, json }) => {
             privacy::retention_apply(&load_policy(config_path)?, dry_run, json)
+        }
+        Command::Capture(CaptureCommand::Apply { dry_run, json }) => {
+            privacy::capture_apply(&load_policy(config_path)?, dry_run, json)
         }
         Command::Audit(args) => privacy::audit(&load_policy(config_path)?, args),
         Command::Attachment(args) => privacy::attachment(&load_policy(config_path)?, args),

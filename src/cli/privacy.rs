@@ -55,6 +55,70 @@ pub enum RetentionCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Erase the subjects, bodies and attachments stored from mailboxes now captured as
+    /// metadata only (`capture = "metadata"`), where no mailbox captured in full also has the
+    /// message. Run with --dry-run first to see what would go.
+    Apply {
+        /// Count what would be erased, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The counts as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Erases the content stored only from metadata-only mailboxes.
+pub fn capture_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
+    let mailboxes = crate::sync::capture::metadata_mailboxes(&policy.config);
+    if mailboxes.is_empty() {
+        return Err(CommandError::Usage(format!(
+            "no mailbox is captured as metadata only: set `capture = \"metadata\"` under a [[users]] or in [company] of {}",
+            policy.config.source_path.display()
+        )));
+    }
+    let store = open_store(policy)?;
+    let erased = crate::sync::capture::apply(&policy.config, &*store, dry_run)?.unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if json {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            dry_run: bool,
+            mailboxes: &'a [String],
+            #[serde(flatten)]
+            erased: &'a Erased,
+        }
+        json_line(
+            &mut out,
+            &Line {
+                dry_run,
+                mailboxes: &mailboxes,
+                erased: &erased,
+            },
+        )?;
+    } else {
+        writeln!(
+            out,
+            "metadata-only capture ({}): {} the content of {} activities; {} {} attachment files",
+            printable::escape(&mailboxes.join(", ")),
+            if dry_run { "would erase" } else { "erased" },
+            erased.activities_erased,
+            if dry_run { "would remove" } else { "removed" },
+            erased.attachment_files_removed
+        )?;
+    }
+    if !dry_run {
+        tracing::info!(
+            activities_erased = erased.activities_erased,
+            attachment_files_removed = erased.attachment_files_removed,
+            "metadata-only capture applied"
+        );
+    }
+    Ok(ExitStatus::Success)
+}
+
 /// Erases the content of activities older than `[retention] body_days`.
 pub fn retention_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResult {
     let Some(days) = policy.config.retention_body_days else {
@@ -128,10 +192,10 @@ pub fn audit(policy: &Policy, args: AuditArgs) -> CommandResult {
         "when", "viewer", "activity", "path"
     )?;
     for record in &records {
-        let path = if record.viewer_is_owner {
-            format!("{} (own)", record.path)
-        } else {
-            record.path.clone()
+        let path = match (&record.change, record.viewer_is_owner) {
+            (Some(change), _) => format!("{} {change}", record.path),
+            (None, true) => format!("{} (own)", record.path),
+            (None, false) => record.path.clone(),
         };
         writeln!(
             out,

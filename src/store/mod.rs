@@ -333,6 +333,10 @@ pub struct MessageToStore<'a> {
     /// Relative to the company (sent by any configured user or not), unlike the decision's
     /// direction, which is relative to the mailbox owner.
     pub company_direction: Direction,
+    /// `metadata`: the subject, body and attachments are neither stored nor indexed (the
+    /// identity of the message is still computed from all of it, so copies in other
+    /// mailboxes join the same activity).
+    pub capture: crate::config::Capture,
 }
 
 /// One decision to record, with the message content a synced decision stores.
@@ -583,6 +587,37 @@ pub struct Erased {
     pub activities_erased: u64,
     /// Attachment files no longer referenced by any activity that keeps its content.
     pub attachment_files_removed: u64,
+}
+
+/// Which activities' content to erase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EraseSelection {
+    /// Retention: dated (else recorded) before this time, seconds since the epoch.
+    Before(i64),
+    /// Metadata-only capture: activities whose every source is one of these mailboxes
+    /// (content another mailbox captured in full stays).
+    OnlyFrom(Vec<String>),
+}
+
+impl EraseSelection {
+    /// The selection as SQL over `activities` (unaliased), its one parameter written `{p}`;
+    /// `in_list` is how the backend tests membership of a parameter holding the mailboxes
+    /// (SQLite: `IN (SELECT value FROM json_each({p}))`, PostgreSQL: `= ANY({p})`).
+    pub(crate) fn due_sql(&self, placeholder: &str, in_list: &str) -> String {
+        match self {
+            EraseSelection::Before(_) => format!(
+                "content_erased_at IS NULL AND coalesce(date, created_at) < {placeholder}"
+            ),
+            EraseSelection::OnlyFrom(_) => format!(
+                "content_erased_at IS NULL
+                 AND (subject IS NOT NULL OR body IS NOT NULL
+                      OR EXISTS (SELECT 1 FROM attachments t0 WHERE t0.activity_id = activities.id))
+                 AND NOT EXISTS (SELECT 1 FROM activity_sources s0 WHERE s0.activity_id = activities.id
+                                 AND NOT (s0.user_email {}))",
+                in_list.replace("{p}", placeholder)
+            ),
+        }
+    }
 }
 
 /// Which read command showed an activity: the access log says how content left the store.
@@ -986,11 +1021,20 @@ pub trait Store: Send + Sync {
         sha256: &str,
     ) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Retention: erases subject, body, attachment names, attachment content and search terms
-    /// of every activity whose message date (its recording time when it has no date) is
-    /// before `cutoff` (seconds since the epoch), and removes attachment files nothing else
-    /// keeps. Metadata stays. With `dry_run`, only counts.
-    fn erase_content_before(&self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError>;
+    /// Erases subject, body, attachment names, attachment content and search terms of the
+    /// activities `selection` names, and removes attachment files nothing else keeps.
+    /// Metadata stays. With `dry_run`, only counts.
+    fn erase_content(
+        &self,
+        selection: &EraseSelection,
+        dry_run: bool,
+    ) -> Result<Erased, StoreError>;
+
+    /// Retention: [`Store::erase_content`] of every activity whose message date (its
+    /// recording time when it has no date) is before `cutoff` (seconds since the epoch).
+    fn erase_content_before(&self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError> {
+        self.erase_content(&EraseSelection::Before(cutoff), dry_run)
+    }
 
     /// The access log, oldest first; `since` in seconds since the epoch.
     fn access_log(

@@ -1,6 +1,7 @@
 //! Getting mail into the store: the per-message pipeline ([`pipeline`]) and the per-user
 //! Gmail sync built on it ([`gmail`]), shared by the daemon and `replay`.
 
+pub mod capture;
 pub mod gmail;
 pub mod owner_choice;
 mod pipeline;

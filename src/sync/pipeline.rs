@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::User;
+use crate::config::{Capture, User};
 use crate::parse::{self, ParsedMessage};
 use crate::rules::{self, DecidedBy, Decision, Direction, Policy};
 use crate::source::{SourceMessage, TooLarge};
@@ -42,6 +42,8 @@ pub struct Prepared {
     /// activity's key. Hashing every message cost a tenth of the pipeline's time.
     pub raw_sha256: Option<String>,
     pub company_direction: Direction,
+    /// What the mailbox keeps of synced mail (`[[users]] capture`).
+    pub capture: Capture,
 }
 
 impl Prepared {
@@ -53,6 +55,7 @@ impl Prepared {
             parsed: None,
             raw_sha256: None,
             company_direction: Direction::Incoming,
+            capture: Capture::Metadata,
         }
     }
 
@@ -69,6 +72,7 @@ impl Prepared {
                 parsed,
                 raw_sha256: self.raw_sha256.as_deref(),
                 company_direction: self.company_direction,
+                capture: self.capture,
             }),
         }
     }
@@ -222,6 +226,7 @@ impl<'m> Read<'m> {
             }),
             parsed,
             raw_sha256,
+            capture: user.capture,
         }
     }
 }

@@ -290,3 +290,180 @@ fn rules_applied_again_weigh_the_stored_labels() {
     assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(None));
 }
 }
+
+/// Labels applied and removed in Gmail reach the store within one sync, through history,
+/// without fetching the message again; and what each viewer gets follows (the built daemon
+/// and the sandbox over loopback).
+mod through_gmail {
+    use std::time::Duration;
+
+    use crate::common::gmail::{Setup, message, wait_until};
+    use crate::common::scenario::Scenario;
+
+    const ALICE: &str = "alice@customer.com";
+    const BOB: &str = "bob@bigclient.io";
+    const MICHELLE: &str = "michelle@abcorp.com";
+    const DAVE: &str = "dave@abcorp.com";
+    const ERIN: &str = "erin@abcorp.com";
+    const WAIT: Duration = Duration::from_secs(60);
+
+    fn json_lines(output: std::process::Output) -> Vec<serde_json::Value> {
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// What `viewer` gets of the activity with `subject` from feed, search and export: for
+    /// each, `None` when it is not there, else its subject as shown.
+    fn seen(setup: &Setup, viewer: &str, subject: &str, word: &str) -> [Option<Option<String>>; 3] {
+        let find = |lines: Vec<serde_json::Value>| {
+            lines
+                .into_iter()
+                .find(|activity| {
+                    activity["message_id"]
+                        .as_str()
+                        .is_some_and(|id| id.contains(subject))
+                })
+                .map(|activity| activity["subject"].as_str().map(str::to_string))
+        };
+        [
+            find(json_lines(
+                setup.mailsync(&["feed", "--as", viewer, "--json"]),
+            )),
+            find(json_lines(
+                setup.mailsync(&["search", "--as", viewer, word, "--json"]),
+            )),
+            find(json_lines(
+                setup.mailsync(&["export", "--as", viewer, "--format", "json"]),
+            )),
+        ]
+    }
+
+    /// The Gmail id of the message of `user`'s mailbox whose Message-ID holds `marker`.
+    fn gmail_id(setup: &Setup, user: &str, marker: &str) -> String {
+        json_lines(setup.mailsync(&["decisions", "--user", user, "--json"]))
+            .into_iter()
+            .find(|logged| {
+                logged["message_id"]
+                    .as_str()
+                    .is_some_and(|id| id.contains(marker))
+            })
+            .and_then(|logged| logged["source_id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| panic!("no decision for {marker} in {user}'s mailbox"))
+    }
+
+    #[test]
+    fn labels_applied_and_removed_in_gmail_change_what_everyone_sees_within_one_sync() {
+        let (sandbox, setup) = Scenario::new()
+            .mailbox(
+                MICHELLE,
+                [(
+                    "0001.eml".to_string(),
+                    message(1, ALICE, MICHELLE, "Okapi salary talk").into_bytes(),
+                )],
+            )
+            .mailbox(
+                DAVE,
+                [(
+                    "0002.eml".to_string(),
+                    message(2, BOB, DAVE, "Wombat dinner plans").into_bytes(),
+                )],
+            )
+            .mailbox(ERIN, [])
+            .contacts(&[ALICE, BOB])
+            .service_account()
+            .start();
+        let rules = setup.dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/labels.toml"),
+            rules.join("labels.toml"),
+        )
+        .unwrap();
+        setup.edit_config(|config| format!("{config}[rules]\ndir = \"rules\"\n"));
+        let mut daemon = setup.start_daemon();
+        let okapi = "m1-michelle";
+        let wombat = "m2-dave";
+        wait_until("both mailboxes synced", WAIT, || {
+            setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
+        });
+        let shown = Some(Some("Okapi salary talk".to_string()));
+        assert_eq!(
+            seen(&setup, ERIN, okapi, "okapi"),
+            [shown.clone(), shown.clone(), shown.clone()]
+        );
+
+        // Michelle labels her conversation CRM/Private in Gmail.
+        let fetched_before = sandbox.answers(MICHELLE, "messages.get", "200");
+        let okapi_id = gmail_id(&setup, MICHELLE, okapi);
+        sandbox.control(
+            "label",
+            &format!("user={MICHELLE}&message={okapi_id}&add=CRM/Private"),
+            b"",
+        );
+        wait_until("Erin sees metadata only", WAIT, || {
+            seen(&setup, ERIN, okapi, "okapi")[0] == Some(None)
+        });
+        // Search does not find withheld content; the export withholds it too.
+        assert_eq!(
+            seen(&setup, ERIN, okapi, "okapi"),
+            [Some(None), None, Some(None)]
+        );
+        assert_eq!(
+            seen(&setup, MICHELLE, okapi, "okapi"),
+            [shown.clone(), shown.clone(), shown.clone()]
+        );
+        assert_eq!(
+            sandbox.answers(MICHELLE, "messages.get", "200"),
+            fetched_before,
+            "a label change is read from history, not by fetching the message"
+        );
+
+        // Removing the label undoes it.
+        sandbox.control(
+            "label",
+            &format!("user={MICHELLE}&message={okapi_id}&remove=CRM/Private"),
+            b"",
+        );
+        wait_until("Erin reads it again", WAIT, || {
+            seen(&setup, ERIN, okapi, "okapi")[0] == shown
+        });
+
+        // Dave labels his CRM/Never: his copy, the only one, goes with its activity.
+        let wombat_id = gmail_id(&setup, DAVE, wombat);
+        sandbox.control(
+            "label",
+            &format!("user={DAVE}&message={wombat_id}&add=CRM/Never"),
+            b"",
+        );
+        wait_until("the activity gone", WAIT, || {
+            seen(&setup, DAVE, wombat, "wombat") == [None, None, None]
+        });
+        let logged = json_lines(setup.mailsync(&["decisions", "--user", DAVE, "--json"]));
+        assert_eq!(logged[0]["reason"], "blocked_by_rule");
+        assert_eq!(logged[0]["rules"], serde_json::json!(["label: CRM/Never"]));
+        // Taking the label off brings it back: nothing of it was kept, so it is fetched.
+        sandbox.control(
+            "label",
+            &format!("user={DAVE}&message={wombat_id}&remove=CRM/Never"),
+            b"",
+        );
+        let dinner = Some(Some("Wombat dinner plans".to_string()));
+        wait_until("the activity back", WAIT, || {
+            seen(&setup, DAVE, wombat, "wombat")[0] == dinner
+        });
+        assert_eq!(
+            seen(&setup, ERIN, wombat, "wombat"),
+            [dinner.clone(), dinner.clone(), dinner]
+        );
+        daemon.signal("TERM");
+        assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+        crate::common::logs::assert_log_is_clean(&daemon.log_text());
+    }
+}

@@ -545,3 +545,79 @@ fn retention_sweeps_files_a_crash_left_behind() {
     assert!(!left.iter().any(|f| f.contains(&orphan)));
 }
 }
+
+/// `config` with `capture = "metadata"` for `user`.
+fn metadata_only(config: &str, user: &str) -> String {
+    let line = format!("email = \"{user}\"\n");
+    assert!(config.contains(&line));
+    config.replace(&line, &format!("{line}capture = \"metadata\"\n"))
+}
+
+conformance! {
+fn metadata_only_capture_stores_and_indexes_no_content() {
+    let world = &mut World::in_folder(
+        |folder| metadata_only(&config(&folder.join("attachments"), ""), "erin@abcorp.com"),
+        "",
+    )
+    .with_contact(NewContact {
+        name: Some("Alice".to_string()),
+        emails: vec!["alice@customer.com".to_string()],
+        visible_to: None,
+        no_sync: None,
+    });
+    let text = private_mail("m@x", &recent(), "secret bytes").replace("dave@abcorp.com", "erin@abcorp.com");
+    let processed = world.replay("erin@abcorp.com", "1", &text);
+    assert_eq!(processed.decision.reason.as_str(), "synced");
+    let erin = world.viewer("erin@abcorp.com");
+    let feed = world.store.feed(&erin, None, None).unwrap();
+    assert_eq!(feed.len(), 1, "the activity is there, with its metadata");
+    assert_eq!(feed[0].contacts, ["alice@customer.com"]);
+    assert_eq!((feed[0].subject.as_deref(), feed[0].body.as_deref()), (None, None), "not even for its owner");
+    assert_eq!(feed[0].attachments.as_deref(), Some(&[][..]));
+    assert_eq!(world.search_index_matches("zanzibar"), 0);
+    assert_eq!(world.search_index_matches("marmalade"), 0);
+    assert!(world.files().is_empty(), "no attachment content");
+    assert_eq!(world.crm_number("SELECT count(*) FROM attachments"), 0);
+}
+}
+
+conformance! {
+fn switching_a_mailbox_to_metadata_erases_what_only_it_stored_after_a_dry_run() {
+    let world = &mut world();
+    // Dave's own message, and one Michelle (captured in full) has too.
+    world.replay("dave@abcorp.com", "1", &private_mail("only-dave@x", &recent(), "dave's bytes"));
+    let shared = private_mail("shared@x", &recent(), "shared bytes").replace(
+        "To: dave@abcorp.com",
+        "To: dave@abcorp.com, michelle@abcorp.com",
+    );
+    world.replay("dave@abcorp.com", "2", &shared);
+    world.replay("michelle@abcorp.com", "3", &shared);
+    assert_eq!(world.files().len(), 4);
+    world.policy = common::policy(
+        &metadata_only(&config(&world.attachments_dir(), ""), "dave@abcorp.com"),
+        "",
+    );
+    let before = world.dump();
+    let dry = sync::capture::apply(&world.policy.config, &*world.store, true)
+        .unwrap()
+        .unwrap();
+    assert_eq!((dry.activities_erased, dry.attachment_files_removed), (1, 2));
+    assert_eq!(world.dump(), before, "a dry run changes nothing");
+    let erased = sync::capture::apply(&world.policy.config, &*world.store, false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(erased, dry, "it did what the dry run said");
+    let dave = world.viewer("dave@abcorp.com");
+    let feed = world.store.feed(&dave, None, None).unwrap();
+    let mine = feed.iter().find(|a| a.message_id.as_deref() == Some("<only-dave@x>")).unwrap();
+    assert_eq!(mine.subject, None);
+    assert!(mine.content_erased_at.is_some());
+    let theirs = feed.iter().find(|a| a.message_id.as_deref() == Some("<shared@x>")).unwrap();
+    assert_eq!(theirs.subject.as_deref(), Some("Quarterly zanzibar figures"), "Michelle captured it in full");
+    assert_eq!(world.search_index_matches("zanzibar"), 1);
+    assert_eq!(world.files().len(), 2);
+    // Applying again finds nothing more.
+    let again = sync::capture::apply(&world.policy.config, &*world.store, false).unwrap().unwrap();
+    assert_eq!(again.activities_erased, 0);
+}
+}

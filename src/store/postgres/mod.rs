@@ -20,7 +20,7 @@ use postgres::types::Type;
 pub use connect::PostgresSettings;
 
 use super::read_rules::ReadQuery;
-use super::{AccessLogEntry, ActivityView, Erased, StoreOptions};
+use super::{AccessLogEntry, ActivityView, EraseSelection, Erased, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged, PushState};
 use super::{
     Contact, ContactChange, Counts, Cursor, NewContact, Record, Recorded, Store, StoreError,
@@ -1204,8 +1204,21 @@ impl Store for PostgresStore {
         files::read_content(&dir, sha256).map(Some)
     }
 
-    fn erase_content_before(&self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError> {
-        const DUE: &str = "content_erased_at IS NULL AND coalesce(date, created_at) < $1";
+    fn erase_content(
+        &self,
+        selection: &EraseSelection,
+        dry_run: bool,
+    ) -> Result<Erased, StoreError> {
+        const IN_LIST: &str = "= ANY({p}::TEXT[])";
+        let due = selection.due_sql("$1", IN_LIST);
+        let (cutoff, mailboxes): (i64, Vec<String>) = match selection {
+            EraseSelection::Before(cutoff) => (*cutoff, Vec::new()),
+            EraseSelection::OnlyFrom(mailboxes) => (0, mailboxes.clone()),
+        };
+        let parameter: &(dyn postgres::types::ToSql + Sync) = match selection {
+            EraseSelection::Before(_) => &cutoff,
+            EraseSelection::OnlyFrom(_) => &mailboxes,
+        };
         let ids: Vec<i64>;
         let candidates: BTreeSet<String>;
         {
@@ -1213,8 +1226,8 @@ impl Store for PostgresStore {
             let mut transaction = client.transaction()?;
             ids = transaction
                 .query(
-                    &format!("SELECT id FROM activities WHERE {DUE} ORDER BY id FOR UPDATE"),
-                    &[&cutoff],
+                    &format!("SELECT id FROM activities WHERE {due} ORDER BY id FOR UPDATE"),
+                    &[parameter],
                 )?
                 .iter()
                 .map(|row| row.get(0))
@@ -1223,9 +1236,9 @@ impl Store for PostgresStore {
                 .query(
                     &format!(
                         "SELECT DISTINCT t.sha256 FROM attachments t
-                         WHERE t.stored AND t.activity_id IN (SELECT id FROM activities WHERE {DUE})"
+                         WHERE t.stored AND t.activity_id IN (SELECT id FROM activities WHERE {due})"
                     ),
-                    &[&cutoff],
+                    &[parameter],
                 )?
                 .iter()
                 .map(|row| row.get(0))
@@ -1235,10 +1248,13 @@ impl Store for PostgresStore {
                 for sha256 in &candidates {
                     let kept_elsewhere = transaction
                         .query_opt(
-                            "SELECT 1 FROM attachments t JOIN activities a ON a.id = t.activity_id
-                             WHERE t.sha256 = $1 AND t.stored AND a.content_erased_at IS NULL
-                               AND coalesce(a.date, a.created_at) >= $2 LIMIT 1",
-                            &[sha256, &cutoff],
+                            &format!(
+                                "SELECT 1 FROM attachments t JOIN activities a ON a.id = t.activity_id
+                                 WHERE t.sha256 = $1 AND t.stored AND a.content_erased_at IS NULL
+                                   AND a.id NOT IN (SELECT id FROM activities WHERE {}) LIMIT 1",
+                                selection.due_sql("$2", IN_LIST)
+                            ),
+                            &[sha256, parameter],
                         )?
                         .is_some();
                     if !kept_elsewhere {

@@ -12,6 +12,7 @@ use postgres::Transaction;
 use postgres::types::Type;
 
 use super::now;
+use crate::config::Capture;
 use crate::store::identity::MessageIdentity;
 use crate::store::read_rules::index_words;
 use crate::store::{MessageToStore, Record, Recorded, StoreError, StoreOptions, files};
@@ -228,11 +229,17 @@ fn insert_activities(
             })
         })
         .collect();
+    // Metadata-only capture keeps no content, and no attachment at all.
+    let withheld: Vec<bool> = new
+        .iter()
+        .zip(&erased)
+        .map(|(activity, erased)| *erased || activity.message.capture == Capture::Metadata)
+        .collect();
     let content = |text: fn(&crate::parse::ParsedMessage) -> &Option<String>| -> Vec<Option<&str>> {
         new.iter()
-            .zip(&erased)
-            .map(|(activity, erased)| {
-                if *erased {
+            .zip(&withheld)
+            .map(|(activity, withheld)| {
+                if *withheld {
                     None
                 } else {
                     text(activity.message.parsed).as_deref()
@@ -341,7 +348,7 @@ fn insert_activities(
     let fresh: Vec<(i64, &MessageToStore<'_>, bool)> = new
         .iter()
         .zip(&created)
-        .zip(&erased)
+        .zip(&withheld)
         .filter(|((_, created), _)| created.inserted)
         .map(|((activity, created), erased)| (created.id, &activity.message, *erased))
         .collect();
@@ -365,6 +372,9 @@ fn insert_attachments(
     let mut too_large_flags = Vec::new();
     let mut locked = false;
     for (activity_id, message, erased) in fresh {
+        if message.capture == Capture::Metadata {
+            continue;
+        }
         for (position, attachment) in message.parsed.attachments.iter().enumerate() {
             let too_large = options.attachments_dir.is_some()
                 && attachment.size_bytes > options.max_attachment_bytes;

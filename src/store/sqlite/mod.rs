@@ -12,13 +12,14 @@ use super::files;
 
 mod tables;
 use super::read_rules::{self, ActivityFacts, ReadQuery};
-use super::{AccessLogEntry, ActivityView, AttachmentView, Erased, StoreOptions};
+use super::{AccessLogEntry, ActivityView, AttachmentView, EraseSelection, Erased, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged, PushState};
 use super::{
     Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
     SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
 };
 use super::{ConversationChoice, OwnerChoice, SourceChange, StoredSource};
+use crate::config::Capture;
 use crate::rules::{Action, ConversationContext, DecidedBy, Visibility};
 use crate::rules::{ContactBook, Decision, MessageFacts};
 
@@ -1199,33 +1200,45 @@ impl Store for SqliteStore {
         files::read_content(&dir, sha256).map(Some)
     }
 
-    fn erase_content_before(&self, cutoff: i64, dry_run: bool) -> Result<Erased, StoreError> {
+    fn erase_content(
+        &self,
+        selection: &EraseSelection,
+        dry_run: bool,
+    ) -> Result<Erased, StoreError> {
         let mut connection = self.connection()?;
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        const DUE: &str = "content_erased_at IS NULL AND coalesce(date, created_at) < ?1";
+        const IN_LIST: &str = "IN (SELECT value FROM json_each({p}))";
+        let due = selection.due_sql("?1", IN_LIST);
+        let parameter: rusqlite::types::Value = match selection {
+            EraseSelection::Before(cutoff) => (*cutoff).into(),
+            EraseSelection::OnlyFrom(mailboxes) => serde_json::to_string(mailboxes)
+                .expect("strings serialize")
+                .into(),
+        };
         let ids: Vec<i64> = transaction
             .prepare(&format!(
-                "SELECT id FROM activities WHERE {DUE} ORDER BY id"
+                "SELECT id FROM activities WHERE {due} ORDER BY id"
             ))?
-            .query_map([cutoff], |row| row.get(0))?
+            .query_map([&parameter], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         let candidates: BTreeSet<String> = transaction
             .prepare(&format!(
                 "SELECT DISTINCT t.sha256 FROM attachments t
-                 WHERE t.stored AND t.activity_id IN (SELECT id FROM activities WHERE {DUE})"
+                 WHERE t.stored AND t.activity_id IN (SELECT id FROM activities WHERE {due})"
             ))?
-            .query_map([cutoff], |row| row.get(0))?
+            .query_map([&parameter], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         if dry_run {
             // Files that only activities now due keep.
-            let mut kept_elsewhere = transaction.prepare(
+            let mut kept_elsewhere = transaction.prepare(&format!(
                 "SELECT 1 FROM attachments t JOIN activities a ON a.id = t.activity_id
                  WHERE t.sha256 = ?1 AND t.stored AND a.content_erased_at IS NULL
-                   AND coalesce(a.date, a.created_at) >= ?2",
-            )?;
+                   AND a.id NOT IN (SELECT id FROM activities WHERE {})",
+                selection.due_sql("?2", IN_LIST)
+            ))?;
             let mut files = 0;
             for sha256 in &candidates {
-                if !kept_elsewhere.exists(params![sha256, cutoff])? {
+                if !kept_elsewhere.exists(params![sha256, parameter])? {
                     files += 1;
                 }
             }
@@ -1418,8 +1431,14 @@ fn record_one<'a>(
                     let erased = options.erase_before(recorded_at).is_some_and(|cutoff| {
                         parsed.date.map_or(recorded_at, |date| date.timestamp()) < cutoff
                     });
+                    // Metadata-only capture keeps no content, and no attachment at all.
+                    let metadata_only = message.capture == Capture::Metadata;
                     let content = |text: &Option<String>| {
-                        if erased { None } else { text.clone() }
+                        if erased || metadata_only {
+                            None
+                        } else {
+                            text.clone()
+                        }
                     };
                     transaction.prepare_cached(
                         "INSERT INTO activities (message_key, message_id, date, direction, subject, body, in_reply_to, created_at, fingerprint, content_erased_at, automated, calendar_only, conversation)
@@ -1446,7 +1465,12 @@ fn record_one<'a>(
                         "INSERT INTO attachments (activity_id, position, file_name, content_type, size_bytes, sha256, stored, too_large)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?;
-                    for (position, attachment) in parsed.attachments.iter().enumerate() {
+                    let attachments = if metadata_only {
+                        &[][..]
+                    } else {
+                        &parsed.attachments[..]
+                    };
+                    for (position, attachment) in attachments.iter().enumerate() {
                         let too_large = options.attachments_dir.is_some()
                             && attachment.size_bytes > options.max_attachment_bytes;
                         // The file is written (and synced) before this transaction commits,
@@ -1469,7 +1493,7 @@ fn record_one<'a>(
                             too_large,
                         ])?;
                     }
-                    if !erased {
+                    if !erased && !metadata_only {
                         let attachment_names: Vec<&str> = parsed
                             .attachments
                             .iter()
