@@ -331,7 +331,10 @@ impl DecisionLine {
             reason: decision.reason.as_str(),
             visibility: decision.visibility().map(|v| v.as_str()),
             decided_by: decision.decided_by().map(DecidedBy::as_str),
-            conversation: processed.conversation.clone(),
+            // Only a synced message's: a skipped one's Message-IDs say nothing anyone needs.
+            conversation: decision
+                .approval()
+                .and(processed.conversation.clone()),
             contacts: decision
                 .approval()
                 .map(|approval| approval.contacts().to_vec())

@@ -97,6 +97,34 @@ fn example_rules_are_valid_with_the_demo_users() {
     assert_eq!(decide("").reason.as_str(), "synced");
 }
 
+/// The ready-made label rules are valid, say what the README promises, and the demo ships
+/// the same file.
+#[test]
+fn ready_made_label_rules_are_valid_and_the_demo_uses_them() {
+    let demo = common::demo().join("mailsync.toml");
+    let config = Config::load(&demo).unwrap();
+    let path = repo().join("rules/labels.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rules = RuleSet::from_files(vec![(path, text.clone())], &config)
+        .unwrap_or_else(|problems| panic!("{problems}"));
+    let shipped: Vec<(Option<&str>, &str)> = rules
+        .rules
+        .iter()
+        .map(|rule| (rule.matcher.label.as_deref(), rule.action.as_str()))
+        .collect();
+    assert_eq!(
+        shipped,
+        [(Some("crm/private"), "private"), (Some("crm/never"), "skip")]
+    );
+    assert_eq!(
+        std::fs::read_to_string(common::demo().join("rules/labels.toml")).unwrap(),
+        text,
+        "the demo's copy is the shipped file"
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme.contains("rules/labels.toml /etc/mailsync/rules/labels.toml"));
+}
+
 /// The unit file has what the ops promises rest on, and systemd itself finds nothing wrong
 /// with it (where `systemd-analyze` is installed).
 #[test]
