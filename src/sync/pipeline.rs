@@ -332,9 +332,7 @@ impl DecisionLine {
             visibility: decision.visibility().map(|v| v.as_str()),
             decided_by: decision.decided_by().map(DecidedBy::as_str),
             // Only a synced message's: a skipped one's Message-IDs say nothing anyone needs.
-            conversation: decision
-                .approval()
-                .and(processed.conversation.clone()),
+            conversation: decision.approval().and(processed.conversation.clone()),
             contacts: decision
                 .approval()
                 .map(|approval| approval.contacts().to_vec())

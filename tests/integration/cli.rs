@@ -2444,3 +2444,96 @@ fn store_migrate_moves_a_store_to_postgresql_and_back_with_nothing_changed() {
     );
     assert!(!found.is_empty(), "the search index was rebuilt");
 }
+
+/// `activity set` as a user would run it: only an owner or an admin may, it changes what a
+/// colleague sees, `audit` lists it, and `feed --threads` groups a conversation.
+#[test]
+fn activity_set_is_the_owners_button_and_the_audit_lists_it() {
+    let playground = Playground::new();
+    playground.replay_demo(&["michelle", "dave"]);
+    let feed = |viewer: &str, extra: &[&str]| {
+        let mut args = vec!["feed", "--as", viewer, "--json"];
+        args.extend_from_slice(extra);
+        json_lines(&playground.stdout(&args))
+    };
+    // The renewal question and Dave's reply to it (in both mailboxes) are one conversation.
+    let renewal = |viewer: &str| -> Vec<serde_json::Value> {
+        feed(viewer, &[])
+            .into_iter()
+            .filter(|a| a["conversation"] == "<renewal-1@customer.com>")
+            .collect()
+    };
+    let question = renewal("michelle@abcorp.com")
+        .into_iter()
+        .find(|a| a["message_id"] == "<renewal-1@customer.com>")
+        .unwrap();
+    let id = question["activity_id"].as_i64().unwrap().to_string();
+    assert_eq!(renewal("dave@abcorp.com").len(), 2);
+    assert!(
+        renewal("dave@abcorp.com")
+            .iter()
+            .all(|a| a["subject"].is_string())
+    );
+
+    // Dave owns the reply but not the question: he may not set it.
+    let refused = playground
+        .run(&["activity", "set", "--as", "dave@abcorp.com", &id, "private"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("only a user whose mailbox it came from, or an admin, may"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Michelle makes her copies of the conversation participants-only; Dave took part (he
+    // wrote the reply), so he still sees both, in full.
+    let set = json_lines(&playground.stdout(&[
+        "activity",
+        "set",
+        "--as",
+        "michelle@abcorp.com",
+        &id,
+        "--conversation",
+        "participants",
+        "--json",
+    ]));
+    assert_eq!(set[0]["choice"], "participants");
+    assert_eq!(set[0]["visibility_changed"], 2);
+    assert!(
+        renewal("dave@abcorp.com")
+            .iter()
+            .all(|a| a["level"] == "participants" && a["subject"].is_string())
+    );
+    // The CEO, who may see Alice, no longer sees that the conversation happened.
+    assert!(renewal("ceo@abcorp.com").is_empty());
+    // Back to the rules: the CEO sees it again.
+    playground.stdout(&[
+        "activity",
+        "set",
+        "--as",
+        "michelle@abcorp.com",
+        &id,
+        "--conversation",
+        "default",
+    ]);
+    assert_eq!(renewal("ceo@abcorp.com").len(), 2);
+
+    let audit = json_lines(&playground.stdout(&["audit", "--json"]));
+    let changes: Vec<&str> = audit
+        .iter()
+        .filter(|entry| entry["path"] == "set")
+        .map(|entry| entry["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changes,
+        ["participants (conversation)", "default (conversation)"]
+    );
+
+    let threads = playground.stdout(&["feed", "--as", "michelle@abcorp.com", "--threads"]);
+    assert!(
+        threads.contains("conversation <renewal-1@customer.com> (2 activities)"),
+        "{threads}"
+    );
+}

@@ -114,7 +114,10 @@ fn ready_made_label_rules_are_valid_and_the_demo_uses_them() {
         .collect();
     assert_eq!(
         shipped,
-        [(Some("crm/private"), "private"), (Some("crm/never"), "skip")]
+        [
+            (Some("crm/private"), "private"),
+            (Some("crm/never"), "skip")
+        ]
     );
     assert_eq!(
         std::fs::read_to_string(common::demo().join("rules/labels.toml")).unwrap(),
