@@ -262,6 +262,8 @@ fn default_notify_interval_secs() -> u64 {
 #[derive(Debug, Deserialize)]
 struct RawMetrics {
     listen: std::net::SocketAddr,
+    #[serde(default)]
+    hash_users: bool,
 }
 
 /// Email notifications to ops (and optionally the affected user) when a user's sync needs
@@ -287,6 +289,8 @@ pub struct NotifyConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
     pub listen: std::net::SocketAddr,
+    /// Label users by a hash of their address (for scrapes that leave the company).
+    pub hash_users: bool,
 }
 
 /// How mailsync reaches Gmail.
@@ -598,6 +602,7 @@ fn validate(
     });
     let metrics = raw.metrics.map(|metrics| MetricsConfig {
         listen: metrics.listen,
+        hash_users: metrics.hash_users,
     });
     let daemon = DaemonConfig {
         max_concurrent_users: raw.daemon.max_concurrent_users,

@@ -22,6 +22,7 @@ pub struct SearchArgs {
     /// The words to find (all of them).
     #[arg(required = true)]
     pub query: Vec<String>,
+    /// At most this many activities, newest first.
     #[arg(long)]
     pub limit: Option<usize>,
     /// One JSON object per line.
@@ -60,6 +61,8 @@ pub struct ExportArgs {
     /// The user the export is for.
     #[arg(long = "as", value_name = "EMAIL")]
     pub viewer: String,
+    /// `csv` (one row per activity, withheld fields empty) or `json` (the objects of `feed
+    /// --json`).
     #[arg(long, value_enum)]
     pub format: ExportFormat,
     /// Only activities linked to the contact with this address.

@@ -18,6 +18,7 @@ mod replay;
 mod rules;
 mod run;
 mod sandbox;
+mod shell;
 mod status;
 mod store;
 mod verify;
@@ -47,12 +48,22 @@ pub use run::RunArgs;
 pub use status::StatusArgs;
 pub use verify::VerifyArgs;
 
+/// The version, the commit it was built from and the build date, as `--version` prints them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MAILSYNC_COMMIT"),
+    ", built ",
+    env!("MAILSYNC_BUILD_DATE"),
+    ")"
+);
+
 /// mailsync reads CRM users' mailboxes, decides which messages belong in the CRM and who may
 /// see them, and writes them as activities into the CRM store.
 #[derive(Debug, Parser)]
 #[command(
     name = "mailsync",
-    version,
+    version = VERSION,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -173,6 +184,12 @@ pub enum Command {
     #[command(subcommand)]
     Store(store::StoreCommand),
 
+    /// Print shell completions to standard output (bash, zsh, fish, elvish, powershell).
+    Completions(shell::CompletionsArgs),
+
+    /// Print the man page (roff) to standard output.
+    Man,
+
     /// Start the Gmail-compatible sandbox with bundled mailboxes, run the daemon's sync against
     /// it into a local SQLite file, and print what was synced and skipped and what two users
     /// see. Needs no Google account.
@@ -233,6 +250,61 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Verify(args) => verify::run(&load_policy(config_path)?, args),
         Command::Notify(NotifyCommand::Test) => notify::test(&load_policy(config_path)?),
         Command::Demo(args) => demo::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man => shell::man(),
         Command::Store(command) => store::run(command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// Every command and every option of every command says what it is for in `--help`, the
+    /// man page and the completions (clap's own `--help` and `--version` aside).
+    #[test]
+    fn every_command_and_option_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(sub_path.clone());
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "mailsync", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_version_names_the_commit_and_the_build_date() {
+        let version = Cli::command().render_version();
+        assert!(version.starts_with("mailsync 0."), "{version}");
+        assert!(version.contains(" (commit "), "{version}");
+        assert!(version.contains(", built 20"), "{version}");
+    }
+
+    /// A mistyped command gets a suggestion (clap's, through strsim).
+    #[test]
+    fn a_mistyped_command_gets_a_suggestion() {
+        let error = Cli::try_parse_from(["mailsync", "stauts"]).unwrap_err();
+        assert!(error.to_string().contains("status"), "{error}");
     }
 }

@@ -103,6 +103,11 @@ impl Workers {
             .filter(|user| !user.sync)
             .map(|user| user.email.clone())
             .collect();
+        for email in &disabled {
+            self.shared
+                .metrics
+                .register_user(email, SyncStatus::Disabled);
+        }
         if !disabled.is_empty() {
             // Store calls block: off the async threads.
             let store = self.shared.store.clone();
@@ -340,10 +345,14 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
     };
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
     let (credentials_tx, credentials_rx) = watch::channel(credentials);
-    let metrics = Metrics::new();
     // Cloned out of the channel: a borrow held across an await would keep the daemon's
     // future from moving between threads.
     let metrics_config = policy_rx.borrow().config.metrics.clone();
+    let metrics = Metrics::with_hashed_users(
+        metrics_config
+            .as_ref()
+            .is_some_and(|config| config.hash_users),
+    );
     if let Some(config) = &metrics_config {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -13,7 +13,7 @@ use super::push::{PushHealth, Wakes};
 use crate::gmail::auth::Credentials;
 use crate::gmail::client::GmailClient;
 use crate::gmail::http::{ApiClient, OAuthClient};
-use crate::metrics::{Metrics, UserLabels};
+use crate::metrics::Metrics;
 use crate::notify::{Alert, Notifier};
 use crate::rules::Policy;
 use crate::store::{PushState, Store, SyncStatus};
@@ -149,9 +149,12 @@ pub async fn run_worker(
         // watch lost while no daemon ran (stopped elsewhere, a topic made anew) comes back
         // with a restart.
         let mut watched = false;
-        let mut failures = with_store(&shared.store, |store| store.sync_state(&user_email))
-            .flatten()
-            .map_or(0, |state| state.consecutive_failures);
+        let stored = with_store(&shared.store, |store| store.sync_state(&user_email)).flatten();
+        let mut failures = stored.as_ref().map_or(0, |state| state.consecutive_failures);
+        shared.metrics.register_user(
+            &user_email,
+            stored.as_ref().map_or(SyncStatus::Syncing, |state| state.status),
+        );
         loop {
             let permit = tokio::select! {
                 permit = shared.slots.clone().acquire_owned() => permit.expect("the slots semaphore is never closed"),
@@ -161,6 +164,7 @@ pub async fn run_worker(
             let policy = policy_updates.borrow_and_update().clone();
             let Some(user) = policy.config.user_by_address(&user_email).filter(|user| user.sync).cloned() else {
                 with_store(&shared.store, |store| store.set_sync_status(&user_email, SyncStatus::Disabled, None));
+                shared.metrics.user_state(&user_email, SyncStatus::Disabled);
                 return Stopped::SyncTurnedOff;
             };
             if settings_changed || client.is_none() {
@@ -182,6 +186,7 @@ pub async fn run_worker(
             let mut watch_expires_at = recorded_push.0;
             if state.as_ref().is_ok_and(|state| state.as_ref().is_none_or(|state| state.history_id.is_none())) {
                 with_store(&shared.store, |store| store.set_sync_status(&user.email, SyncStatus::Syncing, None));
+                shared.metrics.user_state(&user.email, SyncStatus::Syncing);
             }
             let sync = MailboxSync {
                 client: client.clone(),
@@ -205,7 +210,15 @@ pub async fn run_worker(
             let (outcome, last_verify_at) = match state {
                 Ok(state) => {
                     let last_verify_at = state.as_ref().and_then(|state| state.last_verify_at);
-                    (Box::pin(sync.run_from(state).instrument(poll_span.clone())).await, last_verify_at)
+                    // Shutdown does not wait for a sync stuck in Gmail's retries and backoff:
+                    // the poll is dropped, in-flight requests and sleeps with it. Every write
+                    // is a transaction of its own, so nothing half-done is left behind.
+                    let run = Box::pin(sync.run_from(state).instrument(poll_span.clone()));
+                    let outcome = tokio::select! {
+                        outcome = run => outcome,
+                        () = cancel.cancelled() => Err(SyncError::Cancelled),
+                    };
+                    (outcome, last_verify_at)
                 }
                 Err(error) => (Err(SyncError::Store(error)), None),
             };
@@ -221,6 +234,7 @@ pub async fn run_worker(
                         store.finish_poll(&user.email, SyncStatus::Ok, None, 0, (!shared.once).then_some(next_poll_at))
                     });
                     shared.metrics.synced(&user.email);
+                    shared.metrics.user_state(&user.email, SyncStatus::Ok);
                     if report.full {
                         // A full sync listed the whole window: it was a reconciliation too.
                         let now = chrono::Utc::now().timestamp();
@@ -275,7 +289,8 @@ pub async fn run_worker(
                     with_store(&shared.store, |store| {
                         store.finish_poll(&user.email, SyncStatus::NeedsReauth, Some(&message), failures, None)
                     });
-                    shared.metrics.sync_failures.get_or_create(&UserLabels { user: user.email.clone() }).inc();
+                    shared.metrics.sync_failures.get_or_create(&shared.metrics.user(&user.email)).inc();
+                    shared.metrics.user_state(&user.email, SyncStatus::NeedsReauth);
                     tracing::error!(error = %error, "authorization lost; this user's sync stops until re-authorised and reloaded");
                     notify(&shared, &policy, Alert::NeedsReauth { user: user.email.clone(), error: message });
                     return Stopped::NeedsReauth;
@@ -286,7 +301,8 @@ pub async fn run_worker(
                     with_store(&shared.store, |store| {
                         store.finish_poll(&user.email, SyncStatus::Error, Some(&message), failures, (!shared.once).then_some(next_poll_at))
                     });
-                    shared.metrics.sync_failures.get_or_create(&UserLabels { user: user.email.clone() }).inc();
+                    shared.metrics.sync_failures.get_or_create(&shared.metrics.user(&user.email)).inc();
+                    shared.metrics.user_state(&user.email, SyncStatus::Error);
                     tracing::warn!(error = %error, failures, retries = stats.retries, "sync failed; will retry at the next poll");
                     let threshold = policy.config.notify.as_ref().map_or(u32::MAX, |notify| notify.failure_threshold);
                     if failures >= threshold {
@@ -454,9 +470,7 @@ async fn reconcile_if_due(
             shared
                 .metrics
                 .verify_gaps
-                .get_or_create(&UserLabels {
-                    user: sync.user.email.clone(),
-                })
+                .get_or_create(&shared.metrics.user(&sync.user.email))
                 .inc_by(gaps);
             if gaps > 0 {
                 tracing::warn!(

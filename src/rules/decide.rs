@@ -118,6 +118,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the spec's order.
+    pub const ALL: [Reason; 7] = [
+        Reason::SyncDisabled,
+        Reason::ExcludedLabel,
+        Reason::ParseError,
+        Reason::BlockedByRule,
+        Reason::SkippedByOwner,
+        Reason::NoQualifyingParty,
+        Reason::Synced,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::SyncDisabled => "sync_disabled",

@@ -2537,3 +2537,46 @@ fn activity_set_is_the_owners_button_and_the_audit_lists_it() {
         "{threads}"
     );
 }
+
+/// Help from the shell: completions and the man page on standard output, the commit in
+/// `--version`, and a suggestion for a mistyped user.
+#[test]
+fn completions_man_version_and_did_you_mean() {
+    let bash = mailsync().args(["completions", "bash"]).output().unwrap();
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("_mailsync()") && script.contains("activity"),
+        "{script}"
+    );
+    let zsh = mailsync().args(["completions", "zsh"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef mailsync"));
+    let man = mailsync().arg("man").output().unwrap();
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH mailsync"),
+        "{page}"
+    );
+    assert!(
+        page.contains("check\\-config"),
+        "every command is in the man page"
+    );
+    let version = mailsync().arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.contains("(commit ") && version.contains(", built "),
+        "{version}"
+    );
+
+    let playground = Playground::new();
+    let typo = playground
+        .run(&["feed", "--as", "dav@abcorp.com"])
+        .output()
+        .unwrap();
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&typo.stderr).contains("did you mean `dave@abcorp.com`?"),
+        "{}",
+        String::from_utf8_lossy(&typo.stderr)
+    );
+}

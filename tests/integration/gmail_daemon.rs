@@ -178,6 +178,35 @@ fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
     assert!(!text_log.contains('\u{1b}'), "ANSI escapes in {text_log:?}");
 }
 
+/// While Gmail cannot be reached, a sync spends its time in retries and backoff; SIGTERM
+/// drops it at once instead of waiting out the shutdown timeout.
+#[test]
+fn sigterm_while_gmail_is_unreachable_stops_promptly() {
+    let (sandbox, setup) = michelles_mailbox(3).service_account().start();
+    let mut daemon = setup.start_daemon();
+    wait_until("the first sync", WAIT, || setup.decisions(MICHELLE) == 3);
+    // Gmail goes away: every request is refused, and each poll retries with backoff
+    // (max_attempts 10, backoff up to 2 s: some fifteen seconds a poll).
+    drop(sandbox);
+    wait_until(
+        "a poll retrying against the unreachable server",
+        WAIT,
+        || daemon.log_text().contains("retrying gmail request"),
+    );
+    let asked = std::time::Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(20)), Some(0));
+    let took = asked.elapsed();
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("did not stop in time"),
+        "shutdown waited for the retries ({took:?}):\n{log}"
+    );
+    // Well inside the shutdown timeout (9 s), which is what it would take otherwise.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_log_is_clean(&log);
+}
+
 #[test]
 fn full_sync_across_pages_then_new_mail_from_history_then_sigterm() {
     let (synced_m, synced_d) = (synced_of_mixed_mail(35), synced_of_mixed_mail(12));

@@ -25,6 +25,8 @@ pub struct SandboxArgs {
     /// An installed-app OAuth client the token endpoint accepts (with --client-secret).
     #[arg(long)]
     pub client_id: Option<String>,
+    /// The secret of the OAuth client `--client-id` registers (a test value: the sandbox
+    /// serves sample mail only).
     #[arg(long)]
     pub client_secret: Option<String>,
     /// Probability (0 to 1) that a Gmail API request gets an injected fault.

@@ -91,9 +91,7 @@ impl MailboxSync {
         if let Some(metrics) = &self.metrics {
             metrics
                 .messages_fetched
-                .get_or_create(&crate::metrics::UserLabels {
-                    user: self.user.email.clone(),
-                })
+                .get_or_create(&metrics.user(&self.user.email))
                 .inc_by(fetched.len() as u64);
         }
         // Keep the batch in listing order, so writes are deterministic.

@@ -1,7 +1,11 @@
 //! Prometheus metrics for the daemon, served at `/metrics` on `[metrics] listen`.
 //!
-//! Label values are user emails, Gmail method names, HTTP statuses and decision reasons —
-//! never contact addresses, so a scrape reveals nothing about who anyone emails.
+//! Label values are user emails (or, with `[metrics] hash_users`, a hash of each), Gmail
+//! method names, HTTP statuses and decision reasons — never contact addresses, so a scrape
+//! reveals nothing about who anyone emails. Every counter is exported from the first scrape,
+//! at 0 until it counts something, so that an alert on its rate has a series to look at.
+
+mod process;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -20,9 +24,24 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::SyncStatus;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UserLabels {
     pub user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserStateLabels {
+    pub user: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
+    pub build_date: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,8 +85,24 @@ pub struct Metrics {
     push_pulling: Gauge,
     pub push_notifications: Family<OutcomeLabels, Counter>,
     pub push_watches: Family<OutcomeLabels, Counter>,
+    user_state: Family<UserStateLabels, Gauge>,
     last_success_by_user: Arc<Mutex<HashMap<String, f64>>>,
+    /// Label users by a hash of their address instead of the address.
+    hash_users: bool,
 }
+
+/// The states `mailsync_user_state` has a series for, per user.
+const USER_STATES: [SyncStatus; 5] = [
+    SyncStatus::Ok,
+    SyncStatus::Syncing,
+    SyncStatus::NeedsReauth,
+    SyncStatus::Error,
+    SyncStatus::Disabled,
+];
+
+/// The outcomes of `mailsync_push_notifications_total` and `mailsync_push_watches_total`.
+const NOTIFICATION_OUTCOMES: [&str; 4] = ["woke", "forwarded", "ignored", "malformed"];
+const WATCH_OUTCOMES: [&str; 4] = ["watched", "watch_failed", "stopped", "stop_failed"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -77,6 +112,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Metrics::with_hashed_users(false)
+    }
+
+    /// With `hash_users`, user labels are the first 16 hex digits of the SHA-256 of the
+    /// address (`[metrics] hash_users`, for installs whose scrapes leave the company).
+    pub fn with_hashed_users(hash_users: bool) -> Self {
         let mut registry = Registry::default();
         let metrics = Metrics {
             registry: Arc::new(Registry::default()),
@@ -97,7 +138,9 @@ impl Metrics {
             push_pulling: Gauge::default(),
             push_notifications: Family::default(),
             push_watches: Family::default(),
+            user_state: Family::default(),
             last_success_by_user: Arc::default(),
+            hash_users,
         };
         registry.register(
             "mailsync_messages_fetched",
@@ -184,9 +227,86 @@ impl Metrics {
             "users.watch and users.stop calls, by outcome",
             metrics.push_watches.clone(),
         );
+        registry.register(
+            "mailsync_user_state",
+            "Each user's sync state: 1 for the current one (ok, syncing, needs_reauth, error, disabled), 0 for the others",
+            metrics.user_state.clone(),
+        );
+        let build_info: Family<BuildLabels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: env!("MAILSYNC_COMMIT").to_string(),
+                build_date: env!("MAILSYNC_BUILD_DATE").to_string(),
+            })
+            .set(1);
+        registry.register(
+            "mailsync_build_info",
+            "Always 1; the labels say which build runs",
+            build_info,
+        );
+        registry.register_collector(Box::new(process::ProcessCollector));
+        // Every counter from the first scrape: the decisions by every reason, and the
+        // outcomes of push.
+        for reason in crate::rules::Reason::ALL {
+            let decision = if reason == crate::rules::Reason::Synced {
+                "synced"
+            } else {
+                "skipped"
+            };
+            let _ = metrics.decisions.get_or_create(&DecisionLabels {
+                decision: decision.to_string(),
+                reason: reason.as_str().to_string(),
+            });
+        }
+        for outcome in NOTIFICATION_OUTCOMES {
+            let _ = metrics.push_notifications.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            });
+        }
+        for outcome in WATCH_OUTCOMES {
+            let _ = metrics.push_watches.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            });
+        }
         Metrics {
             registry: Arc::new(registry),
             ..metrics
+        }
+    }
+
+    /// The label set of `user`: the address, or its hash.
+    pub fn user(&self, user: &str) -> UserLabels {
+        UserLabels {
+            user: if self.hash_users {
+                use sha2::{Digest, Sha256};
+                hex::encode(Sha256::digest(user.as_bytes()))[..16].to_string()
+            } else {
+                user.to_string()
+            },
+        }
+    }
+
+    /// A user's series from the start, each counter at 0: called for every configured user
+    /// when the daemon starts and reloads.
+    pub fn register_user(&self, user: &str, state: SyncStatus) {
+        let labels = self.user(user);
+        let _ = self.messages_fetched.get_or_create(&labels);
+        let _ = self.sync_failures.get_or_create(&labels);
+        let _ = self.verify_gaps.get_or_create(&labels);
+        self.user_state(user, state);
+    }
+
+    /// `user`'s state now: 1 for `state`, 0 for the others.
+    pub fn user_state(&self, user: &str, state: SyncStatus) {
+        let labels = self.user(user);
+        for candidate in USER_STATES {
+            self.user_state
+                .get_or_create(&UserStateLabels {
+                    user: labels.user.clone(),
+                    state: candidate.as_str().to_string(),
+                })
+                .set(i64::from(candidate == state));
         }
     }
 
@@ -215,15 +335,12 @@ impl Metrics {
     /// Records a successful sync of `user` now.
     pub fn synced(&self, user: &str) {
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-        self.last_success
-            .get_or_create(&UserLabels {
-                user: user.to_string(),
-            })
-            .set(now);
+        let labels = self.user(user);
+        self.last_success.get_or_create(&labels).set(now);
         self.last_success_by_user
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(user.to_string(), now);
+            .insert(labels.user, now);
     }
 
     pub fn decided(&self, decision: &str, reason: &str) {
@@ -338,5 +455,48 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn every_counter_and_the_build_and_process_series_are_there_from_the_start() {
+        let metrics = Metrics::new();
+        metrics.register_user("dave@abcorp.com", SyncStatus::Syncing);
+        let text = metrics.render();
+        for series in [
+            "mailsync_verify_gaps_total{user=\"dave@abcorp.com\"} 0",
+            "mailsync_sync_failures_total{user=\"dave@abcorp.com\"} 0",
+            "mailsync_messages_fetched_total{user=\"dave@abcorp.com\"} 0",
+            "mailsync_decisions_total{decision=\"skipped\",reason=\"blocked_by_rule\"} 0",
+            "mailsync_push_notifications_total{outcome=\"malformed\"} 0",
+            "mailsync_gmail_retries_total 0",
+            "mailsync_user_state{user=\"dave@abcorp.com\",state=\"syncing\"} 1",
+            "mailsync_user_state{user=\"dave@abcorp.com\",state=\"needs_reauth\"} 0",
+            "mailsync_build_info{version=\"",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
+        metrics.user_state("dave@abcorp.com", SyncStatus::NeedsReauth);
+        let text = metrics.render();
+        assert!(
+            text.contains("mailsync_user_state{user=\"dave@abcorp.com\",state=\"needs_reauth\"} 1")
+        );
+        assert!(text.contains("mailsync_user_state{user=\"dave@abcorp.com\",state=\"syncing\"} 0"));
+    }
+
+    #[test]
+    fn hashed_user_labels_hold_no_address() {
+        let metrics = Metrics::with_hashed_users(true);
+        metrics.register_user("dave@abcorp.com", SyncStatus::Ok);
+        metrics.synced("dave@abcorp.com");
+        let text = metrics.render();
+        assert!(!text.contains("dave"), "{text}");
+        let hashed = &metrics.user("dave@abcorp.com").user;
+        assert_eq!(hashed.len(), 16);
+        assert!(text.contains(&format!(
+            "mailsync_user_state{{user=\"{hashed}\",state=\"ok\"}} 1"
+        )));
     }
 }
