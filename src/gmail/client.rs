@@ -205,9 +205,10 @@ pub struct GmailClient {
     metrics: Option<crate::metrics::Metrics>,
     /// Set once `users.getProfile` has shown that the grant opens this user's mailbox.
     mailbox_confirmed: AtomicBool,
-    /// The mailbox's label names by id, from `users.labels.list`; read again when a label id
-    /// it does not know turns up.
-    label_names: Mutex<HashMap<String, String>>,
+    /// The mailbox's label names by id, from `users.labels.list`, and when they were read:
+    /// read again when a label id it does not know turns up, or after
+    /// [`LABEL_NAMES_TTL`] (a label renamed in Gmail).
+    label_names: Mutex<(Option<std::time::Instant>, HashMap<String, String>)>,
 }
 
 /// What `users.getProfile` says of a mailbox.
@@ -239,7 +240,7 @@ impl GmailClient {
             stats: Mutex::new(RequestStats::default()),
             metrics: None,
             mailbox_confirmed: AtomicBool::new(false),
-            label_names: Mutex::new(HashMap::new()),
+            label_names: Mutex::new((None, HashMap::new())),
         }
     }
 
@@ -647,22 +648,28 @@ impl GmailClient {
     }
 }
 
+/// How long label names are trusted before `users.labels.list` is asked again (1 quota unit).
+pub const LABEL_NAMES_TTL: Duration = Duration::from_secs(600);
+
 impl GmailClient {
     /// The names of `label_ids` (system labels are their own names, `INBOX`; user labels
     /// have ids like `Label_12`). Reads `users.labels.list` once, and again when an id it
     /// does not know turns up (a label made since); an id still unknown then keeps its id.
     pub async fn label_names(&self, label_ids: &[String]) -> Result<Vec<String>, GmailError> {
-        let unknown = {
-            let names = self.label_names.lock().expect("label names lock");
-            label_ids
-                .iter()
-                .any(|id| id.starts_with("Label_") && !names.contains_key(id))
+        let stale = {
+            let (read_at, names) = &*self.label_names.lock().expect("label names lock");
+            label_ids.iter().any(|id| {
+                id.starts_with("Label_")
+                    && (!names.contains_key(id)
+                        || read_at.is_none_or(|read_at| read_at.elapsed() > LABEL_NAMES_TTL))
+            })
         };
-        if unknown {
+        if stale {
             let listed = self.list_labels().await?;
-            *self.label_names.lock().expect("label names lock") = listed;
+            *self.label_names.lock().expect("label names lock") =
+                (Some(std::time::Instant::now()), listed);
         }
-        let names = self.label_names.lock().expect("label names lock");
+        let (_, names) = &*self.label_names.lock().expect("label names lock");
         Ok(label_ids
             .iter()
             .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))

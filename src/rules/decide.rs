@@ -272,7 +272,6 @@ pub struct Approval {
     contacts: Vec<String>,
     visibility: Visibility,
     decided_by: DecidedBy,
-    labels: Vec<String>,
 }
 
 impl Approval {
@@ -288,12 +287,6 @@ impl Approval {
     pub fn decided_by(&self) -> DecidedBy {
         self.decided_by
     }
-
-    /// The copy's labels that a label rule matched (lower-cased), kept with the source so
-    /// that a later reply in the conversation, and a reload, weigh them again.
-    pub fn labels(&self) -> &[String] {
-        &self.labels
-    }
 }
 
 /// The decision for one message in one mailbox.
@@ -308,6 +301,10 @@ pub struct Decision {
     pub rules: Vec<RuleMatch>,
     /// What exactly applied (the label, the parse problem), never message content.
     pub detail: Option<String>,
+    /// The copy's own labels that a label rule matched (lower-cased), kept with its decision
+    /// (and its source, when synced) so that later replies, and rules applied again, weigh
+    /// them; also when a label skipped the copy.
+    pub labels: Vec<String>,
     approval: Option<Approval>,
 }
 
@@ -319,6 +316,7 @@ impl Decision {
             parties: Vec::new(),
             rules: Vec::new(),
             detail,
+            labels: Vec::new(),
             approval: None,
         }
     }
@@ -518,6 +516,19 @@ pub fn decide(
     message: Result<&ParsedMessage, &ParseError>,
     book: &ContactBook,
 ) -> Decision {
+    decide_copy(policy, user, labels, message, book, None)
+}
+
+/// [`decide`] for a copy its owner has already set (`activity set` on this activity): the
+/// owner's choice for this copy comes before the conversation's.
+pub fn decide_copy(
+    policy: &Policy,
+    user: &User,
+    labels: &[String],
+    message: Result<&ParsedMessage, &ParseError>,
+    book: &ContactBook,
+    owner_choice: Option<Action>,
+) -> Decision {
     if let Some(decision) = decide_before_fetch(user, labels) {
         return decision;
     }
@@ -588,6 +599,7 @@ pub fn decide(
         parties,
         rules: Vec::new(),
         detail: None,
+        labels: Vec::new(),
         approval: None,
     };
     if !skip_matches.is_empty() {
@@ -633,7 +645,7 @@ pub fn decide(
         .iter()
         .flat_map(|contact| matching(contact, &|action| action != Action::Skip))
         .collect();
-    let (choice, decided_by) = match context.and_then(|known| known.owner_choice) {
+    let (choice, decided_by) = match owner_choice.or(context.and_then(|known| known.owner_choice)) {
         Some(choice) => (choice, DecidedBy::Owner),
         None => match most_restrictive(label_matches.iter().map(|m| m.action)) {
             Some(choice) => (choice, DecidedBy::Label),
@@ -646,7 +658,7 @@ pub fn decide(
     };
     // Only the copy's own labels are kept with it: what it inherits is read again from its
     // conversation, so that a label taken off the conversation stops counting everywhere.
-    let matched_labels = rule_labels(policy, user, labels);
+    decision.labels = rule_labels(policy, user, labels);
     decision.rules = label_matches;
     decision.rules.extend(party_matches);
     // Step 3: a copy whose own choice is skip is not kept.
@@ -663,7 +675,6 @@ pub fn decide(
         contacts,
         visibility,
         decided_by,
-        labels: matched_labels,
     });
     decision
 }

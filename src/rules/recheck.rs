@@ -209,7 +209,13 @@ pub fn recheck(
                 rules: names(&chosen),
             },
             Some(visibility) => Recheck::Keep {
-                visibility,
+                // A departed user's stored level only narrows, labels or not.
+                visibility: match mailbox {
+                    Mailbox::Departed {
+                        stored_visibility, ..
+                    } => visibility.max(stored_visibility),
+                    Mailbox::User(_) => visibility,
+                },
                 decided_by: DecidedBy::Label,
                 rules: names(&chosen),
             },

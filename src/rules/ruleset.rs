@@ -176,7 +176,7 @@ impl Matcher {
         self.label.as_ref().is_some_and(|wanted| {
             labels
                 .into_iter()
-                .any(|label| label.trim().eq_ignore_ascii_case(wanted))
+                .any(|label| label.trim().to_lowercase() == *wanted)
         })
     }
 

@@ -43,10 +43,22 @@ impl MessageIdentity {
         self.fingerprint == stored_fingerprint
     }
 
+    /// How a decision row names its conversation: a SHA-256, so that the decision log of a
+    /// skipped copy, which keeps no address and no subject, keeps no Message-ID either.
+    pub fn conversation_hash(&self) -> String {
+        conversation_hash(&self.conversation)
+    }
+
     /// The key of a message that reuses another's Message-ID: the ID and its fingerprint.
     pub fn distinct_key(&self) -> String {
         format!("{}#{}", self.message_key, &self.fingerprint[..16])
     }
+}
+
+/// [`MessageIdentity::conversation_hash`] of a conversation key.
+pub fn conversation_hash(conversation: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(conversation.as_bytes()))
 }
 
 fn content_fingerprint(parsed: &crate::parse::ParsedMessage) -> String {

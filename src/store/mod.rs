@@ -445,6 +445,21 @@ impl PushState {
     }
 }
 
+/// The conversation a decision row names (hashed), for a decision that weighed it: a synced
+/// copy, or one a label or its owner skipped. Other skipped mail names none.
+pub(crate) fn decided_conversation_hash(
+    decision: &Decision,
+    message: Option<MessageToStore<'_>>,
+) -> Result<Option<String>, StoreError> {
+    if decision.approval().is_none() && decision.decided_by().is_none() {
+        return Ok(None);
+    }
+    let Some(message) = message else {
+        return Ok(None);
+    };
+    Ok(Some(MessageIdentity::of(&message)?.conversation_hash()))
+}
+
 /// Whether a decision's rules (as stored, JSON) name one of `rules`.
 pub(crate) fn names_any(stored_rules: &str, rules: &[String]) -> bool {
     serde_json::from_str::<Vec<String>>(stored_rules)
@@ -454,9 +469,11 @@ pub(crate) fn names_any(stored_rules: &str, rules: &[String]) -> bool {
 }
 
 /// Who chose a logged decision, as SQL over decision `d` (both backends).
+/// A skipped decision names its conversation only when a label or its owner skipped it.
 pub(crate) const LOGGED_DECIDED_BY: &str = "COALESCE(
     (SELECT s.decided_by FROM activity_sources s WHERE s.activity_id = d.activity_id AND s.user_email = d.user_email),
-    CASE d.reason WHEN 'skipped_by_owner' THEN 'owner' END)";
+    CASE WHEN d.reason = 'skipped_by_owner' THEN 'owner'
+         WHEN d.reason = 'blocked_by_rule' AND d.conversation_hash IS NOT NULL THEN 'label' END)";
 
 /// One row of the decision log, as support reads it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -513,6 +530,8 @@ pub enum SourceChange {
         source: StoredSource,
         reason: Reason,
         rules: Vec<String>,
+        /// The copy's own labels now (kept with its decision, for later replies).
+        labels: Vec<String>,
     },
     /// The copy's choice changed (its level, who made it, or the labels behind it).
     SetVisibility {
@@ -558,6 +577,11 @@ pub struct OwnerChoice {
     /// What the access log says was set, e.g. `private` or `default (conversation)`.
     pub change: String,
     pub changes: Vec<SourceChange>,
+    /// `default`: the conversation's copies these mailboxes' owners skipped are forgotten, so
+    /// that the next reconciliation (or a replay) decides them again.
+    pub unskip: Vec<String>,
+    /// The activity's conversation key.
+    pub conversation_key: String,
 }
 
 /// What applying retroactive changes did.
@@ -943,6 +967,15 @@ pub trait Store: Send + Sync {
         source: &str,
         source_ids: &[String],
     ) -> Result<HashMap<String, ConversationContext>, StoreError>;
+
+    /// The choices `user_email`'s owner made for single copies among `source_ids` (`activity
+    /// set` on their activity, or a skip): deciding those messages again keeps them.
+    fn owner_copy_choices(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, Action>, StoreError>;
 
     /// Applies changes to stored sources in one transaction.
     fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError>;

@@ -112,17 +112,23 @@ pub(crate) const ACTIVITY_LEVEL: &str = "(SELECT CASE COALESCE(
         MAX(CASE WHEN lv.decided_by IN ('owner', 'label') THEN
             CASE lv.visibility WHEN 'visible' THEN 0 WHEN 'private' THEN 1 ELSE 2 END END),
         MIN(CASE lv.visibility WHEN 'visible' THEN 0 WHEN 'private' THEN 1 ELSE 2 END))
-      WHEN 0 THEN 'visible' WHEN 1 THEN 'private' ELSE 'participants' END
+      WHEN 0 THEN 'visible' WHEN 2 THEN 'participants' ELSE 'private' END
     FROM activity_sources lv WHERE lv.activity_id = a.id)";
 
-/// Whether the viewer took part in activity `a`'s conversation, as SQL: they own a source
-/// of one of its activities, or one of their addresses is among the parties kept with one
-/// (as the SHA-256 of the address: the store keeps no other party's address). `viewer` is
-/// the viewer-email placeholder; `find` the backend's substring position function (`instr`
-/// in SQLite, `strpos` in PostgreSQL). The hashes are written into the text: they are hex
-/// digits computed here, never user input.
+/// Whether the viewer took part in activity `a`'s conversation, as SQL: they own a source of
+/// `a`, or one of their addresses is among the parties of a message of its conversation that
+/// one of `a`'s owners' mailboxes holds (kept as the SHA-256 of the address: the store keeps
+/// no other party's address). Only the owners' mailboxes count, so a message with a forged
+/// `References` in someone else's mailbox makes no one a participant. `viewer_placeholder` is
+/// the viewer-email parameter; `find` the backend's substring position function (`instr` in
+/// SQLite, `strpos` in PostgreSQL). The hashes are written into the text: they are hex digits
+/// computed here, never input. [`takes_part`] is the same rule in Rust.
 pub(crate) fn participant_sql(viewer: &Viewer, viewer_placeholder: &str, find: &str) -> String {
-    let mut by_address: Vec<String> = viewer
+    let owns = format!(
+        "EXISTS (SELECT 1 FROM activity_sources own
+                 WHERE own.activity_id = a.id AND own.user_email = {viewer_placeholder})"
+    );
+    let by_address: Vec<String> = viewer
         .addresses
         .iter()
         .map(|address| {
@@ -131,12 +137,42 @@ pub(crate) fn participant_sql(viewer: &Viewer, viewer_placeholder: &str, find: &
             format!("{find}(ps.parties, '\"{hash}\"') > 0")
         })
         .collect();
-    by_address.push(format!("ps.user_email = {viewer_placeholder}"));
+    if by_address.is_empty() {
+        return format!("({owns})");
+    }
     format!(
-        "EXISTS (SELECT 1 FROM activities pc JOIN activity_sources ps ON ps.activity_id = pc.id
-                 WHERE pc.conversation = a.conversation AND ({}))",
+        "({owns} OR EXISTS (SELECT 1 FROM activity_sources own
+                 JOIN activities pc ON pc.conversation = a.conversation
+                 JOIN activity_sources ps ON ps.activity_id = pc.id AND ps.user_email = own.user_email
+                 WHERE own.activity_id = a.id AND ({})))",
         by_address.join(" OR ")
     )
+}
+
+/// [`participant_sql`] over stored sources: whether `viewer` took part in activity
+/// `activity_id`, given every stored source of its conversation.
+pub(crate) fn takes_part(
+    viewer: &Viewer,
+    activity_id: i64,
+    conversation_sources: &[super::StoredSource],
+) -> bool {
+    let owners: std::collections::HashSet<&str> = conversation_sources
+        .iter()
+        .filter(|source| source.activity_id == activity_id)
+        .map(|source| source.user_email.as_str())
+        .collect();
+    if owners.contains(viewer.email.as_str()) {
+        return true;
+    }
+    let hashes: std::collections::HashSet<String> = viewer
+        .addresses
+        .iter()
+        .map(|address| crate::rules::address_hash(address))
+        .collect();
+    conversation_sources
+        .iter()
+        .filter(|source| owners.contains(source.user_email.as_str()))
+        .any(|source| source.parties.iter().any(|(_, hash)| hashes.contains(hash)))
 }
 
 /// A viewer's search words: whitespace-separated, every one required, nothing in them is
@@ -230,7 +266,7 @@ mod tests {
         let sql = participant_sql(&viewer(false, false), "?1", "instr");
         assert!(sql.contains(&crate::rules::address_hash("v@abcorp.com")));
         assert!(!sql.contains("abcorp"), "{sql}");
-        assert!(sql.contains("ps.user_email = ?1"));
+        assert!(sql.contains("own.user_email = ?1"));
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub const TABLES: &[TableSpec] = &[
             "activity_id",
             "decided_at",
             "detail",
+            "conversation_hash",
+            "labels",
         ],
         key: &["user_email", "source", "source_id"],
         booleans: &[],

@@ -4,9 +4,10 @@
 //! [`plan`] and `Store::apply_owner_choice` the same way.
 
 use crate::config::User;
-use crate::rules::{Action, Policy, Reason};
+use crate::rules::{Action, Policy, Reason, Visibility, activity_level};
+use crate::store::read_rules::takes_part;
 use crate::store::{
-    ConversationChoice, OwnerChoice, SourceChange, Store, StoreError, StoredSource,
+    ConversationChoice, OwnerChoice, SourceChange, Store, StoreError, StoredSource, Viewer,
 };
 
 use super::retro::{LabelsByConversation, decide_again_with, never_sync_hashes};
@@ -36,22 +37,23 @@ impl Choice {
     }
 }
 
-/// Why a choice cannot be made.
+/// Why a choice cannot be made. One answer for "no such activity" and "not yours": the
+/// difference would tell anyone that a participants-only activity exists.
 #[derive(Debug, thiserror::Error)]
 pub enum ChoiceError {
-    #[error("no activity {0} in the store")]
-    NoSuchActivity(i64),
     #[error(
-        "{viewer} may not set activity {activity_id}: only a user whose mailbox it came from, or an admin, may"
+        "{viewer} has no activity {activity_id} to set: only a user whose mailbox it came from, or an admin, may set one"
     )]
-    NotAllowed { viewer: String, activity_id: i64 },
+    NotAvailable { viewer: String, activity_id: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Plans `viewer`'s choice for `activity_id` (with `whole_conversation`, for every activity of
 /// its conversation). An owner sets their own mailbox's copies; an admin who owns none sets
-/// every mailbox's.
+/// every mailbox's, unless the activity is participants-only and the admin took no part in
+/// it (for them it does not exist). A user whose copies of the conversation are gone (they
+/// skipped them) may still set the conversation back (`default`).
 pub fn plan(
     policy: &Policy,
     store: &dyn Store,
@@ -60,28 +62,50 @@ pub fn plan(
     whole_conversation: bool,
     choice: Choice,
 ) -> Result<OwnerChoice, ChoiceError> {
+    let not_available = || ChoiceError::NotAvailable {
+        viewer: viewer.email.clone(),
+        activity_id,
+    };
     let conversation_sources = store.sources_of(activity_id, true)?;
     let Some(target) = conversation_sources
         .iter()
         .find(|source| source.activity_id == activity_id)
     else {
-        return Err(ChoiceError::NoSuchActivity(activity_id));
+        return Err(not_available());
     };
     let conversation = target.conversation.clone();
     let message_id = target.message_id.clone();
     let viewer_is_owner = conversation_sources
         .iter()
         .any(|source| source.activity_id == activity_id && source.user_email == viewer.email);
-    if !viewer_is_owner && !viewer.is_admin() {
-        return Err(ChoiceError::NotAllowed {
-            viewer: viewer.email.clone(),
-            activity_id,
-        });
+    // An owner whose copies are gone is still the conversation's owner for its own choice.
+    let owns_conversation_choice = whole_conversation
+        && store
+            .conversation_contexts(&viewer.email, std::slice::from_ref(&conversation), "", &[])?
+            .get(&conversation)
+            .is_some_and(|context| context.owner_choice.is_some());
+    let acts_as_owner = viewer_is_owner || owns_conversation_choice;
+    if !acts_as_owner {
+        let level = activity_level(
+            conversation_sources
+                .iter()
+                .filter(|source| source.activity_id == activity_id)
+                .map(|source| (source.visibility, source.decided_by)),
+        );
+        let hidden = level == Some(Visibility::Participants)
+            && !takes_part(
+                &Viewer::of(viewer, policy.config.admins_see_private_emails),
+                activity_id,
+                &conversation_sources,
+            );
+        if !viewer.is_admin() || hidden {
+            return Err(not_available());
+        }
     }
     let chosen: Vec<&StoredSource> = conversation_sources
         .iter()
         .filter(|source| whole_conversation || source.activity_id == activity_id)
-        .filter(|source| !viewer_is_owner || source.user_email == viewer.email)
+        .filter(|source| !acts_as_owner || source.user_email == viewer.email)
         .collect();
     let labels = LabelsByConversation::of(&conversation_sources);
     let never_sync = never_sync_hashes(store)?;
@@ -89,24 +113,28 @@ pub fn plan(
         .iter()
         .filter_map(|source| change_for(policy, source, choice, &labels, &never_sync))
         .collect();
-    let conversation = whole_conversation.then(|| {
-        let mut mailboxes: Vec<String> = chosen
+    // Whose choice it is: the owner's own mailbox, or, for an admin, every mailbox (a
+    // mailbox whose copies are all gone may still hold a conversation choice or skips).
+    let mailboxes: Vec<String> = if acts_as_owner {
+        vec![viewer.email.clone()]
+    } else {
+        policy
+            .config
+            .users
             .iter()
-            .map(|source| source.user_email.clone())
-            .collect();
-        mailboxes.sort_unstable();
-        mailboxes.dedup();
-        let action = match choice {
-            Choice::Set(action) => Some(action),
-            Choice::Default => None,
-        };
-        ConversationChoice {
-            conversation,
-            mailboxes: mailboxes
-                .into_iter()
-                .map(|mailbox| (mailbox, action))
-                .collect(),
-        }
+            .map(|user| user.email.clone())
+            .collect()
+    };
+    let action = match choice {
+        Choice::Set(action) => Some(action),
+        Choice::Default => None,
+    };
+    let conversation_choice = whole_conversation.then(|| ConversationChoice {
+        conversation: conversation.clone(),
+        mailboxes: mailboxes
+            .iter()
+            .map(|mailbox| (mailbox.clone(), action))
+            .collect(),
     });
     let change = if whole_conversation {
         format!("{} (conversation)", choice.as_str())
@@ -118,9 +146,15 @@ pub fn plan(
         activity_id,
         message_id,
         viewer_is_owner,
-        conversation,
+        conversation: conversation_choice,
         change,
         changes,
+        unskip: if choice == Choice::Default {
+            mailboxes
+        } else {
+            Vec::new()
+        },
+        conversation_key: conversation,
     })
 }
 
@@ -136,6 +170,7 @@ fn change_for(
             source: source.clone(),
             reason: Reason::SkippedByOwner,
             rules: Vec::new(),
+            labels: source.labels.clone(),
         }),
         Choice::Set(action) => Some(SourceChange::SetVisibility {
             source: source.clone(),

@@ -161,6 +161,7 @@ pub fn prepare_all(
         .collect();
     conversations.sort_unstable();
     conversations.dedup();
+    let mut copy_choices = std::collections::HashMap::new();
     if !conversations.is_empty() {
         let source_ids: Vec<String> = messages
             .iter()
@@ -168,10 +169,12 @@ pub fn prepare_all(
             .collect();
         contact_book.conversations =
             store.conversation_contexts(&user.email, &conversations, source, &source_ids)?;
+        // Messages decided before whose owner set them: deciding them again keeps that.
+        copy_choices = store.owner_copy_choices(&user.email, source, &source_ids)?;
     }
     Ok(read
         .into_iter()
-        .map(|read| read.decide(policy, user, &contact_book))
+        .map(|read| read.decide(policy, user, &contact_book, &copy_choices))
         .collect())
 }
 
@@ -203,7 +206,13 @@ impl<'m> Read<'m> {
         }
     }
 
-    fn decide(self, policy: &Policy, user: &User, contact_book: &rules::ContactBook) -> Prepared {
+    fn decide(
+        self,
+        policy: &Policy,
+        user: &User,
+        contact_book: &rules::ContactBook,
+        copy_choices: &std::collections::HashMap<String, rules::Action>,
+    ) -> Prepared {
         let (source, message, parsed) = match self {
             Read::DecidedByLabels(prepared) => return prepared,
             Read::Parsed {
@@ -212,7 +221,14 @@ impl<'m> Read<'m> {
                 parsed,
             } => (source, message, parsed),
         };
-        let decision = rules::decide(policy, user, &message.labels, parsed.as_ref(), contact_book);
+        let decision = rules::decide_copy(
+            policy,
+            user,
+            &message.labels,
+            parsed.as_ref(),
+            contact_book,
+            copy_choices.get(&message.source_id).copied(),
+        );
         let parsed = parsed.ok();
         let raw_sha256 = parsed
             .as_ref()

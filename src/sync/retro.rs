@@ -171,6 +171,7 @@ pub fn decide_again_with(
             source: source.clone(),
             reason: Reason::BlockedByRule,
             rules,
+            labels: own_labels.to_vec(),
         }),
         Recheck::Keep {
             visibility,

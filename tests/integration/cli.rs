@@ -2482,8 +2482,9 @@ fn activity_set_is_the_owners_button_and_the_audit_lists_it() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&refused.stderr)
-            .contains("only a user whose mailbox it came from, or an admin, may"),
+        String::from_utf8_lossy(&refused.stderr).contains("has no activity")
+            && String::from_utf8_lossy(&refused.stderr)
+                .contains("only a user whose mailbox it came from, or an admin, may set one"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );

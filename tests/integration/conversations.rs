@@ -199,15 +199,19 @@ fn the_owners_override_wins_until_undone_and_is_written_to_the_access_log() {
         .find(|a| a.message_id.as_deref() == Some("<first@customer.com>"))
         .unwrap()
         .activity_id;
-    // Someone whose mailbox it did not come from, and who is no admin, may not.
-    assert!(matches!(
-        set(world, "erin@abcorp.com", id, false, Choice::Set(Action::Visible)),
-        Err(ChoiceError::NotAllowed { .. })
-    ));
+    // Someone whose mailbox it did not come from, and who is no admin, may not; and is told
+    // exactly what a missing activity would tell.
+    let refused = set(world, "erin@abcorp.com", id, false, Choice::Set(Action::Visible))
+        .unwrap_err()
+        .to_string();
+    let missing = set(world, "erin@abcorp.com", 999_999, false, Choice::Default)
+        .unwrap_err()
+        .to_string();
     assert!(matches!(
         set(world, "dave@abcorp.com", 999_999, false, Choice::Default),
-        Err(ChoiceError::NoSuchActivity(999_999))
+        Err(ChoiceError::NotAvailable { .. })
     ));
+    assert_eq!(refused.replace(&id.to_string(), "N"), missing.replace("999999", "N"));
     // Dave's override wins over his label, for the whole conversation.
     let applied = set(world, "dave@abcorp.com", id, true, Choice::Set(Action::Visible)).unwrap();
     assert_eq!(applied.visibility_changed, 2);
@@ -466,4 +470,79 @@ mod through_gmail {
         assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
         crate::common::logs::assert_log_is_clean(&daemon.log_text());
     }
+}
+
+conformance! {
+fn a_skip_label_keeps_later_replies_out_and_its_removal_lets_them_in() {
+    let world = &mut world();
+    // The first message is labelled CRM/Never in Dave's mailbox: nothing of it is stored...
+    let first = mail("first@customer.com", "dave@abcorp.com", "Dinner", false);
+    let processed = world.replay_labelled("dave@abcorp.com", "d1", &first, &["CRM/Never"]);
+    assert_eq!(processed.decision.reason.as_str(), "blocked_by_rule");
+    assert_eq!(world.store.counts().unwrap().activities, 0);
+    // ...and a reply without the label, later, is kept out too: the label is the
+    // conversation's, even on a copy that was not kept.
+    let reply = mail("second@customer.com", "dave@abcorp.com", "Re: Dinner", true);
+    let processed = world.replay("dave@abcorp.com", "d2", &reply);
+    assert_eq!(processed.decision.reason.as_str(), "blocked_by_rule");
+    assert_eq!(processed.decision.decided_by().map(|d| d.as_str()), Some("label"));
+    let logged = world.store.decision_log("dave@abcorp.com", None).unwrap();
+    assert!(logged.iter().all(|d| d.decided_by.as_deref() == Some("label")), "{logged:?}");
+    // The label taken off the first message: the reply, decided again, is synced.
+    world.replay("dave@abcorp.com", "d1", &first);
+    let processed = world.replay("dave@abcorp.com", "d2", &reply);
+    assert_eq!(processed.decision.reason.as_str(), "synced");
+    // In another mailbox the label counts for nothing.
+    let michelles = mail("third@customer.com", "michelle@abcorp.com", "Re: Dinner", true);
+    assert_eq!(world.replay("michelle@abcorp.com", "m3", &michelles).decision.reason.as_str(), "synced");
+}
+}
+
+conformance! {
+fn an_owners_choice_for_one_copy_survives_a_replay_and_default_brings_a_skip_back() {
+    let world = &mut world();
+    let text = mail("first@customer.com", "dave@abcorp.com", "Renewal", false);
+    world.replay("dave@abcorp.com", "d1", &text);
+    let id = feed(world, "dave@abcorp.com")[0].activity_id;
+    set(world, "dave@abcorp.com", id, false, Choice::Set(Action::Private)).unwrap();
+    // Replayed, even with a label saying otherwise: the owner's choice stands.
+    let processed = world.replay_labelled("dave@abcorp.com", "d1", &text, &["CRM/Never"]);
+    assert_eq!(processed.decision.decided_by().map(|d| d.as_str()), Some("owner"));
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), Some(None));
+    // Skipped by its owner, then replayed: still skipped.
+    set(world, "dave@abcorp.com", id, true, Choice::Set(Action::Skip)).unwrap();
+    assert_eq!(world.replay("dave@abcorp.com", "d1", &text).decision.reason.as_str(), "skipped_by_owner");
+    assert_eq!(world.store.counts().unwrap().activities, 0);
+    // Michelle has the message too: Dave, with no copy left, sets his conversation back.
+    world.replay("michelle@abcorp.com", "m1", &text.replace("To: dave@abcorp.com", "To: dave@abcorp.com, michelle@abcorp.com"));
+    let shared = feed(world, "michelle@abcorp.com")[0].activity_id;
+    set(world, "dave@abcorp.com", shared, true, Choice::Default).unwrap();
+    // The skipped copy's decision is forgotten: the next look at the mailbox decides it again.
+    assert!(world.store.decision_log("dave@abcorp.com", None).unwrap().iter().all(|d| d.source_id != "d1"));
+    assert_eq!(world.replay("dave@abcorp.com", "d1", &text).decision.reason.as_str(), "synced");
+}
+}
+
+conformance! {
+fn a_forged_reference_in_someone_elses_mailbox_makes_no_participant() {
+    let world = &mut world();
+    let first = mail("first@customer.com", "dave@abcorp.com", "Negotiation", false);
+    world.replay_labelled("dave@abcorp.com", "d1", &first, &["CRM/Participants"]);
+    // A message into Erin's mailbox claiming to belong to the conversation.
+    let forged = mail("forged@customer.com", "erin@abcorp.com", "Re: Negotiation", true);
+    world.replay("erin@abcorp.com", "e1", &forged);
+    assert_eq!(seen(world, "erin@abcorp.com", "<first@customer.com>"), None);
+    assert!(seen(world, "erin@abcorp.com", "<forged@customer.com>").is_some(), "her own mail");
+    // An admin who took no part cannot even set it.
+    let id = feed(world, "dave@abcorp.com")
+        .iter()
+        .find(|a| a.message_id.as_deref() == Some("<first@customer.com>"))
+        .unwrap()
+        .activity_id;
+    assert!(matches!(
+        set(world, "michelle@abcorp.com", id, false, Choice::Set(Action::Visible)),
+        Err(ChoiceError::NotAvailable { .. })
+    ));
+    assert_eq!(seen(world, "michelle@abcorp.com", "<first@customer.com>"), None);
+}
 }

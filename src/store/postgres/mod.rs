@@ -659,7 +659,7 @@ impl Store for PostgresStore {
         for user_email in users {
             self.fence(&mut transaction, user_email)?;
         }
-        let recorded = write::record_batch(&mut transaction, &options, records)?;
+        let (recorded, dropped_files) = write::record_batch(&mut transaction, &options, records)?;
         if let Some(cursor) = cursor {
             transaction.execute_typed(
                 "INSERT INTO sync_state (user_email, history_id) VALUES ($1, $2)
@@ -671,6 +671,10 @@ impl Store for PostgresStore {
             )?;
         }
         transaction.commit()?;
+        drop(client);
+        if !dropped_files.is_empty() {
+            self.remove_unreferenced_files(&dropped_files)?;
+        }
         Ok(recorded)
     }
 
@@ -978,21 +982,57 @@ impl Store for PostgresStore {
             let choice: String = row.get(1);
             contexts.entry(row.get(0)).or_default().owner_choice = Action::parse(&choice);
         }
+        // From the decisions, so that a copy a label kept out still passes its label on.
+        let by_hash: HashMap<String, &String> = conversations
+            .iter()
+            .map(|conversation| {
+                (
+                    super::identity::conversation_hash(conversation),
+                    conversation,
+                )
+            })
+            .collect();
+        let hashes: Vec<&String> = by_hash.keys().collect();
         for row in client.query(
-            "SELECT a.conversation, s.labels FROM activity_sources s JOIN activities a ON a.id = s.activity_id
-             WHERE s.user_email = $1 AND a.conversation = ANY($2) AND s.labels <> '[]'
-               AND NOT EXISTS (SELECT 1 FROM decisions d
-                               WHERE d.user_email = $1 AND d.activity_id = s.activity_id AND d.source = $3
-                                 AND d.source_id = ANY($4))",
-            &[&user_email, &conversations, &source, &source_ids],
+            "SELECT conversation_hash, labels FROM decisions
+             WHERE user_email = $1 AND conversation_hash = ANY($2) AND labels <> '[]'
+               AND NOT (source = $3 AND source_id = ANY($4))",
+            &[&user_email, &hashes, &source, &source_ids],
         )? {
+            let hash: String = row.get(0);
             let labels: String = row.get(1);
-            contexts
-                .entry(row.get(0))
-                .or_default()
-                .add_labels(serde_json::from_str(&labels).unwrap_or_default());
+            if let Some(conversation) = by_hash.get(&hash) {
+                contexts
+                    .entry((*conversation).clone())
+                    .or_default()
+                    .add_labels(serde_json::from_str(&labels).unwrap_or_default());
+            }
         }
         Ok(contexts)
+    }
+
+    fn owner_copy_choices(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, Action>, StoreError> {
+        let mut client = self.client()?;
+        let mut choices = HashMap::new();
+        for row in client.query(
+            "SELECT d.source_id, CASE WHEN d.reason = 'skipped_by_owner' THEN 'skip' ELSE s.visibility END
+             FROM decisions d LEFT JOIN activity_sources s
+               ON s.activity_id = d.activity_id AND s.user_email = d.user_email
+             WHERE d.user_email = $1 AND d.source = $2 AND d.source_id = ANY($3)
+               AND (d.reason = 'skipped_by_owner' OR s.decided_by = 'owner')",
+            &[&user_email, &source, &source_ids],
+        )? {
+            let choice: String = row.get(1);
+            if let Some(choice) = Action::parse(&choice) {
+                choices.insert(row.get(0), choice);
+            }
+        }
+        Ok(choices)
     }
 
     fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError> {
@@ -1041,6 +1081,12 @@ impl Store for PostgresStore {
                     };
                 }
             }
+            let hash = super::identity::conversation_hash(&choice.conversation_key);
+            transaction.execute(
+                "DELETE FROM decisions WHERE user_email = ANY($1) AND conversation_hash = $2
+                   AND reason = 'skipped_by_owner'",
+                &[&choice.unskip, &hash],
+            )?;
             transaction.execute(
                 "INSERT INTO access_log (viewer, activity_id, message_id, path, viewer_is_owner, accessed_at, change)
                  VALUES ($1, $2, $3, 'set', $4, $5, $6)",
@@ -1439,8 +1485,10 @@ fn apply_changes(
                 source,
                 reason,
                 rules,
+                labels,
             } => {
                 let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                let labels_json = serde_json::to_string(labels).expect("strings serialize");
                 for row in transaction.query(
                     "SELECT sha256 FROM attachments WHERE activity_id = $1 AND stored",
                     &[&source.activity_id],
@@ -1453,7 +1501,7 @@ fn apply_changes(
                 )?;
                 transaction.execute(
                     "UPDATE decisions SET decision = 'skipped', reason = $5, rules = $1,
-                       activity_id = NULL, decided_at = $2
+                       activity_id = NULL, decided_at = $2, labels = $6, conversation_hash = $7
                      WHERE user_email = $3 AND activity_id = $4",
                     &[
                         &rules_json,
@@ -1461,6 +1509,8 @@ fn apply_changes(
                         &source.user_email,
                         &source.activity_id,
                         &reason.as_str(),
+                        &labels_json,
+                        &super::identity::conversation_hash(&source.conversation),
                     ],
                 )?;
                 applied.activities_removed += transaction.execute(
@@ -1490,6 +1540,10 @@ fn apply_changes(
                         &decided_by.as_str(),
                         &labels_json,
                     ],
+                )?;
+                transaction.execute(
+                    "UPDATE decisions SET labels = $1 WHERE user_email = $2 AND activity_id = $3",
+                    &[&labels_json, &source.user_email, &source.activity_id],
                 )?;
             }
         }

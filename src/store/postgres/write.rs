@@ -6,7 +6,7 @@
 //! joins is worked out in memory first, in record order, with the same rule and the same
 //! outcome as writing the records one by one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use postgres::Transaction;
 use postgres::types::Type;
@@ -19,11 +19,13 @@ use crate::store::{MessageToStore, Record, Recorded, StoreError, StoreOptions, f
 
 /// Writes a batch's decisions (and, when synced, their activities) inside the caller's
 /// transaction, returning what each record did, in order.
+/// Writes the batch; returns what each record did, and the attachment files of activities
+/// it removed (to remove once nothing references them, after the commit).
 pub(super) fn record_batch(
     transaction: &mut Transaction<'_>,
     options: &StoreOptions,
     records: &[Record<'_>],
-) -> Result<Vec<Recorded>, StoreError> {
+) -> Result<(Vec<Recorded>, BTreeSet<String>), StoreError> {
     let plan = Plan::of(transaction, records)?;
     let recorded_at = now();
     let created = insert_activities(transaction, options, &plan.new, recorded_at)?;
@@ -37,18 +39,19 @@ pub(super) fn record_batch(
             })
         })
         .collect();
-    drop_skipped_copies(transaction, records)?;
+    let dropped_files = drop_skipped_copies(transaction, records)?;
     upsert_sources(transaction, records, &activity_ids)?;
     link_contacts(transaction, records, &activity_ids)?;
     upsert_decisions(transaction, records, &activity_ids)?;
-    Ok(activity_ids
+    let recorded = activity_ids
         .iter()
         .map(|target| match target {
             None => Recorded::DecisionOnly,
             Some((id, true)) => Recorded::NewActivity(*id),
             Some((id, false)) => Recorded::ExistingActivity(*id),
         })
-        .collect())
+        .collect();
+    Ok((recorded, dropped_files))
 }
 
 /// A message decided again as skipped (its mailbox's label or a rule now keeps it out) loses
@@ -57,13 +60,13 @@ pub(super) fn record_batch(
 fn drop_skipped_copies(
     transaction: &mut Transaction<'_>,
     records: &[Record<'_>],
-) -> Result<(), StoreError> {
+) -> Result<BTreeSet<String>, StoreError> {
     let skipped: Vec<&Record<'_>> = records
         .iter()
         .filter(|record| record.decision.approval().is_none())
         .collect();
     if skipped.is_empty() {
-        return Ok(());
+        return Ok(BTreeSet::new());
     }
     let users: Vec<&str> = skipped
         .iter()
@@ -90,14 +93,22 @@ fn drop_skipped_copies(
         .iter()
         .map(|row| row.get(0))
         .collect();
+    let mut files = BTreeSet::new();
     if !dropped.is_empty() {
+        // Candidates only: a file goes once nothing references it.
+        for row in transaction.query_typed(
+            "SELECT sha256 FROM attachments WHERE activity_id = ANY($1) AND stored",
+            &[(&dropped, Type::INT8_ARRAY)],
+        )? {
+            files.insert(row.get::<_, String>(0));
+        }
         transaction.execute_typed(
             "DELETE FROM activities a WHERE a.id = ANY($1)
                AND NOT EXISTS (SELECT 1 FROM activity_sources s WHERE s.activity_id = a.id)",
             &[(&dropped, Type::INT8_ARRAY)],
         )?;
     }
-    Ok(())
+    Ok(files)
 }
 
 /// Where a synced record's activity is: already stored, or the batch's n-th new one.
@@ -556,14 +567,7 @@ fn upsert_sources(
             .to_string()
     });
     let labels = text(|row| {
-        serde_json::to_string(
-            row.marked_by
-                .decision
-                .approval()
-                .expect("a source row is only made for a synced decision")
-                .labels(),
-        )
-        .expect("strings serialize")
+        serde_json::to_string(&row.marked_by.decision.labels).expect("strings serialize")
     });
     // An owner's choice stays until the owner changes it.
     transaction.execute_typed(
@@ -687,19 +691,31 @@ fn upsert_decisions(
         .iter()
         .map(|(r, _)| r.decision.detail.as_deref())
         .collect();
+    let conversations: Vec<Option<String>> = latest
+        .iter()
+        .map(|(r, _)| crate::store::decided_conversation_hash(r.decision, r.message))
+        .collect::<Result<_, _>>()?;
+    let labels: Vec<String> = latest
+        .iter()
+        .map(|(r, _)| serde_json::to_string(&r.decision.labels).expect("strings serialize"))
+        .collect();
     transaction.execute_typed(
         "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules,
-                                activity_id, decided_at, detail)
+                                activity_id, decided_at, detail, conversation_hash, labels)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::text[], $7::int8[], $8::int8[], $9::text[])
+                              $6::text[], $7::int8[], $8::int8[], $9::text[], $10::text[],
+                              $11::text[])
          ON CONFLICT (user_email, source, source_id) DO UPDATE
            SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
                activity_id = excluded.activity_id, decided_at = excluded.decided_at,
-               detail = excluded.detail
+               detail = excluded.detail, conversation_hash = excluded.conversation_hash,
+               labels = excluded.labels
            WHERE decisions.decision != excluded.decision OR decisions.reason != excluded.reason
               OR decisions.rules != excluded.rules
               OR decisions.activity_id IS DISTINCT FROM excluded.activity_id
-              OR decisions.detail IS DISTINCT FROM excluded.detail",
+              OR decisions.detail IS DISTINCT FROM excluded.detail
+              OR decisions.conversation_hash IS DISTINCT FROM excluded.conversation_hash
+              OR decisions.labels != excluded.labels",
         &[
             (&users, Type::TEXT_ARRAY),
             (&sources, Type::TEXT_ARRAY),
@@ -710,6 +726,8 @@ fn upsert_decisions(
             (&ids, Type::INT8_ARRAY),
             (&decided, Type::INT8_ARRAY),
             (&details, Type::TEXT_ARRAY),
+            (&conversations, Type::TEXT_ARRAY),
+            (&labels, Type::TEXT_ARRAY),
         ],
     )?;
     Ok(())

@@ -15,13 +15,13 @@ use super::read_rules::{self, ActivityFacts, ReadQuery};
 use super::{AccessLogEntry, ActivityView, AttachmentView, EraseSelection, Erased, StoreOptions};
 use super::{AppliedChanges, ContactEvents, LoggedDecision, PendingBackfill, Purged, PushState};
 use super::{
-    Contact, ContactChange, Counts, Cursor, MessageToStore, NewContact, Record, Recorded,
-    SourceRef, Store, StoreError, SyncState, SyncStatus, Viewer,
+    Contact, ContactChange, Counts, Cursor, NewContact, Record, Recorded, Store, StoreError,
+    SyncState, SyncStatus, Viewer,
 };
 use super::{ConversationChoice, OwnerChoice, SourceChange, StoredSource};
 use crate::config::Capture;
 use crate::rules::{Action, ConversationContext, DecidedBy, Visibility};
-use crate::rules::{ContactBook, Decision, MessageFacts};
+use crate::rules::{ContactBook, MessageFacts};
 
 /// Each entry is one schema version; never edit a released one, append a new one.
 const MIGRATIONS: &[M<'static>] = &[
@@ -659,14 +659,14 @@ impl Store for SqliteStore {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut recorded = Vec::with_capacity(records.len());
         let mut search_rows = Vec::new();
+        let mut dropped_files = BTreeSet::new();
         for record in records {
             recorded.push(record_one(
                 &transaction,
                 &self.options(),
-                record.source,
-                record.decision,
-                record.message,
+                record,
                 &mut search_rows,
+                &mut dropped_files,
             )?);
         }
         index_for_search(&transaction, &search_rows)?;
@@ -679,6 +679,9 @@ impl Store for SqliteStore {
                 .execute(params![cursor.user_email, cursor.history_id])?;
         }
         transaction.commit()?;
+        if !dropped_files.is_empty() {
+            remove_unreferenced_files(&mut connection, &self.options(), &dropped_files)?;
+        }
         Ok(recorded)
     }
 
@@ -960,12 +963,11 @@ impl Store for SqliteStore {
         let mut overrides = connection.prepare_cached(
             "SELECT choice FROM conversation_overrides WHERE user_email = ?1 AND conversation = ?2",
         )?;
+        // From the decisions, so that a copy a label kept out still passes its label on.
         let mut labels = connection.prepare_cached(
-            "SELECT s.labels FROM activities a JOIN activity_sources s ON s.activity_id = a.id
-             WHERE a.conversation = ?2 AND s.user_email = ?1 AND s.labels != '[]'
-               AND NOT EXISTS (SELECT 1 FROM decisions d
-                               WHERE d.user_email = ?1 AND d.activity_id = s.activity_id AND d.source = ?3
-                                 AND d.source_id IN (SELECT value FROM json_each(?4)))",
+            "SELECT labels FROM decisions
+             WHERE user_email = ?1 AND conversation_hash = ?2 AND labels != '[]'
+               AND NOT (source = ?3 AND source_id IN (SELECT value FROM json_each(?4)))",
         )?;
         for conversation in conversations {
             let choice: Option<String> = overrides
@@ -975,11 +977,10 @@ impl Store for SqliteStore {
                 owner_choice: choice.as_deref().and_then(Action::parse),
                 labels: Vec::new(),
             };
-            for stored in labels
-                .query_map(params![user_email, conversation, source, except], |row| {
-                    row.get::<_, String>(0)
-                })?
-            {
+            let hash = super::identity::conversation_hash(conversation);
+            for stored in labels.query_map(params![user_email, hash, source, except], |row| {
+                row.get::<_, String>(0)
+            })? {
                 context.add_labels(serde_json::from_str(&stored?).unwrap_or_default());
             }
             if context != ConversationContext::default() {
@@ -987,6 +988,35 @@ impl Store for SqliteStore {
             }
         }
         Ok(contexts)
+    }
+
+    fn owner_copy_choices(
+        &self,
+        user_email: &str,
+        source: &str,
+        source_ids: &[String],
+    ) -> Result<HashMap<String, Action>, StoreError> {
+        let connection = self.connection()?;
+        let mut statement = connection.prepare_cached(
+            "SELECT d.source_id, CASE WHEN d.reason = 'skipped_by_owner' THEN 'skip' ELSE s.visibility END
+             FROM decisions d LEFT JOIN activity_sources s
+               ON s.activity_id = d.activity_id AND s.user_email = d.user_email
+             WHERE d.user_email = ?1 AND d.source = ?2
+               AND d.source_id IN (SELECT value FROM json_each(?3))
+               AND (d.reason = 'skipped_by_owner' OR s.decided_by = 'owner')",
+        )?;
+        let ids = serde_json::to_string(source_ids).expect("strings serialize");
+        let rows = statement.query_map(params![user_email, source, ids], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut choices = HashMap::new();
+        for row in rows {
+            let (source_id, choice) = row?;
+            if let Some(choice) = Action::parse(&choice) {
+                choices.insert(source_id, choice);
+            }
+        }
+        Ok(choices)
     }
 
     fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError> {
@@ -1026,6 +1056,14 @@ impl Store for SqliteStore {
                     )?,
                 };
             }
+        }
+        let hash = super::identity::conversation_hash(&choice.conversation_key);
+        for mailbox in &choice.unskip {
+            transaction.execute(
+                "DELETE FROM decisions WHERE user_email = ?1 AND conversation_hash = ?2
+                   AND reason = 'skipped_by_owner'",
+                params![mailbox, hash],
+            )?;
         }
         transaction.execute(
             "INSERT INTO access_log (viewer, activity_id, message_id, path, viewer_is_owner, accessed_at, change)
@@ -1363,14 +1401,20 @@ fn index_for_search(
     Ok(())
 }
 
+/// Records one decision inside the batch's transaction; the attachment files of an activity
+/// it removes are added to `dropped_files`, to remove once nothing references them.
 fn record_one<'a>(
     transaction: &rusqlite::Transaction<'_>,
     options: &StoreOptions,
-    source: &SourceRef,
-    decision: &Decision,
-    message: Option<MessageToStore<'a>>,
+    record: &Record<'a>,
     search_rows: &mut Vec<SearchRow<'a>>,
+    dropped_files: &mut BTreeSet<String>,
 ) -> Result<Recorded, StoreError> {
+    let Record {
+        source,
+        decision,
+        message,
+    } = *record;
     let rules_json =
         serde_json::to_string(&decision.rule_names()).expect("a list of strings always serializes");
     let (recorded, activity_id) = match decision.approval() {
@@ -1390,6 +1434,12 @@ fn record_one<'a>(
                 )
                 .optional()?;
             if let Some(activity_id) = dropped {
+                let mut files = transaction.prepare_cached(
+                    "SELECT sha256 FROM attachments WHERE activity_id = ?1 AND stored",
+                )?;
+                for sha256 in files.query_map([activity_id], |row| row.get(0))? {
+                    dropped_files.insert(sha256?);
+                }
                 transaction
                     .prepare_cached(
                         "DELETE FROM activities WHERE id = ?1
@@ -1538,7 +1588,7 @@ fn record_one<'a>(
                     serde_json::to_string(&crate::rules::party_fingerprints(&decision.parties))
                         .expect("pairs of strings always serialize"),
                     approval.decided_by().as_str(),
-                    serde_json::to_string(approval.labels()).expect("strings serialize"),
+                    serde_json::to_string(&decision.labels).expect("strings serialize"),
                 ],
             )?;
             let mut link = transaction.prepare_cached(
@@ -1560,16 +1610,20 @@ fn record_one<'a>(
     };
     // The log row changes only when the decision does, so a replay of an unchanged
     // mailbox leaves the store byte-for-byte as it was.
+    let conversation_hash = super::decided_conversation_hash(decision, message)?;
+    let labels_json = serde_json::to_string(&decision.labels).expect("strings serialize");
     transaction.prepare_cached(
-        "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO decisions (user_email, source, source_id, decision, reason, rules, activity_id, decided_at, detail, conversation_hash, labels)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (user_email, source, source_id) DO UPDATE
            SET decision = excluded.decision, reason = excluded.reason, rules = excluded.rules,
                activity_id = excluded.activity_id, decided_at = excluded.decided_at,
-               detail = excluded.detail
+               detail = excluded.detail, conversation_hash = excluded.conversation_hash,
+               labels = excluded.labels
            WHERE decision != excluded.decision OR reason != excluded.reason
               OR rules != excluded.rules OR activity_id IS NOT excluded.activity_id
-              OR detail IS NOT excluded.detail",
+              OR detail IS NOT excluded.detail
+              OR conversation_hash IS NOT excluded.conversation_hash OR labels != excluded.labels",
     )?.execute(
         params![
             source.user_email,
@@ -1581,6 +1635,8 @@ fn record_one<'a>(
             activity_id,
             now(),
             decision.detail,
+            conversation_hash,
+            labels_json,
         ],
     )?;
     Ok(recorded)
@@ -2077,8 +2133,10 @@ fn apply_changes(
                 source,
                 reason,
                 rules,
+                labels,
             } => {
                 let rules_json = serde_json::to_string(rules).expect("strings serialize");
+                let labels_json = serde_json::to_string(labels).expect("strings serialize");
                 let mut hashes = transaction.prepare_cached(
                     "SELECT sha256 FROM attachments WHERE activity_id = ?1 AND stored",
                 )?;
@@ -2092,14 +2150,16 @@ fn apply_changes(
                 )? as u64;
                 transaction.execute(
                     "UPDATE decisions SET decision = 'skipped', reason = ?5, rules = ?1,
-                       activity_id = NULL, decided_at = ?2
+                       activity_id = NULL, decided_at = ?2, labels = ?6, conversation_hash = ?7
                      WHERE user_email = ?3 AND activity_id = ?4",
                     params![
                         rules_json,
                         now(),
                         source.user_email,
                         source.activity_id,
-                        reason.as_str()
+                        reason.as_str(),
+                        labels_json,
+                        super::identity::conversation_hash(&source.conversation)
                     ],
                 )?;
                 applied.activities_removed += transaction.execute(
@@ -2130,6 +2190,10 @@ fn apply_changes(
                         labels_json
                     ],
                 )? as u64;
+                transaction.execute(
+                    "UPDATE decisions SET labels = ?1 WHERE user_email = ?2 AND activity_id = ?3",
+                    params![labels_json, source.user_email, source.activity_id],
+                )?;
             }
         }
     }

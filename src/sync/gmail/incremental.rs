@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use super::batch::BatchMode;
 use super::store_access::with_store_quick;
 use super::{BATCH_SIZE, MailboxSync, SyncError, SyncReport};
-use crate::gmail::client::AddedMessage;
 use crate::store::Cursor;
 
 impl MailboxSync {
@@ -31,34 +30,29 @@ impl MailboxSync {
             let mut added = page.added;
             let mut seen_on_page = HashSet::new();
             added.retain(|message| seen_on_page.insert(message.id.clone()));
-            // Before the page's cursor is written, so that a crash reads them again.
-            self.apply_label_changes(page.label_changes, &seen_on_page, &mut report)
-                .await?;
             let cursor = Cursor {
                 user_email: self.user.email.clone(),
                 history_id: reached.to_string(),
             };
-            let chunks: Vec<&[AddedMessage]> = added.chunks(BATCH_SIZE).collect();
-            if chunks.is_empty() {
-                if self.write && reached > start {
-                    with_store_quick(&self.store, move |store| {
-                        store.record_all(&[], Some(&cursor)).map(|_| ())
-                    })
-                    .await?;
-                }
-            } else {
-                let count = chunks.len();
-                for (index, chunk) in chunks.into_iter().enumerate() {
-                    self.check_cancelled()?;
-                    // Only the page's last batch carries the cursor: until it is written, a
-                    // restart reads the page again and skips what is decided.
-                    let cursor = (index + 1 == count).then(|| cursor.clone());
-                    let mode = BatchMode {
-                        labels_known: true,
-                        ..BatchMode::default()
-                    };
-                    self.process_batch(chunk, mode, cursor, &mut report).await?;
-                }
+            for chunk in added.chunks(BATCH_SIZE) {
+                self.check_cancelled()?;
+                let mode = BatchMode {
+                    labels_known: true,
+                    ..BatchMode::default()
+                };
+                self.process_batch(chunk, mode, None, &mut report).await?;
+            }
+            // After the page's new messages are stored (a label change may be about one of
+            // them), before its cursor moves: until then a restart reads the page again,
+            // skips what is decided, and applies the label changes again, which changes
+            // nothing the second time.
+            self.apply_label_changes(page.label_changes, &mut report)
+                .await?;
+            if self.write && (reached > start || !added.is_empty()) {
+                with_store_quick(&self.store, move |store| {
+                    store.record_all(&[], Some(&cursor)).map(|_| ())
+                })
+                .await?;
             }
             match page.next_page_token {
                 Some(token) => page_token = Some(token),

@@ -5,8 +5,6 @@
 //! is decided again from what the store keeps. A message a `skip` label kept out, once the
 //! label is gone, is fetched and decided again: nothing of it was stored.
 
-use std::collections::HashSet;
-
 use super::batch::BatchMode;
 use super::store_access::with_store;
 use super::{MailboxSync, SyncError, SyncReport};
@@ -17,12 +15,10 @@ use crate::store::SourceChange;
 use crate::sync::retro::{self, LabelsByConversation};
 
 impl MailboxSync {
-    /// Applies a history page's label changes, except for messages the page also adds (they
-    /// are fetched with their labels as they are now).
+    /// Applies a history page's label changes, once the page's new messages are stored.
     pub(super) async fn apply_label_changes(
         &self,
         changes: Vec<LabelChange>,
-        added_on_page: &HashSet<String>,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
         if !self.write
@@ -38,9 +34,6 @@ impl MailboxSync {
         let mut to_fetch: Vec<AddedMessage> = Vec::new();
         for change in changes {
             self.check_cancelled()?;
-            if added_on_page.contains(&change.id) {
-                continue;
-            }
             let names = self.client.label_names(&change.label_ids).await?;
             let own = rules::rule_labels(&self.policy, &self.user, &names);
             let skipping = rules::skip_label_rules(&self.policy, &self.user, &names);
@@ -57,7 +50,10 @@ impl MailboxSync {
             let id = change.id.clone();
             let outcome = with_store(&self.store, move |store| {
                 let Some(stored) = store.stored_source(&user.email, GMAIL_SOURCE, &id)? else {
-                    // Not stored: perhaps a skip label kept it out, and is gone now.
+                    // Not stored: perhaps a skip label kept it out, and is gone now. Should
+                    // the fetch below fail, the message is left without a decision, which
+                    // reconciliation finds and repairs (a message never decided, outside the
+                    // sync window, is not fetched for a label change).
                     let refetch = skipping.is_empty()
                         && store.forget_blocked_decision(
                             &user.email,

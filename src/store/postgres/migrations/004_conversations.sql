@@ -1,7 +1,9 @@
 -- Per-conversation privacy (docs/spec/decisions.md, "Conversations" and "The level of a
 -- synced message"); the same schema as SQLite's 016.
 ALTER TABLE activities ADD COLUMN conversation TEXT;
-UPDATE activities SET conversation = message_key;
+-- Before this version only the first In-Reply-To was kept: a reply joins its parent's
+-- conversation (the root's for a first reply; a deeper reply stays with its parent).
+UPDATE activities SET conversation = COALESCE(in_reply_to, message_key);
 CREATE INDEX activities_by_conversation ON activities(conversation);
 
 ALTER TABLE activity_sources DROP CONSTRAINT activity_sources_visibility_check;
@@ -24,3 +26,11 @@ ALTER TABLE access_log DROP CONSTRAINT access_log_path_check;
 ALTER TABLE access_log ADD CONSTRAINT access_log_path_check
     CHECK (path IN ('feed', 'search', 'export', 'attachment', 'set'));
 ALTER TABLE access_log ADD COLUMN change TEXT;
+
+-- A decision that weighed the conversation (synced, or skipped by a label or its owner) keeps
+-- the labels label rules matched on the copy and the SHA-256 of the conversation key, so that
+-- a later reply in the mailbox inherits a label even from a copy that was not kept.
+ALTER TABLE decisions ADD COLUMN conversation_hash TEXT;
+ALTER TABLE decisions ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX decisions_by_conversation ON decisions(user_email, conversation_hash)
+    WHERE conversation_hash IS NOT NULL;

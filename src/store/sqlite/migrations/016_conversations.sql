@@ -2,10 +2,11 @@
 -- synced message").
 --
 -- Every activity carries its conversation key: the first Message-ID of its References, else
--- its In-Reply-To, else its own Message-ID (else its message key). Activities stored before
--- this version are each their own conversation.
+-- its In-Reply-To, else its own Message-ID (else its message key).
 ALTER TABLE activities ADD COLUMN conversation TEXT;
-UPDATE activities SET conversation = message_key;
+-- Before this version only the first In-Reply-To was kept: a reply joins its parent's
+-- conversation (the root's for a first reply; a deeper reply stays with its parent).
+UPDATE activities SET conversation = COALESCE(in_reply_to, message_key);
 CREATE INDEX activities_by_conversation ON activities(conversation);
 
 -- Each copy's choice gains the `participants` level, who made it (`owner`, `label`, `rule`,
@@ -61,3 +62,11 @@ SELECT id, viewer, activity_id, message_id, path, viewer_is_owner, accessed_at F
 DROP TABLE access_log;
 ALTER TABLE access_log_new RENAME TO access_log;
 CREATE INDEX access_log_by_time ON access_log(accessed_at);
+
+-- A decision that weighed the conversation (synced, or skipped by a label or its owner) keeps
+-- the labels label rules matched on the copy and the SHA-256 of the conversation key, so that
+-- a later reply in the mailbox inherits a label even from a copy that was not kept.
+ALTER TABLE decisions ADD COLUMN conversation_hash TEXT;
+ALTER TABLE decisions ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX decisions_by_conversation ON decisions(user_email, conversation_hash)
+    WHERE conversation_hash IS NOT NULL;
