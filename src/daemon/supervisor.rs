@@ -353,6 +353,7 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
             .as_ref()
             .is_some_and(|config| config.hash_users),
     );
+    metrics.register_methods(crate::gmail::client::Method::ALL.map(|method| method.as_str()));
     if let Some(config) = &metrics_config {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -37,6 +37,16 @@ pub enum Method {
 }
 
 impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::GetProfile,
+        Method::LabelsList,
+        Method::HistoryList,
+        Method::MessagesList,
+        Method::MessagesGet,
+        Method::Watch,
+        Method::Stop,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::GetProfile => "users.getProfile",

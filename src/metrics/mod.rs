@@ -297,6 +297,17 @@ impl Metrics {
         self.user_state(user, state);
     }
 
+    /// The series of each of `methods` that every request answered gets (`status="200"`),
+    /// at 0 until one is: what a rate of requests, or of refusals beside them, divides by.
+    pub fn register_methods<'a>(&self, methods: impl IntoIterator<Item = &'a str>) {
+        for method in methods {
+            let _ = self.gmail_requests.get_or_create(&RequestLabels {
+                method: method.to_string(),
+                status: "200".to_string(),
+            });
+        }
+    }
+
     /// `user`'s state now: 1 for `state`, 0 for the others.
     pub fn user_state(&self, user: &str, state: SyncStatus) {
         let labels = self.user(user);

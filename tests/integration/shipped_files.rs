@@ -575,3 +575,93 @@ fn the_code_map_matches_the_tree() {
         "not in ARCHITECTURE.md's code map: {unmapped:?}"
     );
 }
+
+/// The metric names a PromQL expression uses (`mailsync_*`, `process_*`, `up`).
+fn metrics_in(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut word = String::new();
+    for c in expr.chars().chain([' ']) {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            if word.starts_with("mailsync_") || word.starts_with("process_") || word == "up" {
+                names.push(std::mem::take(&mut word));
+            }
+            word.clear();
+        }
+    }
+    names
+}
+
+/// The shipped alert rules and Grafana dashboard load, and every metric they use is one the
+/// daemon exports from its first scrape (Prometheus's own `up` aside).
+#[test]
+fn shipped_alerts_and_dashboard_use_only_metrics_that_exist() {
+    // As the daemon sets them up at start.
+    let metrics = mailsync::metrics::Metrics::new();
+    metrics.register_methods(mailsync::gmail::client::Method::ALL.map(|method| method.as_str()));
+    metrics.register_user("dave@abcorp.com", mailsync::store::SyncStatus::Ok);
+    metrics.synced("dave@abcorp.com");
+    let exported: std::collections::HashSet<String> = metrics
+        .render()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    let exists = |name: &str| name == "up" || exported.contains(name);
+
+    let text = std::fs::read_to_string(repo().join("ops/prometheus/mailsync-alerts.yml")).unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("the alert rules are YAML");
+    let rules = docs[0]["groups"][0]["rules"]
+        .as_vec()
+        .expect("one group of rules");
+    let mut alerts = Vec::new();
+    for rule in rules {
+        let name = rule["alert"].as_str().expect("every rule is an alert");
+        let expr = rule["expr"].as_str().expect("every alert has an expr");
+        assert!(rule["annotations"]["summary"].as_str().is_some(), "{name}");
+        assert!(
+            rule["annotations"]["description"].as_str().is_some(),
+            "{name}"
+        );
+        for metric in metrics_in(expr) {
+            assert!(
+                exists(&metric),
+                "alert {name} uses {metric}, which is not exported"
+            );
+        }
+        alerts.push(name.to_string());
+    }
+    for wanted in [
+        "MailsyncNeedsReauth",
+        "MailsyncSyncLag",
+        "MailsyncVerifyGaps",
+        "MailsyncQuotaRefusals",
+        "MailsyncPollsStopped",
+    ] {
+        assert!(alerts.iter().any(|alert| alert == wanted), "no {wanted}");
+    }
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("ops/grafana/mailsync-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8);
+    let mut used = std::collections::HashSet::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for metric in metrics_in(expr) {
+                assert!(
+                    exists(&metric),
+                    "panel {} uses {metric}, which is not exported",
+                    panel["title"]
+                );
+                used.insert(metric);
+            }
+        }
+    }
+    assert!(used.contains("mailsync_user_state") && used.contains("process_resident_memory_bytes"));
+}
