@@ -246,6 +246,8 @@ mod with_sandbox {
                 super::super::status::StatusArgs {
                     json: false,
                     instances: false,
+                    watch: false,
+                    interval: 2,
                 },
             )?;
             let mut out = std::io::stdout().lock();

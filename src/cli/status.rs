@@ -1,13 +1,14 @@
 //! `mailsync status`: each user's sync health, as a dashboard would show it, and which
 //! instance syncs each mailbox; `status --instances`: the live instances on the store.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use super::output::json_line;
-use super::{CommandResult, ExitStatus, open_store};
+use super::{CommandResult, ExitStatus};
+use crate::config::StoreLocation;
 use crate::printable;
 use crate::rules::Policy;
-use crate::store::{PushState, SyncStatus};
+use crate::store::{PushState, StoreLock, SyncStatus};
 
 use clap::Args;
 
@@ -19,6 +20,97 @@ pub struct StatusArgs {
     /// The live instances sharing the store (PostgreSQL), instead of the users.
     #[arg(long)]
     pub instances: bool,
+    /// Refresh every --interval seconds until interrupted (in place on a terminal).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 2, value_name = "SECS", requires = "watch")]
+    pub interval: u64,
+}
+
+/// Whether a daemon runs on the store, as `status` says it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+struct DaemonPresence {
+    running: bool,
+    /// The SQLite daemon's process id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
+    /// The live instances on a PostgreSQL store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<usize>,
+    /// Seconds since the daemon (the oldest instance) started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime_secs: Option<i64>,
+}
+
+impl DaemonPresence {
+    fn of(policy: &Policy, store: &dyn crate::store::Store) -> Result<Self, super::CommandError> {
+        let now = chrono::Utc::now().timestamp();
+        Ok(match &policy.config.store {
+            StoreLocation::Sqlite { path } => match StoreLock::holder(path)? {
+                Some(holder) => DaemonPresence {
+                    running: true,
+                    pid: Some(holder.pid),
+                    instances: None,
+                    uptime_secs: (holder.since > 0).then(|| (now - holder.since).max(0)),
+                },
+                None => DaemonPresence {
+                    running: false,
+                    pid: None,
+                    instances: None,
+                    uptime_secs: None,
+                },
+            },
+            StoreLocation::Postgres { .. } => {
+                let instances = store.instances()?;
+                let oldest = instances
+                    .first()
+                    .and_then(|instance| instance.started_at.as_deref())
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .map(|at| (now - at.timestamp()).max(0));
+                DaemonPresence {
+                    running: !instances.is_empty(),
+                    pid: None,
+                    instances: Some(instances.len()),
+                    uptime_secs: oldest,
+                }
+            }
+        })
+    }
+
+    fn describe(&self, policy: &Policy) -> String {
+        let uptime = self
+            .uptime_secs
+            .map(|secs| format!(", up {}", duration(secs)))
+            .unwrap_or_default();
+        match (self.running, self.pid, self.instances) {
+            (true, Some(pid), _) => format!("daemon: running (pid {pid}{uptime})"),
+            (true, None, Some(count)) => {
+                format!("daemon: {count} instance(s) running (oldest{uptime})")
+            }
+            _ => format!(
+                "daemon: not running on {}: states below are as the last daemon left them",
+                policy.config.store
+            ),
+        }
+    }
+}
+
+/// `3h 12m`, `5m 02s`, `2d 4h`.
+fn duration(secs: i64) -> String {
+    let (days, hours, minutes, seconds) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes:02}m")
+    } else {
+        format!("{minutes}m {seconds:02}s")
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -52,14 +144,49 @@ struct UserStatus {
     push: Option<PushState>,
     /// When the mailbox's Gmail watch runs out (RFC 3339, UTC); none without one.
     watch_expires_at: Option<String>,
+    /// Whether a daemon runs on the store (the same on every line).
+    daemon: DaemonPresence,
 }
 
 pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
+    // Never creates a store: a missing one is named, not made.
+    let store = crate::store::open_existing(&policy.config)
+        .map_err(|error| super::CommandError::Failed(anyhow::Error::new(error)))?;
+    if !args.watch {
+        let mut out = std::io::stdout().lock();
+        return show(policy, &*store, &args, &mut out);
+    }
+    let on_terminal = std::io::stdout().is_terminal();
+    loop {
+        let mut screen = Vec::new();
+        if on_terminal {
+            // Home and clear: the new table replaces the old one.
+            screen.extend_from_slice(b"\x1b[H\x1b[2J");
+        }
+        show(policy, &*store, &args, &mut screen)?;
+        if !on_terminal {
+            screen.push(b'\n');
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&screen)?;
+        out.flush()?;
+        drop(out);
+        std::thread::sleep(std::time::Duration::from_secs(args.interval.max(1)));
+    }
+}
+
+/// One rendering of `status` (or `status --instances`).
+fn show(
+    policy: &Policy,
+    store: &dyn crate::store::Store,
+    args: &StatusArgs,
+    out: &mut impl Write,
+) -> CommandResult {
     if args.instances {
-        return instances(policy, args.json);
+        return instances(policy, store, args.json, out);
     }
     let json = args.json;
-    let store = open_store(policy)?;
+    let daemon = DaemonPresence::of(policy, store)?;
     let states = store.sync_states()?;
     let activities = store.sources_per_user()?;
     let leases = store.leases()?;
@@ -106,16 +233,17 @@ pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
                     .filter(|_| user.sync)
                     .and_then(|state| state.watch_expires_at)
                     .map(rfc3339),
+                daemon: daemon.clone(),
             }
         })
         .collect();
-    let mut out = std::io::stdout().lock();
     if json {
         for row in &rows {
-            json_line(&mut out, row)?;
+            json_line(&mut *out, row)?;
         }
         return Ok(ExitStatus::Success);
     }
+    writeln!(out, "{}", printable::escape(&daemon.describe(policy)))?;
     // The instance column only where there are instances to tell apart, and the push
     // column only with push.
     let shared = !leases.is_empty();
@@ -166,13 +294,16 @@ pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
 
 /// `status --instances`: the live instances, oldest first; a config that differs from the
 /// first instance's is pointed out.
-fn instances(policy: &Policy, json: bool) -> CommandResult {
-    let store = open_store(policy)?;
+fn instances(
+    policy: &Policy,
+    store: &dyn crate::store::Store,
+    json: bool,
+    out: &mut impl Write,
+) -> CommandResult {
     let instances = store.instances()?;
-    let mut out = std::io::stdout().lock();
     if json {
         for instance in &instances {
-            json_line(&mut out, instance)?;
+            json_line(&mut *out, instance)?;
         }
         return Ok(ExitStatus::Success);
     }

@@ -25,7 +25,7 @@ use crate::rules::{
 pub use files::is_sha256_hex;
 pub use identity::MessageIdentity;
 pub use postgres::{PostgresSettings, PostgresStore};
-pub use sqlite::{SqliteStore, StoreLock};
+pub use sqlite::{LockHolder, SqliteStore, StoreLock};
 
 use crate::config::StoreLocation;
 
@@ -41,6 +41,21 @@ pub fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
             PostgresStore::open(&postgres_settings(&config.store))?.with_options(options),
         ),
     })
+}
+
+/// The store the config names, if it exists: `status` must not create one (a mistyped
+/// `[store] path` would otherwise look like a store no daemon has reached yet).
+pub fn open_existing(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
+    if let StoreLocation::Sqlite { path } = &config.store
+        && !path.exists()
+    {
+        return Err(StoreError::Conflict(format!(
+            "there is no store at {}: no daemon or command has run with this config yet, or `[store] path` in {} is not the daemon's",
+            path.display(),
+            config.source_path.display()
+        )));
+    }
+    open(config)
 }
 
 /// For dry runs and `explain`: the existing store, changing nothing (an empty SQLite store in

@@ -178,6 +178,73 @@ fn trace_logs_hold_no_mail_content_tokens_or_addresses() {
     assert!(!text_log.contains('\u{1b}'), "ANSI escapes in {text_log:?}");
 }
 
+/// `status` tells whether a daemon holds the store (its pid and uptime), never creates a
+/// store, and `--watch` refreshes.
+#[test]
+fn status_says_whether_a_daemon_runs_and_never_creates_a_store() {
+    let (_sandbox, setup) = michelles_mailbox(3).service_account().start();
+    let text = |args: &[&str]| {
+        let output = setup.mailsync(args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(text(&["status"]).starts_with("daemon: not running on "));
+    let mut daemon = setup.start_daemon();
+    wait_until("the first sync", WAIT, || setup.decisions(MICHELLE) == 3);
+    let running = text(&["status"]);
+    assert!(
+        running.starts_with(&format!("daemon: running (pid {}, up ", daemon.pid())),
+        "{running}"
+    );
+    assert_eq!(setup.status()[0]["daemon"]["running"], true);
+    assert_eq!(setup.status()[0]["daemon"]["pid"], daemon.pid());
+
+    // --watch renders again and again until interrupted.
+    let mut watch = std::process::Command::new(common::gmail::binary())
+        .args([
+            "--config",
+            setup.config.to_str().unwrap(),
+            "status",
+            "--watch",
+            "--interval",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    watch.kill().unwrap();
+    let output = watch.wait_with_output().unwrap();
+    let renderings = String::from_utf8_lossy(&output.stdout)
+        .matches("daemon: running")
+        .count();
+    assert!(renderings >= 2, "{renderings} renderings");
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+    assert!(text(&["status"]).starts_with("daemon: not running on "));
+
+    // A store that is not there is named, and not made.
+    setup.edit_config(|config| {
+        config.replace("path = \"crm.sqlite3\"", "path = \"sub/dir/crm.sqlite3\"")
+    });
+    let missing = setup.mailsync(&["status"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("there is no store at") && stderr.contains("sub/dir/crm.sqlite3"),
+        "{stderr}"
+    );
+    assert!(
+        !setup.dir.path().join("sub").exists(),
+        "status created a folder"
+    );
+}
+
 /// While Gmail cannot be reached, a sync spends its time in retries and backoff; SIGTERM
 /// drops it at once instead of waiting out the shutdown timeout.
 #[test]

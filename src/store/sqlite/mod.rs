@@ -2039,13 +2039,67 @@ impl StoreLock {
                 StoreError::Conflict(format!("cannot open lock file {}: {error}", path.display()))
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(StoreLock { _file: file, path }),
+            Ok(()) => {
+                // Who holds it, for `status`: the pid and when it started.
+                let mut file = file;
+                let holder = format!(
+                    "{} {}\n",
+                    std::process::id(),
+                    chrono::Utc::now().timestamp()
+                );
+                use std::io::Write;
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| file.write_all(holder.as_bytes()));
+                Ok(StoreLock { _file: file, path })
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Conflict(format!(
                 "another mailsync daemon is already running on this store (lock {} is held)",
                 path.display()
             ))),
             Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Conflict(format!(
                 "cannot lock {}: {error}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// The daemon holding a SQLite store's lock, as its lock file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: u32,
+    /// When it took the lock (seconds since the epoch).
+    pub since: i64,
+}
+
+impl StoreLock {
+    /// Whether a daemon holds the lock of the store at `store_path` now, and which; `None`
+    /// when none does. Creates nothing: a store without a lock file has no daemon.
+    pub fn holder(store_path: &Path) -> Result<Option<LockHolder>, StoreError> {
+        let Ok(store_path) = canonical_store_path(store_path) else {
+            return Ok(None);
+        };
+        let mut name = store_path.as_os_str().to_owned();
+        name.push(".lock");
+        let path = std::path::PathBuf::from(name);
+        let Ok(file) = std::fs::File::open(&path) else {
+            return Ok(None);
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let mut fields = text.split_whitespace();
+                let pid = fields.next().and_then(|pid| pid.parse().ok());
+                let since = fields.next().and_then(|since| since.parse().ok());
+                Ok(Some(LockHolder {
+                    pid: pid.unwrap_or(0),
+                    since: since.unwrap_or(0),
+                }))
+            }
+            Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Conflict(format!(
+                "cannot check the lock {}: {error}",
                 path.display()
             ))),
         }
