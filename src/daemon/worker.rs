@@ -2,6 +2,7 @@
 //! person when needed, wait, repeat — until cancelled or the user's grant is gone.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
@@ -10,8 +11,9 @@ use tracing::Instrument;
 
 use super::push::{PushHealth, Wakes};
 
+use crate::gmail::GmailError;
 use crate::gmail::auth::Credentials;
-use crate::gmail::client::GmailClient;
+use crate::gmail::client::{self as gmail_client, GmailClient};
 use crate::gmail::http::{ApiClient, OAuthClient};
 use crate::metrics::Metrics;
 use crate::notify::{Alert, Notifier};
@@ -149,6 +151,8 @@ pub async fn run_worker(
         // watch lost while no daemon ran (stopped elsewhere, a topic made anew) comes back
         // with a restart.
         let mut watched = false;
+        // Whether this poll is the mailbox's first sync (no cursor yet): its retries show.
+        let first_sync = Arc::new(AtomicBool::new(false));
         let stored = with_store(&shared.store, |store| store.sync_state(&user_email)).flatten();
         let mut failures = stored.as_ref().map_or(0, |state| state.consecutive_failures);
         shared.metrics.register_user(
@@ -169,7 +173,7 @@ pub async fn run_worker(
             };
             if settings_changed || client.is_none() {
                 let credentials = credential_updates.borrow_and_update().clone();
-                client = Some(build_client(&shared, &credentials, &user.email, &policy));
+                client = Some(build_client(&shared, &credentials, &user.email, &policy, &first_sync));
             }
             let client = client.clone().expect("built just above");
             // `syncing` is worth a write only when a full sync (no cursor yet) is ahead; an
@@ -184,7 +188,9 @@ pub async fn run_worker(
                 .and_then(Option::as_ref)
                 .map_or((None, None), |state| (state.watch_expires_at, state.push_state));
             let mut watch_expires_at = recorded_push.0;
-            if state.as_ref().is_ok_and(|state| state.as_ref().is_none_or(|state| state.history_id.is_none())) {
+            let first = state.as_ref().is_ok_and(|state| state.as_ref().is_none_or(|state| state.history_id.is_none()));
+            first_sync.store(first, Ordering::Relaxed);
+            if first {
                 with_store(&shared.store, |store| store.set_sync_status(&user.email, SyncStatus::Syncing, None));
                 shared.metrics.user_state(&user.email, SyncStatus::Syncing);
             }
@@ -347,10 +353,11 @@ pub async fn run_worker(
 }
 
 fn build_client(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     credentials: &Credentials,
     user_email: &str,
     policy: &Policy,
+    first_sync: &Arc<AtomicBool>,
 ) -> Arc<GmailClient> {
     let refresh_token = if credentials.needs_refresh_tokens() {
         with_store(&shared.store, |store| store.refresh_token(user_email)).flatten()
@@ -366,8 +373,35 @@ fn build_client(
             shared.api_http.clone(),
             shared.oauth_http.clone(),
         )
-        .with_metrics(shared.metrics.clone()),
+        .with_metrics(shared.metrics.clone())
+        .with_retry_hook(first_sync_errors(shared, user_email, first_sync)),
     )
+}
+
+/// While a mailbox's first sync retries (a token endpoint or Gmail unreachable), its state is
+/// `error` with the error, instead of `syncing` for as long as the retries last; a later
+/// success makes it `ok`. A mailbox already synced keeps its state through a retried request.
+fn first_sync_errors(
+    shared: &Arc<Shared>,
+    user_email: &str,
+    first_sync: &Arc<AtomicBool>,
+) -> gmail_client::RetryHook {
+    let shared = shared.clone();
+    let user_email = user_email.to_string();
+    let first_sync = first_sync.clone();
+    Arc::new(move |error: &GmailError| {
+        if !first_sync.load(Ordering::Relaxed) {
+            return;
+        }
+        shared.metrics.user_state(&user_email, SyncStatus::Error);
+        let (store, user, message) = (shared.store.clone(), user_email.clone(), error.to_string());
+        // A store write may wait: off the async thread, and nothing waits for it.
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.set_sync_status(&user, SyncStatus::Error, Some(&message)) {
+                tracing::error!(user = %user, error = %error, "cannot record sync status");
+            }
+        });
+    })
 }
 
 /// Ends the Gmail watch of a mailbox whose sync was turned off, so Gmail stops publishing
@@ -382,7 +416,9 @@ pub(super) async fn stop_watch(shared: Arc<Shared>, user_email: String) {
     }
     let policy = shared.policy.borrow().clone();
     let credentials = shared.credentials.borrow().clone();
-    let client = build_client(&shared, &credentials, &user_email, &policy);
+    // Not a sync: its retries change no state.
+    let not_syncing = Arc::new(AtomicBool::new(false));
+    let client = build_client(&shared, &credentials, &user_email, &policy, &not_syncing);
     match client.stop_watch().await {
         Ok(()) => {
             crate::metrics::Metrics::outcome(&shared.metrics.push_watches, "stopped");

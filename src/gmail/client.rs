@@ -215,11 +215,17 @@ pub struct GmailClient {
     metrics: Option<crate::metrics::Metrics>,
     /// Set once `users.getProfile` has shown that the grant opens this user's mailbox.
     mailbox_confirmed: AtomicBool,
+    /// Told of every error about to be retried, so that a sync stuck in retries can say so
+    /// before it gives up (`status` shows the error meanwhile).
+    on_retry: Option<RetryHook>,
     /// The mailbox's label names by id, from `users.labels.list`, and when they were read:
     /// read again when a label id it does not know turns up, or after
     /// [`LABEL_NAMES_TTL`] (a label renamed in Gmail).
     label_names: Mutex<(Option<std::time::Instant>, HashMap<String, String>)>,
 }
+
+/// What [`GmailClient::with_retry_hook`] calls.
+pub type RetryHook = Arc<dyn Fn(&GmailError) + Send + Sync>;
 
 /// What `users.getProfile` says of a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +257,7 @@ impl GmailClient {
             metrics: None,
             mailbox_confirmed: AtomicBool::new(false),
             label_names: Mutex::new((None, HashMap::new())),
+            on_retry: None,
         }
     }
 
@@ -273,6 +280,12 @@ impl GmailClient {
             user_email,
             ClientSettings::from_config(config),
         )
+    }
+
+    /// Calls `hook` with every error about to be retried.
+    pub fn with_retry_hook(mut self, hook: RetryHook) -> Self {
+        self.on_retry = Some(hook);
+        self
     }
 
     /// Also counts requests, retries and backoff into `metrics`.
@@ -371,6 +384,9 @@ impl GmailClient {
                     if let Some(metrics) = &self.metrics {
                         metrics.gmail_retries.inc();
                         metrics.gmail_backoff_seconds.inc_by(pause.as_secs_f64());
+                    }
+                    if let Some(hook) = &self.on_retry {
+                        hook(error);
                     }
                     tokio::time::sleep(pause).await;
                 }

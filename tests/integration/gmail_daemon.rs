@@ -245,6 +245,34 @@ fn status_says_whether_a_daemon_runs_and_never_creates_a_store() {
     );
 }
 
+/// A first sync that cannot reach Google shows `error` with the reason while it is still
+/// retrying, not `syncing` with nothing to say.
+#[test]
+fn a_failing_first_sync_shows_error_while_it_retries() {
+    let (sandbox, setup) = michelles_mailbox(3).service_account().start();
+    // The token endpoint and Gmail are the sandbox: gone before the first sync.
+    drop(sandbox);
+    let mut daemon = setup.start_daemon();
+    wait_until("state error", WAIT, || setup.state_of(MICHELLE) == "error");
+    let row = setup.status_of(MICHELLE);
+    assert!(
+        row["last_error"]
+            .as_str()
+            .is_some_and(|error| !error.is_empty()),
+        "{row}"
+    );
+    assert_eq!(row["history_id"], serde_json::Value::Null);
+    assert!(
+        !daemon
+            .log_text()
+            .contains("sync failed; will retry at the next poll"),
+        "the state came from the retries, before the poll gave up"
+    );
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+    assert_log_is_clean(&daemon.log_text());
+}
+
 /// While Gmail cannot be reached, a sync spends its time in retries and backoff; SIGTERM
 /// drops it at once instead of waiting out the shutdown timeout.
 #[test]
