@@ -8,6 +8,7 @@
 //!   participants level, each viewer's feed, search and export, on each backend.
 //! - `properties` — invariants under proptest.
 //! - `cli`, `shipped_files` — the built binary as a user runs it; the files we ship.
+//! - `packaging` — the Debian package (built by CI, named by `MAILSYNC_DEB`).
 //! - `gmail_daemon`, `candidates`, `operability`, `reliability` — the daemon and the
 //!   Gmail-compatible server as processes over loopback: sync, push of faults, signals,
 //!   notifications, metrics, crashes.
@@ -25,6 +26,7 @@ mod decision_table;
 mod gmail_daemon;
 mod hostile;
 mod operability;
+mod packaging;
 mod parse_snapshots;
 mod postgres_store;
 mod privacy;
