@@ -4,6 +4,7 @@
 
 mod instance;
 mod push;
+pub mod status_page;
 mod supervisor;
 mod worker;
 

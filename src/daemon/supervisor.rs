@@ -363,10 +363,22 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
                     config.listen
                 ))
             })?;
-        tracing::info!(listen = %config.listen, "serving Prometheus metrics at /metrics");
+        tracing::info!(listen = %config.listen, "serving Prometheus metrics at /metrics and the status page at /status");
+        let page: crate::metrics::StatusPage = {
+            let (store, policy, metrics) = (store.clone(), policy_rx.clone(), metrics.clone());
+            std::sync::Arc::new(move || {
+                let policy = policy.borrow().clone();
+                super::status_page::PageData::gather(&store, &policy, &|user| {
+                    metrics.quota_today(user)
+                })
+                .map(|data| super::status_page::render(&data))
+                .map_err(|error| error.to_string())
+            })
+        };
         tokio::spawn(crate::metrics::serve(
             listener,
             metrics.clone(),
+            Some(page),
             controls.shutdown.clone(),
         ));
     }

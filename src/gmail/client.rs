@@ -344,6 +344,9 @@ impl GmailClient {
                     GmailError::Token("quota bucket smaller than one request".to_string())
                 })?;
                 self.stats.lock().expect("stats lock").quota_units += u64::from(cost.get());
+                if let Some(metrics) = &self.metrics {
+                    metrics.quota_used(&self.user_email, u64::from(cost.get()));
+                }
                 match tokio::time::timeout(self.settings.request_timeout, request(self.hub.clone()))
                     .await
                 {

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub push_watches: Family<OutcomeLabels, Counter>,
     user_state: Family<UserStateLabels, Gauge>,
     last_success_by_user: Arc<Mutex<HashMap<String, f64>>>,
+    /// Gmail quota units spent per user today (UTC), for the status page: `(day, units)`.
+    quota_today: Arc<Mutex<HashMap<String, (i64, u64)>>>,
     /// Label users by a hash of their address instead of the address.
     hash_users: bool,
 }
@@ -140,6 +142,7 @@ impl Metrics {
             push_watches: Family::default(),
             user_state: Family::default(),
             last_success_by_user: Arc::default(),
+            quota_today: Arc::default(),
             hash_users,
         };
         registry.register(
@@ -308,6 +311,31 @@ impl Metrics {
         }
     }
 
+    /// Counts `units` of Gmail quota spent for `user` today.
+    pub fn quota_used(&self, user: &str, units: u64) {
+        let today = chrono::Utc::now().timestamp().div_euclid(86_400);
+        let mut spent = self
+            .quota_today
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = spent.entry(user.to_string()).or_insert((today, 0));
+        if entry.0 != today {
+            *entry = (today, 0);
+        }
+        entry.1 += units;
+    }
+
+    /// The Gmail quota units spent for `user` today (UTC), by this process.
+    pub fn quota_today(&self, user: &str) -> u64 {
+        let today = chrono::Utc::now().timestamp().div_euclid(86_400);
+        self.quota_today
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(user)
+            .filter(|(day, _)| *day == today)
+            .map_or(0, |(_, units)| *units)
+    }
+
     /// `user`'s state now: 1 for `state`, 0 for the others.
     pub fn user_state(&self, user: &str, state: SyncStatus) {
         let labels = self.user(user);
@@ -392,10 +420,14 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` until `shutdown` is cancelled.
+/// Renders the status page (blocking: it reads the store); the error is said without detail.
+pub type StatusPage = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Serves `/metrics`, and `/status` when given a page, until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
+    page: Option<StatusPage>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -410,21 +442,42 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
         };
         let metrics = metrics.clone();
+        let page = page.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
+                let page = page.clone();
                 async move {
-                    let response = if request.uri().path() == "/metrics" {
-                        Response::builder()
+                    let response = match (request.uri().path(), page) {
+                        ("/metrics", _) => Response::builder()
                             .header(
                                 "content-type",
                                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                             )
-                            .body(Full::new(Bytes::from(metrics.render())))
-                    } else {
-                        Response::builder()
+                            .body(Full::new(Bytes::from(metrics.render()))),
+                        ("/status", Some(page)) => {
+                            match tokio::task::spawn_blocking(move || page()).await {
+                                Ok(Ok(html)) => Response::builder()
+                                    .header("content-type", "text/html; charset=utf-8")
+                                    .header("cache-control", "no-store")
+                                    .body(Full::new(Bytes::from(html))),
+                                outcome => {
+                                    let why = match outcome {
+                                        Ok(Err(error)) => error,
+                                        _ => "the page could not be made".to_string(),
+                                    };
+                                    tracing::warn!(error = %why, "status page unavailable");
+                                    Response::builder().status(503).body(Full::new(Bytes::from(
+                                        format!("status page unavailable: {why}\n"),
+                                    )))
+                                }
+                            }
+                        }
+                        _ => Response::builder()
                             .status(404)
-                            .body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
+                            .body(Full::new(Bytes::from_static(
+                                b"not found; try /metrics or /status\n",
+                            ))),
                     };
                     Ok::<_, hyper::http::Error>(response.expect("a valid response"))
                 }

@@ -949,6 +949,10 @@ pub trait Store: Send + Sync {
     /// a full one.
     fn clear_cursor(&self, user_email: &str) -> Result<(), StoreError>;
 
+    /// Sources synced in each hour since `since` (seconds since the epoch): `(hour start,
+    /// count)` for the hours that had any, oldest first. For the status page's chart.
+    fn synced_per_hour(&self, since: i64) -> Result<Vec<(i64, u64)>, StoreError>;
+
     /// Activity sources per user: how many activities each mailbox contributed.
     fn sources_per_user(&self) -> Result<std::collections::HashMap<String, u64>, StoreError>;
 

@@ -286,3 +286,111 @@ fn notify_test_sends_one_email() {
             .contains(&format!("SMTP relay 127.0.0.1:{dead_port} failed"))
     );
 }
+
+/// Runs Debian's headless Chromium on `url` with `args`; CI installs it (`.ci/run`).
+fn chromium(args: &[&str], url: &str) -> std::process::Output {
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("Debian's chromium is needed for the status page test: apt-get install chromium");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The status page on the metrics listener, in a real browser: every mailbox with its state,
+/// the one that needs re-authorisation marked as such, no mail content, no script; and a
+/// screenshot that shows it (kept as target/status-page.png).
+#[test]
+fn the_status_page_shows_each_mailbox_in_a_browser() {
+    let metrics_port = free_port();
+    let (sandbox, setup) = Scenario::new()
+        .mailbox(MICHELLE, alternating_mail(MICHELLE, 6))
+        .mailbox(DAVE, alternating_mail(DAVE, 2))
+        .contacts(&[ALICE])
+        .refresh_tokens()
+        .config_after_users(&format!(
+            "\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        ))
+        .start();
+    sandbox.control("revoke", &format!("user={DAVE}"), b"");
+    let mut daemon = setup.start_daemon();
+    wait_until("michelle synced, dave needing reauth", WAIT, || {
+        setup.state_of(MICHELLE) == "ok" && setup.state_of(DAVE) == "needs_reauth"
+    });
+    let url = format!("http://127.0.0.1:{metrics_port}/status");
+    let (status, body, head) = common::gmail::http("GET", &url, b"");
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_lowercase().contains("content-type: text/html"),
+        "{head}"
+    );
+    let page = String::from_utf8(body).unwrap();
+    for private in ["Secret subject", ALICE, "Body of message"] {
+        assert!(!page.contains(private), "the page shows {private:?}");
+    }
+    assert!(!page.contains("<script"), "the page needs no JavaScript");
+
+    // What the browser makes of it.
+    let dom = String::from_utf8(chromium(&["--dump-dom"], &url).stdout).unwrap();
+    assert!(
+        dom.contains(&format!(
+            "<tr class=\"needs_reauth\" data-user=\"{DAVE}\" data-state=\"needs_reauth\">"
+        )),
+        "{dom}"
+    );
+    assert!(dom.contains("needs re-authorisation"));
+    assert!(dom.contains(&format!("data-user=\"{MICHELLE}\" data-state=\"ok\"")));
+    assert!(dom.contains("Messages synced per hour"));
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        &[
+            "--window-size=1280,800",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &url,
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((frame.width, frame.height), (1280, 800));
+    let channels = frame.color_type.samples();
+    let pixels = &pixels[..frame.buffer_size()];
+    let colours: std::collections::HashSet<&[u8]> = pixels.chunks(channels).collect();
+    let inked = pixels
+        .chunks(channels)
+        .filter(|pixel| pixel[..3].iter().any(|&value| value < 128))
+        .count();
+    // Readable: text drawn (dark pixels on the white page), the badges and bars in colour,
+    // and the needs-re-authorisation badge's red among them.
+    assert!(
+        colours.len() > 50,
+        "{} colours: a blank page?",
+        colours.len()
+    );
+    assert!(inked > 2_000, "{inked} dark pixels: no text?");
+    assert!(
+        pixels
+            .chunks(channels)
+            .any(|pixel| pixel[..3] == [0xfd, 0xe2, 0xe2]),
+        "the needs_reauth badge is not drawn"
+    );
+    let kept = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
+    let _ = std::fs::copy(&shot, &kept);
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+}

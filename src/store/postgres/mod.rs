@@ -931,6 +931,19 @@ impl Store for PostgresStore {
         })
     }
 
+    fn synced_per_hour(&self, since: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+        let mut client = self.client()?;
+        Ok(client
+            .query(
+                "SELECT synced_at - synced_at % 3600 AS hour, count(*) FROM activity_sources
+                 WHERE synced_at >= $1 GROUP BY hour ORDER BY hour",
+                &[&since],
+            )?
+            .iter()
+            .map(|row| (row.get::<_, i64>(0), row.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
         self.sources_where("TRUE", &[])
     }

@@ -918,6 +918,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn synced_per_hour(&self, since: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+        let connection = self.connection()?;
+        let mut statement = connection.prepare_cached(
+            "SELECT synced_at - synced_at % 3600 AS hour, count(*) FROM activity_sources
+             WHERE synced_at >= ?1 GROUP BY hour ORDER BY hour",
+        )?;
+        let rows = statement.query_map([since], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn stored_sources(&self) -> Result<Vec<StoredSource>, StoreError> {
         sources_where(&*self.connection()?, "1", [])
     }
