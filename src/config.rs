@@ -36,6 +36,36 @@ struct RawConfig {
     users: Vec<RawUser>,
 }
 
+/// The keys of the config's table at `parent`, for "did you mean" on an unknown key.
+fn known_keys(parent: &crate::tomlfile::KeyPath) -> &'static [&'static str] {
+    use crate::tomlfile::KeyPathSegment;
+    use serde_aux::serde_introspection::serde_introspect;
+    let keys: Vec<&str> = parent
+        .0
+        .iter()
+        .filter_map(|segment| match segment {
+            KeyPathSegment::Key(key) => Some(key.as_str()),
+            KeyPathSegment::Index(_) => None,
+        })
+        .collect();
+    match keys.as_slice() {
+        [] => serde_introspect::<RawConfig>(),
+        ["company"] => serde_introspect::<RawCompany>(),
+        ["store"] => serde_introspect::<RawStore>(),
+        ["rules"] => serde_introspect::<RawRules>(),
+        ["gmail"] => serde_introspect::<RawGmail>(),
+        ["gmail", "push"] => serde_introspect::<RawPush>(),
+        ["gmail", "quota"] => serde_introspect::<RawQuota>(),
+        ["daemon"] => serde_introspect::<RawDaemon>(),
+        ["notify"] => serde_introspect::<RawNotify>(),
+        ["metrics"] => serde_introspect::<RawMetrics>(),
+        ["limits"] => serde_introspect::<crate::parse::Limits>(),
+        ["retention"] => serde_introspect::<RawRetention>(),
+        ["users"] => serde_introspect::<RawUser>(),
+        _ => &[],
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct RawRetention {
     body_days: Option<i64>,
@@ -496,7 +526,7 @@ impl Config {
     /// Validates config text as if it had been read from `path`.
     pub fn from_toml(path: &Path, text: String) -> Result<Config, Diagnostics> {
         let file = TomlFile::new(path, text);
-        let (raw, mut diagnostics) = file.deserialize::<RawConfig>();
+        let (raw, mut diagnostics) = file.deserialize_suggesting::<RawConfig>(&known_keys);
         let Some(raw) = raw else {
             return Err(diagnostics);
         };
@@ -1073,6 +1103,38 @@ mod tests {
         assert!(problems[0].contains("free-mail"));
         assert!(problems[2].contains("unknown key `users[0].colour`"));
         assert!(problems[4].contains("already an address of user `michelle@abcorp.com`"));
+    }
+
+    /// A misspelt key gets the key of its own table it most likely means, wherever it is.
+    #[test]
+    fn a_misspelt_key_gets_a_suggestion_from_its_own_table() {
+        let cases = [
+            (
+                "[metrics]\nlisten = \"127.0.0.1:9464\"\nhash_user = true\n",
+                "did you mean `hash_users`?",
+            ),
+            (
+                "[[users]]\nemail = \"x@abcorp.com\"\nemails_visble = true\n",
+                "did you mean `emails_visible`?",
+            ),
+            (
+                "[gmail]\npoll_interval_sec = 5\n",
+                "did you mean `poll_interval_secs`?",
+            ),
+            (
+                "[daemon]\nmax_concurrent_user = 3\n",
+                "did you mean `max_concurrent_users`?",
+            ),
+        ];
+        for (text, suggestion) in cases {
+            let problems = load(&format!("{MINIMAL}{text}")).unwrap_err();
+            assert!(
+                problems.iter().any(|problem| problem.contains(suggestion)),
+                "{text}: {problems:#?}"
+            );
+        }
+        let problems = load(&format!("{MINIMAL}[gmail]\nzebra = 1\n")).unwrap_err();
+        assert!(!problems[0].contains("did you mean"), "{problems:#?}");
     }
 
     /// `[gmail.push]` as data: each text, and what comes of it (the push settings, or the

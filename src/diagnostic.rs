@@ -11,6 +11,17 @@ pub struct Diagnostic {
     pub file: PathBuf,
     pub line: Option<usize>,
     pub message: String,
+    /// Where on the line, when known: the line's text, and the 1-based column and width
+    /// (in characters) of what the problem is about.
+    pub snippet: Option<Snippet>,
+}
+
+/// The line a problem is on, shown under it with a caret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snippet {
+    pub source: String,
+    pub column: usize,
+    pub width: usize,
 }
 
 impl Diagnostic {
@@ -19,16 +30,37 @@ impl Diagnostic {
             file: file.to_path_buf(),
             line,
             message: message.into(),
+            snippet: None,
         }
+    }
+
+    pub fn with_snippet(mut self, snippet: Option<Snippet>) -> Self {
+        self.snippet = snippet;
+        self
     }
 }
 
 impl fmt::Display for Diagnostic {
+    /// `file:line: message`, then, when the place is known, the line and a caret under the
+    /// column, as compilers show it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message)?,
+            None => write!(f, "{}: {}", self.file.display(), self.message)?,
         }
+        if let (Some(line), Some(snippet)) = (self.line, &self.snippet) {
+            let gutter = line.to_string().len();
+            write!(
+                f,
+                "\n{line:>gutter$} | {}\n{:>gutter$} | {}{} column {}",
+                crate::printable::escape(&snippet.source),
+                "",
+                " ".repeat(snippet.column.saturating_sub(1)),
+                "^".repeat(snippet.width.max(1)),
+                snippet.column,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -86,4 +118,21 @@ impl From<Diagnostic> for Diagnostics {
     fn from(diagnostic: Diagnostic) -> Self {
         Diagnostics(vec![diagnostic])
     }
+}
+
+/// The candidate most like `typed`, if it is close enough to be a likely typo (Jaro-Winkler
+/// similarity of at least 0.85, case ignored): the one "did you mean" of every message.
+pub fn closest<'a>(typed: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let typed = typed.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|candidate| {
+            (
+                strsim::jaro_winkler(&typed, &candidate.to_lowercase()),
+                candidate,
+            )
+        })
+        .filter(|(similarity, _)| *similarity >= 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
 }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::diagnostic::{Diagnostic, Diagnostics, Snippet};
 
 /// One step into a TOML document: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,9 @@ impl std::fmt::Display for KeyPath {
     }
 }
 
+/// The keys a table at a path may hold (`serde_introspect` of its type); empty when unknown.
+pub type KnownKeys = dyn Fn(&KeyPath) -> &'static [&'static str];
+
 /// A parsed file that can still answer "on which line is this key?" for later checks.
 pub struct TomlFile {
     pub path: PathBuf,
@@ -67,6 +70,15 @@ impl TomlFile {
     /// Deserializes the whole document. On success also returns the problems that did not
     /// prevent deserialization (unknown keys), so callers can add their own and report all.
     pub fn deserialize<T: DeserializeOwned>(&self) -> (Option<T>, Diagnostics) {
+        self.deserialize_suggesting(&|_| &[])
+    }
+
+    /// [`TomlFile::deserialize`], suggesting for an unknown key the known key of its table
+    /// (`known` gives them for the table at a path) it most likely misspells.
+    pub fn deserialize_suggesting<T: DeserializeOwned>(
+        &self,
+        known: &KnownKeys,
+    ) -> (Option<T>, Diagnostics) {
         let mut diagnostics = Diagnostics::default();
         let table = match DeTable::parse(&self.text) {
             Ok(table) => table,
@@ -81,7 +93,7 @@ impl TomlFile {
             unknown_keys.push(key_path_of(&path));
         });
         for key_path in unknown_keys {
-            diagnostics.push(self.diagnostic(&key_path, format!("unknown key `{key_path}`")));
+            diagnostics.push(self.unknown_key(&key_path, &key_path, known));
         }
         match value {
             Ok(value) => (Some(value), diagnostics),
@@ -99,6 +111,7 @@ impl TomlFile {
     pub fn deserialize_items<T: DeserializeOwned>(
         &self,
         key: &str,
+        known: &KnownKeys,
     ) -> (Vec<(usize, T)>, Diagnostics) {
         let mut diagnostics = Diagnostics::default();
         let mut items = Vec::new();
@@ -131,8 +144,8 @@ impl TomlFile {
             });
             for relative in unknown_keys {
                 let mut key_path = at.clone();
-                key_path.0.extend(relative.0);
-                diagnostics.push(self.diagnostic(&key_path, format!("unknown key `{key_path}`")));
+                key_path.0.extend(relative.0.iter().cloned());
+                diagnostics.push(self.unknown_key(&key_path, &relative, known));
             }
             match value {
                 Ok(value) => items.push((index, value)),
@@ -142,21 +155,70 @@ impl TomlFile {
         (items, diagnostics)
     }
 
-    /// A problem about the value at `key_path`, located at that key's line.
+    /// An unknown key at `key_path` (`relative` within what `known` describes), with the
+    /// known key it most likely misspells.
+    fn unknown_key(&self, key_path: &KeyPath, relative: &KeyPath, known: &KnownKeys) -> Diagnostic {
+        let mut message = format!("unknown key `{key_path}`");
+        if let Some((KeyPathSegment::Key(typed), parent)) = relative.0.split_last() {
+            let siblings = known(&KeyPath(parent.to_vec()));
+            if let Some(near) = crate::diagnostic::closest(typed, siblings.iter().copied()) {
+                message.push_str(&format!(" (did you mean `{near}`?)"));
+            }
+        }
+        self.diagnostic(key_path, message)
+    }
+
+    /// A problem about the value at `key_path`, located at that key's line and column.
     pub fn diagnostic(&self, key_path: &KeyPath, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(&self.path, self.line_of(key_path), message)
+        let span = self.span_of(key_path);
+        Diagnostic::new(
+            &self.path,
+            span.as_ref().map(|span| self.line_at(span.start)),
+            message,
+        )
+        .with_snippet(span.and_then(|span| self.snippet(span)))
     }
 
     fn error_diagnostic(&self, error: &toml::de::Error) -> Diagnostic {
         let line = error.span().map(|span| self.line_at(span.start));
         // toml's own message is one line describing the problem; its Display adds a source
-        // excerpt that would repeat what `file:line` already says.
+        // excerpt of its own, which ours replaces.
         Diagnostic::new(&self.path, line, error.message().trim().to_string())
+            .with_snippet(error.span().and_then(|span| self.snippet(span)))
+    }
+
+    /// The line holding `span`, with the column and width of the span on it. Never a line
+    /// that may hold a secret (a store URL, anything about a password): its key is enough.
+    fn snippet(&self, span: std::ops::Range<usize>) -> Option<Snippet> {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |at| at + 1);
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |at| start + at);
+        let source = self.text[line_start..line_end].trim_end_matches('\r');
+        let lowered = source.to_lowercase();
+        if lowered.trim_start().starts_with("url") || lowered.contains("password") {
+            return None;
+        }
+        let column = self.text[line_start..start].chars().count() + 1;
+        let width = self.text[start..span.end.clamp(start, line_end)]
+            .chars()
+            .count();
+        Some(Snippet {
+            source: source.to_string(),
+            column,
+            width,
+        })
     }
 
     /// The line of the key (for table entries) or value (for array items) at `key_path`;
     /// the closest enclosing item that exists when the full path does not.
     pub fn line_of(&self, key_path: &KeyPath) -> Option<usize> {
+        self.span_of(key_path).map(|span| self.line_at(span.start))
+    }
+
+    /// Where the key (or array item) at `key_path` is written, or the closest enclosing one.
+    fn span_of(&self, key_path: &KeyPath) -> Option<std::ops::Range<usize>> {
         let root = DeTable::parse(&self.text).ok()?;
         let mut current_table: Option<&DeTable<'_>> = Some(root.get_ref());
         let mut current_array: Option<&[Spanned<DeValue<'_>>]> = None;
@@ -184,7 +246,7 @@ impl TomlFile {
                 _ => None,
             };
         }
-        best_span.map(|span| self.line_at(span.start))
+        best_span
     }
 
     fn line_at(&self, byte_offset: usize) -> usize {
@@ -250,8 +312,9 @@ mod tests {
         assert_eq!(
             problems,
             vec![
-                "t.toml:2: unknown key `colour`".to_string(),
-                "t.toml:5: unknown key `items[0].valu`".to_string()
+                "t.toml:2: unknown key `colour`\n2 | colour = 1\n  | ^^^^^^ column 1".to_string(),
+                "t.toml:5: unknown key `items[0].valu`\n5 | valu = 2\n  | ^^^^ column 1"
+                    .to_string()
             ]
         );
     }
@@ -275,7 +338,7 @@ mod tests {
             "[[items]]\nvalue = \"one\"\n[[items]]\nvalue = 2\n[[items]]\nvalue = -3\nextra = 1\n[[items]]\nvalu = 4\n"
                 .to_string(),
         );
-        let (items, diagnostics) = file.deserialize_items::<Item>("items");
+        let (items, diagnostics) = file.deserialize_items::<Item>("items", &|_| &["value"]);
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].0, 1);
         // Every item's problems, in item order: a type error, an unknown key and a bad value,
@@ -294,6 +357,25 @@ mod tests {
             diagnostics.0[4].message.contains("missing field `value`"),
             "{diagnostics}"
         );
+    }
+
+    #[test]
+    fn a_value_is_pointed_at_by_its_column_and_a_secret_line_is_never_shown() {
+        let (_, problems) = load("name = \"x\"\n\n[[items]]\nvalue =   \"one\"\n");
+        assert!(
+            problems[0].ends_with("\n4 | value =   \"one\"\n  |           ^^^^^ column 11"),
+            "{problems:?}"
+        );
+        let file = TomlFile::new(
+            Path::new("t.toml"),
+            "url = \"postgresql://u:hunter2@db/crm\"\nsmtp_password = \"hunter2\"\n".to_string(),
+        );
+        for key in ["url", "smtp_password"] {
+            let shown = file
+                .diagnostic(&KeyPath::default().key(key), "bad")
+                .to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
     }
 
     #[test]

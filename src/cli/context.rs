@@ -53,7 +53,7 @@ pub(super) fn load_policy(config_path: &Path) -> Result<Policy, CommandError> {
 pub(super) fn find_user<'a>(policy: &'a Policy, address: &str) -> Result<&'a User, CommandError> {
     policy.config.user_by_address(address).ok_or_else(|| {
         let known = policy.config.users.iter().flat_map(|user| user.addresses());
-        let hint = match closest(address, known) {
+        let hint = match crate::diagnostic::closest(address, known) {
             Some(near) => format!("did you mean `{near}`? If not, add"),
             None => "add".to_string(),
         };
@@ -62,26 +62,6 @@ pub(super) fn find_user<'a>(policy: &'a Policy, address: &str) -> Result<&'a Use
             policy.config.source_path.display()
         ))
     })
-}
-
-/// The candidate most like `typed`, if it is close enough to be a likely typo (Jaro-Winkler
-/// similarity of at least 0.85, case ignored).
-pub(super) fn closest<'a>(
-    typed: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let typed = typed.to_lowercase();
-    candidates
-        .into_iter()
-        .map(|candidate| {
-            (
-                strsim::jaro_winkler(&typed, &candidate.to_lowercase()),
-                candidate,
-            )
-        })
-        .filter(|(similarity, _)| *similarity >= 0.85)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, candidate)| candidate)
 }
 
 pub(super) fn open_store(policy: &Policy) -> Result<SharedStore, CommandError> {
@@ -94,7 +74,7 @@ pub(super) fn open_store(policy: &Policy) -> Result<SharedStore, CommandError> {
 
 #[cfg(test)]
 mod tests {
-    use super::closest;
+    use crate::diagnostic::closest;
 
     #[test]
     fn a_likely_typo_gets_the_nearest_name_and_a_stranger_gets_none() {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::address;
 use crate::config::Config;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::tomlfile::{KeyPath, TomlFile};
+use crate::tomlfile::{KeyPath, KeyPathSegment, TomlFile};
 
 /// The document around the rules: its other keys are unknown, and `rule` must be an array.
 /// Each rule is deserialized on its own ([`TomlFile::deserialize_items`]), so every rule's
@@ -296,7 +296,14 @@ impl RuleSet {
             if raw.is_none() {
                 continue;
             }
-            let (raw_rules, problems) = file.deserialize_items::<RawRule>("rule");
+            let (raw_rules, problems) = file.deserialize_items::<RawRule>("rule", &|parent| {
+                use serde_aux::serde_introspection::serde_introspect;
+                match parent.0.as_slice() {
+                    [] => serde_introspect::<RawRule>(),
+                    [KeyPathSegment::Key(key)] if key == "match" => serde_introspect::<RawMatch>(),
+                    _ => &[],
+                }
+            });
             diagnostics.extend(problems);
             for (index, raw_rule) in raw_rules {
                 let at = KeyPath::default().key("rule").index(index);

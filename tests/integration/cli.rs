@@ -849,7 +849,9 @@ fn check_config_reports_every_problem_and_exits_2() {
     let config_text = config.display().to_string();
     for expected in [
         format!("{config_text}:2:"),
-        format!("{config_text}:9: unknown key `users[0].snyc`"),
+        format!("{config_text}:9: unknown key `users[0].snyc` (did you mean `sync`?)"),
+        // The line itself, and where on it.
+        "9 | snyc = true\n  | ^^^^ column 1".to_string(),
         format!("{config_text}:11:"),
     ] {
         assert!(
