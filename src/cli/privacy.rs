@@ -81,42 +81,16 @@ pub fn capture_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandResul
     }
     let store = open_store(policy)?;
     let erased = crate::sync::capture::apply(&policy.config, &*store, dry_run)?.unwrap_or_default();
-    let mut out = std::io::stdout().lock();
-    if json {
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            dry_run: bool,
-            mailboxes: &'a [String],
-            #[serde(flatten)]
-            erased: &'a Erased,
-        }
-        json_line(
-            &mut out,
-            &Line {
-                dry_run,
-                mailboxes: &mailboxes,
-                erased: &erased,
-            },
-        )?;
-    } else {
-        writeln!(
-            out,
-            "metadata-only capture ({}): {} the content of {} activities; {} {} attachment files",
-            printable::escape(&mailboxes.join(", ")),
-            if dry_run { "would erase" } else { "erased" },
-            erased.activities_erased,
-            if dry_run { "would remove" } else { "removed" },
-            erased.attachment_files_removed
-        )?;
-    }
-    if !dry_run {
-        tracing::info!(
-            activities_erased = erased.activities_erased,
-            attachment_files_removed = erased.attachment_files_removed,
-            "metadata-only capture applied"
-        );
-    }
-    Ok(ExitStatus::Success)
+    report_erased(
+        &format!(
+            "metadata-only capture ({})",
+            printable::escape(&mailboxes.join(", "))
+        ),
+        ("mailboxes", serde_json::json!(mailboxes)),
+        &erased,
+        dry_run,
+        json,
+    )
 }
 
 /// Erases the content of activities older than `[retention] body_days`.
@@ -130,43 +104,56 @@ pub fn retention_apply(policy: &Policy, dry_run: bool, json: bool) -> CommandRes
     let store = open_store(policy)?;
     let erased =
         crate::sync::retention::apply(&policy.config, &*store, dry_run)?.unwrap_or_default();
-    print_erased(&erased, days, dry_run, json)?;
+    report_erased(
+        &format!("retention ({days} days)"),
+        ("body_days", serde_json::json!(days)),
+        &erased,
+        dry_run,
+        json,
+    )
+}
+
+/// What an erasure did (or, in a dry run, would do): one line of text, or one JSON object
+/// with `dry_run`, the erasure's own `setting`, and the counts; logged unless a dry run.
+fn report_erased(
+    heading: &str,
+    setting: (&str, serde_json::Value),
+    erased: &Erased,
+    dry_run: bool,
+    json: bool,
+) -> CommandResult {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let mut line = serde_json::Map::new();
+        line.insert("dry_run".to_string(), dry_run.into());
+        line.insert(setting.0.to_string(), setting.1);
+        line.insert(
+            "activities_erased".to_string(),
+            erased.activities_erased.into(),
+        );
+        line.insert(
+            "attachment_files_removed".to_string(),
+            erased.attachment_files_removed.into(),
+        );
+        json_line(&mut out, &line)?;
+    } else {
+        writeln!(
+            out,
+            "{heading}: {} the content of {} activities; {} {} attachment files",
+            if dry_run { "would erase" } else { "erased" },
+            erased.activities_erased,
+            if dry_run { "would remove" } else { "removed" },
+            erased.attachment_files_removed
+        )?;
+    }
     if !dry_run {
         tracing::info!(
             activities_erased = erased.activities_erased,
             attachment_files_removed = erased.attachment_files_removed,
-            "retention applied"
+            "content erased"
         );
     }
     Ok(ExitStatus::Success)
-}
-
-fn print_erased(erased: &Erased, days: u32, dry_run: bool, json: bool) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        #[derive(serde::Serialize)]
-        struct Line<'a> {
-            dry_run: bool,
-            body_days: u32,
-            #[serde(flatten)]
-            erased: &'a Erased,
-        }
-        return json_line(
-            &mut out,
-            &Line {
-                dry_run,
-                body_days: days,
-                erased,
-            },
-        );
-    }
-    let verb = if dry_run { "would erase" } else { "erased" };
-    let files = if dry_run { "would remove" } else { "removed" };
-    writeln!(
-        out,
-        "retention ({days} days): {verb} the content of {} activities; {files} {} attachment files",
-        erased.activities_erased, erased.attachment_files_removed
-    )
 }
 
 /// Lists the access log.

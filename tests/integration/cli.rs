@@ -2583,3 +2583,43 @@ fn completions_man_version_and_did_you_mean() {
         String::from_utf8_lossy(&typo.stderr)
     );
 }
+
+/// `capture apply` as ops run it: refused without a metadata-only mailbox; with one, a dry run
+/// that counts and writes nothing, then the erasure.
+#[test]
+fn capture_apply_erases_what_a_metadata_mailbox_stored_after_a_dry_run() {
+    let playground = Playground::new();
+    playground.replay_demo(&["dave"]);
+    let none = playground.run(&["capture", "apply"]).output().unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no mailbox is captured as metadata only")
+    );
+
+    let config = std::fs::read_to_string(playground.config()).unwrap();
+    let line = "email = \"dave@abcorp.com\"\n";
+    assert!(config.contains(line));
+    std::fs::write(
+        playground.config(),
+        config.replace(line, &format!("{line}capture = \"metadata\"\n")),
+    )
+    .unwrap();
+    let subjects = || -> Vec<serde_json::Value> {
+        json_lines(&playground.stdout(&["feed", "--as", "dave@abcorp.com", "--json"]))
+            .into_iter()
+            .map(|activity| activity["subject"].clone())
+            .collect()
+    };
+    assert!(subjects().iter().all(serde_json::Value::is_string));
+    let dry = json_lines(&playground.stdout(&["capture", "apply", "--dry-run", "--json"]));
+    assert_eq!(dry[0]["dry_run"], true);
+    assert_eq!(dry[0]["mailboxes"], serde_json::json!(["dave@abcorp.com"]));
+    assert_eq!(dry[0]["activities_erased"], 2);
+    assert!(
+        subjects().iter().all(serde_json::Value::is_string),
+        "a dry run erases nothing"
+    );
+    let done = json_lines(&playground.stdout(&["capture", "apply", "--json"]));
+    assert_eq!(done[0]["activities_erased"], 2);
+    assert!(subjects().iter().all(serde_json::Value::is_null));
+}

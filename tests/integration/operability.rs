@@ -83,21 +83,28 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-#[test]
-fn a_revoked_grant_sends_exactly_one_notification_and_metrics_match() {
-    let smtp = SmtpSink::start();
-    let metrics_port = free_port();
+/// Michelle's mailbox of 6 and Dave's of 2, Alice a contact, per-user OAuth, `config` after
+/// the users; Dave's grant revoked before anything runs.
+fn michelle_and_revoked_dave(config: &str) -> (common::scenario::Sandbox, common::gmail::Setup) {
     let (sandbox, setup) = Scenario::new()
         .mailbox(MICHELLE, alternating_mail(MICHELLE, 6))
         .mailbox(DAVE, alternating_mail(DAVE, 2))
         .contacts(&[ALICE])
         .refresh_tokens()
-        .config_after_users(&format!(
-            "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
-            notify_section(smtp.port)
-        ))
+        .config_after_users(config)
         .start();
     sandbox.control("revoke", &format!("user={DAVE}"), b"");
+    (sandbox, setup)
+}
+
+#[test]
+fn a_revoked_grant_sends_exactly_one_notification_and_metrics_match() {
+    let smtp = SmtpSink::start();
+    let metrics_port = free_port();
+    let (sandbox, setup) = michelle_and_revoked_dave(&format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+        notify_section(smtp.port)
+    ));
 
     let mut daemon = setup.start_daemon();
     wait_until("michelle synced", WAIT, || {
@@ -314,16 +321,9 @@ fn chromium(args: &[&str], url: &str) -> std::process::Output {
 #[test]
 fn the_status_page_shows_each_mailbox_in_a_browser() {
     let metrics_port = free_port();
-    let (sandbox, setup) = Scenario::new()
-        .mailbox(MICHELLE, alternating_mail(MICHELLE, 6))
-        .mailbox(DAVE, alternating_mail(DAVE, 2))
-        .contacts(&[ALICE])
-        .refresh_tokens()
-        .config_after_users(&format!(
-            "\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
-        ))
-        .start();
-    sandbox.control("revoke", &format!("user={DAVE}"), b"");
+    let (_sandbox, setup) = michelle_and_revoked_dave(&format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+    ));
     let mut daemon = setup.start_daemon();
     wait_until("michelle synced, dave needing reauth", WAIT, || {
         setup.state_of(MICHELLE) == "ok" && setup.state_of(DAVE) == "needs_reauth"
