@@ -197,7 +197,10 @@ impl TomlFile {
             .map_or(self.text.len(), |at| start + at);
         let source = self.text[line_start..line_end].trim_end_matches('\r');
         let lowered = source.to_lowercase();
-        if lowered.trim_start().starts_with("url") || lowered.contains("password") {
+        if ["://", "url", "uri", "dsn", "password", "secret", "token"]
+            .iter()
+            .any(|risky| lowered.contains(risky))
+        {
             return None;
         }
         let column = self.text[line_start..start].chars().count() + 1;
@@ -368,9 +371,9 @@ mod tests {
         );
         let file = TomlFile::new(
             Path::new("t.toml"),
-            "url = \"postgresql://u:hunter2@db/crm\"\nsmtp_password = \"hunter2\"\n".to_string(),
+            "url = \"postgresql://u:hunter2@db/crm\"\nsmtp_password = \"hunter2\"\ndatabase_uri = \"postgresql://u:hunter2@db\"\nstore = { url = \"postgresql://u:hunter2@db\" }\n".to_string(),
         );
-        for key in ["url", "smtp_password"] {
+        for key in ["url", "smtp_password", "database_uri", "store"] {
             let shown = file
                 .diagnostic(&KeyPath::default().key(key), "bad")
                 .to_string();

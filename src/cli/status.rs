@@ -163,7 +163,10 @@ pub fn run(policy: &Policy, args: StatusArgs) -> CommandResult {
             // Home and clear: the new table replaces the old one.
             screen.extend_from_slice(b"\x1b[H\x1b[2J");
         }
-        show(policy, &*store, &args, &mut screen)?;
+        if let Err(error) = show(policy, &*store, &args, &mut screen) {
+            // One failed look (a busy store) is shown, and the next one tried.
+            screen.extend_from_slice(format!("status unavailable now: {error}\n").as_bytes());
+        }
         if !on_terminal {
             screen.push(b'\n');
         }

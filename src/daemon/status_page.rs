@@ -36,10 +36,14 @@ pub struct PageData {
 
 impl PageData {
     /// Reads the store and the day's quota as of now. Blocking: call it off the async threads.
+    /// With `hash_users` (`[metrics] hash_users`), users are shown as their metric label
+    /// (`user_label`) and errors not at all: the page says no more than the metrics do.
     pub fn gather(
         store: &SharedStore,
         policy: &Policy,
         quota_today: &dyn Fn(&str) -> u64,
+        user_label: &dyn Fn(&str) -> String,
+        hash_users: bool,
     ) -> Result<PageData, StoreError> {
         let now = chrono::Utc::now().timestamp();
         let states: HashMap<String, SyncState> = store
@@ -64,7 +68,7 @@ impl PageData {
             .map(|user| {
                 let state = states.get(&user.email);
                 MailboxRow {
-                    user: user.email.clone(),
+                    user: user_label(&user.email),
                     state: if user.sync {
                         state.map_or(SyncStatus::Syncing, |state| state.status)
                     } else {
@@ -74,7 +78,15 @@ impl PageData {
                     lag_secs: state
                         .and_then(|state| state.last_sync_at)
                         .map(|last| (now - last).max(0)),
-                    last_error: state.and_then(|state| state.last_error.clone()),
+                    last_error: state
+                        .and_then(|state| state.last_error.clone())
+                        .map(|error| {
+                            if hash_users {
+                                "(hidden: hash_users is on; see `mailsync status`)".to_string()
+                            } else {
+                                error
+                            }
+                        }),
                     activities: activities.get(&user.email).copied().unwrap_or(0),
                     quota_today: quota_today(&user.email),
                 }
@@ -102,6 +114,10 @@ fn state_label(state: SyncStatus) -> &'static str {
 
 fn escape(text: &str) -> String {
     html_escape::encode_text(text).into_owned()
+}
+
+fn escape_attribute(text: &str) -> String {
+    html_escape::encode_double_quoted_attribute(text).into_owned()
 }
 
 fn time(seconds: Option<i64>) -> String {
@@ -162,11 +178,12 @@ pub fn render(data: &PageData) -> String {
         let state = row.state.as_str();
         let _ = write!(
             html,
-            "<tr class=\"{state}\" data-user=\"{user}\" data-state=\"{state}\"><td>{user}</td>\
+            "<tr class=\"{state}\" data-user=\"{attribute}\" data-state=\"{state}\"><td>{user}</td>\
              <td><span class=\"badge {state}\">{label}</span></td><td class=\"when\">{last}</td>\
              <td class=\"num\">{lag}</td><td class=\"num\">{activities}</td>\
              <td class=\"num\">{quota}</td><td>{error}</td></tr>",
             user = escape(&row.user),
+            attribute = escape_attribute(&row.user),
             label = state_label(row.state),
             last = time(row.last_sync_at),
             lag = lag(row.lag_secs),
@@ -233,7 +250,7 @@ mod tests {
             version: "0.1.0 (commit abc, built 2026-12-05)",
             mailboxes: vec![
                 MailboxRow {
-                    user: "dave@abcorp.com".to_string(),
+                    user: "dave\"@abcorp.com".to_string(),
                     state: SyncStatus::NeedsReauth,
                     last_sync_at: None,
                     lag_secs: None,
@@ -261,8 +278,8 @@ mod tests {
     fn each_mailbox_is_a_row_with_its_state_and_text_is_escaped() {
         let html = render(&data());
         assert!(html.contains(
-            "<tr class=\"needs_reauth\" data-user=\"dave@abcorp.com\" data-state=\"needs_reauth\">"
-        ));
+            "<tr class=\"needs_reauth\" data-user=\"dave&quot;@abcorp.com\" data-state=\"needs_reauth\">"
+        ), "a quote cannot end the attribute");
         assert!(html.contains("needs re-authorisation"));
         assert!(html.contains("1 needing attention"));
         assert!(

@@ -366,11 +366,16 @@ pub async fn run(config_path: PathBuf, mut controls: Controls) -> Result<RunOutc
         tracing::info!(listen = %config.listen, "serving Prometheus metrics at /metrics and the status page at /status");
         let page: crate::metrics::StatusPage = {
             let (store, policy, metrics) = (store.clone(), policy_rx.clone(), metrics.clone());
+            let hash_users = config.hash_users;
             std::sync::Arc::new(move || {
                 let policy = policy.borrow().clone();
-                super::status_page::PageData::gather(&store, &policy, &|user| {
-                    metrics.quota_today(user)
-                })
+                super::status_page::PageData::gather(
+                    &store,
+                    &policy,
+                    &|user| metrics.quota_today(user),
+                    &|user| metrics.user(user).user,
+                    hash_users,
+                )
                 .map(|data| super::status_page::render(&data))
                 .map_err(|error| error.to_string())
             })

@@ -2,7 +2,6 @@
 //! person when needed, wait, repeat — until cancelled or the user's grant is gone.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, watch};
@@ -152,7 +151,7 @@ pub async fn run_worker(
         // with a restart.
         let mut watched = false;
         // Whether this poll is the mailbox's first sync (no cursor yet): its retries show.
-        let first_sync = Arc::new(AtomicBool::new(false));
+        let first_sync: FirstSync = Arc::default();
         let stored = with_store(&shared.store, |store| store.sync_state(&user_email)).flatten();
         let mut failures = stored.as_ref().map_or(0, |state| state.consecutive_failures);
         shared.metrics.register_user(
@@ -169,6 +168,7 @@ pub async fn run_worker(
             let Some(user) = policy.config.user_by_address(&user_email).filter(|user| user.sync).cloned() else {
                 with_store(&shared.store, |store| store.set_sync_status(&user_email, SyncStatus::Disabled, None));
                 shared.metrics.user_state(&user_email, SyncStatus::Disabled);
+                shared.metrics.stopped_syncing(&user_email);
                 return Stopped::SyncTurnedOff;
             };
             if settings_changed || client.is_none() {
@@ -189,7 +189,7 @@ pub async fn run_worker(
                 .map_or((None, None), |state| (state.watch_expires_at, state.push_state));
             let mut watch_expires_at = recorded_push.0;
             let first = state.as_ref().is_ok_and(|state| state.as_ref().is_none_or(|state| state.history_id.is_none()));
-            first_sync.store(first, Ordering::Relaxed);
+            *first_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = first;
             if first {
                 with_store(&shared.store, |store| store.set_sync_status(&user.email, SyncStatus::Syncing, None));
                 shared.metrics.user_state(&user.email, SyncStatus::Syncing);
@@ -229,6 +229,8 @@ pub async fn run_worker(
                 Err(error) => (Err(SyncError::Store(error)), None),
             };
             drop(permit);
+            // Retries of this poll no longer speak for it: its outcome is written next.
+            *first_sync.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
             let entered = poll_span.enter();
             let stats = client.stats();
             let poll_interval = Duration::from_secs(policy.config.gmail.poll_interval_secs);
@@ -246,11 +248,17 @@ pub async fn run_worker(
                         let now = chrono::Utc::now().timestamp();
                         with_store(&shared.store, |store| store.set_verify_result(&user.email, 0, now));
                     } else {
-                        Box::pin(reconcile_if_due(&shared, &sync, &policy, last_verify_at)).await;
+                        tokio::select! {
+                            () = Box::pin(reconcile_if_due(&shared, &sync, &policy, last_verify_at)) => {}
+                            () = cancel.cancelled() => return Stopped::Cancelled,
+                        }
                     }
                     if let Some(push) = &policy.config.gmail.push
                         && (!watched || report.full || watch_due(watch_expires_at))
-                        && let Some(expires) = Box::pin(renew_watch(&shared, &client, &push.topic)).await
+                        && let Some(expires) = tokio::select! {
+                            expires = Box::pin(renew_watch(&shared, &client, &push.topic)) => expires,
+                            () = cancel.cancelled() => return Stopped::Cancelled,
+                        }
                     {
                         watch_expires_at = Some(expires);
                         watched = true;
@@ -288,6 +296,7 @@ pub async fn run_worker(
                     // Another instance holds the mailbox now (this one stalled past its
                     // lease): nothing of this poll was written, and the mailbox is theirs.
                     tracing::warn!("the mailbox's lease went to another instance; dropping it");
+                    shared.metrics.stopped_syncing(&user.email);
                     return Stopped::LeaseLost;
                 }
                 Err(SyncError::Gmail(error)) if error.needs_reauth() => {
@@ -299,6 +308,7 @@ pub async fn run_worker(
                     shared.metrics.user_state(&user.email, SyncStatus::NeedsReauth);
                     tracing::error!(error = %error, "authorization lost; this user's sync stops until re-authorised and reloaded");
                     notify(&shared, &policy, Alert::NeedsReauth { user: user.email.clone(), error: message });
+                    shared.metrics.stopped_syncing(&user.email);
                     return Stopped::NeedsReauth;
                 }
                 Err(error) => {
@@ -357,7 +367,7 @@ fn build_client(
     credentials: &Credentials,
     user_email: &str,
     policy: &Policy,
-    first_sync: &Arc<AtomicBool>,
+    first_sync: &FirstSync,
 ) -> Arc<GmailClient> {
     let refresh_token = if credentials.needs_refresh_tokens() {
         with_store(&shared.store, |store| store.refresh_token(user_email)).flatten()
@@ -378,31 +388,48 @@ fn build_client(
     )
 }
 
-/// While a mailbox's first sync retries (a token endpoint or Gmail unreachable), its state is
-/// `error` with the error, instead of `syncing` for as long as the retries last; a later
-/// success makes it `ok`. A mailbox already synced keeps its state through a retried request.
+/// While a mailbox's first sync retries a request (a token endpoint or Gmail unreachable), its
+/// state is `error` with the error, instead of `syncing` for as long as the retries last; once
+/// a retried request succeeds it is `syncing` again, and the sync's end writes `ok` or the
+/// failure. A mailbox already synced keeps its state through a retried request. The flag is
+/// held while the state is written, and the worker clears it (under the same lock) before it
+/// writes the poll's own outcome, so a late write cannot overwrite that outcome.
 fn first_sync_errors(
     shared: &Arc<Shared>,
     user_email: &str,
-    first_sync: &Arc<AtomicBool>,
+    first_sync: &FirstSync,
 ) -> gmail_client::RetryHook {
     let shared = shared.clone();
     let user_email = user_email.to_string();
     let first_sync = first_sync.clone();
-    Arc::new(move |error: &GmailError| {
-        if !first_sync.load(Ordering::Relaxed) {
-            return;
-        }
-        shared.metrics.user_state(&user_email, SyncStatus::Error);
-        let (store, user, message) = (shared.store.clone(), user_email.clone(), error.to_string());
+    Arc::new(move |error: Option<&GmailError>| {
+        let (shared, user, first_sync) = (shared.clone(), user_email.clone(), first_sync.clone());
+        let (status, message) = match error {
+            Some(error) => (SyncStatus::Error, Some(error.to_string())),
+            None => (SyncStatus::Syncing, None),
+        };
         // A store write may wait: off the async thread, and nothing waits for it.
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = store.set_sync_status(&user, SyncStatus::Error, Some(&message)) {
+            let during_first_sync = first_sync
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !*during_first_sync {
+                return;
+            }
+            shared.metrics.user_state(&user, status);
+            if let Err(error) = shared
+                .store
+                .set_sync_status(&user, status, message.as_deref())
+            {
                 tracing::error!(user = %user, error = %error, "cannot record sync status");
             }
         });
     })
 }
+
+/// Whether the worker's current poll is the mailbox's first sync, behind the lock that orders
+/// the retry hook's writes before the poll's outcome.
+type FirstSync = Arc<std::sync::Mutex<bool>>;
 
 /// Ends the Gmail watch of a mailbox whose sync was turned off, so Gmail stops publishing
 /// its changes. A failure is logged: the watch then runs out by itself within 7 days, and
@@ -417,7 +444,7 @@ pub(super) async fn stop_watch(shared: Arc<Shared>, user_email: String) {
     let policy = shared.policy.borrow().clone();
     let credentials = shared.credentials.borrow().clone();
     // Not a sync: its retries change no state.
-    let not_syncing = Arc::new(AtomicBool::new(false));
+    let not_syncing: FirstSync = Arc::default();
     let client = build_client(&shared, &credentials, &user_email, &policy, &not_syncing);
     match client.stop_watch().await {
         Ok(()) => {

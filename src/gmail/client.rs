@@ -224,8 +224,9 @@ pub struct GmailClient {
     label_names: Mutex<(Option<std::time::Instant>, HashMap<String, String>)>,
 }
 
-/// What [`GmailClient::with_retry_hook`] calls.
-pub type RetryHook = Arc<dyn Fn(&GmailError) + Send + Sync>;
+/// What [`GmailClient::with_retry_hook`] calls: with the error about to be retried, and with
+/// `None` when a request that was retried succeeds.
+pub type RetryHook = Arc<dyn Fn(Option<&GmailError>) + Send + Sync>;
 
 /// What `users.getProfile` says of a mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,7 +283,7 @@ impl GmailClient {
         )
     }
 
-    /// Calls `hook` with every error about to be retried.
+    /// Calls `hook` with every error about to be retried, and when a retried request succeeds.
     pub fn with_retry_hook(mut self, hook: RetryHook) -> Self {
         self.on_retry = Some(hook);
         self
@@ -358,6 +359,11 @@ impl GmailClient {
             let error = match outcome {
                 Ok(value) => {
                     self.count(method, "200");
+                    if attempt > 1
+                        && let Some(hook) = &self.on_retry
+                    {
+                        hook(None);
+                    }
                     return Ok(value);
                 }
                 Err(error) => error,
@@ -389,7 +395,7 @@ impl GmailClient {
                         metrics.gmail_backoff_seconds.inc_by(pause.as_secs_f64());
                     }
                     if let Some(hook) = &self.on_retry {
-                        hook(error);
+                        hook(Some(error));
                     }
                     tokio::time::sleep(pause).await;
                 }

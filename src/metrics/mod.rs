@@ -311,6 +311,19 @@ impl Metrics {
         }
     }
 
+    /// A mailbox this instance no longer syncs (turned off, needing re-authorisation, its
+    /// lease gone): its lag and last success go, so that no lag alert fires for it; its state
+    /// stays.
+    pub fn stopped_syncing(&self, user: &str) {
+        let labels = self.user(user);
+        self.last_success.remove(&labels);
+        self.sync_lag.remove(&labels);
+        self.last_success_by_user
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&labels.user);
+    }
+
     /// Counts `units` of Gmail quota spent for `user` today.
     pub fn quota_used(&self, user: &str, units: u64) {
         let today = chrono::Utc::now().timestamp().div_euclid(86_400);
@@ -467,14 +480,18 @@ pub async fn serve(
                                         _ => "the page could not be made".to_string(),
                                     };
                                     tracing::warn!(error = %why, "status page unavailable");
-                                    Response::builder().status(503).body(Full::new(Bytes::from(
-                                        format!("status page unavailable: {why}\n"),
-                                    )))
+                                    Response::builder()
+                                        .status(503)
+                                        .header("content-type", "text/plain; charset=utf-8")
+                                        .body(Full::new(Bytes::from(format!(
+                                            "status page unavailable: {why}\n"
+                                        ))))
                                 }
                             }
                         }
                         _ => Response::builder()
                             .status(404)
+                            .header("content-type", "text/plain; charset=utf-8")
                             .body(Full::new(Bytes::from_static(
                                 b"not found; try /metrics or /status\n",
                             ))),

@@ -43,11 +43,12 @@ pub fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
     })
 }
 
-/// The store the config names, if it exists: `status` must not create one (a mistyped
-/// `[store] path` would otherwise look like a store no daemon has reached yet).
+/// The store the config names, if it exists: `status` must not create a SQLite store (a
+/// mistyped `[store] path` would otherwise look like a store no daemon has reached yet). A
+/// PostgreSQL database is the CRM's own: its schema is brought up to date as for any command.
 pub fn open_existing(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
     if let StoreLocation::Sqlite { path } = &config.store
-        && !path.exists()
+        && std::fs::metadata(path).is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
     {
         return Err(StoreError::Conflict(format!(
             "there is no store at {}: no daemon or command has run with this config yet, or `[store] path` in {} is not the daemon's",

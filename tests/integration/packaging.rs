@@ -74,7 +74,11 @@ fn the_package_metadata_lists_what_ops_need() {
     );
     assert!(script.contains("mailsync.service"));
     let postinst = std::fs::read_to_string(repo().join("packaging/debian/postinst")).unwrap();
-    assert!(postinst.contains("useradd --system") && postinst.contains("/var/lib/mailsync"));
+    assert!(postinst.contains("groupadd --system mailsync"));
+    assert!(
+        postinst.contains("useradd --system --gid mailsync")
+            && postinst.contains("/var/lib/mailsync")
+    );
     assert!(postinst.contains("#DEBHELPER#"));
 }
 

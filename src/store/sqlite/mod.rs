@@ -2087,34 +2087,34 @@ pub struct LockHolder {
 
 impl StoreLock {
     /// Whether a daemon holds the lock of the store at `store_path` now, and which; `None`
-    /// when none does. Creates nothing: a store without a lock file has no daemon.
+    /// when none does. Creates nothing, and takes no lock (a daemon starting at that moment
+    /// must find it free): the lock file names the process that took it, and that process
+    /// must still be a running mailsync.
     pub fn holder(store_path: &Path) -> Result<Option<LockHolder>, StoreError> {
         let Ok(store_path) = canonical_store_path(store_path) else {
             return Ok(None);
         };
         let mut name = store_path.as_os_str().to_owned();
         name.push(".lock");
-        let path = std::path::PathBuf::from(name);
-        let Ok(file) = std::fs::File::open(&path) else {
+        let Ok(text) = std::fs::read_to_string(std::path::PathBuf::from(name)) else {
             return Ok(None);
         };
-        match file.try_lock_shared() {
-            Ok(()) => Ok(None),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let mut fields = text.split_whitespace();
-                let pid = fields.next().and_then(|pid| pid.parse().ok());
-                let since = fields.next().and_then(|since| since.parse().ok());
-                Ok(Some(LockHolder {
-                    pid: pid.unwrap_or(0),
-                    since: since.unwrap_or(0),
-                }))
-            }
-            Err(std::fs::TryLockError::Error(error)) => Err(StoreError::Conflict(format!(
-                "cannot check the lock {}: {error}",
-                path.display()
-            ))),
-        }
+        let mut fields = text.split_whitespace();
+        let (Some(pid), Some(since)) = (
+            fields.next().and_then(|pid| pid.parse::<u32>().ok()),
+            fields.next().and_then(|since| since.parse::<i64>().ok()),
+        ) else {
+            return Ok(None);
+        };
+        // A process by that id that is mailsync: not one that reused a dead daemon's id.
+        let running = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .and_then(|exe| {
+                exe.file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            })
+            .is_some_and(|name| name.starts_with("mailsync"));
+        Ok(running.then_some(LockHolder { pid, since }))
     }
 }
 

@@ -34,3 +34,6 @@ ALTER TABLE decisions ADD COLUMN conversation_hash TEXT;
 ALTER TABLE decisions ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX decisions_by_conversation ON decisions(user_email, conversation_hash)
     WHERE conversation_hash IS NOT NULL;
+
+-- The status page counts the sources synced per hour of the last day.
+CREATE INDEX activity_sources_by_synced_at ON activity_sources(synced_at);
