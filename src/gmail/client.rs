@@ -515,25 +515,33 @@ impl GmailClient {
         .await
     }
 
-    /// One page of `users.messages.list` for a Gmail search.
+    /// One page of `users.messages.list` for a Gmail search, or with `label_id` of the
+    /// messages carrying that label.
     pub async fn list_messages(
         &self,
         query: &str,
+        label_id: Option<&str>,
         page_token: Option<&str>,
     ) -> Result<MessagePage, GmailError> {
         let page_size = self.settings.list_page_size;
         let list = self
             .execute(Method::MessagesList, |hub: Arc<Gmail<Connector>>| {
                 let query = query.to_string();
+                let label_id = label_id.map(str::to_string);
                 let page_token = page_token.map(str::to_string);
                 async move {
                     let mut observer = Observer::default();
                     let users = hub.users();
                     let mut call = users
                         .messages_list("me")
-                        .q(&query)
                         .max_results(page_size)
                         .add_scope(Scope::Readonly);
+                    if !query.is_empty() {
+                        call = call.q(&query);
+                    }
+                    if let Some(label_id) = &label_id {
+                        call = call.add_label_ids(label_id);
+                    }
                     if let Some(token) = &page_token {
                         call = call.page_token(token);
                     }
@@ -709,6 +717,21 @@ impl GmailClient {
             .iter()
             .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
             .collect())
+    }
+
+    /// The ids of the labels named one of `names` (lower-cased, as label rules keep them),
+    /// from a fresh `users.labels.list`: a label made or renamed since the last read counts.
+    pub async fn label_ids_named(&self, names: &[String]) -> Result<Vec<String>, GmailError> {
+        let listed = self.list_labels().await?;
+        let mut ids: Vec<String> = listed
+            .iter()
+            .filter(|(_, name)| names.contains(&name.trim().to_lowercase()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        *self.label_names.lock().expect("label names lock") =
+            (Some(std::time::Instant::now()), listed);
+        Ok(ids)
     }
 
     /// `users.labels.list`: every label's name by id.

@@ -485,6 +485,21 @@ pub fn rule_labels(policy: &Policy, user: &User, labels: &[String]) -> Vec<Strin
     matched
 }
 
+/// The label names the label rules in scope for `user` match (lower-cased, sorted, each
+/// once): the labels worth reading from that mailbox.
+pub fn rule_label_names(policy: &Policy, user: &User) -> Vec<String> {
+    let mut names: Vec<String> = policy
+        .rules
+        .rules
+        .iter()
+        .filter(|rule| rule.in_scope_for(&user.email))
+        .filter_map(|rule| rule.matcher.label.clone())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
 /// The names of the label rules in scope for `user` whose action is skip and which match one
 /// of `labels`.
 pub fn skip_label_rules(policy: &Policy, user: &User, labels: &[String]) -> Vec<String> {

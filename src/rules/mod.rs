@@ -13,8 +13,8 @@ mod ruleset;
 pub use decide::{
     Approval, ContactBook, ConversationContext, DecidedBy, Decision, Direction, Outcome,
     PartyVerdict, Policy, Reason, RuleMatch, Verdict, Visibility, activity_level, decide,
-    decide_before_fetch, decide_by_search, decide_copy, excluded_label, parties_of, rule_labels,
-    skip_label_rules,
+    decide_before_fetch, decide_by_search, decide_copy, excluded_label, parties_of,
+    rule_label_names, rule_labels, skip_label_rules,
 };
 pub use recheck::{
     Mailbox, PartyFingerprint, Recheck, StoredParties, address_hash, party_fingerprints, recheck,

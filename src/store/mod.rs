@@ -1000,6 +1000,33 @@ pub trait Store: Send + Sync {
     /// Applies changes to stored sources in one transaction.
     fn apply_source_changes(&self, changes: &[SourceChange]) -> Result<AppliedChanges, StoreError>;
 
+    /// [`Store::apply_source_changes`] for changes a mailbox's worker makes to that mailbox's
+    /// copies (labels changed in Gmail): with several instances, fenced like every other
+    /// write for the mailbox, so an instance that lost the lease changes nothing.
+    fn apply_mailbox_changes(
+        &self,
+        _user_email: &str,
+        changes: &[SourceChange],
+    ) -> Result<AppliedChanges, StoreError> {
+        self.apply_source_changes(changes)
+    }
+
+    /// `user_email`'s copies from `source` that carry labels a label rule matched: what a
+    /// re-sync compares with the labels the mailbox has now.
+    fn labelled_sources(
+        &self,
+        user_email: &str,
+        source: &str,
+    ) -> Result<Vec<StoredSource>, StoreError>;
+
+    /// The ids of `source` messages in `user_email`'s mailbox that one of `rules` blocked.
+    fn blocked_by(
+        &self,
+        user_email: &str,
+        source: &str,
+        rules: &[String],
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Applies an owner's choice, its conversation-wide record and its access-log entry in
     /// one transaction.
     fn apply_owner_choice(&self, choice: &OwnerChoice) -> Result<AppliedChanges, StoreError>;

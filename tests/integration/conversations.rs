@@ -295,14 +295,36 @@ fn rules_applied_again_weigh_the_stored_labels() {
 }
 }
 
+conformance! {
+fn a_resync_finds_the_labelled_copies_and_what_a_skip_label_kept_out() {
+    let world = &mut world();
+    let text = |id: &str| mail(id, "dave@abcorp.com", "Plans", false);
+    world.replay_labelled("dave@abcorp.com", "d1", &text("one@customer.com"), &["INBOX", "CRM/Private"]);
+    world.replay_labelled("dave@abcorp.com", "d2", &text("two@customer.com"), &["CRM/Never"]);
+    world.replay_labelled("dave@abcorp.com", "d3", &text("three@customer.com"), &["INBOX"]);
+    world.replay_labelled("michelle@abcorp.com", "m1", &text("four@customer.com"), &["CRM/Private"]);
+
+    let labelled = world.store.labelled_sources("dave@abcorp.com", "dir:/test").unwrap();
+    let labelled: Vec<(&str, &[String])> = labelled
+        .iter()
+        .map(|source| (source.source_id.as_str(), source.labels.as_slice()))
+        .collect();
+    assert_eq!(labelled, [("d1", &["crm/private".to_string()][..])], "only dave's labelled copy");
+    let never = ["label: CRM/Never".to_string()];
+    assert_eq!(world.store.blocked_by("dave@abcorp.com", "dir:/test", &never).unwrap(), ["d2"]);
+    assert!(world.store.blocked_by("dave@abcorp.com", "dir:/test", &["other".to_string()]).unwrap().is_empty());
+    assert!(world.store.blocked_by("michelle@abcorp.com", "dir:/test", &never).unwrap().is_empty());
+}
+}
+
 /// Labels applied and removed in Gmail reach the store within one sync, through history,
 /// without fetching the message again; and what each viewer gets follows (the built daemon
 /// and the sandbox over loopback).
 mod through_gmail {
     use std::time::Duration;
 
-    use crate::common::gmail::{Setup, message, wait_until};
-    use crate::common::scenario::Scenario;
+    use crate::common::gmail::{Daemon, Setup, message, wait_until};
+    use crate::common::scenario::{Sandbox, Scenario};
 
     const ALICE: &str = "alice@customer.com";
     const BOB: &str = "bob@bigclient.io";
@@ -362,8 +384,9 @@ mod through_gmail {
             .unwrap_or_else(|| panic!("no decision for {marker} in {user}'s mailbox"))
     }
 
-    #[test]
-    fn labels_applied_and_removed_in_gmail_change_what_everyone_sees_within_one_sync() {
+    /// Michelle's okapi conversation and Dave's wombat one, both with a contact, Erin's
+    /// mailbox empty, and the shipped label rules in the config's rules folder.
+    fn two_conversations() -> (Sandbox, Setup) {
         let (sandbox, setup) = Scenario::new()
             .mailbox(
                 MICHELLE,
@@ -391,9 +414,27 @@ mod through_gmail {
         )
         .unwrap();
         setup.edit_config(|config| format!("{config}[rules]\ndir = \"rules\"\n"));
-        let mut daemon = setup.start_daemon();
-        let okapi = "m1-michelle";
-        let wombat = "m2-dave";
+        (sandbox, setup)
+    }
+
+    const OKAPI: &str = "m1-michelle";
+    const WOMBAT: &str = "m2-dave";
+
+    fn label(sandbox: &Sandbox, user: &str, id: &str, change: &str) {
+        sandbox.control("label", &format!("user={user}&message={id}&{change}"), b"");
+    }
+
+    fn stop(mut daemon: Daemon) {
+        daemon.signal("TERM");
+        assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
+        crate::common::logs::assert_log_is_clean(&daemon.log_text());
+    }
+
+    #[test]
+    fn labels_applied_and_removed_in_gmail_change_what_everyone_sees_within_one_sync() {
+        let (sandbox, setup) = two_conversations();
+        let daemon = setup.start_daemon();
+        let (okapi, wombat) = (OKAPI, WOMBAT);
         wait_until("both mailboxes synced", WAIT, || {
             setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
         });
@@ -406,11 +447,7 @@ mod through_gmail {
         // Michelle labels her conversation CRM/Private in Gmail.
         let fetched_before = sandbox.answers(MICHELLE, "messages.get", "200");
         let okapi_id = gmail_id(&setup, MICHELLE, okapi);
-        sandbox.control(
-            "label",
-            &format!("user={MICHELLE}&message={okapi_id}&add=CRM/Private"),
-            b"",
-        );
+        label(&sandbox, MICHELLE, &okapi_id, "add=CRM/Private");
         wait_until("Erin sees metadata only", WAIT, || {
             seen(&setup, ERIN, okapi, "okapi")[0] == Some(None)
         });
@@ -430,22 +467,14 @@ mod through_gmail {
         );
 
         // Removing the label undoes it.
-        sandbox.control(
-            "label",
-            &format!("user={MICHELLE}&message={okapi_id}&remove=CRM/Private"),
-            b"",
-        );
+        label(&sandbox, MICHELLE, &okapi_id, "remove=CRM/Private");
         wait_until("Erin reads it again", WAIT, || {
             seen(&setup, ERIN, okapi, "okapi")[0] == shown
         });
 
         // Dave labels his CRM/Never: his copy, the only one, goes with its activity.
         let wombat_id = gmail_id(&setup, DAVE, wombat);
-        sandbox.control(
-            "label",
-            &format!("user={DAVE}&message={wombat_id}&add=CRM/Never"),
-            b"",
-        );
+        label(&sandbox, DAVE, &wombat_id, "add=CRM/Never");
         wait_until("the activity gone", WAIT, || {
             seen(&setup, DAVE, wombat, "wombat") == [None, None, None]
         });
@@ -453,11 +482,7 @@ mod through_gmail {
         assert_eq!(logged[0]["reason"], "blocked_by_rule");
         assert_eq!(logged[0]["rules"], serde_json::json!(["label: CRM/Never"]));
         // Taking the label off brings it back: nothing of it was kept, so it is fetched.
-        sandbox.control(
-            "label",
-            &format!("user={DAVE}&message={wombat_id}&remove=CRM/Never"),
-            b"",
-        );
+        label(&sandbox, DAVE, &wombat_id, "remove=CRM/Never");
         let dinner = Some(Some("Wombat dinner plans".to_string()));
         wait_until("the activity back", WAIT, || {
             seen(&setup, DAVE, wombat, "wombat")[0] == dinner
@@ -466,9 +491,69 @@ mod through_gmail {
             seen(&setup, ERIN, wombat, "wombat"),
             [dinner.clone(), dinner.clone(), dinner]
         );
-        daemon.signal("TERM");
-        assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
-        crate::common::logs::assert_log_is_clean(&daemon.log_text());
+        stop(daemon);
+    }
+
+    /// History tells only of changes since the cursor: labels changed while no daemon ran,
+    /// with the history expired meanwhile, are read as they are at the re-sync, both ways.
+    #[test]
+    fn labels_changed_while_history_expired_count_at_the_resync() {
+        let (sandbox, setup) = two_conversations();
+        let daemon = setup.start_daemon();
+        wait_until("both mailboxes synced", WAIT, || {
+            setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
+        });
+        let (okapi_id, wombat_id) = (
+            gmail_id(&setup, MICHELLE, OKAPI),
+            gmail_id(&setup, DAVE, WOMBAT),
+        );
+        stop(daemon);
+        label(&sandbox, MICHELLE, &okapi_id, "add=CRM/Private");
+        label(&sandbox, DAVE, &wombat_id, "add=CRM/Never");
+        for user in [MICHELLE, DAVE] {
+            sandbox.control("expire-history", &format!("user={user}"), b"");
+        }
+        let fetched_before = sandbox.answers(MICHELLE, "messages.get", "200");
+        let daemon = setup.start_daemon();
+        wait_until("the labels read at the re-sync", WAIT, || {
+            seen(&setup, ERIN, OKAPI, "okapi")[0] == Some(None)
+                && seen(&setup, DAVE, WOMBAT, "wombat")[0].is_none()
+        });
+        assert!(
+            sandbox.answers(MICHELLE, "history.list", "404") >= 1,
+            "history expired"
+        );
+        assert_eq!(
+            seen(&setup, ERIN, OKAPI, "okapi"),
+            [Some(None), None, Some(None)]
+        );
+        assert_eq!(seen(&setup, ERIN, WOMBAT, "wombat"), [None, None, None]);
+        assert_eq!(
+            sandbox.answers(MICHELLE, "messages.get", "200"),
+            fetched_before,
+            "labels are listed, not read by fetching the messages"
+        );
+        stop(daemon);
+
+        // Both labels taken off while down again: private becomes visible, and the message the
+        // skip label kept out is fetched and stored.
+        label(&sandbox, MICHELLE, &okapi_id, "remove=CRM/Private");
+        label(&sandbox, DAVE, &wombat_id, "remove=CRM/Never");
+        for user in [MICHELLE, DAVE] {
+            sandbox.control("expire-history", &format!("user={user}"), b"");
+        }
+        let daemon = setup.start_daemon();
+        let talk = Some(Some("Okapi salary talk".to_string()));
+        let dinner = Some(Some("Wombat dinner plans".to_string()));
+        wait_until("the labels' removal read at the re-sync", WAIT, || {
+            seen(&setup, ERIN, OKAPI, "okapi")[0] == talk
+                && seen(&setup, ERIN, WOMBAT, "wombat")[0] == dinner
+        });
+        assert_eq!(
+            seen(&setup, ERIN, WOMBAT, "wombat"),
+            [dinner.clone(), dinner.clone(), dinner]
+        );
+        stop(daemon);
     }
 }
 

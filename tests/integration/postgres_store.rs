@@ -204,6 +204,17 @@ fn a_stale_instance_cannot_write_for_a_mailbox_it_lost() {
             "place_backfill_mark",
             stale.place_backfill_mark(user).map(drop),
         ),
+        // A label changed in Gmail, decided again by the worker that lost the mailbox.
+        (
+            "apply_mailbox_changes",
+            stale.apply_mailbox_changes(user, &[]).map(drop),
+        ),
+        (
+            "forget_blocked_decision",
+            stale
+                .forget_blocked_decision(user, "gmail", "1", &["label: CRM/Never".to_string()])
+                .map(drop),
+        ),
     ] {
         let error = result.expect_err(what);
         assert!(error.is_fenced(), "{what}: {error}");

@@ -1118,6 +1118,51 @@ impl Store for PostgresStore {
         Ok(applied)
     }
 
+    fn apply_mailbox_changes(
+        &self,
+        user_email: &str,
+        changes: &[SourceChange],
+    ) -> Result<AppliedChanges, StoreError> {
+        let mut applied = AppliedChanges::default();
+        let mut candidates = BTreeSet::new();
+        self.write_for(user_email, |transaction| {
+            apply_changes(transaction, changes, &mut applied, &mut candidates)
+        })?;
+        self.remove_unreferenced_files(&candidates)?;
+        Ok(applied)
+    }
+
+    fn labelled_sources(
+        &self,
+        user_email: &str,
+        source: &str,
+    ) -> Result<Vec<StoredSource>, StoreError> {
+        self.sources_where(
+            "s.user_email = $1 AND s.source = $2 AND s.labels <> '[]'",
+            &[&user_email, &source],
+        )
+    }
+
+    fn blocked_by(
+        &self,
+        user_email: &str,
+        source: &str,
+        rules: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client()?;
+        Ok(client
+            .query(
+                "SELECT source_id, rules FROM decisions
+                 WHERE user_email = $1 AND source = $2 AND reason = 'blocked_by_rule'
+                 ORDER BY source_id COLLATE \"C\"",
+                &[&user_email, &source],
+            )?
+            .into_iter()
+            .filter(|row| super::names_any(row.get(1), rules))
+            .map(|row| row.get(0))
+            .collect())
+    }
+
     fn forget_blocked_decision(
         &self,
         user_email: &str,
@@ -1125,22 +1170,25 @@ impl Store for PostgresStore {
         source_id: &str,
         rules: &[String],
     ) -> Result<bool, StoreError> {
-        let mut client = self.client()?;
-        let stored: Option<String> = client
-            .query_opt(
-                "SELECT rules FROM decisions WHERE user_email = $1 AND source = $2 AND source_id = $3
+        // Fenced: an instance that lost the mailbox must not make the holder fetch again.
+        self.write_for(user_email, |transaction| {
+            let stored: Option<String> = transaction
+                .query_opt(
+                    "SELECT rules FROM decisions
+                     WHERE user_email = $1 AND source = $2 AND source_id = $3
+                       AND reason = 'blocked_by_rule'",
+                    &[&user_email, &source, &source_id],
+                )?
+                .map(|row| row.get(0));
+            if !stored.is_some_and(|stored| super::names_any(&stored, rules)) {
+                return Ok(false);
+            }
+            Ok(transaction.execute(
+                "DELETE FROM decisions WHERE user_email = $1 AND source = $2 AND source_id = $3
                    AND reason = 'blocked_by_rule'",
                 &[&user_email, &source, &source_id],
-            )?
-            .map(|row| row.get(0));
-        if !stored.is_some_and(|stored| super::names_any(&stored, rules)) {
-            return Ok(false);
-        }
-        Ok(client.execute(
-            "DELETE FROM decisions WHERE user_email = $1 AND source = $2 AND source_id = $3
-               AND reason = 'blocked_by_rule'",
-            &[&user_email, &source, &source_id],
-        )? > 0)
+            )? > 0)
+        })
     }
 
     fn decision_log(

@@ -1094,6 +1094,43 @@ impl Store for SqliteStore {
         Ok(applied)
     }
 
+    fn labelled_sources(
+        &self,
+        user_email: &str,
+        source: &str,
+    ) -> Result<Vec<StoredSource>, StoreError> {
+        sources_where(
+            &*self.connection()?,
+            "s.user_email = ?1 AND s.source = ?2 AND s.labels <> '[]'",
+            [user_email, source],
+        )
+    }
+
+    fn blocked_by(
+        &self,
+        user_email: &str,
+        source: &str,
+        rules: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let connection = self.connection()?;
+        let mut statement = connection.prepare_cached(
+            "SELECT source_id, rules FROM decisions
+             WHERE user_email = ?1 AND source = ?2 AND reason = 'blocked_by_rule'
+             ORDER BY source_id",
+        )?;
+        let rows = statement.query_map(params![user_email, source], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut ids = Vec::new();
+        for row in rows {
+            let (id, stored) = row?;
+            if super::names_any(&stored, rules) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
     fn forget_blocked_decision(
         &self,
         user_email: &str,

@@ -59,6 +59,8 @@ impl MailboxSync {
                 progress(done, total);
             }
         }
+        // Label changes before the cursor are in no history this mailbox will read.
+        self.reread_labels(&mut report).await?;
         let cursor = history_id.to_string();
         if self.write && !self.refetch_decided {
             let cursor = Cursor {
@@ -83,13 +85,26 @@ impl MailboxSync {
 
     /// Every message id a Gmail search lists, newest first (Gmail's order).
     pub(super) async fn list_all(&self, query: &str) -> Result<Vec<String>, SyncError> {
+        self.list_pages(query, None).await
+    }
+
+    /// Every message id carrying the label `label_id`, newest first.
+    pub(super) async fn list_labelled(&self, label_id: &str) -> Result<Vec<String>, SyncError> {
+        self.list_pages("", Some(label_id)).await
+    }
+
+    async fn list_pages(
+        &self,
+        query: &str,
+        label_id: Option<&str>,
+    ) -> Result<Vec<String>, SyncError> {
         let mut ids = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
             self.check_cancelled()?;
             let page = self
                 .client
-                .list_messages(query, page_token.as_deref())
+                .list_messages(query, label_id, page_token.as_deref())
                 .await?;
             ids.extend(page.ids);
             match page.next_page_token {

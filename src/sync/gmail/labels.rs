@@ -4,6 +4,12 @@
 //! labels label rules match; when they change, every copy of the conversation in this mailbox
 //! is decided again from what the store keeps. A message a `skip` label kept out, once the
 //! label is gone, is fetched and decided again: nothing of it was stored.
+//!
+//! History only tells of changes since the cursor. A re-sync (history expired) reads the
+//! labels as they are instead ([`MailboxSync::reread_labels`]), so that a conversation
+//! labelled while no daemon ran is not left visible.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::batch::BatchMode;
 use super::store_access::with_store;
@@ -37,14 +43,7 @@ impl MailboxSync {
             let names = self.client.label_names(&change.label_ids).await?;
             let own = rules::rule_labels(&self.policy, &self.user, &names);
             let skipping = rules::skip_label_rules(&self.policy, &self.user, &names);
-            let skip_rules: Vec<String> = self
-                .policy
-                .rules
-                .rules
-                .iter()
-                .filter(|rule| rule.matcher.is_label_rule() && rule.action == rules::Action::Skip)
-                .map(|rule| rule.name.clone())
-                .collect();
+            let skip_rules = self.skip_label_rule_names();
             let policy = self.policy.clone();
             let user = self.user.clone();
             let id = change.id.clone();
@@ -91,7 +90,7 @@ impl MailboxSync {
                         &never_sync,
                     ));
                 }
-                let applied = store.apply_source_changes(&changes)?;
+                let applied = store.apply_mailbox_changes(&user.email, &changes)?;
                 Ok(LabelOutcome::Changed(
                     (applied.visibility_changed + applied.sources_removed) as usize,
                 ))
@@ -114,6 +113,65 @@ impl MailboxSync {
             self.process_batch(chunk, mode, None, report).await?;
         }
         Ok(())
+    }
+}
+
+impl MailboxSync {
+    /// Compares the labels label rules name, as the mailbox has them now, with what the store
+    /// keeps, and applies the differences as history's label changes: one `labels.list`
+    /// and a `messages.list` per label. For a full sync, whose cursor skips whatever changed
+    /// before it; on a first sync it finds nothing to change.
+    pub(super) async fn reread_labels(&self, report: &mut SyncReport) -> Result<(), SyncError> {
+        let wanted = rules::rule_label_names(&self.policy, &self.user);
+        if !self.write || self.refetch_decided || wanted.is_empty() {
+            return Ok(());
+        }
+        // Message id -> the ids of the rule labels it carries now.
+        let mut carrying: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for label_id in self.client.label_ids_named(&wanted).await? {
+            for id in self.list_labelled(&label_id).await? {
+                carrying.entry(id).or_default().push(label_id.clone());
+            }
+        }
+        let email = self.user.email.clone();
+        let skip_rules = self.skip_label_rule_names();
+        let (labelled, blocked) = with_store(&self.store, move |store| {
+            let labelled = store.labelled_sources(&email, GMAIL_SOURCE)?;
+            let blocked = if skip_rules.is_empty() {
+                Vec::new()
+            } else {
+                store.blocked_by(&email, GMAIL_SOURCE, &skip_rules)?
+            };
+            Ok((labelled, blocked))
+        })
+        .await?;
+        // Whatever carries a rule label now, or carried one when it was decided.
+        let ids: BTreeSet<String> = carrying
+            .keys()
+            .cloned()
+            .chain(labelled.into_iter().map(|source| source.source_id))
+            .chain(blocked)
+            .collect();
+        let changes = ids
+            .into_iter()
+            .map(|id| LabelChange {
+                label_ids: carrying.remove(&id).unwrap_or_default(),
+                id,
+            })
+            .collect();
+        self.apply_label_changes(changes, report).await
+    }
+
+    /// The names of the label rules whose action is skip (a decision blocked by one of them
+    /// is forgotten once its label is gone).
+    fn skip_label_rule_names(&self) -> Vec<String> {
+        self.policy
+            .rules
+            .rules
+            .iter()
+            .filter(|rule| rule.matcher.is_label_rule() && rule.action == rules::Action::Skip)
+            .map(|rule| rule.name.clone())
+            .collect()
     }
 }
 
