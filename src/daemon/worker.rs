@@ -154,6 +154,10 @@ pub async fn run_worker(
         let first_sync: FirstSync = Arc::default();
         let stored = with_store(&shared.store, |store| store.sync_state(&user_email)).flatten();
         let mut failures = stored.as_ref().map_or(0, |state| state.consecutive_failures);
+        // The label names label rules matched when this mailbox's labels were last read: a
+        // reload that names others reads them again, so a new label rule counts for the
+        // conversations labelled before it, not only for later label changes.
+        let mut labels_read_for: Option<Vec<String>> = None;
         shared.metrics.register_user(
             &user_email,
             stored.as_ref().map_or(SyncStatus::Syncing, |state| state.status),
@@ -176,6 +180,8 @@ pub async fn run_worker(
                 client = Some(build_client(&shared, &credentials, &user.email, &policy, &first_sync));
             }
             let client = client.clone().expect("built just above");
+            let label_names = crate::rules::rule_label_names(&policy, &user);
+            let reread_labels = *labels_read_for.get_or_insert_with(|| label_names.clone()) != label_names;
             // `syncing` is worth a write only when a full sync (no cursor yet) is ahead; an
             // incremental poll of an idle mailbox then costs the store one write, at its end.
             // Read once per poll: the sync and the reconciliation check below use it too. A
@@ -219,7 +225,17 @@ pub async fn run_worker(
                     // Shutdown does not wait for a sync stuck in Gmail's retries and backoff:
                     // the poll is dropped, in-flight requests and sleeps with it. Every write
                     // is a transaction of its own, so nothing half-done is left behind.
-                    let run = Box::pin(sync.run_from(state).instrument(poll_span.clone()));
+                    let run = Box::pin(
+                        async {
+                            let mut report = sync.run_from(state).await?;
+                            // A full sync read them already.
+                            if reread_labels && !report.full {
+                                sync.reread_labels(&mut report).await?;
+                            }
+                            Ok(report)
+                        }
+                        .instrument(poll_span.clone()),
+                    );
                     let outcome = tokio::select! {
                         outcome = run => outcome,
                         () = cancel.cancelled() => Err(SyncError::Cancelled),
@@ -238,6 +254,7 @@ pub async fn run_worker(
             match outcome {
                 Ok(report) => {
                     failures = 0;
+                    labels_read_for = Some(label_names);
                     with_store(&shared.store, |store| {
                         store.finish_poll(&user.email, SyncStatus::Ok, None, 0, (!shared.once).then_some(next_poll_at))
                     });

@@ -494,6 +494,47 @@ mod through_gmail {
         stop(daemon);
     }
 
+    /// A label rule a reload adds counts for conversations labelled before it: the reload
+    /// reads the mailbox's labels again, without fetching a message.
+    #[test]
+    fn a_label_rule_added_by_a_reload_counts_for_conversations_labelled_before() {
+        let (sandbox, setup) = two_conversations();
+        let daemon = setup.start_daemon();
+        wait_until("both mailboxes synced", WAIT, || {
+            setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
+        });
+        let okapi_id = gmail_id(&setup, MICHELLE, OKAPI);
+        label(&sandbox, MICHELLE, &okapi_id, "add=CRM/Participants");
+        // Read from history, but no rule names the label yet.
+        let polls = sandbox.answers(MICHELLE, "history.list", "200");
+        wait_until("two more polls", WAIT, || {
+            sandbox.answers(MICHELLE, "history.list", "200") >= polls + 2
+        });
+        let talk = Some(Some("Okapi salary talk".to_string()));
+        assert_eq!(seen(&setup, ERIN, OKAPI, "okapi")[0], talk);
+
+        let fetched_before = sandbox.answers(MICHELLE, "messages.get", "200");
+        std::fs::write(
+            setup.dir.path().join("rules/participants.toml"),
+            "[[rule]]\nname = \"label: CRM/Participants\"\nmatch = { label = \"CRM/Participants\" }\naction = \"participants\"\n",
+        )
+        .unwrap();
+        daemon.signal("HUP");
+        wait_until("Erin no longer sees that it happened", WAIT, || {
+            seen(&setup, ERIN, OKAPI, "okapi") == [None, None, None]
+        });
+        assert_eq!(
+            seen(&setup, MICHELLE, OKAPI, "okapi"),
+            [talk.clone(), talk.clone(), talk]
+        );
+        assert_eq!(
+            sandbox.answers(MICHELLE, "messages.get", "200"),
+            fetched_before,
+            "labels are listed, not read by fetching the messages"
+        );
+        stop(daemon);
+    }
+
     /// History tells only of changes since the cursor: labels changed while no daemon ran,
     /// with the history expired meanwhile, are read as they are at the re-sync, both ways.
     #[test]

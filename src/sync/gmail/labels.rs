@@ -120,8 +120,9 @@ impl MailboxSync {
     /// Compares the labels label rules name, as the mailbox has them now, with what the store
     /// keeps, and applies the differences as history's label changes: one `labels.list`
     /// and a `messages.list` per label. For a full sync, whose cursor skips whatever changed
-    /// before it; on a first sync it finds nothing to change.
-    pub(super) async fn reread_labels(&self, report: &mut SyncReport) -> Result<(), SyncError> {
+    /// before it (on a first sync it finds nothing to change), and after a reload that
+    /// names other labels.
+    pub async fn reread_labels(&self, report: &mut SyncReport) -> Result<(), SyncError> {
         let wanted = rules::rule_label_names(&self.policy, &self.user);
         if !self.write || self.refetch_decided || wanted.is_empty() {
             return Ok(());
