@@ -424,6 +424,15 @@ mod through_gmail {
         sandbox.control("label", &format!("user={user}&message={id}&{change}"), b"");
     }
 
+    /// The daemon, once both conversations are synced.
+    fn start_synced(setup: &Setup) -> Daemon {
+        let daemon = setup.start_daemon();
+        wait_until("both mailboxes synced", WAIT, || {
+            setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
+        });
+        daemon
+    }
+
     fn stop(mut daemon: Daemon) {
         daemon.signal("TERM");
         assert_eq!(daemon.wait(Duration::from_secs(10)), Some(0));
@@ -433,11 +442,8 @@ mod through_gmail {
     #[test]
     fn labels_applied_and_removed_in_gmail_change_what_everyone_sees_within_one_sync() {
         let (sandbox, setup) = two_conversations();
-        let daemon = setup.start_daemon();
+        let daemon = start_synced(&setup);
         let (okapi, wombat) = (OKAPI, WOMBAT);
-        wait_until("both mailboxes synced", WAIT, || {
-            setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
-        });
         let shown = Some(Some("Okapi salary talk".to_string()));
         assert_eq!(
             seen(&setup, ERIN, okapi, "okapi"),
@@ -499,10 +505,7 @@ mod through_gmail {
     #[test]
     fn a_label_rule_added_by_a_reload_counts_for_conversations_labelled_before() {
         let (sandbox, setup) = two_conversations();
-        let daemon = setup.start_daemon();
-        wait_until("both mailboxes synced", WAIT, || {
-            setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
-        });
+        let daemon = start_synced(&setup);
         let okapi_id = gmail_id(&setup, MICHELLE, OKAPI);
         label(&sandbox, MICHELLE, &okapi_id, "add=CRM/Participants");
         // Read from history, but no rule names the label yet.
@@ -540,10 +543,7 @@ mod through_gmail {
     #[test]
     fn labels_changed_while_history_expired_count_at_the_resync() {
         let (sandbox, setup) = two_conversations();
-        let daemon = setup.start_daemon();
-        wait_until("both mailboxes synced", WAIT, || {
-            setup.decisions(MICHELLE) == 1 && setup.decisions(DAVE) == 1
-        });
+        let daemon = start_synced(&setup);
         let (okapi_id, wombat_id) = (
             gmail_id(&setup, MICHELLE, OKAPI),
             gmail_id(&setup, DAVE, WOMBAT),
