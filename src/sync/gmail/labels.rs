@@ -5,9 +5,10 @@
 //! is decided again from what the store keeps. A message a `skip` label kept out, once the
 //! label is gone, is fetched and decided again: nothing of it was stored.
 //!
-//! History only tells of changes since the cursor. A re-sync (history expired) reads the
-//! labels as they are instead ([`MailboxSync::reread_labels`]), so that a conversation
-//! labelled while no daemon ran is not left visible.
+//! History only tells of changes since the cursor, and of labels the rules named then. A full
+//! sync (history expired), and a reload whose label rules name other labels, read the labels
+//! as they are instead ([`MailboxSync::reread_labels`]), so that a conversation labelled
+//! while no daemon ran, or before its rule was written, is not left visible.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,12 +39,13 @@ impl MailboxSync {
             return Ok(());
         }
         let mut to_fetch: Vec<AddedMessage> = Vec::new();
+        let skip_rules = self.skip_label_rule_names();
         for change in changes {
             self.check_cancelled()?;
             let names = self.client.label_names(&change.label_ids).await?;
             let own = rules::rule_labels(&self.policy, &self.user, &names);
             let skipping = rules::skip_label_rules(&self.policy, &self.user, &names);
-            let skip_rules = self.skip_label_rule_names();
+            let skip_rules = skip_rules.clone();
             let policy = self.policy.clone();
             let user = self.user.clone();
             let id = change.id.clone();
@@ -114,9 +116,7 @@ impl MailboxSync {
         }
         Ok(())
     }
-}
 
-impl MailboxSync {
     /// Compares the labels label rules name, as the mailbox has them now, with what the store
     /// keeps, and applies the differences as history's label changes: one `labels.list`
     /// and a `messages.list` per label. For a full sync, whose cursor skips whatever changed
